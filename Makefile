@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make sweep` and `make test` (both create .venv if needed).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# Here the CPU build of torch comes from local disk; a bare `torch` requirement would pull a
+# multi-GB CUDA build. On a machine with a GPU the project's `torch>=2.4` range decides.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: venv test test-fast lint sweep fig1c bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q $(TORCH_CPU); fi
+	$(PY) -m pip install -q -e '.[sweep,dev]'
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+sweep: venv
+	$(VENV)/bin/ssvae fig1c --preset small --seeds 0 1 2 --out runs/fig1c-small
+
+fig1c: sweep
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
