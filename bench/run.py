@@ -1,0 +1,70 @@
+"""The core's benchmarks in one run, a table printed last (``make bench``).
+
+- video: time to simulate and render the paper-size video (900 × 256 × 256);
+- trainer: pairs per second of `ssvae_core.train` against a straightforward PyTorch loop
+  (`bench/trainer.py`), at the `small` and `paper` presets, measured side by side;
+- memory: peak resident memory of one `fit` (a few steps) per preset, each in a fresh process.
+
+    python bench/run.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_video import bench_video
+from trainer import compare
+
+PEAK_RSS = """
+import json, resource, sys, torch
+from ssvae_core import config
+from ssvae_core.train import fit
+cfg = config.load(sys.argv[1], None, ["train.epochs=1", "train.device=" + sys.argv[2]])
+fit(cfg)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+print(json.dumps({"peak_rss_mib": peak, "peak_cuda_mib": cuda}))
+"""
+
+
+def peak_memory(preset: str, device: str) -> dict[str, float]:
+    """Peak memory of one epoch of `fit` in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, preset, device],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    rows: list[tuple[str, str]] = []
+    video = bench_video()
+    rows += [(f"video paper-size {k}", f"{v:.3f}") for k, v in video.items()]
+    for preset, steps in (("small", 29), ("paper", 4)):
+        steps = max(2, steps // 3) if args.quick else steps
+        result = compare(preset, steps, rounds=2 if args.quick else 3, device=args.device)
+        rows += [(f"trainer {preset} {k}", f"{v:.2f}") for k, v in result.items()]
+        print(f"[bench] trainer {preset}: {result}", file=sys.stderr, flush=True)
+    for preset in ("small", "paper"):
+        memory = peak_memory(preset, args.device)
+        rows += [(f"memory {preset} {k}", f"{v:.0f}") for k, v in memory.items()]
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{'benchmark':<{width}}  value")
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

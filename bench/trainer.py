@@ -1,0 +1,128 @@
+"""Trainer throughput: `ssvae_core.train` against a straightforward PyTorch loop, side by side.
+
+The straightforward loop is what one writes first: a `Dataset` of (base, target) pairs read
+from the uint8 video and converted per item, a shuffled `DataLoader`, and the encoder called
+separately on the base and the target frames. Ours keeps the video on the device once
+(channels-last), gathers a batch by index and encodes every distinct frame of the step in one
+pass. Both use the same encoder, coupling, loss, optimiser and thread count; throughput is
+training pairs per second over whole steps (forward, backward, update). Rounds alternate
+between the two and the best round of each is kept, so machine noise hits both alike.
+
+    python bench/trainer.py --preset small --steps 29 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ssvae_core import config
+from ssvae_core.balls import Video, simulate
+from ssvae_core.couplings import build_coupling
+from ssvae_core.encoder import CentreOfMassEncoder
+from ssvae_core.objectives import infonce_loss
+from ssvae_core.train import _Run, frames_to_tensor, resolve_device
+
+
+class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """(frame t, frame t + 1) as float [3, H, W] tensors, converted per item."""
+
+    def __init__(self, frames: np.ndarray) -> None:
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames) - 1
+
+    def __getitem__(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def to_tensor(frame: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(frame).permute(2, 0, 1).float() / 255.0
+
+        return to_tensor(self.frames[t]), to_tensor(self.frames[t + 1])
+
+
+def straightforward(cfg: config.RunConfig, video: Video, steps: int) -> float:
+    """Pairs per second of the plain loop over `steps` steps."""
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
+    encoder = CentreOfMassEncoder().to(device)
+    coupling = build_coupling(cfg.coupling.kind, 6, **cfg.coupling.params()).to(device)
+    params = [*encoder.parameters(), *coupling.parameters()]
+    optimizer = torch.optim.SGD(params, lr=cfg.train.lr)
+    loader = DataLoader(
+        PairDataset(video.frames), batch_size=cfg.train.batch_size, shuffle=True, drop_last=True
+    )
+    done, tic = 0, time.perf_counter()
+    while done < steps:
+        for base, target in loader:
+            base, target = base.to(device), target.to(device)
+            loss = infonce_loss(coupling(encoder(base), encoder(target)))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    _sync(device)
+    return steps * cfg.train.batch_size / (time.perf_counter() - tic)
+
+
+def ours(cfg: config.RunConfig, video: Video, steps: int) -> float:
+    """Pairs per second of `ssvae_core.train` over `steps` steps (no probe)."""
+    device = resolve_device(cfg.train.device)
+    run = _Run(cfg, frames_to_tensor(video, device), torch.from_numpy(video.positions))
+    batch = cfg.train.batch_size
+    order = torch.randperm(len(video.frames) - 1, generator=run.generator)
+    tic = time.perf_counter()
+    for i in range(steps):
+        start = (i * batch) % (len(order) - batch)
+        loss, _ = run.ssl_step(order[start : start + batch])
+        run.optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        run.optimizer.step()
+    _sync(device)
+    return steps * batch / (time.perf_counter() - tic)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def compare(preset: str, steps: int, rounds: int, device: str = "auto") -> dict[str, float]:
+    """Best-of-`rounds` pairs/s of both loops on `preset`, and their ratio."""
+    cfg = config.load(preset, None, [f"train.device={device}"])
+    video = simulate(cfg.data, cfg.data.seed)
+    loops: dict[str, Callable[[config.RunConfig, Video, int], float]] = {
+        "straightforward": straightforward,
+        "ssvae": ours,
+    }
+    best = dict.fromkeys(loops, 0.0)
+    for _ in range(rounds):
+        for name, loop in loops.items():
+            best[name] = max(best[name], loop(cfg, video, steps))
+    return {
+        "pairs_per_s_straightforward": best["straightforward"],
+        "pairs_per_s_ssvae": best["ssvae"],
+        "speedup": best["ssvae"] / best["straightforward"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--steps", type=int, default=29)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    result = compare(args.preset, args.steps, args.rounds, args.device)
+    for key, value in result.items():
+        print(f"{key:>28}: {value:.2f}")
+
+
+if __name__ == "__main__":
+    main()

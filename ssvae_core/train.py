@@ -1,0 +1,320 @@
+"""`fit(cfg)`: train one SSVAE (or a control) on the moving-balls video and probe it.
+
+Self-supervised mode (section 4 of the paper): each step draws B consecutive pairs (base frame
+t, target frame t + 1); the targets of the other pairs, plus any extra random frames, are the
+negatives. The score matrix log_f [B, B + K] = coupling(z_base, z_candidates) goes to the
+estimator of eq. 3 (or another from `objectives.ESTIMATORS`); with the Gaussian coupling of
+eq. 36 this is the ELBO of an SSVAE whose prior P(z'|z) is N(z, L²) (eqs. 30-35). Every frame
+is encoded once per step even when it serves as base, target and negative.
+
+Controls: ``supervised`` trains the same encoder to output the true centres (map k -> ball k)
+(Fig. 1C); ``untrained`` probes the encoder at its initialisation.
+
+Knows nothing about Ray or MLflow: it calls ``report(metrics, checkpoint_dir)`` once per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ssvae_core.balls import Video, simulate
+from ssvae_core.config import RunConfig
+from ssvae_core.couplings import build_coupling
+from ssvae_core.encoder import build_encoder
+from ssvae_core.objectives import ESTIMATORS, LOSSES, mask_scores, negative_mask
+from ssvae_core.optim import OPTIMIZERS, SCHEDULES
+from ssvae_core.probe import ProbeResult, fit_probe
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, Any], "str | None"], None]
+CHECKPOINT_FILE = "state.pt"
+
+
+@dataclass
+class RunResult:
+    """What a run produced. The modules and the probe are kept for figures, not serialised."""
+
+    probe_error_px: float
+    probe_r2: float
+    mi_estimate: float
+    lengthscale: float | None
+    status: str  # "ok" | "diverged"
+    message: str
+    seconds: float
+    history: list[dict[str, float]]
+    config: RunConfig
+    encoder: nn.Module | None = field(default=None, repr=False)
+    coupling: nn.Module | None = field(default=None, repr=False)
+    probe: ProbeResult | None = field(default=None, repr=False)
+
+    def metrics(self) -> dict[str, Any]:
+        """The JSON-ready summary (what ``ssvae train --json`` prints)."""
+        return {
+            "probe_error_px": self.probe_error_px,
+            "probe_r2": self.probe_r2,
+            "mi_estimate": self.mi_estimate,
+            "lengthscale": self.lengthscale,
+            "status": self.status,
+            "message": self.message,
+            "seconds": self.seconds,
+            "epochs": len(self.history) - 1,
+        }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when there is one, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def frames_to_tensor(video: Video, device: torch.device) -> Tensor:
+    """The video's frames once on the device. uint8 [T, 3, H, W], channels-last in memory.
+
+    Channels-last is the frames' own [T, H, W, 3] layout, and the layout in which the small
+    convolutions of Fig. 2 run fastest on CPU (about 1.5× in `bench/`).
+    """
+    frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2)
+    return frames.to(device).contiguous(memory_format=torch.channels_last)
+
+
+def as_float(frames: Tensor) -> Tensor:
+    """uint8 [B, 3, H, W] -> float32 in [0, 1]."""
+    return frames.float().div_(255.0)
+
+
+@torch.no_grad()
+def encode_all(encoder: nn.Module, frames: Tensor, batch: int = 256) -> np.ndarray:
+    """Mean representations of every frame (eval mode). frames: uint8 [T, 3, H, W] -> [T, D]."""
+    was_training = encoder.training
+    encoder.eval()
+    z = torch.cat([encoder(as_float(frames[i : i + batch])) for i in range(0, len(frames), batch)])
+    encoder.train(was_training)
+    return z.cpu().numpy()
+
+
+def learned_lengthscale(coupling: nn.Module | None) -> float | None:
+    """The coupling's current lengthscale L (mean over dimensions), if it has one."""
+    value = getattr(coupling, "lengthscale", None)
+    return None if value is None else float(value.detach().mean())
+
+
+class _Run:
+    """The mutable state of one run: modules, optimiser, generator, history."""
+
+    def __init__(self, cfg: RunConfig, frames: Tensor, positions: Tensor) -> None:
+        self.cfg, self.frames, self.positions = cfg, frames, positions
+        device, (channels, height, width) = frames.device, frames.shape[1:]
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        with torch.random.fork_rng(devices=[]):  # initialisation from the run's seed only
+            torch.manual_seed(cfg.train.seed)
+            self.encoder = build_encoder(
+                cfg.encoder.kind,
+                (channels, height, width),
+                stochastic=cfg.encoder.stochastic,
+                sigma=cfg.encoder.sigma,
+                learn_sigma=cfg.encoder.learn_sigma,
+                hidden=cfg.encoder.hidden,
+                out_dim=2 * positions.shape[1],
+            ).to(device)
+            self.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            dim = int(self.encoder.out_dim)  # type: ignore[arg-type]
+            self.coupling: nn.Module | None = None
+            if cfg.train.mode == "ssl":
+                self.coupling = build_coupling(cfg.coupling.kind, dim, **cfg.coupling.params())
+                self.coupling.to(device)
+        modules = [m for m in (self.encoder, self.coupling) if m is not None]
+        params = [p for m in modules for p in m.parameters()]
+        self.optimizer = OPTIMIZERS[cfg.train.optimizer](params, cfg.train.lr, cfg.train.momentum)
+        steps_per_epoch = (len(frames) - 1) // cfg.train.batch_size
+        self.schedule = SCHEDULES[cfg.train.lr_schedule](
+            self.optimizer, cfg.train.epochs * steps_per_epoch
+        )
+        self.history: list[dict[str, float]] = []
+        self.probe: ProbeResult | None = None
+
+    # -- one step -------------------------------------------------------------------------
+    def _encode(self, index: Tensor) -> Tensor:
+        """Encode frames `index` [n] (repeats allowed) with one forward pass. -> z [n, D]."""
+        unique, inverse = torch.unique(index, return_inverse=True)
+        frames = as_float(self.frames[unique.to(self.frames.device)])
+        kwargs = {"generator": self.generator} if self.cfg.encoder.stochastic else {}
+        return self.encoder(frames, **kwargs)[inverse.to(self.frames.device)]
+
+    def ssl_step(self, base: Tensor) -> tuple[Tensor, float]:
+        """Loss and MI estimate for base frames `base` [B] (targets are base + 1)."""
+        assert self.coupling is not None
+        batch, n_frames = len(base), len(self.frames)
+        n_neg = self.cfg.objective.n_negatives or batch - 1
+        extra = torch.randint(0, n_frames, (max(0, n_neg - (batch - 1)),), generator=self.generator)
+        z = self._encode(torch.cat([base, base + 1, extra]))  # [2B + K, D]
+        log_f = self.coupling(z[:batch], z[batch:])  # [B, B + K]
+        if n_neg < batch - 1:
+            keep = negative_mask(batch, n_neg, self.generator).to(log_f.device)
+            log_f = mask_scores(log_f, keep)
+        estimator = self.cfg.objective.estimator
+        with torch.no_grad():
+            estimate = float(ESTIMATORS[estimator](log_f))
+        return LOSSES[estimator](log_f), estimate
+
+    def supervised_step(self, base: Tensor) -> tuple[Tensor, float]:
+        """MSE from z to the true centres of frames `base` [B], in encoder coordinates [-1, 1].
+
+        The centre-of-mass readout already is a position, so no head is needed: map k is
+        trained to sit on ball k (the balls' colours tell them apart).
+        """
+        z = self._encode(base)
+        size = self.cfg.data.size
+        target = (self.positions[base.to(self.positions.device)] * (2.0 / size) - 1.0).flatten(1)
+        return nn.functional.mse_loss(z, target), float("nan")
+
+    # -- epochs ---------------------------------------------------------------------------
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the (T - 1) consecutive pairs in random batches."""
+        batch = self.cfg.train.batch_size
+        order = torch.randperm(len(self.frames) - 1, generator=self.generator)
+        step = self.ssl_step if self.cfg.train.mode == "ssl" else self.supervised_step
+        losses, estimates = [], []
+        self.encoder.train()
+        for start in range(0, len(order) - batch + 1, batch):
+            loss, estimate = step(order[start : start + batch])
+            if not torch.isfinite(loss):
+                raise _Diverged(
+                    f"loss became {float(loss)} at epoch {epoch}, step {start // batch + 1} "
+                    f"(train.lr={self.cfg.train.lr}); try a smaller train.lr"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.schedule.step()
+            losses.append(loss.item())
+            estimates.append(estimate)
+        return {"loss": float(np.mean(losses)), "mi_estimate": float(np.mean(estimates))}
+
+    def run_probe(self) -> dict[str, float]:
+        z = encode_all(self.encoder, self.frames)
+        self.probe = fit_probe(
+            z, self.positions.cpu().numpy(), self.cfg.probe.train_fraction, self.cfg.data.seed
+        )
+        return {"probe_error_px": self.probe.probe_error_px, "probe_r2": self.probe.r2}
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        named = {"encoder": self.encoder, "coupling": self.coupling}
+        return {k: m for k, m in named.items() if m is not None}
+
+    def save(self, directory: str) -> None:
+        state: dict[str, Any] = {k: m.state_dict() for k, m in self.modules().items()}
+        state |= {
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "generator": self.generator.get_state(),
+            "history": self.history,
+        }
+        path = Path(directory) / CHECKPOINT_FILE
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+
+    def load(self, directory: str) -> bool:
+        path = Path(directory) / CHECKPOINT_FILE
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.frames.device, weights_only=False)
+        for key, module in self.modules().items():
+            module.load_state_dict(state[key])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["generator"])
+        self.history = state["history"]
+        return True
+
+
+class _Diverged(RuntimeError):
+    pass
+
+
+def fit(
+    cfg: RunConfig,
+    report: Report | None = None,
+    checkpoint_dir: str | None = None,
+    video: Video | None = None,
+) -> RunResult:
+    """Train (per ``cfg.train.mode``), probe every ``probe.every_epochs`` and at the end.
+
+    report: called as ``report(metrics, checkpoint_dir)`` after every epoch, once the
+    checkpoint (if any) is written. checkpoint_dir: resume from the checkpoint there, if any,
+    and write one after every epoch. video: a pre-simulated video (a sweep shares one);
+    by default it is simulated from ``cfg.data``.
+    """
+    started = time.perf_counter()
+    if video is None:
+        video = simulate(cfg.data, cfg.data.seed)
+    device = resolve_device(cfg.train.device)
+    frames = frames_to_tensor(video, device)
+    positions = torch.from_numpy(video.positions).to(device)
+    run = _Run(cfg, frames, positions)
+    if checkpoint_dir is not None:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        if run.load(checkpoint_dir):
+            log.info("resumed from %s after epoch %d", checkpoint_dir, len(run.history) - 1)
+    if not run.history:  # epoch 0: the encoder at its initialisation
+        run.history.append({"epoch": 0, **run.run_probe(), "seconds": 0.0})
+    epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs
+    status, message = "ok", ""
+    for epoch in range(len(run.history), epochs + 1):
+        tic = time.perf_counter()
+        try:
+            row: dict[str, float] = {"epoch": epoch, **run.train_epoch(epoch)}
+        except _Diverged as err:
+            status, message = "diverged", str(err)
+            log.warning("run diverged: %s", message)
+            break
+        if (ls := learned_lengthscale(run.coupling)) is not None:
+            row["lengthscale"] = ls
+        if epoch % cfg.probe.every_epochs == 0 or epoch == epochs:
+            row |= run.run_probe()
+        else:  # carry the latest probe so every report has the metric
+            row |= {k: run.history[-1][k] for k in ("probe_error_px", "probe_r2")}
+        row["seconds"] = time.perf_counter() - tic
+        run.history.append(row)
+        if checkpoint_dir is not None:
+            run.save(checkpoint_dir)
+        if report is not None:
+            report(dict(row), checkpoint_dir)
+    if status == "ok" and run.probe is None:  # resumed from the final checkpoint
+        run.run_probe()
+    last = run.history[-1]
+    if status == "diverged":
+        probe_error, r2 = math.nan, math.nan
+    else:
+        assert run.probe is not None
+        probe_error, r2 = run.probe.probe_error_px, run.probe.r2
+    if cfg.train.mode == "untrained" and report is not None:
+        report(dict(last), checkpoint_dir)
+    return RunResult(
+        probe_error_px=probe_error,
+        probe_r2=r2,
+        mi_estimate=float(last.get("mi_estimate", math.nan)),
+        lengthscale=learned_lengthscale(run.coupling),
+        status=status,
+        message=message,
+        seconds=time.perf_counter() - started,
+        history=run.history,
+        config=cfg,
+        encoder=run.encoder,
+        coupling=run.coupling,
+        probe=run.probe,
+    )

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssvae_core import balls, cli
+
+TINY = [
+    "--set",
+    "data.n_frames=60",
+    "--set",
+    "data.size=32",
+    "--set",
+    "data.diameter=6",
+    "--set",
+    "train.batch_size=10",
+    "--set",
+    "train.device=cpu",
+]
+
+
+@pytest.fixture
+def no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad input must be refused before any video is simulated."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("simulate() called before the config was validated")
+
+    monkeypatch.setattr(balls, "simulate", refuse)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "train.lrr=0.1"], "train.lrr: unknown key"),
+        (["--set", "coupling.kind=rbf"], "coupling.kind: unknown name 'rbf'; choose from bilinear"),
+        (["--set", "train.lr=0"], "train.lr: must be > 0"),
+        (["--set", "train.lr=-1e-3"], "train.lr: must be > 0"),
+        (["--set", "objective.n_negatives=5000"], "objective.n_negatives: 5000 negatives"),
+        (["--set", "train.batch_size=1000"], "train.batch_size: 1000 pairs do not fit"),
+        (["--set", "objective.estimator=mine"], "objective.estimator: unknown name 'mine'"),
+        (["--preset", "huge"], "preset: unknown name 'huge'"),
+        (["--config", "/nonexistent.yaml"], "No such file"),
+        (["--set", "lr"], "lr: expected key=value"),
+    ],
+)
+@pytest.mark.usefixtures("no_compute")
+def test_bad_input_exits_2_naming_the_key(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["train", *argv]) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_config_file_errors_name_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  epochs: many\n")
+    assert cli.main(["train", "--config", str(path)]) == 2
+    assert "train.epochs: expected int, got 'many'" in capsys.readouterr().err
+
+
+def test_train_json_is_the_last_line_and_out_has_the_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", *TINY, "--set", "train.epochs=1", "--json", "--quiet", "--out", str(out)]
+    assert cli.main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    metrics = json.loads(last)
+    assert {"probe_error_px", "mi_estimate", "status", "seconds"} <= set(metrics)
+    assert metrics["status"] == "ok" and metrics["probe_error_px"] > 0
+    names = {p.name for p in out.iterdir()}
+    assert {"config.yaml", "metrics.json", "history.csv", "fig1b.png", "fig1de.png"} <= names
+    assert json.loads((out / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_diverged_run_exits_1_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "train",
+        *TINY,
+        "--set",
+        "train.lr=1e30",
+        "--set",
+        "coupling.kind=bilinear",
+        "--set",
+        "train.epochs=1",
+        "--json",
+        "--quiet",
+    ]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "diverged" in captured.err and "train.lr" in captured.err
+    assert json.loads(captured.out.strip().splitlines()[-1])["probe_error_px"] is None
+
+
+def test_data_preview_writes_a_png(tmp_path: Path) -> None:
+    path = tmp_path / "preview.png"
+    assert cli.main(["data", *TINY, "--preview", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fig1c_runs_every_method_and_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "fig1c",
+        *TINY,
+        "--set",
+        "train.epochs=1",
+        "--methods",
+        "gaussian",
+        "untrained",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
+    assert cli.main(argv) == 0
+    table = (tmp_path / "fig1c.csv").read_text().splitlines()
+    assert len(table) == 1 + 4
+    assert (tmp_path / "fig1c.png").exists()
+    assert "gaussian" in capsys.readouterr().out
+
+
+def test_fig1c_rejects_an_unknown_method(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["fig1c", "--methods", "linear"]) == 2
+    assert "methods: unknown linear" in capsys.readouterr().err

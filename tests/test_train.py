@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from ssvae_core import config
+from ssvae_core.balls import Video
+from ssvae_core.couplings import COUPLINGS
+from ssvae_core.objectives import ESTIMATORS
+from ssvae_core.train import CHECKPOINT_FILE, _Run, fit
+
+
+def with_(cfg: config.RunConfig, **sections: dict[str, Any]) -> config.RunConfig:
+    return config.from_dict(sections, cfg)
+
+
+def test_fit_reports_every_epoch_and_returns_the_public_fields(
+    tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    reports: list[dict[str, Any]] = []
+    result = fit(tiny_cfg, report=lambda m, ckpt: reports.append(m), video=tiny_video)
+    assert [r["epoch"] for r in reports] == [1, 2]
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.status == "ok" and result.message == ""
+    assert math.isfinite(result.probe_error_px) and math.isfinite(result.mi_estimate)
+    assert result.probe_error_px == reports[-1]["probe_error_px"]
+    assert result.lengthscale is not None and result.lengthscale > 0
+    assert {"loss", "mi_estimate", "lengthscale", "probe_error_px", "seconds"} <= set(reports[-1])
+
+
+def test_fit_is_deterministic_on_cpu(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
+    a = fit(tiny_cfg, video=tiny_video)
+    b = fit(tiny_cfg, video=tiny_video)
+    assert a.history[-1]["loss"] == b.history[-1]["loss"]
+    assert a.probe_error_px == b.probe_error_px
+
+
+def test_resume_gives_the_same_numbers_as_an_uninterrupted_run(
+    tiny_cfg: config.RunConfig, tiny_video: Video, tmp_path: Path
+) -> None:
+    cfg = with_(
+        tiny_cfg,
+        train={"epochs": 4},
+        encoder={"stochastic": True},
+        objective={"n_negatives": 3},
+        probe={"every_epochs": 3},
+    )
+    straight = fit(cfg, video=tiny_video)
+    first = fit(with_(cfg, train={"epochs": 2}), checkpoint_dir=str(tmp_path), video=tiny_video)
+    assert (tmp_path / CHECKPOINT_FILE).exists() and len(first.history) == 3
+    seen: list[int] = []
+    resumed = fit(
+        cfg,
+        report=lambda m, c: seen.append(m["epoch"]),
+        checkpoint_dir=str(tmp_path),
+        video=tiny_video,
+    )
+    assert seen == [3, 4]  # only the unfinished epochs ran
+
+    def trained(history: list[dict[str, float]]) -> list[tuple[float, ...]]:
+        return [(r["loss"], r["mi_estimate"], r["lengthscale"]) for r in history[1:]]
+
+    # the short run probed at its last epoch (2); the straight one carried epoch 0's probe
+    assert trained(resumed.history) == trained(straight.history)
+    for a, b in zip(resumed.history[3:], straight.history[3:], strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {
+            k: v for k, v in b.items() if k != "seconds"
+        }
+    assert resumed.probe_error_px == straight.probe_error_px
+    assert resumed.mi_estimate == straight.mi_estimate
+
+
+def test_nan_loss_ends_the_run_as_diverged(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
+    cfg = with_(tiny_cfg, train={"lr": 1e30}, coupling={"kind": "bilinear"})
+    result = fit(cfg, video=tiny_video)
+    assert result.status == "diverged"
+    assert "train.lr" in result.message and "epoch 1" in result.message
+    assert math.isnan(result.probe_error_px)
+
+
+def test_untrained_mode_only_probes(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
+    reports: list[dict[str, Any]] = []
+    result = fit(
+        with_(tiny_cfg, train={"mode": "untrained"}),
+        report=lambda m, c: reports.append(m),
+        video=tiny_video,
+    )
+    assert len(result.history) == 1 and [r["epoch"] for r in reports] == [0]
+    assert result.coupling is None and math.isfinite(result.probe_error_px)
+
+
+def test_supervised_mode_learns_the_centres(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
+    cfg = with_(
+        tiny_cfg,
+        train={"mode": "supervised", "epochs": 12, "optimizer": "adam", "lr": 0.03},
+        probe={"every_epochs": 12},
+    )
+    result = fit(cfg, video=tiny_video)
+    assert result.probe_error_px < 0.5 * result.history[0]["probe_error_px"]
+    losses = [row["loss"] for row in result.history[1:]]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("coupling", sorted(COUPLINGS))
+@pytest.mark.parametrize("estimator", sorted(ESTIMATORS))
+def test_every_coupling_with_every_estimator_trains(
+    coupling: str, estimator: str, tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    cfg = with_(
+        tiny_cfg,
+        train={"epochs": 1},
+        coupling={"kind": coupling},
+        objective={"estimator": estimator},
+    )
+    result = fit(cfg, video=tiny_video)
+    assert result.status == "ok"
+    assert math.isfinite(result.history[-1]["loss"]) and math.isfinite(result.mi_estimate)
+
+
+@pytest.mark.parametrize("n_negatives", [1, 4, 9, 20])
+def test_n_negatives_sets_the_score_matrix(
+    n_negatives: int, tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    cfg = with_(tiny_cfg, objective={"n_negatives": n_negatives, "estimator": "infonce"})
+    frames = torch.from_numpy(tiny_video.frames).permute(0, 3, 1, 2).contiguous()
+    run = _Run(cfg, frames, torch.from_numpy(tiny_video.positions))
+    seen: dict[str, torch.Tensor] = {}
+    assert run.coupling is not None
+    run.coupling.register_forward_hook(lambda m, args, out: seen.update(z_prime=args[1]))
+    encoded: list[int] = []
+    run.encoder.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
+    base = torch.arange(0, 20, 2)  # 10 pairs, no frame shared between pairs
+    _loss, estimate = run.ssl_step(base)
+    extra = max(0, n_negatives - 9)
+    assert seen["z_prime"].shape[0] == 10 + extra
+    assert encoded[0] <= 20 + extra
+    # the InfoNCE bound is at most log(N + 1) whatever the coupling
+    assert estimate <= np.log(n_negatives + 1) + 1e-5
+
+
+def test_each_frame_is_encoded_once_per_step(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
+    frames = torch.from_numpy(tiny_video.frames).permute(0, 3, 1, 2).contiguous()
+    run = _Run(tiny_cfg, frames, torch.from_numpy(tiny_video.positions))
+    encoded: list[int] = []
+    run.encoder.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
+    run.ssl_step(torch.arange(10))  # a chain: frames 0..10, each target is the next base
+    assert encoded == [11]
