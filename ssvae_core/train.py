@@ -192,7 +192,7 @@ class _Run:
             loss, estimate = step(order[start : start + batch])
             if not torch.isfinite(loss):
                 raise _Diverged(
-                    f"loss became {float(loss)} at epoch {epoch}, step {start // batch + 1} "
+                    f"loss became {loss.item()} at epoch {epoch}, step {start // batch + 1} "
                     f"(train.lr={self.cfg.train.lr}); try a smaller train.lr"
                 )
             self.optimizer.zero_grad(set_to_none=True)
