@@ -1,0 +1,220 @@
+"""Sweep overhead: `ssvae sweep` against the same trials run back to back, and memory 4 vs 1.
+
+1. Time. The smoke sweep (``sweeps/smoke.yaml``) end to end through `run_sweep` - Ray start,
+   MLflow parent/child runs, checkpoints, tables, Fig. 1C - against the same trial configs
+   run back to back with `train.fit` in one process on the shared video, divided by the
+   sweep's concurrency. Target: ratio <= 1.15. Also the ratio inside the trials (the sum of
+   Ray's ``time_total_s`` against the sum of bare `fit` times), which excludes start-up.
+   The smoke trials are ~0.1 s of compute, so a second, medium sweep (the same 2 x 2 grid
+   at the `small` preset, 10 epochs) shows the overhead once trials do real work.
+2. Memory. Four trials on a paper-size video (256x256 px), once one at a time and once four
+   at a time; the peak, over the run, of the summed proportional set size (PSS: shared pages
+   counted once) of the driver and every process below it (Ray's GCS, raylet, workers), and
+   of the trial workers alone. Target: 4-at-a-time <= 1.5x one-at-a-time (the video is put in
+   Ray's object store once and every trial reads that copy).
+
+    python bench/sweep_overhead.py                 # both (about 3-4 minutes on 2 cores)
+    python bench/sweep_overhead.py --only time     # or: --only memory
+
+The MLflow store is a sqlite file in a temporary directory, created before timing starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+import torch
+
+from ssvae_core.balls import Video, simulate
+from ssvae_core.sweep import runner, spec, tracking
+from ssvae_core.train import fit, frames_to_tensor
+
+REPO = Path(__file__).resolve().parents[1]
+# The smoke trials are ~0.1 s of compute each, so the smoke ratio is all fixed cost; the
+# same 2 x 2 grid at the `small` preset with 10 epochs (~15 s a trial) shows the amortised one.
+MEDIUM_SPEC = """\
+name: medium
+base: {preset: small, train.epochs: 10, train.device: cpu}
+grid: {method: [gaussian, bilinear], train.seed: [0, 1]}
+resources: {cpu: 1}
+max_concurrent: 2
+"""
+MEMORY_SPEC = """\
+name: memory
+base: {preset: paper, data.n_frames: 300, train.epochs: 2, train.device: cpu,
+       probe.every_epochs: 1}
+grid: {train.seed: [0, 1, 2, 3]}
+resources: {cpu: 1}
+"""
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Pss:")), 0)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found += [child]
+            todo.append(child)
+    return found
+
+
+def _is_worker(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::")
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Samples the summed PSS of this process and its descendants every `interval` s."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval, self.total_mib, self.workers_mib = interval, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pids = [os.getpid(), *_descendants(os.getpid())]
+            sizes = {pid: _pss_kib(pid) / 1024 for pid in pids}
+            self.total_mib = max(self.total_mib, sum(sizes.values()))
+            workers = sum(size for pid, size in sizes.items() if _is_worker(pid))
+            self.workers_mib = max(self.workers_mib, workers)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _quiet_run(sweep: spec.SweepSpec, workdir: Path) -> tuple[float, pd.DataFrame]:
+    """Wall seconds of `run_sweep` and its trials table (tracking in `workdir`)."""
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    warm = tracking.SweepTracking(uri, workdir / "warm", sweep)
+    warm.connect()  # the MLflow tables exist before the clock starts
+    tic = time.perf_counter()
+    runner.run_sweep(sweep, tracking_uri=uri, storage_path=workdir / "runs")
+    seconds = time.perf_counter() - tic
+    return seconds, pd.read_csv(workdir / "runs" / sweep.name / "trials.csv")
+
+
+def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
+    torch.set_num_threads(1)
+    video = simulate(sweep.cells[0].config.data, sweep.cells[0].config.data.seed)
+    fit(sweep.cells[0].config, video=video)  # warm-up, as a warm worker would be
+    tic = time.perf_counter()
+    fit_seconds = []
+    for cell in sweep.cells:
+        start = time.perf_counter()
+        fit(cell.config, video=video)
+        fit_seconds.append(time.perf_counter() - start)
+    sequential = time.perf_counter() - tic
+    concurrency = min(sweep.execution.max_concurrent or os.cpu_count() or 1, os.cpu_count() or 1)
+    with tempfile.TemporaryDirectory() as scratch:
+        wall, trials = _quiet_run(sweep, Path(scratch))
+    ideal = sequential / concurrency
+    name = sweep.name
+    return {
+        f"{name}: trials": len(sweep.cells),
+        f"{name}: concurrency": concurrency,
+        f"{name}: sweep wall s": wall,
+        f"{name}: back-to-back fit s": sequential,
+        f"{name}: ideal s (back-to-back / concurrency)": ideal,
+        f"{name}: overhead ratio (target <= 1.15)": wall / ideal,
+        f"{name}: in-trial ratio (sum time_total_s / sum fit s)": (
+            trials["seconds"].sum() / sum(fit_seconds)
+        ),
+    }
+
+
+@ray.remote
+def _reads_shared_copy(videos: dict[Any, Video]) -> bool:
+    """In a worker, as in a trial: do the frames alias the object store's read-only buffer?"""
+    video = next(iter(videos.values()))
+    frames = frames_to_tensor(video, torch.device("cpu"))
+    return not video.frames.flags.writeable and frames.data_ptr() == video.frames.ctypes.data
+
+
+def measure_memory() -> dict[str, float]:
+    base = spec.parse(MEMORY_SPEC)
+    data = base.cells[0].config.data
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        videos = {data: simulate(data, data.seed)}
+        zero_copy = ray.get(_reads_shared_copy.remote(ray.put(videos)))
+    finally:
+        ray.shutdown()
+    out: dict[str, float] = {
+        "video MiB": data.n_frames * data.size * data.size * 3 / 2**20,
+        "trial frames alias the object store copy (1 = yes)": float(zero_copy),
+    }
+    for concurrent in (1, 4):
+        sweep = dataclasses.replace(
+            base,
+            name=f"memory-{concurrent}",
+            execution=dataclasses.replace(base.execution, max_concurrent=concurrent),
+        )
+        ray.init(num_cpus=concurrent, include_dashboard=False, log_to_driver=False)
+        try:
+            with tempfile.TemporaryDirectory() as scratch, PeakMemory() as peak:
+                _quiet_run(sweep, Path(scratch))
+        finally:
+            ray.shutdown()
+        out[f"peak PSS, {concurrent} at a time, all MiB"] = peak.total_mib
+        out[f"peak PSS, {concurrent} at a time, workers MiB"] = peak.workers_mib
+    out["ratio all (target <= 1.5)"] = (
+        out["peak PSS, 4 at a time, all MiB"] / out["peak PSS, 1 at a time, all MiB"]
+    )
+    out["ratio workers"] = (
+        out["peak PSS, 4 at a time, workers MiB"] / out["peak PSS, 1 at a time, workers MiB"]
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, help="time this sweep file instead")
+    parser.add_argument("--only", choices=("time", "memory"))
+    args = parser.parse_args()
+    results: dict[str, float] = {}
+    if args.only in (None, "time"):
+        timed = [spec.load(REPO / "sweeps" / "smoke.yaml"), spec.parse(MEDIUM_SPEC)]
+        for sweep in [spec.load(args.spec)] if args.spec else timed:
+            results |= measure_time(sweep)
+    if args.only in (None, "memory"):
+        results |= measure_memory()
+    print()
+    width = max(map(len, results))
+    for key, value in results.items():
+        print(f"{key:<{width}}  {value:10.2f}")
+
+
+if __name__ == "__main__":
+    main()

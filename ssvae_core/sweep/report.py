@@ -1,0 +1,100 @@
+"""Sweep results -> pandas tables and the Fig. 1C chart.
+
+One row per trial (`trial_rows` in the runner): its grid axes and searched values, ``status``
+(``ok`` | ``diverged`` | ``stopped`` by the scheduler or budget | ``error``), final
+``probe_error_px``, ``mi_estimate``, learned ``lengthscale``, ``seconds`` and its MLflow run.
+
+`cell_table` aggregates trials per grid cell - the grid axes without the replicate axes
+(``train.seed``), e.g. method, or coupling x N x estimator - over seeds (and search trials):
+mean, spread (std) and best of the probe error over the trials that finished, mean MI
+estimate, learned lengthscale and seconds per trial, and counts per status. In a search, the
+searched values of the cell's best trial are added (``best.train.lr``, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ssvae_core import figures
+
+STATUSES = ("ok", "diverged", "stopped", "error")
+
+
+def cell_label(trials: pd.DataFrame, group_axes: Sequence[str]) -> pd.Series:
+    """Each trial's cell as short text: its group axes' values joined by '/'."""
+    if not group_axes:
+        return pd.Series("all", index=trials.index)
+    return trials[list(group_axes)].astype(str).agg("/".join, axis=1)
+
+
+def cell_table(
+    trials: pd.DataFrame, group_axes: Sequence[str], searched: Sequence[str] = (), mode: str = "min"
+) -> pd.DataFrame:
+    """One row per cell (in grid order): statistics over its trials (see the module doc)."""
+    trials = trials.assign(cell=cell_label(trials, group_axes))
+    rows = []
+    for cell, group in trials.groupby("cell", sort=False):
+        done = group[group["status"] == "ok"]
+        errors = done["probe_error_px"].astype(float)
+        row: dict[str, object] = {"cell": cell}
+        row |= {axis: group[axis].iloc[0] for axis in group_axes}
+        row |= {
+            "trials": len(group),
+            "probe_error_px_mean": errors.mean(),
+            "probe_error_px_std": errors.std(ddof=1) if len(errors) > 1 else np.nan,
+            "probe_error_px_best": errors.min() if mode == "min" else errors.max(),
+            "mi_estimate_mean": done["mi_estimate"].astype(float).mean(),
+            "lengthscale_mean": pd.to_numeric(done.get("lengthscale"), errors="coerce").mean(),
+            "seconds_mean": group["seconds"].astype(float).mean(),
+        }
+        row |= {f"n_{status}": int((group["status"] == status).sum()) for status in STATUSES}
+        if searched and len(errors):
+            best = done.loc[errors.idxmin() if mode == "min" else errors.idxmax()]
+            row |= {f"best.{key}": best[key] for key in searched}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fig1c(trials: pd.DataFrame, group_axes: Sequence[str], path: Path, title: str) -> Path:
+    """Fig. 1C for the study: per cell, the median probe error and one point per trial."""
+    labelled = trials.assign(cell=cell_label(trials, group_axes))
+    finished = labelled[labelled["status"] == "ok"]
+    errors = {
+        str(cell): list(finished.loc[finished["cell"] == cell, "probe_error_px"].astype(float))
+        for cell in labelled["cell"].drop_duplicates()
+    }
+    return figures.fig1c(errors, path, title=title)
+
+
+def write(trials: pd.DataFrame, cells: pd.DataFrame, out: Path) -> list[Path]:
+    """``trials`` and ``results`` (cells) as CSV and parquet in `out`; the paths."""
+    paths = []
+    for name, table in (("trials", trials), ("results", cells)):
+        for suffix in ("csv", "parquet"):
+            path = out / f"{name}.{suffix}"
+            if suffix == "csv":
+                table.to_csv(path, index=False)
+            else:
+                table.astype(
+                    {c: str for c in table.columns if table[c].dtype == object}
+                ).to_parquet(path, index=False)
+            paths.append(path)
+    return paths
+
+
+def format_cells(cells: pd.DataFrame) -> str:
+    """The table as printed at the end of a sweep: the columns a reader compares."""
+    columns = [
+        "cell", "trials", "probe_error_px_mean", "probe_error_px_std", "probe_error_px_best",
+        "mi_estimate_mean", "lengthscale_mean", "seconds_mean", "n_diverged", "n_stopped",
+        "n_error",
+    ]  # fmt: skip
+    shown = cells[[c for c in columns if c in cells] + [c for c in cells if c.startswith("best.")]]
+    renamed = shown.rename(
+        columns=lambda c: c.replace("probe_error_px_", "px_").replace("_mean", "")
+    )
+    return renamed.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="-")

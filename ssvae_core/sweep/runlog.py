@@ -1,0 +1,205 @@
+"""`RunLog`: log to one MLflow run through a write-ahead pending file; nothing is lost.
+
+Every operation (metrics, tags, artifacts, status) is first appended to ``mlflow_pending.jsonl``
+in the run's directory, then `flush` applies the pending operations in order and removes each
+one once MLflow has taken it. When MLflow is unreachable the operations stay in the file; for
+a trial that directory is its checkpoint, so they travel with it (to another node, or to a
+restored sweep) and are replayed by the next `flush` - in the trial, or by ``ssvae sweep
+--resume`` / ``--sync`` in the driver.
+
+The run itself is found again, never duplicated: its id is kept in ``mlflow_run_id`` next to
+the pending file; without that file (MLflow was down when the run had to be created, or the
+trial was restarted from scratch) the run is looked up by its ``ssvae.key`` tag, and created
+from ``mlflow_identity.json`` only when no run has that key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+log = logging.getLogger(__name__)
+
+RUN_ID_FILE = "mlflow_run_id"
+IDENTITY_FILE = "mlflow_identity.json"
+PENDING_FILE = "mlflow_pending.jsonl"
+KEY_TAG = "ssvae.key"
+# Fail fast when a server is down (MLflow's default retries for minutes); the user's own
+# settings win. Read by MLflow at every request.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+RETRY_AFTER_S = 10.0
+Op = dict[str, Any]
+
+
+def client(uri: str) -> MlflowClient:
+    """An MLflow client for `uri` that gives up on an unreachable server within seconds."""
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _metrics(mlflow: MlflowClient, run_id: str, op: Op, _dir: Path) -> None:
+    metrics = [Metric(k, float(v), op["timestamp"], op["step"]) for k, v in op["values"].items()]
+    mlflow.log_batch(run_id, metrics=metrics)
+
+
+def _tags(mlflow: MlflowClient, run_id: str, op: Op, _dir: Path) -> None:
+    mlflow.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in op["values"].items()])
+
+
+def _artifacts(mlflow: MlflowClient, run_id: str, op: Op, directory: Path) -> None:
+    path = directory / op["path"]
+    if path.is_dir():
+        mlflow.log_artifacts(run_id, str(path), op.get("artifact_path"))
+    else:
+        mlflow.log_artifact(run_id, str(path), op.get("artifact_path"))
+
+
+def _status(mlflow: MlflowClient, run_id: str, op: Op, _dir: Path) -> None:
+    if op["status"] == "RUNNING":
+        mlflow.update_run(run_id, status="RUNNING")
+    else:
+        mlflow.set_terminated(run_id, op["status"], end_time=op["timestamp"])
+
+
+# An operation's "op" -> how it is applied; every op is plain JSON (see `RunLog.log`).
+OPS: dict[str, Callable[[MlflowClient, str, Op, Path], None]] = {
+    "metrics": _metrics,
+    "tags": _tags,
+    "artifacts": _artifacts,
+    "status": _status,
+}
+
+
+def finite_numbers(values: Mapping[str, Any]) -> dict[str, float]:
+    """The entries MLflow can plot: finite ints and floats (no NaN, None, strings, bools)."""
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf")
+    }
+
+
+class RunLog:
+    """One MLflow run and its pending file in `directory` (see the module doc)."""
+
+    def __init__(self, uri: str, directory: str | Path) -> None:
+        self.uri, self.directory = uri, Path(directory)
+        self._client: MlflowClient | None = None
+        self._retry_at = 0.0
+
+    # -- identity ------------------------------------------------------------------------
+    def declare(
+        self,
+        experiment_id: str,
+        key: str,
+        name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+    ) -> None:
+        """What the run is (written once; used to find or create it)."""
+        identity: dict[str, Any] = {"experiment_id": experiment_id, "key": key, "name": name}
+        identity["tags"] = {**tags, KEY_TAG: key}
+        identity["params"] = {k: str(v) for k, v in params.items()}
+        path = self.directory / IDENTITY_FILE
+        if not path.exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(identity, indent=1))
+
+    @property
+    def run_id(self) -> str | None:
+        path = self.directory / RUN_ID_FILE
+        return path.read_text().strip() if path.exists() else None
+
+    def _resolve(self, mlflow: MlflowClient) -> str:
+        """The run's id: from the id file, else by its key tag, else a new run."""
+        if (run_id := self.run_id) is not None:
+            return run_id
+        identity = json.loads((self.directory / IDENTITY_FILE).read_text())
+        found = mlflow.search_runs(
+            [identity["experiment_id"]],
+            filter_string=f"tags.`{KEY_TAG}` = '{identity['key']}'",
+            max_results=1,
+        )
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run = mlflow.create_run(
+                identity["experiment_id"], run_name=identity["name"], tags=identity["tags"]
+            )
+            run_id = run.info.run_id
+            params = [Param(k, v) for k, v in identity["params"].items()]
+            for start in range(0, len(params), 100):  # MLflow's batch limit
+                mlflow.log_batch(run_id, params=params[start : start + 100])
+        _write_atomic(self.directory / RUN_ID_FILE, run_id)
+        return run_id
+
+    # -- operations ----------------------------------------------------------------------
+    def log(self, op: str, **fields: Any) -> bool:
+        """Queue one operation (`OPS`) and flush; False if it is still pending."""
+        entry = {"op": op, "timestamp": int(time.time() * 1000), **fields}
+        with open(self.directory / PENDING_FILE, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        return self.flush()
+
+    def metrics(self, values: Mapping[str, Any], step: int) -> bool:
+        numbers = finite_numbers(values)
+        return self.log("metrics", values=numbers, step=step) if numbers else self.flush()
+
+    def pending(self) -> list[Op]:
+        path = self.directory / PENDING_FILE
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def flush(self, force: bool = False) -> bool:
+        """Apply the pending operations in order; True when none is left.
+
+        After a failure the next `RETRY_AFTER_S` seconds only queue (unless `force`), so an
+        outage costs one failed request per interval, not one per operation.
+        """
+        ops = self.pending()
+        if not ops:
+            return True
+        if not force and time.monotonic() < self._retry_at:
+            return False
+        done = 0
+        try:
+            if self._client is None:
+                self._client = client(self.uri)
+            run_id = self._resolve(self._client)
+            for op in ops:
+                OPS[op["op"]](self._client, run_id, op, self.directory)
+                done += 1
+                self._rewrite(ops[done:])
+        except Exception as err:  # MLflow down, or its store refused: keep the rest pending
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
+            left = len(ops) - done
+            log.warning("MLflow: %d operation(s) pending in %s: %s", left, self.directory, err)
+            return False
+        return True
+
+    def _rewrite(self, ops: list[Op]) -> None:
+        path = self.directory / PENDING_FILE
+        if ops:
+            _write_atomic(path, "".join(json.dumps(op) + "\n" for op in ops))
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

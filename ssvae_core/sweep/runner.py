@@ -1,0 +1,262 @@
+"""`run_sweep(spec, ...)`: a validated `SweepSpec` -> Ray Tune trials -> a results table.
+
+Order of events: the sweep directory's state is checked (a fresh start never reuses one; a
+resume must run the same spec), MLflow is reached and the parent run opened (an unreachable
+MLflow is a `TrackingUnavailable` before any trial starts), Ray starts - ``ray.init()`` on
+this machine without an address, ``address="auto"`` on a cluster head - and each distinct
+video is simulated once. Then each study (the grid, or one Optuna study per grid cell when
+the spec has a ``search``) runs as one ``Tuner`` under ``SWEEP_DIR/STUDY``; with
+``resume=True`` a study that can be restored is restored (``resume_unfinished``,
+``resume_errored``; the searcher's state comes back with it). At the end pending MLflow
+operations are replayed, runs left RUNNING by stopped trials are closed, and the tables and
+the Fig. 1C chart are written to the sweep directory and logged to the parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from ssvae_core import config
+from ssvae_core.balls import Video, simulate
+from ssvae_core.config import ConfigError
+from ssvae_core.sweep import report
+from ssvae_core.sweep.progress import Progress
+from ssvae_core.sweep.spec import SweepSpec
+from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
+from ssvae_core.sweep.trainable import train_trial
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "runs/sweeps"
+
+
+class SweepInterrupted(RuntimeError):
+    """Ctrl-C: Ray saved the state; runs stay RUNNING until ``--resume`` continues them."""
+
+
+@contextmanager
+def _catch_interrupt() -> Iterator[threading.Event]:
+    """Ctrl-C while a Tuner runs: Ray stops gracefully (through its SIGUSR1 handler, which
+    saves the experiment state) and the returned event says so; a second Ctrl-C aborts.
+
+    Ray's own SIGINT handler would stop as gracefully, but its ResultGrid then cannot be told
+    apart from a finished one (the stopped trials read TERMINATED).
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield interrupted
+    finally:
+        os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        signal.signal(signal.SIGINT, previous)
+
+
+METRIC_KEYS = ("probe_error_px", "probe_r2", "mi_estimate", "lengthscale")
+
+
+def _asha(spec: SweepSpec) -> ASHAScheduler:
+    """ASHA on ``epoch``: max_t one past the longest trial, so survivors finish themselves."""
+    assert spec.scheduler is not None
+    epochs = max(cell.config.train.epochs for cell in spec.cells)
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=epochs + 1,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+SCHEDULERS = {"asha": _asha}
+
+
+def sweep_dir(spec: SweepSpec, storage_path: str | Path, name: str | None) -> Path:
+    return Path(storage_path).resolve() / (name or spec.name)
+
+
+def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
+    started = directory / "sweep.yaml"
+    if started.exists() and not resume:
+        raise ConfigError(
+            f"--resume: {directory} holds a sweep already; pass --resume to continue it "
+            "or --name to start another"
+        )
+    same = not started.exists() or config.read_yaml(started.read_text()) == config.read_yaml(
+        spec.text
+    )
+    if resume and not same:
+        raise ConfigError(f"--resume: the spec differs from the one {directory} started with")
+
+
+def _tuner(spec: SweepSpec, trainable: Any, path: Path, space: dict, budget: float | None) -> Any:
+    """A new Tuner for one study (`space`), stored at `path`."""
+    search = None
+    if spec.search is not None:
+        search = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.search.seed)
+    scheduler = SCHEDULERS[spec.scheduler.kind](spec) if spec.scheduler else None
+    return tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            num_samples=spec.search.num_samples if spec.search else 1,
+            search_alg=search,
+            scheduler=scheduler,
+            max_concurrent_trials=spec.execution.max_concurrent,
+            time_budget_s=budget,
+            reuse_actors=True,  # a trial's process (torch, MLflow imported) serves the next
+        ),
+        run_config=tune.RunConfig(
+            name=path.name,
+            storage_path=str(path.parent),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=spec.execution.max_failures),
+            callbacks=[Progress(spec, path.name)],
+            log_to_file=True,
+            verbose=0,
+        ),
+    )
+
+
+def _trial_id(result: Any) -> str:
+    """Ray's trial id, from the last metrics or else the trial directory's name."""
+    if result.metrics and "trial_id" in result.metrics:
+        return str(result.metrics["trial_id"])
+    found = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(result.path).name)
+    return found.group(1) if found else Path(result.path).name
+
+
+def trial_rows(spec: SweepSpec, study: str, grid: Any) -> list[dict[str, Any]]:
+    """One row per trial of a study's ResultGrid (see `report`)."""
+    keys = [key for key, _ in spec.axes] + [key for key, _ in spec.space]
+    rows = []
+    for result in grid:
+        metrics, params = result.metrics or {}, result.config or {}
+        if result.error is not None:
+            status = "error"
+        else:
+            status = str(metrics.get("status")) if metrics.get("final") else "stopped"
+        row = {"study": study, "trial_id": _trial_id(result), **{k: params.get(k) for k in keys}}
+        row |= {"status": status, **{k: metrics.get(k, math.nan) for k in METRIC_KEYS}}
+        row |= {"epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s", math.nan)}
+        row |= {k: metrics.get(k, "") for k in ("mlflow_run_id", "mlflow_pending")}
+        row["error"] = "" if result.error is None else str(result.error).splitlines()[0][:300]
+        rows.append(row)
+    return rows
+
+
+def run_sweep(
+    spec: SweepSpec,
+    address: str | None = None,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    resume: bool = False,
+    storage_path: str | Path = DEFAULT_STORAGE,
+    name: str | None = None,
+) -> pd.DataFrame:
+    """Run (or resume) the sweep; -> the per-cell results table (see `report.cell_table`)."""
+    directory = sweep_dir(spec, storage_path, name)
+    _check_state(spec, directory, resume)
+    tracker = SweepTracking(tracking_uri, directory, spec)
+    tracker.connect()
+    target = tracker.start()
+    # Ray warns on every forced experiment snapshot (we keep 2 checkpoints per trial).
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        videos: dict[Any, Video] = {}
+        for cell in spec.cells:
+            if cell.config.data not in videos:
+                videos[cell.config.data] = simulate(cell.config.data, cell.config.data.seed)
+        trainable = tune.with_resources(
+            tune.with_parameters(train_trial, spec=spec, videos=videos, target=target),
+            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+        )
+        started, rows = time.monotonic(), []
+        for study, space in spec.studies():
+            path = directory / study
+            if resume and tune.Tuner.can_restore(str(path)):
+                tuner = tune.Tuner.restore(
+                    str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+                )
+            else:
+                budget = spec.budget.time_budget_s
+                left = None if budget is None else budget - (time.monotonic() - started)
+                if left is not None and left <= 0:
+                    log.warning("time budget spent: study %s not started", study)
+                    continue
+                tuner = _tuner(spec, trainable, path, space, left)
+            with _catch_interrupt() as interrupted:
+                grid = tuner.fit()
+            if interrupted.is_set():
+                raise SweepInterrupted(f"interrupted; continue with --resume ({directory})")
+            rows += trial_rows(spec, study, grid)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return _finish(spec, tracker, directory, pd.DataFrame(rows))
+
+
+def _finish(
+    spec: SweepSpec, tracker: SweepTracking, directory: Path, trials: pd.DataFrame
+) -> pd.DataFrame:
+    """Replay MLflow logs, close stopped runs, write and log the tables and Fig. 1C."""
+    tracker.sync()
+    if trials.empty:  # the time budget was spent before any study started
+        print("no trial ran")
+        tracker.finish([], {"n_trials": 0})
+        return pd.DataFrame(columns=["cell", "trials", *(f"n_{s}" for s in report.STATUSES)])
+    errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
+    tracker.reconcile({trial: error for trial, error in errors.items() if error})
+    searched = [key for key, _ in spec.space]
+    cells = report.cell_table(trials, spec.group_axes, searched, spec.mode)
+    files = report.write(trials, cells, directory)
+    title = f"{spec.name}: probe error per cell (median bar, one point per trial)"
+    files.append(report.fig1c(trials, spec.group_axes, directory / "fig1c.png", title))
+    print(report.format_cells(cells))
+    print(f"results: {directory}")
+    counts = {f"n_{s}": int((trials["status"] == s).sum()) for s in report.STATUSES}
+    tracker.finish(files, {"n_trials": len(trials), **counts})
+    if left := tracker.sync():
+        print(f"MLflow unreachable: {left} operation(s) pending; replay with --sync or --resume")
+    return cells
+
+
+def sync_sweep(
+    spec: SweepSpec,
+    tracking_uri: str = DEFAULT_TRACKING_URI,
+    storage_path: str | Path = DEFAULT_STORAGE,
+    name: str | None = None,
+) -> int:
+    """Replay the sweep's pending MLflow operations without Ray; -> operations still pending."""
+    tracker = SweepTracking(tracking_uri, sweep_dir(spec, storage_path, name), spec)
+    tracker.connect()
+    return tracker.sync()

@@ -1,0 +1,133 @@
+"""The small sections of a sweep file, each a frozen dataclass checked in ``__post_init__``.
+
+Built from YAML by `section` with the core's strict loader, so an unknown key, a wrong type or
+a value out of range is a `ConfigError` naming the dotted key (``resources.gpu: must be >= 0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ray import tune
+
+from ssvae_core import config
+from ssvae_core.config import ConfigError
+
+METRICS: dict[str, str] = {  # what a trial reports, and the sensible mode
+    "probe_error_px": "min",
+    "probe_r2": "max",
+    "mi_estimate": "max",
+    "loss": "min",
+}
+# A search dimension -> a Ray Tune domain (OptunaSearch converts it); int bounds are inclusive.
+DISTRIBUTIONS: dict[str, Callable[[float, float], Any]] = {
+    "loguniform": lambda low, high: tune.loguniform(low, high),
+    "uniform": lambda low, high: tune.uniform(low, high),
+    "int": lambda low, high: tune.randint(int(low), int(high) + 1),
+}
+SCHEDULERS = ("asha",)
+T = TypeVar("T")
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def choose(name: Any, key: str, valid: Any) -> None:
+    check(name in valid, key, f"unknown name {name!r}; choose from {', '.join(sorted(valid))}")
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """One searched key: ``dist`` in `DISTRIBUTIONS`, bounds [low, high] (int: inclusive)."""
+
+    dist: str = "uniform"
+    low: float = 0.0
+    high: float = 1.0
+
+    def __post_init__(self) -> None:
+        choose(self.dist, "dist", DISTRIBUTIONS)
+        check(self.low < self.high, "high", f"must be > low ({self.low}), got {self.high}")
+        if self.dist == "loguniform":
+            check(self.low > 0, "low", f"must be > 0 for loguniform, got {self.low}")
+        if self.dist == "int":
+            whole = self.low.is_integer() and self.high.is_integer()
+            check(whole, "low", f"int bounds must be whole, got {self.low}, {self.high}")
+
+    def coerce(self, value: Any) -> Any:
+        """A sampled value as the config expects it (int for ``int``, else float)."""
+        return int(value) if self.dist == "int" else float(value)
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The ``search`` section less its ``space``: what Optuna optimises, and how long."""
+
+    metric: str = "probe_error_px"
+    mode: str = "min"
+    num_samples: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        choose(self.metric, "metric", METRICS)
+        choose(self.mode, "mode", ("min", "max"))
+        check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """ASHA on ``epoch``; its top rung sits past ``train.epochs``, so survivors finish."""
+
+    kind: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        choose(self.kind, "kind", SCHEDULERS)
+        check(self.grace_period >= 1, "grace_period", f"must be >= 1, got {self.grace_period}")
+        factor = self.reduction_factor
+        check(factor > 1, "reduction_factor", f"must be > 1, got {factor}")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per trial; ``gpu`` may be fractional (0.25: four trials share a GPU)."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(self.cpu > 0, "cpu", f"must be > 0, got {self.cpu}")
+        check(self.gpu >= 0, "gpu", f"must be >= 0, got {self.gpu}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    time_budget_s: float | None = None
+    max_trials: int | None = None  # a guard: a sweep with more trials is refused
+
+    def __post_init__(self) -> None:
+        seconds, trials = self.time_budget_s, self.max_trials
+        check(seconds is None or seconds > 0, "time_budget_s", f"must be > 0, got {seconds}")
+        check(trials is None or trials >= 1, "max_trials", f"must be >= 1, got {trials}")
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The top-level ``max_concurrent`` (None: as many as resources allow), ``max_failures``."""
+
+    max_concurrent: int | None = None
+    max_failures: int = 3
+
+    def __post_init__(self) -> None:
+        n = self.max_concurrent
+        check(n is None or n >= 1, "max_concurrent", f"must be >= 1, got {n}")
+        check(self.max_failures >= 0, "max_failures", f"must be >= 0, got {self.max_failures}")
+
+
+def section(cls: type[T], raw: Any, prefix: str) -> T:
+    """A section dataclass from a mapping: unknown keys, types and ranges name the key."""
+    return config.build(cls, cls(), {} if raw is None else raw, prefix)

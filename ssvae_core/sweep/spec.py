@@ -1,0 +1,283 @@
+"""Sweep YAML -> a validated, frozen `SweepSpec` -> Ray Tune param spaces.
+
+A sweep file (``sweeps/*.yaml``; its first line is a comment with the command that runs it)::
+
+    name: smoke                    # default: the file's stem; the MLflow experiment too
+    base: {preset: small, data.size: 32, train.epochs: 2}     # a preset + RunConfig keys
+    methods: {...}                 # optional: named override bundles for the `method` axis
+    grid: {method: [gaussian, bilinear], train.seed: [0, 1]}  # the Cartesian product
+    search:                        # optional: an Optuna (TPE) study inside every grid cell
+      metric: probe_error_px
+      mode: min
+      num_samples: 12
+      space: {train.lr: {dist: loguniform, low: 1.0e-4, high: 0.1}}
+    scheduler: {kind: asha, grace_period: 2, reduction_factor: 3}   # optional
+    resources: {cpu: 1, gpu: 0.25}
+    budget: {time_budget_s: 3600, max_trials: 200}
+    max_concurrent: 4
+    max_failures: 3
+
+Keys under ``base``, ``methods.*``, ``grid`` and ``search.space`` are RunConfig keys, dotted
+(``train.lr``) or nested. The grid axis ``method`` picks a bundle from `reproduce.METHODS`
+(the Fig. 1C methods: supervised, gaussian, bilinear, untrained), updated by ``methods``.
+
+`parse` builds EVERY trial config with `config.from_dict` - each grid cell, and each cell with
+the search keys at their low and at their high bounds - so a bad value fails here with a
+`ConfigError` naming the dotted key, before Ray starts or any MLflow run exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable, Mapping
+from copy import deepcopy
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from ssvae_core import config, reproduce
+from ssvae_core.config import ConfigError, RunConfig
+from ssvae_core.couplings import coupling_params
+from ssvae_core.sweep.sections import (
+    DISTRIBUTIONS,
+    METRICS,
+    Budget,
+    Execution,
+    Resources,
+    SchedulerSpec,
+    SearchOptions,
+    SearchParam,
+    check,
+    choose,
+    section,
+)
+
+METHOD_AXIS = "method"
+SEED_AXES = ("train.seed", "data.seed")  # replicate axes: tables aggregate over them
+_TOP_KEYS = (
+    "name", "experiment", "description", "base", "methods", "grid", "search",
+    "scheduler", "resources", "budget", "max_concurrent", "max_failures",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: its axis values and its validated config."""
+
+    index: int
+    params: tuple[tuple[str, Any], ...]
+    config: RunConfig
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.params) or "base"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    name: str
+    experiment: str  # the MLflow experiment
+    description: str  # the parent run's note in the MLflow UI
+    text: str  # the YAML source, logged to the parent run
+    base: RunConfig
+    methods: Mapping[str, Mapping[str, Any]]  # method name -> nested overrides
+    axes: tuple[tuple[str, tuple[Any, ...]], ...]
+    search: SearchOptions | None
+    space: tuple[tuple[str, SearchParam], ...]
+    scheduler: SchedulerSpec | None
+    resources: Resources
+    budget: Budget
+    execution: Execution
+    cells: tuple[Cell, ...] = ()
+
+    @property
+    def metric(self) -> str:
+        return self.search.metric if self.search else "probe_error_px"
+
+    @property
+    def mode(self) -> str:
+        return self.search.mode if self.search else METRICS["probe_error_px"]
+
+    @property
+    def n_trials(self) -> int:
+        return len(self.cells) * (self.search.num_samples if self.search else 1)
+
+    @property
+    def group_axes(self) -> list[str]:
+        """The grid axes that name a table cell: all but the replicate (seed) axes."""
+        return [key for key, _ in self.axes if key not in SEED_AXES]
+
+    def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
+        """The config of the trial with these axis and searched values."""
+        searched = dict(self.space)
+        values: dict[str, Any] = {}
+        if METHOD_AXIS in params:
+            config.merge(values, deepcopy(dict(self.methods[params[METHOD_AXIS]])))
+        for key, value in params.items():
+            if key != METHOD_AXIS:
+                coerced = searched[key].coerce(value) if key in searched else value
+                config.merge(values, nest({key: coerced}, key))
+        return config.from_dict(values, self.base)
+
+    def cell_index(self, params: Mapping[str, Any]) -> int:
+        """The grid cell a trial's params belong to (searched keys aside)."""
+        axes = tuple((key, params[key]) for key, _ in self.axes)
+        return next(c.index for c in self.cells if c.params == axes)
+
+    def studies(self) -> list[tuple[str, dict[str, Any]]]:
+        """(study name, Ray param space): one grid study, or one Optuna study per cell."""
+        if self.search is None:
+            return [("grid", {key: tune.grid_search(list(v)) for key, v in self.axes})]
+        domains = {key: DISTRIBUTIONS[p.dist](p.low, p.high) for key, p in self.space}
+        return [(f"cell-{c.index:03d}", {**dict(c.params), **domains}) for c in self.cells]
+
+
+def nest(values: Any, where: str) -> dict[str, Any]:
+    """``{"train.lr": 0.1, "data": {"size": 32}}`` -> nested sections; checks it is a mapping."""
+    check(isinstance(values, Mapping), where, f"expected a mapping, got {values!r}")
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = str(key).split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = nest(value, f"{where}.{key}") if isinstance(value, Mapping) else value
+    return nested
+
+
+def _in(where: str, build: Callable[..., RunConfig], *args: Any) -> RunConfig:
+    """``build(*args)``, with ``(in WHERE)`` appended to a `ConfigError`."""
+    try:
+        return build(*args)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (in {where})") from None
+
+
+def _parse_search(raw: Any) -> tuple[SearchOptions | None, tuple[tuple[str, SearchParam], ...]]:
+    if raw is None:
+        return None, ()
+    check(isinstance(raw, Mapping), "search", f"expected a mapping, got {raw!r}")
+    space = raw.get("space")
+    ok = isinstance(space, Mapping) and bool(space)
+    check(ok, "search.space", f"expected a mapping of key -> {{dist, low, high}}, got {space!r}")
+    options = {k: v for k, v in raw.items() if k != "space"}
+    return section(SearchOptions, options, "search."), tuple(
+        (str(key), section(SearchParam, value, f"search.space.{key}."))
+        for key, value in space.items()
+    )
+
+
+def _parse_axes(raw: Any, methods: Mapping[str, Any]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    if raw is None:
+        return ()
+    check(isinstance(raw, Mapping), "grid", f"expected a mapping of key -> [values], got {raw!r}")
+    for key, values in raw.items():
+        ok = isinstance(values, list) and bool(values)
+        check(ok, f"grid.{key}", f"expected a non-empty list, got {values!r}")
+        duplicates = sorted({repr(v) for v in values if values.count(v) > 1})
+        check(not duplicates, f"grid.{key}", f"repeated values: {', '.join(duplicates)}")
+        for name in values if key == METHOD_AXIS else ():
+            choose(name, "grid.method", methods)
+    return tuple((str(key), tuple(values)) for key, values in raw.items())
+
+
+def _check_swept_couplings(spec: SweepSpec) -> None:
+    """A swept ``coupling.*`` key must be a parameter of every cell's coupling."""
+    swept = [key for key, _ in spec.axes] + [key for key, _ in spec.space]
+    for cell in spec.cells:
+        for key in (k for k in swept if k.startswith("coupling.") and k != "coupling.kind"):
+            cfg, field = cell.config, key.split(".", 1)[1]
+            ssl = cfg.train.mode == "ssl"
+            what = f"coupling {cfg.coupling.kind!r}" if ssl else "no coupling"
+            check(
+                ssl and field in coupling_params(cfg.coupling.kind),
+                key,
+                f"{what} in grid cell ({cell.label}) has no {field!r}: sweeping it changes nothing",
+            )
+
+
+def _corners(space: tuple[tuple[str, SearchParam], ...]) -> list[dict[str, Any]]:
+    """Every searched key at its low bound, then each one in turn at its high bound."""
+    if not space:
+        return []
+    low = {key: p.coerce(p.low) for key, p in space}
+    return [low] + [{**low, key: p.coerce(p.high)} for key, p in space]
+
+
+def _methods(raw: Any) -> dict[str, dict[str, Any]]:
+    """`reproduce.METHODS` (``key=value`` strings) updated by the file's ``methods``."""
+    methods = {
+        name: nest(
+            {k: config.read_yaml(v) for k, _, v in (o.partition("=") for o in overrides)}, name
+        )
+        for name, overrides in reproduce.METHODS.items()
+    }
+    extra = {} if raw is None else raw
+    check(isinstance(extra, Mapping), "methods", f"expected a mapping, got {extra!r}")
+    return methods | {str(name): nest(v, f"methods.{name}") for name, v in extra.items()}
+
+
+def parse(text: str, default_name: str = "sweep") -> SweepSpec:
+    """Validate a sweep file's text; every trial config is built (see the module doc)."""
+    raw = config.read_yaml(text)
+    check(isinstance(raw, Mapping), "<root>", f"expected a mapping, got {raw!r}")
+    for key in raw:
+        check(key in _TOP_KEYS, str(key), f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
+    name = raw.get("name", default_name)
+    ok_name = isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None
+    check(ok_name, "name", f"expected letters, digits, '_', '.' or '-', got {name!r}")
+    base_raw = dict(nest(raw.get("base") or {}, "base"))
+    preset = base_raw.pop("preset", "small")
+    choose(preset, "base.preset", config.PRESETS)
+    methods = _methods(raw.get("methods"))
+    axes = _parse_axes(raw.get("grid"), methods)
+    search, space = _parse_search(raw.get("search"))
+    both = {key for key, _ in space} & {key for key, _ in axes}
+    check(not both, f"search.space.{min(both, default='')}", "also a grid axis")
+    scheduler = raw.get("scheduler")
+    spec = SweepSpec(
+        name=name,
+        experiment=str(raw.get("experiment", name)),
+        description=str(raw.get("description", "")),
+        text=text,
+        base=_in("base", config.from_dict, base_raw, config.PRESETS[preset]),
+        methods=methods,
+        axes=axes,
+        search=search,
+        space=space,
+        scheduler=None if scheduler is None else section(SchedulerSpec, scheduler, "scheduler."),
+        resources=section(Resources, raw.get("resources"), "resources."),
+        budget=section(Budget, raw.get("budget"), "budget."),
+        execution=section(
+            Execution, {k: raw[k] for k in ("max_concurrent", "max_failures") if k in raw}, ""
+        ),
+    )
+    cells = []
+    for index, values in enumerate(itertools.product(*(values for _, values in axes))):
+        params = tuple(zip((key for key, _ in axes), values, strict=True))
+        label = ", ".join(f"{k}={v}" for k, v in params)
+        cells.append(
+            Cell(index, params, _in(f"grid cell {label}", spec.trial_config, dict(params)))
+        )
+        for corner in _corners(space):
+            where = f"search.space at {corner}, grid cell {label or 'base'}"
+            _in(where, spec.trial_config, {**dict(params), **corner})
+    spec = replace(spec, cells=tuple(cells))
+    _check_swept_couplings(spec)
+    limit = spec.budget.max_trials
+    check(
+        limit is None or spec.n_trials <= limit,
+        "budget.max_trials",
+        f"the sweep has {spec.n_trials} trials, more than {limit}; shrink the grid or "
+        "search.num_samples, or raise the limit",
+    )
+    return spec
+
+
+def load(path: str | Path) -> SweepSpec:
+    """`parse` a sweep file; its name defaults to the file's stem."""
+    path = Path(path)
+    return parse(path.read_text(), default_name=path.stem)

@@ -1,0 +1,230 @@
+"""MLflow for a sweep: one parent run per sweep, one child run per trial, restore-safe.
+
+Ray's ``MLflowLoggerCallback`` keeps its trial -> run map in driver memory, so after
+``Tuner.restore`` every resumed trial would get a second run and the first would stay RUNNING.
+Here the trial logs for itself through a `RunLog` kept in its checkpoint directory (run id and
+pending operations travel with the checkpoint), and the parent's `RunLog` lives in the sweep's
+storage directory; a restored sweep reopens both.
+
+Layout of a sweep directory (``--storage-path``/NAME): ``sweep.json`` (the sweep's uid: runs
+are keyed ``UID/...``), ``sweep.yaml`` (the spec as run), ``search_space.json``, the parent's
+``mlflow_run_id`` and pending file, one Ray experiment per study, results tables and figures.
+
+Run states: a finished trial is FINISHED with tag ``ssvae.status`` ``ok`` or ``diverged`` (a
+diverged run is a result, not a failure); a trial stopped by the scheduler or the time budget
+is KILLED with ``ssvae.status=stopped``; one that errored past ``max_failures`` is FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ssvae_core import artifacts, config
+from ssvae_core.balls import Video
+from ssvae_core.sweep.runlog import PENDING_FILE, RunLog, client, finite_numbers
+from ssvae_core.sweep.spec import SweepSpec
+from ssvae_core.train import RunResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # what a plain `mlflow ui` started here reads
+STATUS_TAG = "ssvae.status"
+
+
+class TrackingUnavailable(RuntimeError):
+    """MLflow cannot be reached (or refuses) at the start of a sweep."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a trial needs to log (picklable, shipped to every trial)."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    sweep_uid: str
+    sweep_name: str
+
+
+def resolve_uri(uri: str) -> str:
+    """A relative ``sqlite:///file.db`` made absolute (trials run in other directories)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+# ---------------------------------------------------------------- trials
+
+
+def start_trial(
+    target: Target,
+    directory: Path,
+    key: str,
+    trial: tuple[str, str],
+    cfg: config.RunConfig,
+    labels: Mapping[str, Any],
+) -> RunLog:
+    """The trial's run (found again, or created) marked RUNNING; the whole config as params.
+
+    key: the trial's identity in the sweep (grid cell or Ray trial id); trial: Ray's (id, name);
+    labels: its axis and searched values (also logged as ``sweep.*`` params and tags).
+    """
+    runlog = RunLog(target.uri, directory)
+    (trial_id, name) = trial
+    tags = {"mlflow.parentRunId": target.parent_run_id, "ssvae.sweep": target.sweep_name}
+    tags |= {"ray.trial_id": trial_id, **{f"sweep.{k}": str(v) for k, v in labels.items()}}
+    params = {**config.flatten(cfg), **{f"sweep.{k}": v for k, v in labels.items()}}
+    runlog.declare(target.experiment_id, f"{target.sweep_uid}/{key}", name, tags, params)
+    runlog.log("status", status="RUNNING")
+    return runlog
+
+
+def log_epoch(runlog: RunLog, row: Mapping[str, Any]) -> bool:
+    """One epoch's metrics at ``step = epoch``."""
+    return runlog.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+
+def finish_trial(runlog: RunLog, result: RunResult, video: Video) -> bool:
+    """Final metrics, status tags, the run's files (Fig. 1B, 1D/E, history), then FINISHED."""
+    artifacts.write_run(result, video, runlog.directory / "artifacts")
+    summary = {**result.metrics(), "run_seconds": result.seconds}
+    last = result.history[-1]  # logged already, at the same step, unless it differs
+    runlog.metrics(
+        {k: v for k, v in summary.items() if k != "seconds" and last.get(k) != v},
+        step=len(result.history) - 1,
+    )
+    runlog.log("tags", values={STATUS_TAG: result.status, "ssvae.message": result.message[:4000]})
+    runlog.log("artifacts", path="artifacts")
+    runlog.log("status", status="FINISHED")
+    return runlog.flush(force=True)
+
+
+# ---------------------------------------------------------------- the sweep (driver)
+
+
+def _git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("ssvae")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class SweepTracking:
+    """The parent run of the sweep in `sweep_dir`, and the end-of-sweep bookkeeping."""
+
+    def __init__(self, uri: str, sweep_dir: Path, spec: SweepSpec) -> None:
+        self.uri, self.sweep_dir, self.spec = resolve_uri(uri), sweep_dir, spec
+        self.parent = RunLog(self.uri, sweep_dir)
+        self.experiment_id = ""
+
+    def connect(self) -> None:
+        """Reach MLflow and get (or create) the experiment; `TrackingUnavailable` if not."""
+        try:
+            mlflow = client(self.uri)
+            experiment = mlflow.get_experiment_by_name(self.spec.experiment)
+            self.experiment_id = (
+                experiment.experiment_id
+                if experiment is not None
+                else mlflow.create_experiment(self.spec.experiment)
+            )
+        except Exception as err:
+            raise TrackingUnavailable(f"MLflow at {self.uri} is unreachable: {err}") from err
+
+    def start(self) -> Target:
+        """Open the parent run (reopen it on resume) and log the spec and search space."""
+        info = self.sweep_dir / "sweep.json"
+        fresh = not info.exists()
+        if fresh:
+            self.sweep_dir.mkdir(parents=True, exist_ok=True)
+            info.write_text(json.dumps({"uid": uuid.uuid4().hex, "name": self.sweep_dir.name}))
+            (self.sweep_dir / "sweep.yaml").write_text(self.spec.text)
+            (self.sweep_dir / "search_space.json").write_text(json.dumps(self._space(), indent=1))
+        uid = json.loads(info.read_text())["uid"]
+        tags = {"ssvae.role": "parent", "ssvae.sweep": self.spec.name}
+        tags |= {"ssvae.git_commit": _git_commit(), "ssvae.version": _version()}
+        tags |= {"ssvae.storage": str(self.sweep_dir), "mlflow.note.content": self.spec.description}
+        params: dict[str, Any] = {
+            "sweep.n_trials": self.spec.n_trials,
+            "sweep.n_cells": len(self.spec.cells),
+        }
+        params |= {"sweep.axes": ",".join(k for k, _ in self.spec.axes)}
+        params |= {"sweep.metric": self.spec.metric, "sweep.mode": self.spec.mode}
+        self.parent.declare(self.experiment_id, f"{uid}/parent", self.sweep_dir.name, tags, params)
+        self.parent.log("status", status="RUNNING")
+        if fresh:
+            for name in ("sweep.yaml", "search_space.json"):
+                self.parent.log("artifacts", path=name)
+        if self.parent.run_id is None or not self.parent.flush():
+            raise TrackingUnavailable(f"MLflow at {self.uri}: cannot open the parent run")
+        return Target(self.uri, self.experiment_id, self.parent.run_id, uid, self.spec.name)
+
+    def _space(self) -> dict[str, Any]:
+        """The resolved search space: every grid cell's overrides, searched keys and bounds."""
+        return {
+            "grid": [dict(cell.params) for cell in self.spec.cells],
+            "methods": {k: dict(v) for k, v in self.spec.methods.items()},
+            "search": {key: vars(p) for key, p in self.spec.space},
+            "base": config.to_dict(self.spec.base),
+        }
+
+    def finish(self, files: list[Path], metrics: Mapping[str, Any]) -> bool:
+        """Results as parent artifacts and metrics; the parent FINISHED. False: still pending."""
+        for path in files:
+            self.parent.log("artifacts", path=str(path.relative_to(self.sweep_dir)))
+        self.parent.metrics(finite_numbers(metrics), step=0)
+        return self.parent.log("status", status="FINISHED")
+
+    def sync(self) -> int:
+        """Replay every pending log (trials' latest checkpoints, the parent); -> ops left."""
+        checkpoints: dict[Path, list[Path]] = {}
+        for identity in sorted(self.sweep_dir.glob("*/*/checkpoint_*/mlflow_identity.json")):
+            checkpoints.setdefault(identity.parent.parent, []).append(identity.parent)
+        left = 0
+        for *older, latest in [*checkpoints.values(), [self.sweep_dir]]:
+            runlog = RunLog(self.uri, latest)  # the newest checkpoint holds the whole backlog
+            if runlog.flush():
+                for superseded in older:
+                    (superseded / PENDING_FILE).unlink(missing_ok=True)
+            else:
+                left += len(runlog.pending())
+        return left
+
+    def reconcile(self, errors: Mapping[str, str]) -> None:
+        """Close child runs still RUNNING once every trial is done (stopped, or errored)."""
+        parent_id = self.parent.run_id
+        try:
+            mlflow = client(self.uri)
+            running = mlflow.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{parent_id}' "
+                "and attributes.status = 'RUNNING'",
+            )
+            for run in running:
+                error = errors.get(run.data.tags.get("ray.trial_id", ""))
+                status, tag = ("FAILED", "error") if error else ("KILLED", "stopped")
+                mlflow.set_tag(run.info.run_id, STATUS_TAG, tag)
+                if error:
+                    mlflow.set_tag(run.info.run_id, "ssvae.message", error[:4000])
+                mlflow.set_terminated(run.info.run_id, status)
+        except Exception as err:
+            log.warning("MLflow: could not close runs left RUNNING: %s", err)

@@ -1,0 +1,88 @@
+"""The plain function Ray Tune runs for one trial: `train.fit`, reported and checkpointed.
+
+The runner wraps it as ``tune.with_parameters(train_trial, spec=..., videos=..., target=...)``:
+the videos are simulated once per sweep in the driver and put in Ray's object store once, so
+every trial on a node reads the same copy (never regenerated per trial).
+
+A trial works in a local directory. On start it copies the latest checkpoint there
+(``tune.get_checkpoint()``), so `fit` resumes from ``state.pt`` and the MLflow run id and any
+pending MLflow operations come back with it. After every epoch `fit` writes ``state.pt``
+there, the epoch goes to MLflow, and ``tune.report(metrics, checkpoint=dir)`` persists the
+directory. A diverged run is a result: it is reported with ``status=diverged`` and returns
+normally, so the sweep goes on. The last report (``final=True``) carries the run's summary
+and a checkpoint holding whatever MLflow could not take yet.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from ssvae_core.balls import Video, simulate
+from ssvae_core.config import DataConfig
+from ssvae_core.sweep import tracking
+from ssvae_core.sweep.runlog import RunLog
+from ssvae_core.sweep.spec import SweepSpec
+from ssvae_core.train import fit
+
+
+def _mlflow_fields(runlog: RunLog) -> dict[str, Any]:
+    """What the driver's table wants to know about the trial's MLflow run."""
+    return {"mlflow_run_id": runlog.run_id or "", "mlflow_pending": len(runlog.pending())}
+
+
+def trial_key(spec: SweepSpec, params: Mapping[str, Any], trial_id: str) -> str:
+    """A trial's identity in its sweep: its grid cell, or (in a search) Ray's trial id."""
+    if spec.search is None:
+        return f"cell-{spec.cell_index(params):03d}"
+    return f"trial-{trial_id}"
+
+
+def train_trial(
+    params: dict[str, Any],
+    *,
+    spec: SweepSpec,
+    videos: Mapping[DataConfig, Video],
+    target: tracking.Target,
+) -> None:
+    """Train the trial with these axis/searched `params`; report every epoch and at the end."""
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    cfg = spec.trial_config(params)
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    label = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+    trial = (trial_id, label if spec.search is None else f"{label} [{trial_id}]")  # run name
+    video = videos.get(cfg.data)
+    if video is None:  # a searched data.* key: this trial's own video
+        video = simulate(cfg.data, cfg.data.seed)
+    work = Path(tempfile.mkdtemp(prefix="ssvae-trial-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(str(work))
+        key = trial_key(spec, params, trial_id)
+        runlog = tracking.start_trial(target, work, key, trial, cfg, params)
+
+        def report(row: dict[str, Any], _checkpoint_dir: str | None) -> None:
+            tracking.log_epoch(runlog, row)
+            metrics = {**row, "status": "running", **_mlflow_fields(runlog)}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+        result = fit(cfg, report=report, checkpoint_dir=str(work), video=video)
+        if tracking.finish_trial(runlog, result, video):
+            shutil.rmtree(work / "artifacts", ignore_errors=True)  # logged: no need to carry
+        final = {**result.metrics(), "epoch": len(result.history) - 1, "final": True}
+        final |= _mlflow_fields(runlog)
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

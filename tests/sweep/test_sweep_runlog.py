@@ -1,0 +1,97 @@
+"""RunLog: what MLflow cannot take is kept, in order, and replayed; a run is never duplicated."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("mlflow")
+
+from mlflow import MlflowClient
+
+from ssvae_core.sweep import runlog as runlog_module
+from ssvae_core.sweep.runlog import PENDING_FILE, RUN_ID_FILE, RunLog
+
+
+class _Down:
+    """An MLflow client whose every call fails as with a server that is down."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> None:
+            raise ConnectionError("MLflow is down (injected)")
+
+        return fail
+
+
+@pytest.fixture
+def uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def _declare(runlog: RunLog, experiment_id: str) -> None:
+    runlog.declare(experiment_id, "sweep-uid/cell-000", "trial 0", {"a": "b"}, {"train.lr": 0.1})
+
+
+def test_an_outage_keeps_operations_pending_and_a_flush_replays_them_once(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment_id = MlflowClient(uri).create_experiment("e")
+    trial_dir = tmp_path / "checkpoint"
+    with monkeypatch.context() as patched:
+        patched.setattr(runlog_module, "client", lambda uri: _Down())
+        down = RunLog(uri, trial_dir)
+        _declare(down, experiment_id)
+        assert not down.log("status", status="RUNNING")
+        assert not down.metrics({"loss": 1.0, "probe_error_px": 3.0, "name": "x"}, step=1)
+        assert not down.metrics({"loss": 0.5, "probe_error_px": float("nan")}, step=2)
+        assert not down.log("status", status="FINISHED")
+        assert down.run_id is None and len(down.pending()) == 4
+
+    # The directory travels (a checkpoint restored elsewhere); MLflow is back.
+    moved = tmp_path / "restored"
+    shutil.copytree(trial_dir, moved)
+    restored = RunLog(uri, moved)
+    assert restored.flush()
+    assert not (moved / PENDING_FILE).exists() and restored.run_id is not None
+    client = MlflowClient(uri)
+    [run] = client.search_runs([experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params == {"train.lr": "0.1"}
+    assert run.data.tags["ssvae.key"] == "sweep-uid/cell-000" and run.data.tags["a"] == "b"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "probe_error_px")] == [1]
+
+    # A restart from scratch (no run id file) finds the same run by its key.
+    (moved / RUN_ID_FILE).unlink()
+    again = RunLog(uri, moved)
+    assert again.log("status", status="RUNNING")
+    assert again.run_id == run.info.run_id
+    assert len(client.search_runs([experiment_id])) == 1
+
+
+def test_a_partial_replay_keeps_the_rest_in_order(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiment_id = MlflowClient(uri).create_experiment("e")
+    runlog = RunLog(uri, tmp_path / "d")
+    _declare(runlog, experiment_id)
+    assert runlog.log("status", status="RUNNING")
+    calls = {"n": 0}
+    real = runlog_module.OPS["metrics"]
+
+    def flaky(*args: Any) -> None:  # the second metrics write fails
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ConnectionError("dropped")
+        real(*args)
+
+    monkeypatch.setitem(runlog_module.OPS, "metrics", flaky)
+    assert runlog.metrics({"loss": 1.0}, step=1)
+    assert not runlog.metrics({"loss": 2.0}, step=2)
+    assert not runlog.metrics({"loss": 3.0}, step=3)  # within RETRY_AFTER_S: only queued
+    assert [op["step"] for op in runlog.pending()] == [2, 3]
+    assert runlog.flush(force=True)
+    steps = MlflowClient(uri).get_metric_history(str(runlog.run_id), "loss")
+    assert [(m.step, m.value) for m in steps] == [(1, 1.0), (2, 2.0), (3, 3.0)]

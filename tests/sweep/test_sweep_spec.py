@@ -1,0 +1,210 @@
+"""Sweep specs: every trial config is validated at load time; bad input exits 2 before Ray/MLflow.
+
+Also: every shipped ``sweeps/*.yaml`` parses and validates (nothing runs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+import ray
+from sweep_helpers import REPO, SMOKE, free_port, write_spec
+
+from ssvae_core.config import ConfigError
+from ssvae_core.sweep import cli, spec
+
+SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
+
+# (name, body appended to the tiny base, the dotted key the message must start with)
+BAD_SPECS = [
+    ("unknown-coupling", "grid: {coupling.kind: [gaussian, nope]}", "coupling.kind"),
+    ("unknown-estimator", "grid: {objective.estimator: [infonce, mine]}", "objective.estimator"),
+    ("lr-not-positive", "grid: {train.lr: [0.01, -1]}", "train.lr"),
+    ("too-many-negatives", "grid: {objective.n_negatives: [4, 100]}", "objective.n_negatives"),
+    ("batch-too-big", "grid: {train.batch_size: [10, 80]}", "train.batch_size"),
+    ("unknown-key", "grid: {train.learning_rate: [0.1]}", "train.learning_rate"),
+    ("wrong-type", "grid: {train.epochs: [two]}", "train.epochs"),
+    ("unknown-method", "grid: {method: [gaussian, mine]}", "grid.method"),
+    ("empty-axis", "grid: {train.seed: []}", "grid.train.seed"),
+    (
+        "search-unknown-key",
+        "search: {space: {train.momentum_x: {dist: uniform, low: 0.0, high: 0.5}}}",
+        "train.momentum_x",
+    ),
+    (
+        "search-bad-bounds",
+        "search: {space: {train.lr: {dist: loguniform, low: 0.1, high: 0.01}}}",
+        "search.space.train.lr.high",
+    ),
+    (
+        "search-log-zero",
+        "search: {space: {train.lr: {dist: loguniform, low: 0, high: 0.1}}}",
+        "search.space.train.lr.low",
+    ),
+    (
+        "search-lr-zero",
+        "search: {space: {train.lr: {dist: uniform, low: 0, high: 0.1}}}",
+        "train.lr",
+    ),
+    (
+        "search-int-key-float",
+        "search: {space: {train.epochs: {dist: uniform, low: 1, high: 4}}}",
+        "train.epochs",
+    ),
+    (
+        "search-no-effect",
+        "grid: {coupling.kind: [bilinear]}\n"
+        "search: {space: {coupling.lengthscale: {dist: loguniform, low: 0.01, high: 1}}}",
+        "coupling.lengthscale",
+    ),
+    ("bad-gpu", "resources: {cpu: 1, gpu: -0.5}", "resources.gpu"),
+    ("bad-scheduler", "scheduler: {kind: hyperband}", "scheduler.kind"),
+    ("over-budget", "grid: {train.seed: [0, 1, 2]}\nbudget: {max_trials: 2}", "budget.max_trials"),
+    ("unknown-section", "grids: {train.seed: [0]}", "grids"),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "key"), BAD_SPECS, ids=[b[0] for b in BAD_SPECS])
+def test_bad_spec_exits_2_naming_the_key_before_ray_or_mlflow(
+    workdir: Path, capsys: pytest.CaptureFixture[str], name: str, body: str, key: str
+) -> None:
+    path = write_spec(workdir, name, body)
+    assert cli.main(["sweep", str(path), "--storage-path", str(workdir / "runs")]) == 2
+    message = capsys.readouterr().err
+    assert f"error: {key}:" in message, message
+    assert not ray.is_initialized()
+    assert not (workdir / "mlflow.db").exists()
+    assert not (workdir / "runs").exists()
+
+
+def test_unreachable_mlflow_exits_2_before_ray(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    code = cli.main(["sweep", str(SMOKE), "--tracking-uri", uri, "--storage-path", "runs"])
+    assert code == 2
+    assert "unreachable" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_missing_file_exits_2(workdir: Path) -> None:
+    assert cli.main(["sweep", str(workdir / "nope.yaml")]) == 2
+
+
+def test_an_existing_sweep_is_not_reused_without_resume_nor_resumed_with_another_spec(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = write_spec(workdir, "same", "grid: {train.seed: [0]}")
+    (workdir / "runs" / "same").mkdir(parents=True)
+    (workdir / "runs" / "same" / "sweep.yaml").write_text(first.read_text())
+    assert cli.main(["sweep", str(first), "--storage-path", "runs"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    changed = write_spec(workdir / "runs", "same", "grid: {train.seed: [0, 1]}")
+    assert cli.main(["sweep", str(changed), "--storage-path", "runs", "--resume"]) == 2
+    assert "differs" in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_every_shipped_sweep_validates_and_says_how_to_run_it(path: Path) -> None:
+    sweep = spec.load(path)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith(f"# ssvae sweep sweeps/{path.name}"), first
+    assert sweep.n_trials == len(sweep.cells) * (sweep.search.num_samples if sweep.search else 1)
+    assert len(sweep.studies()) == (len(sweep.cells) if sweep.search else 1)
+
+
+def test_the_shipped_studies_are_the_ones_asked_for() -> None:
+    assert {p.stem for p in SHIPPED} >= {
+        "smoke", "paper-small", "paper", "couplings", "optuna-lr-lengthscale",
+    }  # fmt: skip
+    paper = spec.load(REPO / "sweeps" / "paper.yaml")
+    assert paper.base.data.size == 256 and 0 < paper.resources.gpu < 1
+    couplings = spec.load(REPO / "sweeps" / "couplings.yaml")
+    assert couplings.n_trials == 7 * 4 * 3
+    ns = {cell.config.objective.n_negatives for cell in couplings.cells}
+    assert ns == {1, 4, 16, 29}
+    optuna = spec.load(REPO / "sweeps" / "optuna-lr-lengthscale.yaml")
+    assert optuna.scheduler is not None and optuna.search is not None
+    assert dict(optuna.space)["train.lr"].dist == "loguniform"
+
+
+def test_methods_are_grid_points_that_expand_to_overrides() -> None:
+    sweep = spec.load(REPO / "sweeps" / "paper-small.yaml")
+    by_label = {cell.label: cell.config for cell in sweep.cells}
+    assert len(by_label) == 12 and sweep.group_axes == ["method"]
+    assert by_label["method=supervised, train.seed=2"].train.mode == "supervised"
+    assert by_label["method=supervised, train.seed=2"].train.seed == 2
+    gaussian = by_label["method=gaussian, train.seed=0"]
+    assert (gaussian.train.mode, gaussian.coupling.kind) == ("ssl", "gaussian")
+    assert by_label["method=bilinear, train.seed=1"].coupling.kind == "bilinear"
+    assert by_label["method=untrained, train.seed=0"].train.mode == "untrained"
+
+
+def test_a_file_can_define_its_own_methods(tmp_path: Path) -> None:
+    body = """\
+        methods:
+          hot: {coupling.kind: cosine, coupling.temperature: 0.5}
+          gaussian: {coupling.kind: gaussian, coupling.lengthscale: 0.2}
+        grid: {method: [hot, gaussian, bilinear]}
+        """
+    sweep = spec.load(write_spec(tmp_path, "mine", body))
+    configs = [cell.config.coupling for cell in sweep.cells]
+    assert (configs[0].kind, configs[0].temperature) == ("cosine", 0.5)
+    assert (configs[1].kind, configs[1].lengthscale) == ("gaussian", 0.2)
+    assert configs[2].kind == "bilinear"
+
+
+def test_search_studies_keep_axis_values_and_coerce_samples(tmp_path: Path) -> None:
+    body = """\
+        grid: {coupling.kind: [gaussian, laplace]}
+        search:
+          num_samples: 3
+          space:
+            train.lr: {dist: loguniform, low: 1.0e-3, high: 0.1}
+            train.epochs: {dist: int, low: 1, high: 3}
+        """
+    sweep = spec.load(write_spec(tmp_path, "search", body))
+    studies = sweep.studies()
+    assert [name for name, _ in studies] == ["cell-000", "cell-001"]
+    assert studies[1][1]["coupling.kind"] == "laplace"
+    cfg = sweep.trial_config({"coupling.kind": "laplace", "train.lr": 0.01, "train.epochs": 2.0})
+    assert (cfg.coupling.kind, cfg.train.lr, cfg.train.epochs) == ("laplace", 0.01, 2)
+    assert sweep.n_trials == 6
+
+
+def test_dotted_and_nested_keys_mean_the_same() -> None:
+    dotted = "name: a\nbase: {preset: small, train.epochs: 3, train.lr: 0.01}\n"
+    nested = "name: a\nbase: {preset: small, train: {epochs: 3, lr: 0.01}}\n"
+    assert spec.parse(dotted).base == spec.parse(nested).base
+    assert spec.parse(nested).base.train.epochs == 3
+    with pytest.raises(ConfigError, match=r"^train\.epochs: expected int"):
+        spec.parse(dotted.replace("train.epochs: 3", "train.epochs: 2.5"))
+
+
+def test_the_cluster_script_runs_ssvae_sweep_with_address_auto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loaded = importlib.util.spec_from_file_location("sweeps_run", REPO / "sweeps" / "run.py")
+    assert loaded is not None and loaded.loader is not None
+    script = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(script)
+    calls: list[list[str]] = []
+
+    def fake_main(argv: list[str]) -> int:
+        calls.append(argv)
+        return 0
+
+    monkeypatch.setattr(script.cli, "main", fake_main)
+    monkeypatch.chdir(REPO.parent)  # the spec is found in the checkout, not the cwd
+    assert script.main(["sweeps/smoke.yaml", "--resume"]) == 0
+    assert calls == [["sweep", str(SMOKE), "--resume", "--address", "auto"]]
+    assert script.main(["sweeps/smoke.yaml", "--address", "10.0.0.1:6379"]) == 0
+    assert calls[-1][-2:] == ["--address", "10.0.0.1:6379"]
