@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # multi-GB CUDA build. On a machine with a GPU the project's `torch>=2.4` range decides.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: venv test test-fast lint sweep fig1c bench clean
+.PHONY: venv test test-fast lint sweep fig1c bench bench-sweep clean
 
 venv: $(STAMP)
 
@@ -28,13 +28,20 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# The Fig. 1C study on local Ray + MLflow at sqlite:///mlflow.db (run `mlflow ui` here after).
+# Each `make sweep` is a new study; `ssvae sweep FILE --name NAME --resume` continues one.
 sweep: venv
-	$(VENV)/bin/ssvae fig1c --preset small --seeds 0 1 2 --out runs/fig1c-small
+	$(VENV)/bin/ssvae sweep sweeps/paper-small.yaml --name paper-small-$$(date +%Y%m%d-%H%M%S)
 
-fig1c: sweep
+# The same study without Ray or MLflow, one run after another.
+fig1c: venv
+	$(VENV)/bin/ssvae fig1c --preset small --seeds 0 1 2 --out runs/fig1c-small
 
 bench: venv
 	$(PY) bench/run.py
+
+bench-sweep: venv
+	$(PY) bench/sweep_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

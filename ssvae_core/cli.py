@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     fig.add_argument("--out", help="write fig1c.csv and fig1c.png here")
     fig.set_defaults(func=cmd_fig1c)
+
+    from ssvae_core.sweep.cli import add_parser as add_sweep  # imports no ray until it runs
+
+    add_sweep(sub)
     return parser
 
 

@@ -244,8 +244,9 @@ def _type_ok(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
-def _build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
-    """`base` with `values` replaced, checked key by key; nested sections recurse."""
+def build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
+    """`base` (a `cls` dataclass) with `values` replaced, checked key by key; nested sections
+    recurse. Errors are `ConfigError`s whose message starts with `prefix` + the key."""
     if not isinstance(values, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or '<root>'}: expected a mapping, got {values!r}")
     hints = typing.get_type_hints(cls)
@@ -257,7 +258,7 @@ def _build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
             raise ConfigError(f"{dotted}: unknown key; valid keys: {', '.join(names)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            changes[key] = _build(hint, getattr(base, key), value, f"{dotted}.")  # type: ignore[arg-type]
+            changes[key] = build(hint, getattr(base, key), value, f"{dotted}.")  # type: ignore[arg-type]
         elif _type_ok(value, hint):
             changes[key] = float(value) if hint is float else value
         else:
@@ -276,7 +277,7 @@ def _hint_name(hint: Any) -> str:
 
 def from_dict(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
     """`base` (default: the paper preset) updated by a nested mapping, strictly checked."""
-    return _build(RunConfig, base or RunConfig(), values, "")
+    return build(RunConfig, base or RunConfig(), values, "")
 
 
 def parse_override(text: str) -> dict[str, Any]:

@@ -58,13 +58,19 @@ def fig1b(
 
 
 def fig1c(errors: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
-    """Median probe error per method (bars) with one point per seed. errors: method -> [S]."""
+    """Median probe error per method (bars) with one point per seed. errors: method -> [S].
+
+    A method with no finite value (every run diverged) keeps its place on the axis, barless.
+    """
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(errors), 3.5))
-    for i, (_method, values) in enumerate(errors.items()):
-        values_arr = np.asarray(values, dtype=float)
-        ax.bar(i, np.nanmedian(values_arr), color="0.8", edgecolor="0.3")
-        jitter = np.linspace(-0.15, 0.15, len(values_arr)) if len(values_arr) > 1 else [0.0]
-        ax.plot(i + np.asarray(jitter), values_arr, "o", color="C3", ms=4)
+    for i, values in enumerate(errors.values()):
+        finite = np.asarray(values, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        if len(finite) == 0:
+            continue
+        ax.bar(i, np.median(finite), color="0.8", edgecolor="0.3")
+        jitter = np.linspace(-0.15, 0.15, len(finite)) if len(finite) > 1 else np.zeros(1)
+        ax.plot(i + jitter, finite, "o", color="C3", ms=4)
     ax.set_xticks(range(len(errors)), list(errors), rotation=20)
     ax.set_ylabel("probe error (px)")
     ax.set_title(title or "Fig. 1C: distance of decoded to true centres")
