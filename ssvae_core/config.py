@@ -34,14 +34,16 @@ class ConfigError(ValueError):
     """Bad configuration; the message starts with the offending dotted key."""
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def check(ok: bool, key: str, message: str) -> None:
+    """Raise `ConfigError` ``"key: message"`` unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}: {message}")
 
 
-def _check_name(name: str, key: str, registry: Iterable[str]) -> None:
+def check_name(name: Any, key: str, registry: Iterable[str]) -> None:
+    """`name` must be one of `registry`; the error lists the valid names."""
     valid = sorted(registry)
-    _check(name in valid, key, f"unknown name {name!r}; choose from {', '.join(valid)}")
+    check(name in valid, key, f"unknown name {name!r}; choose from {', '.join(valid)}")
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,9 @@ class EncoderConfig:
     hidden: int = 64
 
     def __post_init__(self) -> None:
-        _check_name(self.kind, "kind", ENCODERS)
-        _check(self.sigma > 0, "sigma", f"must be > 0, got {self.sigma}")
-        _check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+        check_name(self.kind, "kind", ENCODERS)
+        check(self.sigma > 0, "sigma", f"must be > 0, got {self.sigma}")
+        check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
 
 
 @dataclass(frozen=True)
@@ -92,12 +94,12 @@ class CouplingConfig:
     embed_dim: int = 32
 
     def __post_init__(self) -> None:
-        _check_name(self.kind, "kind", COUPLINGS)
-        _check(self.lengthscale > 0, "lengthscale", f"must be > 0, got {self.lengthscale}")
-        _check(self.dof > 0, "dof", f"must be > 0, got {self.dof}")
-        _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        _check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
-        _check(self.embed_dim >= 1, "embed_dim", f"must be >= 1, got {self.embed_dim}")
+        check_name(self.kind, "kind", COUPLINGS)
+        check(self.lengthscale > 0, "lengthscale", f"must be > 0, got {self.lengthscale}")
+        check(self.dof > 0, "dof", f"must be > 0, got {self.dof}")
+        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
+        check(self.embed_dim >= 1, "embed_dim", f"must be >= 1, got {self.embed_dim}")
 
     def params(self) -> dict[str, Any]:
         """The keyword arguments of `build_coupling` that this kind accepts."""
@@ -117,9 +119,9 @@ class ObjectiveConfig:
     n_negatives: int | None = None
 
     def __post_init__(self) -> None:
-        _check_name(self.estimator, "estimator", ESTIMATORS)
+        check_name(self.estimator, "estimator", ESTIMATORS)
         if self.n_negatives is not None:
-            _check(self.n_negatives >= 1, "n_negatives", f"must be >= 1, got {self.n_negatives}")
+            check(self.n_negatives >= 1, "n_negatives", f"must be >= 1, got {self.n_negatives}")
 
 
 @dataclass(frozen=True)
@@ -137,14 +139,14 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        _check_name(self.mode, "mode", TRAIN_MODES)
-        _check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
-        _check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
-        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        _check_name(self.optimizer, "optimizer", OPTIMIZERS)
-        _check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
-        _check_name(self.lr_schedule, "lr_schedule", SCHEDULES)
-        _check_name(self.device, "device", DEVICES)
+        check_name(self.mode, "mode", TRAIN_MODES)
+        check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check_name(self.optimizer, "optimizer", OPTIMIZERS)
+        check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        check_name(self.lr_schedule, "lr_schedule", SCHEDULES)
+        check_name(self.device, "device", DEVICES)
 
 
 @dataclass(frozen=True)
@@ -155,12 +157,12 @@ class ProbeConfig:
     every_epochs: int = 5
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             0 < self.train_fraction < 1,
             "train_fraction",
             f"must be in (0, 1), got {self.train_fraction}",
         )
-        _check(self.every_epochs >= 1, "every_epochs", f"must be >= 1, got {self.every_epochs}")
+        check(self.every_epochs >= 1, "every_epochs", f"must be >= 1, got {self.every_epochs}")
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         pairs = self.data.n_frames - 1
-        _check(
+        check(
             self.train.batch_size <= pairs,
             "train.batch_size",
             f"{self.train.batch_size} pairs do not fit in a video of "
@@ -184,14 +186,14 @@ class RunConfig:
         )
         n = self.objective.n_negatives
         if n is not None:
-            _check(
+            check(
                 n <= self.data.n_frames - 2,
                 "objective.n_negatives",
                 f"{n} negatives need more frames than the video's {self.data.n_frames}",
             )
         n_test = round(self.data.n_frames * (1 - self.probe.train_fraction))
         n_train = self.data.n_frames - n_test
-        _check(
+        check(
             min(n_test, n_train) >= 2,
             "probe.train_fraction",
             f"leaves {n_train} train / {n_test} test frames; need >= 2 each",
@@ -308,7 +310,7 @@ def load(
     preset: str = "small", path: str | None = None, overrides: Iterable[str] = ()
 ) -> RunConfig:
     """The config the CLI builds: a preset, then a YAML file, then ``key=value`` overrides."""
-    _check_name(preset, "preset", PRESETS)
+    check_name(preset, "preset", PRESETS)
     values: dict[str, Any] = {}
     if path is not None:
         with open(path) as fh:

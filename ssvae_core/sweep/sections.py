@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 from ray import tune
 
 from ssvae_core import config
-from ssvae_core.config import ConfigError
+from ssvae_core.config import check
+from ssvae_core.config import check_name as choose
 
 METRICS: dict[str, str] = {  # what a trial reports, and the sensible mode
     "probe_error_px": "min",
@@ -29,15 +30,6 @@ DISTRIBUTIONS: dict[str, Callable[[float, float], Any]] = {
 }
 SCHEDULERS = ("asha",)
 T = TypeVar("T")
-
-
-def check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
-
-
-def choose(name: Any, key: str, valid: Any) -> None:
-    check(name in valid, key, f"unknown name {name!r}; choose from {', '.join(sorted(valid))}")
 
 
 @dataclass(frozen=True)
