@@ -52,6 +52,10 @@ class DataConfig(BallsConfig):
 
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+
 
 TRAIN_MODES = ("ssl", "supervised", "untrained")
 DEVICES = ("auto", "cpu", "cuda")

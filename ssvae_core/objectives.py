@@ -107,12 +107,14 @@ def js_fgan(log_f: Tensor) -> Tensor:
 
 
 def js(log_f: Tensor) -> Tensor:
-    """JS estimator of Poole et al.: the value of `nwj`, the gradient of `js_fgan`.
+    """JS estimator of Poole et al.: the NWJ value at f = 1 + T, the gradient of `js_fgan`.
 
-    log_f [B, M] -> []. Written js + stop_gradient(nwj - js) as in Poole et al.
+    log_f [B, M] -> []. The JS f-GAN bound is maximised by T = log p/q, and NWJ by
+    f = 1 + log p/q, so the value reported is nwj(1 + log_f) (= I at the optimum; nwj(log_f)
+    would read I - 1/e). Written fgan + stop_gradient(nwj - fgan) as in Poole et al.
     """
     fgan = js_fgan(log_f)
-    return fgan + (nwj(log_f) - fgan).detach()
+    return fgan + (nwj(log_f + 1.0) - fgan).detach()
 
 
 def infonce_loss(log_f: Tensor) -> Tensor:

@@ -237,7 +237,7 @@ class _Run:
             module.load_state_dict(state[key])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())  # map_location moved it
         self.history = state["history"]
         return True
 
@@ -296,6 +296,9 @@ def fit(
             report(dict(row), checkpoint_dir)
     if status == "ok" and run.probe is None:  # resumed from the final checkpoint
         run.run_probe()
+    if status == "ok" and not math.isfinite(run.history[-1]["probe_error_px"]):
+        status = "diverged"  # a finite loss, then a last step that broke the weights
+        message = "the representation became NaN/inf; try a smaller train.lr"
     last = run.history[-1]
     if status == "diverged":
         probe_error, r2 = math.nan, math.nan

@@ -51,6 +51,7 @@ def test_int_is_accepted_for_float_and_none_for_optional() -> None:
         ({"objective": {"n_negatives": 899}}, "objective.n_negatives: 899 negatives"),
         ({"train": {"batch_size": 900}}, "train.batch_size: 900 pairs do not fit"),
         ({"data": {"diameter": 0}}, "data.diameter"),
+        ({"data": {"seed": -1}}, "data.seed: must be >= 0"),
         ({"train": {"mode": "semi"}}, "train.mode: unknown name"),
         ({"train": "fast"}, "train: expected a mapping"),
     ],

@@ -78,7 +78,9 @@ REFERENCES: dict[str, Callable[[Rows], float]] = {
     "infonce_limit": ref_infonce_limit,
     "nwj": ref_nwj,
     "dv": ref_dv,
-    "js": ref_nwj,  # Poole et al. report the NWJ value for the JS-trained critic
+    "js": lambda rows: ref_nwj(  # Poole et al.: NWJ at f = 1 + T for the JS-trained critic
+        ([p + 1.0 for p in rows[0]], [[s + 1.0 for s in row] for row in rows[1]])
+    ),
 }
 
 
@@ -154,7 +156,7 @@ GATHERED: dict[str, Callable[[Tensor], Tensor]] = {
         sub[:, 0].mean() - torch.logsumexp(sub[:, 1:].flatten(), 0) + math.log(sub[:, 1:].numel())
     ),
 }
-GATHERED["js"] = GATHERED["nwj"]
+GATHERED["js"] = lambda sub: GATHERED["nwj"](sub + 1.0)
 
 
 @pytest.mark.parametrize("name", sorted(ESTIMATORS))
@@ -195,7 +197,7 @@ def test_infonce_at_most_log_k() -> None:
 
 def test_js_reports_nwj_value_with_fgan_gradient() -> None:
     log_f = random_scores(6, 6, 3).requires_grad_()
-    assert ESTIMATORS["js"](log_f).item() == pytest.approx(nwj(log_f).item(), abs=1e-6)
+    assert ESTIMATORS["js"](log_f).item() == pytest.approx(nwj(log_f + 1.0).item(), abs=1e-6)
     (js_grad,) = torch.autograd.grad(ESTIMATORS["js"](log_f), log_f)
     (fgan_grad,) = torch.autograd.grad(js_fgan(log_f), log_f)
     torch.testing.assert_close(js_grad, fgan_grad)

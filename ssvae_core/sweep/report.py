@@ -32,7 +32,7 @@ def cell_label(trials: pd.DataFrame, group_axes: Sequence[str]) -> pd.Series:
 
 
 def cell_table(
-    trials: pd.DataFrame, group_axes: Sequence[str], searched: Sequence[str] = (), mode: str = "min"
+    trials: pd.DataFrame, group_axes: Sequence[str], searched: Sequence[str] = ()
 ) -> pd.DataFrame:
     """One row per cell (in grid order): statistics over its trials (see the module doc)."""
     trials = trials.assign(cell=cell_label(trials, group_axes))
@@ -46,14 +46,14 @@ def cell_table(
             "trials": len(group),
             "probe_error_px_mean": errors.mean(),
             "probe_error_px_std": errors.std(ddof=1) if len(errors) > 1 else np.nan,
-            "probe_error_px_best": errors.min() if mode == "min" else errors.max(),
+            "probe_error_px_best": errors.min(),
             "mi_estimate_mean": done["mi_estimate"].astype(float).mean(),
             "lengthscale_mean": pd.to_numeric(done.get("lengthscale"), errors="coerce").mean(),
             "seconds_mean": group["seconds"].astype(float).mean(),
         }
         row |= {f"n_{status}": int((group["status"] == status).sum()) for status in STATUSES}
         if searched and len(errors):
-            best = done.loc[errors.idxmin() if mode == "min" else errors.idxmax()]
+            best = done.loc[errors.idxmin()]
             row |= {f"best.{key}": best[key] for key in searched}
         rows.append(row)
     return pd.DataFrame(rows)

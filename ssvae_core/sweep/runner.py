@@ -237,7 +237,7 @@ def _finish(
     errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
     tracker.reconcile({trial: error for trial, error in errors.items() if error})
     searched = [key for key, _ in spec.space]
-    cells = report.cell_table(trials, spec.group_axes, searched, spec.mode)
+    cells = report.cell_table(trials, spec.group_axes, searched)
     files = report.write(trials, cells, directory)
     title = f"{spec.name}: probe error per cell (median bar, one point per trial)"
     files.append(report.fig1c(trials, spec.group_axes, directory / "fig1c.png", title))

@@ -267,6 +267,14 @@ def parse(text: str, default_name: str = "sweep") -> SweepSpec:
             _in(where, spec.trial_config, {**dict(params), **corner})
     spec = replace(spec, cells=tuple(cells))
     _check_swept_couplings(spec)
+    if spec.scheduler is not None:  # between probes `fit` reports the last probe again
+        every = sorted({cell.config.probe.every_epochs for cell in cells})
+        check(
+            every == [1],
+            "base.probe.every_epochs",
+            f"must be 1 with a scheduler (ASHA compares trials on every epoch's probe), "
+            f"got {every}",
+        )
     limit = spec.budget.max_trials
     check(
         limit is None or spec.n_trials <= limit,

@@ -15,6 +15,7 @@ and a checkpoint holding whatever MLflow could not take yet.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 import warnings
@@ -29,8 +30,13 @@ from ssvae_core.balls import Video, simulate
 from ssvae_core.config import DataConfig
 from ssvae_core.sweep import tracking
 from ssvae_core.sweep.runlog import RunLog
+from ssvae_core.sweep.sections import METRICS
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import fit
+
+# Every report carries every searchable metric (NaN where a run has none, e.g. the MI of an
+# untrained encoder): Ray rejects a result that lacks the metric it tunes.
+NO_METRICS: dict[str, float] = dict.fromkeys(METRICS, math.nan)
 
 
 def _mlflow_fields(runlog: RunLog) -> dict[str, Any]:
@@ -75,13 +81,14 @@ def train_trial(
 
         def report(row: dict[str, Any], _checkpoint_dir: str | None) -> None:
             tracking.log_epoch(runlog, row)
-            metrics = {**row, "status": "running", **_mlflow_fields(runlog)}
+            metrics = {**NO_METRICS, **row, "status": "running", **_mlflow_fields(runlog)}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
         result = fit(cfg, report=report, checkpoint_dir=str(work), video=video)
         if tracking.finish_trial(runlog, result, video):
             shutil.rmtree(work / "artifacts", ignore_errors=True)  # logged: no need to carry
-        final = {**result.metrics(), "epoch": len(result.history) - 1, "final": True}
+        final = {**NO_METRICS, **result.history[-1], **result.metrics(), "final": True}
+        final["epoch"] = len(result.history) - 1
         final |= _mlflow_fields(runlog)
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
     finally:

@@ -65,6 +65,12 @@ BAD_SPECS = [
     ),
     ("bad-gpu", "resources: {cpu: 1, gpu: -0.5}", "resources.gpu"),
     ("bad-scheduler", "scheduler: {kind: hyperband}", "scheduler.kind"),
+    (
+        "asha-on-stale-probe",
+        "grid: {probe.every_epochs: [1, 3]}\nscheduler: {kind: asha}",
+        "base.probe.every_epochs",
+    ),
+    ("negative-data-seed", "grid: {data.seed: [0, -1]}", "data.seed"),
     ("over-budget", "grid: {train.seed: [0, 1, 2]}\nbudget: {max_trials: 2}", "budget.max_trials"),
     ("unknown-section", "grids: {train.seed: [0]}", "grids"),
 ]
