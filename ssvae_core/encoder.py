@@ -16,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ssvae_core.couplings import PositiveScale
+
 
 def pixel_coordinates(n: int, device: torch.device | None = None) -> Tensor:
     """Centres of `n` pixels along one axis in [-1, 1]. Shape: [n]."""
@@ -94,15 +96,11 @@ class StochasticEncoder(nn.Module):
         super().__init__()
         self.mean = mean
         self.out_dim: int = mean.out_dim  # type: ignore[assignment]
-        log_sigma = torch.tensor(float(sigma)).log()
-        if learn_sigma:
-            self.log_sigma = nn.Parameter(log_sigma)
-        else:
-            self.register_buffer("log_sigma", log_sigma)
+        self.scale = PositiveScale(sigma, learn_sigma)
 
     @property
     def sigma(self) -> Tensor:
-        return self.log_sigma.exp()
+        return self.scale.value
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x -> z [B, D]; a sample in training mode, the mean in eval mode."""
