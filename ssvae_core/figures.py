@@ -20,6 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -148,4 +149,42 @@ def preview(video: Video, path: str | Path, frames: Sequence[int] = (0, 1, 2, 3)
         ax.plot(*video.positions[t].T, "+", color="white", ms=8)
         ax.set_title(f"frame {t}")
         ax.set_axis_off()
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- the studies' figures
+
+MARKERS = "os^Dv<>Px*"
+
+
+def estimator_bias(results: pd.DataFrame, path: str | Path) -> Path:
+    """Estimate minus true MI (nats) for every run of `gaussians.staircase`: one panel per
+    task, estimators along x, couplings as colours, the true MI as the marker (symlog y)."""
+    tasks = list(results["task"].unique())
+    estimators, couplings = list(results["estimator"].unique()), list(results["coupling"].unique())
+    mis = sorted(results["true_mi"].unique())
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(3.2 * len(tasks) + 1, 3.6), sharey=True, squeeze=False
+    )
+    width = 0.8 / len(couplings)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for c, coupling in enumerate(couplings):
+            for m, mi in enumerate(mis):
+                rows = results[
+                    (results["task"] == task)
+                    & (results["coupling"] == coupling)
+                    & (results["true_mi"] == mi)
+                ]
+                x = [estimators.index(e) - 0.4 + (c + 0.5) * width for e in rows["estimator"]]
+                ax.scatter(
+                    x, rows["estimate"] - mi, s=14, color=f"C{c}", marker=MARKERS[m % 10],
+                    label=coupling if m == 0 else None, alpha=0.8,
+                )  # fmt: skip
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.set_xticks(range(len(estimators)), estimators)
+        ax.set_title(task)
+    axes[0][0].set_ylabel("estimate − true MI (nats)")
+    shapes = ", ".join(f"{MARKERS[m % 10]} I={mi:g}" for m, mi in enumerate(mis))
+    axes[0][-1].legend(fontsize=7, title=f"critic ({shapes})", title_fontsize=7)
     return _save(fig, path)
