@@ -29,8 +29,8 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 
 import pandas as pd
@@ -361,16 +361,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     total = len(tasks) * len(estimators) * (len(couplings) + 1) * len(mis) * n_seeds
     start = time.perf_counter()
 
-    def progress(row: Mapping[str, object]) -> None:
-        progress.done += 1  # type: ignore[attr-defined]
-        print(
-            f"[{time.perf_counter() - start:6.0f}s] {progress.done}/{total} "  # type: ignore[attr-defined]
-            + " ".join(f"{k}={v}" for k, v in row.items()),
-            file=sys.stderr,
-            flush=True,
-        )
+    done = itertools.count(1)
 
-    progress.done = 0  # type: ignore[attr-defined]
+    def progress(row: Mapping[str, object]) -> None:
+        fields = " ".join(f"{k}={v}" for k, v in row.items())
+        elapsed = time.perf_counter() - start
+        print(f"[{elapsed:6.0f}s] {next(done)}/{total} {fields}", file=sys.stderr, flush=True)
+
     try:
         results = staircase(
             estimators, couplings, mis, steps, range(n_seeds), True, tasks, progress
