@@ -55,16 +55,22 @@ def _log_mean_exp_negatives(log_f: Tensor) -> Tensor:
     return torch.logsumexp(negatives.flatten(), dim=0) - counts.sum().log()
 
 
-def infonce(log_f: Tensor) -> Tensor:
-    """InfoNCE lower bound (eq. 3): mean_i( log K_i + s_ii - logsumexp_j s_ij ) in nats.
+def infonce_terms(log_f: Tensor) -> Tensor:
+    """Per-anchor InfoNCE terms log K_i + s_ii - logsumexp_j s_ij, log_f [B, M] -> [B] (nats).
 
-    log_f [B, M] -> []. K_i is the number of candidates of row i (the positive and its
-    negatives); unmasked [B, B] gives log B + mean_i(s_ii - logsumexp_j s_ij) <= log B.
+    K_i is the number of candidates of row i (the positive and its negatives).
     """
     _check_scores(log_f)
     candidates = (~torch.isneginf(log_f)).sum(dim=1).to(log_f.dtype)  # [B]
-    per_anchor = candidates.log() + _positives(log_f) - torch.logsumexp(log_f, dim=1)
-    return per_anchor.mean()
+    return candidates.log() + _positives(log_f) - torch.logsumexp(log_f, dim=1)
+
+
+def infonce(log_f: Tensor) -> Tensor:
+    """InfoNCE lower bound (eq. 3): the mean of `infonce_terms`, log_f [B, M] -> [] in nats.
+
+    Unmasked [B, B] gives log B + mean_i(s_ii - logsumexp_j s_ij) <= log B.
+    """
+    return infonce_terms(log_f).mean()
 
 
 def infonce_limit(log_f: Tensor) -> Tensor:

@@ -32,7 +32,13 @@ from ssvae_core.balls import Video, simulate
 from ssvae_core.config import RunConfig
 from ssvae_core.couplings import build_coupling
 from ssvae_core.encoder import build_encoder
-from ssvae_core.objectives import ESTIMATORS, LOSSES, mask_scores, negative_mask
+from ssvae_core.objectives import (
+    ESTIMATORS,
+    LOSSES,
+    infonce_terms,
+    mask_scores,
+    negative_mask,
+)
 from ssvae_core.optim import OPTIMIZERS, SCHEDULES
 from ssvae_core.probe import ProbeResult, fit_probe
 
@@ -40,6 +46,8 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 CHECKPOINT_FILE = "state.pt"
+ELBO_SAMPLES = 16  # draws from Q(z|x) per pair in `_Run.evaluate_elbo`
+ELBO_KEYS = ("elbo", "elbo_gap", "elbo_at_mean")
 
 
 @dataclass
@@ -55,6 +63,8 @@ class RunResult:
     seconds: float
     history: list[dict[str, float]]
     config: RunConfig
+    elbo: dict[str, float] = field(default_factory=dict)  # `_Run.evaluate_elbo`, ssl runs
+    sigma: float | None = None  # a stochastic encoder's final sigma
     encoder: nn.Module | None = field(default=None, repr=False)
     coupling: nn.Module | None = field(default=None, repr=False)
     probe: ProbeResult | None = field(default=None, repr=False)
@@ -66,6 +76,9 @@ class RunResult:
             "probe_r2": self.probe_r2,
             "mi_estimate": self.mi_estimate,
             "lengthscale": self.lengthscale,
+            "sigma": self.sigma,
+            **dict.fromkeys(ELBO_KEYS, math.nan),
+            **self.elbo,
             "status": self.status,
             "message": self.message,
             "seconds": self.seconds,
@@ -103,6 +116,12 @@ def encode_all(encoder: nn.Module, frames: Tensor, batch: int = 256) -> np.ndarr
     z = torch.cat([encoder(as_float(frames[i : i + batch])) for i in range(0, len(frames), batch)])
     encoder.train(was_training)
     return z.cpu().numpy()
+
+
+def learned_sigma(encoder: nn.Module) -> float | None:
+    """A stochastic encoder's current sigma (mean over dimensions); None if deterministic."""
+    value = getattr(encoder, "sigma", None)
+    return None if value is None else float(value.detach().mean())
 
 
 def learned_lengthscale(coupling: nn.Module | None) -> float | None:
@@ -144,6 +163,7 @@ class _Run:
         )
         self.history: list[dict[str, float]] = []
         self.probe: ProbeResult | None = None
+        self.z: np.ndarray | None = None  # mean representations of every frame, [T, D]
 
     # -- one step -------------------------------------------------------------------------
     def _encode(self, index: Tensor) -> Tensor:
@@ -204,11 +224,48 @@ class _Run:
         return {"loss": float(np.mean(losses)), "mi_estimate": float(np.mean(estimates))}
 
     def run_probe(self) -> dict[str, float]:
-        z = encode_all(self.encoder, self.frames)
+        self.z = z = encode_all(self.encoder, self.frames)
         self.probe = fit_probe(
             z, self.positions.cpu().numpy(), self.cfg.probe.train_fraction, self.cfg.data.seed
         )
         return {"probe_error_px": self.probe.probe_error_px, "probe_r2": self.probe.r2}
+
+    @torch.no_grad()
+    def evaluate_elbo(self, samples: int = ELBO_SAMPLES) -> dict[str, float]:
+        """The ELBO (eq. 20) and its Jensen gap to the log evidence (eq. 18), on every pair.
+
+        The consecutive pairs (t, t + 1) go in order, in batches of B as in training; in draw
+        k = 1..K every frame of a batch is sampled once from Q(z|x) = N(g(x), sigma^2 I) and
+        r_ik is the InfoNCE term of anchor i (`objectives.infonce_terms`, eq. 3). Then
+
+        - ``elbo`` = mean_ik r_ik, the estimate of eq. 20 (what training maximises);
+        - ``elbo_gap`` = mean_i log mean_k exp r_ik - elbo >= 0: the first term estimates
+          log E_Q[...] of eq. 18 with K draws, so this is the Jensen gap, and it is exactly 0
+          for a deterministic encoder (eq. 22: the bound is tight);
+        - ``elbo_at_mean``: the same terms at z = g(x).
+
+        Uses the mean representations of the last probe (no new encoding) and a generator of
+        its own, so it leaves the run's random stream alone.
+        """
+        assert self.coupling is not None and self.z is not None
+        z = torch.from_numpy(self.z).to(self.frames.device)  # [T, D]
+        sigma = getattr(self.encoder, "sigma", None)
+        draws = samples if sigma is not None else 1
+        generator = torch.Generator().manual_seed(self.cfg.train.seed)
+        batch, terms, at_mean = self.cfg.train.batch_size, [], []
+        for start in range(0, len(z) - batch, batch):
+            mu = z[start : start + batch + 1]  # [B + 1, D]: bases mu[:-1], targets mu[1:]
+            at_mean.append(infonce_terms(self.coupling(mu[:-1], mu[1:])))
+            noise = torch.randn((draws, *mu.shape), generator=generator).to(mu.device)
+            drawn = mu[None] if sigma is None else mu + sigma * noise  # [K, B + 1, D]
+            terms.append(torch.stack([infonce_terms(self.coupling(d[:-1], d[1:])) for d in drawn]))
+        r = torch.cat(terms, dim=1)  # [K, pairs]
+        evidence = torch.logsumexp(r, dim=0) - math.log(draws)  # [pairs]
+        return {
+            "elbo": float(r.mean()),
+            "elbo_gap": float((evidence - r.mean(dim=0)).mean()),
+            "elbo_at_mean": float(torch.cat(at_mean).mean()),
+        }
 
     # -- checkpoints ----------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
@@ -284,6 +341,8 @@ def fit(
             break
         if (ls := learned_lengthscale(run.coupling)) is not None:
             row["lengthscale"] = ls
+        if (sigma := learned_sigma(run.encoder)) is not None:
+            row["sigma"] = sigma
         if epoch % cfg.probe.every_epochs == 0 or epoch == epochs:
             row |= run.run_probe()
         else:  # carry the latest probe so every report has the metric
@@ -305,6 +364,7 @@ def fit(
     else:
         assert run.probe is not None
         probe_error, r2 = run.probe.probe_error_px, run.probe.r2
+    elbo = run.evaluate_elbo() if status == "ok" and cfg.train.mode == "ssl" else {}
     if cfg.train.mode == "untrained" and report is not None:
         report(dict(last), checkpoint_dir)
     return RunResult(
@@ -317,6 +377,8 @@ def fit(
         seconds=time.perf_counter() - started,
         history=run.history,
         config=cfg,
+        elbo=elbo,
+        sigma=learned_sigma(run.encoder),
         encoder=run.encoder,
         coupling=run.coupling,
         probe=run.probe,

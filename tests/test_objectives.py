@@ -14,7 +14,9 @@ from ssvae_core.objectives import (
     LOSSES,
     get_estimator,
     get_loss,
+    infonce,
     infonce_loss,
+    infonce_terms,
     js_fgan,
     mask_scores,
     negative_mask,
@@ -250,3 +252,13 @@ def test_unknown_name_lists_valid_names() -> None:
     for lookup in (get_estimator, get_loss):
         with pytest.raises(ValueError, match="infonce_limit"):
             lookup("mine")
+
+
+def test_infonce_is_the_mean_of_its_per_anchor_terms() -> None:
+    log_f = torch.randn(6, 9, generator=torch.Generator().manual_seed(0))
+    log_f[0, 3] = -math.inf  # a masked candidate: row 0 has 8 candidates
+    terms = infonce_terms(log_f)
+    assert terms.shape == (6,)
+    assert torch.isclose(terms.mean(), infonce(log_f))
+    expected = math.log(8) + log_f[0, 0] - torch.logsumexp(log_f[0], dim=0)
+    assert torch.isclose(terms[0], expected)

@@ -150,3 +150,35 @@ def test_each_frame_is_encoded_once_per_step(tiny_cfg: config.RunConfig, tiny_vi
     run.encoder.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
     run.ssl_step(torch.arange(10))  # a chain: frames 0..10, each target is the next base
     assert encoded == [11]
+
+
+# ---------------------------------------------------------------- ELBO at the end (eqs. 18-22)
+
+
+def test_a_deterministic_encoder_has_no_jensen_gap(
+    tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    result = fit(tiny_cfg, video=tiny_video)
+    assert result.sigma is None
+    assert result.elbo["elbo_gap"] == 0.0  # eq. 22: one draw, log mean exp r = r exactly
+    assert result.elbo["elbo"] == result.elbo["elbo_at_mean"]
+    assert math.isfinite(result.elbo["elbo"])
+
+
+def test_a_stochastic_encoder_has_a_positive_gap_and_reports_sigma(
+    tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    cfg = with_(tiny_cfg, encoder={"stochastic": True, "sigma": 0.1, "learn_sigma": True})
+    result = fit(cfg, video=tiny_video)
+    assert result.elbo["elbo_gap"] > 0  # Jensen: the K-draw evidence estimate exceeds the ELBO
+    assert result.sigma is not None and result.sigma != 0.1  # learned
+    assert result.history[-1]["sigma"] == result.sigma
+    metrics = result.metrics()
+    assert metrics["sigma"] == result.sigma and metrics["elbo"] == result.elbo["elbo"]
+    again = fit(cfg, video=tiny_video)
+    assert again.elbo == result.elbo  # its own generator: reproducible
+
+
+def test_controls_have_no_elbo(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
+    result = fit(with_(tiny_cfg, train={"mode": "untrained"}), video=tiny_video)
+    assert result.elbo == {} and math.isnan(result.metrics()["elbo_gap"])

@@ -78,7 +78,10 @@ def _catch_interrupt() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-METRIC_KEYS = ("probe_error_px", "probe_r2", "mi_estimate", "lengthscale")
+METRIC_KEYS = (
+    "probe_error_px", "probe_r2", "mi_estimate", "lengthscale", "sigma", "elbo", "elbo_gap",
+    "elbo_at_mean",
+)  # fmt: skip
 
 
 def _asha(spec: SweepSpec) -> ASHAScheduler:
