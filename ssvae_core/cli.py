@@ -141,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     fig.set_defaults(func=cmd_fig1c)
 
     from ssvae_core.sweep.cli import add_parser as add_sweep  # imports no ray until it runs
+    from ssvae_core.sweep.cli import add_report_parser
 
     add_sweep(sub)
+    add_report_parser(sub)
     return parser
 
 

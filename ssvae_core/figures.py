@@ -28,7 +28,8 @@ from ssvae_core.balls import Video, render
 from ssvae_core.probe import ProbeResult
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def save(fig: plt.Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG at `path` (folders made), close it; the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -55,7 +56,7 @@ def fig1b(
     ax.set(xlim=(0, size), ylim=(size, 0), aspect="equal", xlabel="x (px)", ylabel="y (px)")
     ax.set_title(title or f"decoded (x) vs true (o): {probe.probe_error_px:.2f} px")
     ax.set_facecolor("black")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def fig1c(errors: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
@@ -75,7 +76,7 @@ def fig1c(errors: Mapping[str, Sequence[float]], path: str | Path, title: str = 
     ax.set_xticks(range(len(errors)), list(errors), rotation=20)
     ax.set_ylabel("probe error (px)")
     ax.set_title(title or "Fig. 1C: distance of decoded to true centres")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 @torch.no_grad()
@@ -137,7 +138,7 @@ def fig1de(
     ax.plot(*nxt, "+", color="white", ms=12, mew=2)
     ax.set_title(title or f"P(next location of ball {ball}) under the learned prior")
     ax.set_axis_off()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def preview(video: Video, path: str | Path, frames: Sequence[int] = (0, 1, 2, 3)) -> Path:
@@ -149,7 +150,7 @@ def preview(video: Video, path: str | Path, frames: Sequence[int] = (0, 1, 2, 3)
         ax.plot(*video.positions[t].T, "+", color="white", ms=8)
         ax.set_title(f"frame {t}")
         ax.set_axis_off()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # ---------------------------------------------------------------- the studies' figures
@@ -187,4 +188,4 @@ def estimator_bias(results: pd.DataFrame, path: str | Path) -> Path:
     axes[0][0].set_ylabel("estimate − true MI (nats)")
     shapes = ", ".join(f"{MARKERS[m % 10]} I={mi:g}" for m, mi in enumerate(mis))
     axes[0][-1].legend(fontsize=7, title=f"critic ({shapes})", title_fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -76,9 +77,49 @@ def run(args: argparse.Namespace) -> int:
     return 1 if len(cells) and int(cells["n_error"].sum()) > 0 else 0
 
 
+def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``report`` to an argparse subparsers object; returns its parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "report",
+        help="redraw a finished sweep's figures and summary.md from its trials table",
+        description="Redraw a sweep's study figures and summary.md from DIR/trials.csv "
+        "(DIR = storage path / name); nothing is trained.",
+    )
+    parser.add_argument(
+        "file", metavar="FILE", help="the sweep spec it ran, e.g. sweeps/critics.yaml"
+    )
+    parser.add_argument(
+        "--storage-path", default=None, help="where sweeps live (default: runs/sweeps)"
+    )
+    parser.add_argument("--name", help="the sweep's directory name (default: the spec's name)")
+    parser.add_argument("--out", help="write the figures and summary.md here (default: DIR)")
+    parser.set_defaults(func=run_report)
+    return parser
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Run ``ssvae report`` for parsed `args`; -> the exit status (2: no such sweep)."""
+    import pandas as pd
+
+    from ssvae_core.sweep import runner, spec
+
+    try:
+        sweep = spec.load(args.file)
+        directory = runner.sweep_dir(sweep, args.storage_path or runner.DEFAULT_STORAGE, args.name)
+        trials = pd.read_csv(directory / "trials.csv")
+    except (ConfigError, FileNotFoundError, yaml.YAMLError) as err:
+        print(f"ssvae report: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for path in runner.write_study(sweep, trials, Path(args.out or directory)):
+        print(path)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ssvae")
-    add_parser(parser.add_subparsers(dest="command", required=True))
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_parser(subparsers)
+    add_report_parser(subparsers)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

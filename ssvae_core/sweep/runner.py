@@ -38,6 +38,7 @@ from ssvae_core.config import ConfigError
 from ssvae_core.sweep import report
 from ssvae_core.sweep.progress import Progress
 from ssvae_core.sweep.spec import SweepSpec
+from ssvae_core.sweep.studies import STUDIES
 from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
 from ssvae_core.sweep.trainable import train_trial
 
@@ -242,8 +243,7 @@ def _finish(
     searched = [key for key, _ in spec.space]
     cells = report.cell_table(trials, spec.group_axes, searched)
     files = report.write(trials, cells, directory)
-    title = f"{spec.name}: probe error per cell (median bar, one point per trial)"
-    files.append(report.fig1c(trials, spec.group_axes, directory / "fig1c.png", title))
+    files += write_study(spec, trials, directory)
     print(report.format_cells(cells))
     print(f"results: {directory}")
     counts = {f"n_{s}": int((trials["status"] == s).sum()) for s in report.STATUSES}
@@ -251,6 +251,17 @@ def _finish(
     if left := tracker.sync():
         print(f"MLflow unreachable: {left} operation(s) pending; replay with --sync or --resume")
     return cells
+
+
+def write_study(spec: SweepSpec, trials: pd.DataFrame, out: Path) -> list[Path]:
+    """The generic Fig. 1C chart, the study's figures and ``summary.md`` in `out`; the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{spec.name}: probe error per cell (median bar, one point per trial)"
+    files = [report.fig1c(trials, spec.group_axes, out / "fig1c.png", title)]
+    study = STUDIES[spec.report](trials, spec, out)
+    summary = out / "summary.md"
+    summary.write_text(f"# {spec.name}\n\n{study.markdown}\n", encoding="utf-8")
+    return [*files, *study.figures, summary]
 
 
 def sync_sweep(

@@ -16,6 +16,7 @@ A sweep file (``sweeps/*.yaml``; its first line is a comment with the command th
     budget: {time_budget_s: 3600, max_trials: 200}
     max_concurrent: 4
     max_failures: 3
+    report: fig1c                  # the study's figures and summary (`studies.STUDIES`)
 
 Keys under ``base``, ``methods.*``, ``grid`` and ``search.space`` are RunConfig keys, dotted
 (``train.lr``) or nested. The grid axis ``method`` picks a bundle from `reproduce.METHODS`
@@ -54,12 +55,13 @@ from ssvae_core.sweep.sections import (
     choose,
     section,
 )
+from ssvae_core.sweep.studies import REQUIRED_AXES, STUDIES
 
 METHOD_AXIS = "method"
 SEED_AXES = ("train.seed", "data.seed")  # replicate axes: tables aggregate over them
 _TOP_KEYS = (
     "name", "experiment", "description", "base", "methods", "grid", "search",
-    "scheduler", "resources", "budget", "max_concurrent", "max_failures",
+    "scheduler", "resources", "budget", "max_concurrent", "max_failures", "report",
 )  # fmt: skip
 
 
@@ -91,6 +93,7 @@ class SweepSpec:
     resources: Resources
     budget: Budget
     execution: Execution
+    report: str = "fig1c"  # a key of `studies.STUDIES`
     cells: tuple[Cell, ...] = ()
 
     @property
@@ -238,6 +241,10 @@ def parse(text: str, default_name: str = "sweep") -> SweepSpec:
     both = {key for key, _ in space} & {key for key, _ in axes}
     check(not both, f"search.space.{min(both, default='')}", "also a grid axis")
     scheduler = raw.get("scheduler")
+    study = raw.get("report", "fig1c")
+    choose(study, "report", STUDIES)
+    missing = [a for a in REQUIRED_AXES[study] if a not in {key for key, _ in axes}]
+    check(not missing, "report", f"study {study!r} needs grid axes {', '.join(missing)}")
     spec = SweepSpec(
         name=name,
         experiment=str(raw.get("experiment", name)),
@@ -254,6 +261,7 @@ def parse(text: str, default_name: str = "sweep") -> SweepSpec:
         execution=section(
             Execution, {k: raw[k] for k in ("max_concurrent", "max_failures") if k in raw}, ""
         ),
+        report=study,
     )
     cells = []
     for index, values in enumerate(itertools.product(*(values for _, values in axes))):

@@ -73,6 +73,8 @@ BAD_SPECS = [
     ("negative-data-seed", "grid: {data.seed: [0, -1]}", "data.seed"),
     ("over-budget", "grid: {train.seed: [0, 1, 2]}\nbudget: {max_trials: 2}", "budget.max_trials"),
     ("unknown-section", "grids: {train.seed: [0]}", "grids"),
+    ("unknown-study", "grid: {train.seed: [0]}\nreport: ablation", "report"),
+    ("study-without-its-axes", "grid: {train.seed: [0]}\nreport: negatives", "report"),
 ]
 
 

@@ -1,0 +1,138 @@
+"""The studies' reports: each turns a trials table into its figures and a markdown summary."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("ray")
+
+from sweep_helpers import REPO
+
+from ssvae_core.balls import BallsConfig, Video
+from ssvae_core.sweep import cli, spec, studies
+
+
+def _spec(name: str) -> spec.SweepSpec:
+    return spec.load(REPO / "sweeps" / f"{name}.yaml")
+
+
+def _trials(axes: dict[str, list[object]], metrics: dict[str, list[float]]) -> pd.DataFrame:
+    """A trials table: the Cartesian product of `axes` (last fastest) with these metrics."""
+    index = pd.MultiIndex.from_product(list(axes.values()), names=list(axes))
+    table = index.to_frame(index=False)
+    return table.assign(status="ok", **metrics)
+
+
+def _table(markdown: str) -> list[list[str]]:
+    """The body rows of a markdown table, as lists of cells."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+def _rows(markdown: str) -> dict[str, list[str]]:
+    """Markdown table rows keyed by their (unique) first cell."""
+    return {row[0]: row[1:] for row in _table(markdown)}
+
+
+def test_fig1c_pairs_every_method_with_the_untrained_encoder_of_its_seed(tmp_path: Path) -> None:
+    errors = {
+        "gaussian": [1.0, 4.0, 0.5],
+        "bilinear": [9.0, 1.0, 8.0],
+        "untrained": [6.0, 2.0, 7.0],
+    }
+    trials = _trials(
+        {"method": list(errors), "train.seed": [0, 1, 2]},
+        {"probe_error_px": [v for values in errors.values() for v in values]},
+    )
+    result = studies.fig1c(trials, _spec("paper-small"), tmp_path)
+    rows = _rows(result.markdown)
+    # gaussian: gains 5, -2, 6.5 px -> beats untrained on 2 of 3 seeds, mean gain 3.17 px
+    assert rows["gaussian"][:4] == ["1", "4", "0.5", "1"]
+    assert rows["gaussian"][4:7] == ["2/3", "3.17", "6"]  # median of 6, 0.5, 14
+    assert rows["bilinear"][4:6] == ["1/3", "-1"]
+    assert rows["untrained"][4:] == ["-", "-", "-"]
+    assert all(p.stat().st_size > 0 for p in result.figures)
+
+
+def test_critics_reports_the_rank_correlation_per_estimator(tmp_path: Path) -> None:
+    axes = {"coupling.kind": ["bilinear", "gaussian", "concat_mlp"],
+            "objective.estimator": ["infonce", "nwj"], "train.seed": [0, 1]}  # fmt: skip
+    n = 3 * 2 * 2
+    mi = np.arange(n, dtype=float)
+    # infonce: higher MI, higher error (the claim); nwj: higher MI, lower error
+    error = np.where(np.arange(n) % 4 < 2, mi + 1.0, 100.0 - mi)
+    trials = _trials(axes, {"mi_estimate": mi, "probe_error_px": error})
+    result = studies.critics(trials, _spec("critics"), tmp_path)
+    correlations = result.markdown.split("\n\n")[1]
+    rows = _rows(correlations)
+    assert rows["infonce"][:2] == ["6", "1"] and rows["nwj"][:2] == ["6", "-1"]
+    table = result.markdown.split("\n\n")[0].splitlines()
+    assert len(table) == 2 + 6  # header, rule, one row per coupling x estimator
+    assert result.figures[0].stat().st_size > 0
+
+
+def test_negatives_draws_the_ceiling_and_tabulates_per_n(tmp_path: Path) -> None:
+    axes = {"coupling.kind": ["gaussian", "bilinear"], "objective.n_negatives": [1, 29, 128],
+            "train.seed": [0, 1]}  # fmt: skip
+    trials = _trials(axes, {"probe_error_px": np.linspace(1, 12, 12), "mi_estimate": 0.5})
+    result = studies.negatives(trials, _spec("negatives"), tmp_path)
+    rows = _rows(result.markdown)
+    assert set(rows) == {"1", "29", "128"}
+    assert float(rows["29"][0]) == pytest.approx(math.log(30), rel=1e-3)
+    assert result.figures[0].name == "negatives.png"
+
+
+def test_true_step_is_the_rms_displacement_in_encoder_units() -> None:
+    positions = np.zeros((3, 1, 2), dtype=np.float32)
+    positions[1, 0] = [4.0, 0.0]  # moves 4 px in x, then back: steps (4, 0) and (-4, 0)
+    frames = np.zeros((3, 64, 64, 3), dtype=np.uint8)
+    video = Video(frames, positions, np.zeros((1, 3), np.uint8), np.zeros((2, 1), bool),
+                  BallsConfig(n_frames=3, size=64, n_balls=1, diameter=8), 0)  # fmt: skip
+    # RMS over (x, y) of 4 px -> sqrt(8) px; one pixel is 2/64 encoder units
+    assert studies.true_step(video) == pytest.approx(math.sqrt(8) * 2 / 64)
+
+
+def test_lengthscale_compares_final_l_with_the_true_step(tmp_path: Path) -> None:
+    axes = {"coupling.learn_lengthscale": [True, False],
+            "coupling.lengthscale": [0.005, 0.5], "train.seed": [0, 1]}  # fmt: skip
+    final = [0.01, 0.01, 0.02, 0.02, 0.005, 0.005, 0.5, 0.5]
+    trials = _trials(axes, {"probe_error_px": 1.0, "mi_estimate": 1.0, "lengthscale": final})
+    result = studies.lengthscale(trials, _spec("lengthscale"), tmp_path)
+    assert result.markdown.startswith("True per-frame step")
+    rows = _table(result.markdown)
+    assert [r[0] for r in rows] == ["fixed", "fixed", "learned", "learned"]
+    assert rows[2][1:4:2] == ["0.005", "0.01"]  # learned from 0.005: final L
+    assert result.figures[0].stat().st_size > 0
+
+
+def test_stochastic_pairs_the_elbo_with_the_deterministic_encoder(tmp_path: Path) -> None:
+    axes = {"method": ["deterministic", "sigma-0.1"], "train.seed": [0, 1]}
+    trials = _trials(
+        axes,
+        {"probe_error_px": [1.0, 1.0, 2.0, 2.0], "elbo": [3.0, 3.2, 2.0, 2.6],
+         "elbo_gap": [0.0, 0.0, 0.4, 0.6], "elbo_at_mean": 3.0,
+         "sigma": [math.nan] * 2 + [0.1] * 2},
+    )  # fmt: skip
+    rows = _rows(studies.stochastic(trials, _spec("stochastic"), tmp_path).markdown)
+    assert rows["deterministic"][-1] == "0" and rows["deterministic"][3] == "0"
+    assert rows["sigma-0.1"][-1] == "-0.8"  # (2.0 - 3.0 + 2.6 - 3.2) / 2
+    assert rows["sigma-0.1"][3] == "0.5"
+
+
+def test_report_command_redraws_a_finished_sweep(tmp_path: Path) -> None:
+    directory = tmp_path / "negatives"
+    directory.mkdir()
+    axes = {"coupling.kind": ["gaussian"], "objective.n_negatives": [1, 4], "train.seed": [0]}
+    _trials(axes, {"probe_error_px": [2.0, 1.0], "mi_estimate": [0.5, 1.0]}).assign(
+        seconds=1.0
+    ).to_csv(directory / "trials.csv", index=False)
+    argv = ["report", str(REPO / "sweeps" / "negatives.yaml"), "--storage-path", str(tmp_path)]
+    assert cli.main(argv) == 0
+    assert (directory / "negatives.png").exists() and (directory / "fig1c.png").exists()
+    assert "| 4 |" in (directory / "summary.md").read_text()
+    assert cli.main([*argv[:2], "--storage-path", str(tmp_path / "none")]) == 2
