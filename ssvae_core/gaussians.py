@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -310,13 +311,16 @@ def markdown_table(results: pd.DataFrame) -> str:
     """`staircase` results -> markdown: estimator x coupling rows, true-MI columns, mean ± std.
 
     Rows keep the order of first appearance (so OPTIMAL comes last within each estimator).
+    Runs whose estimate is NaN (training diverged) or infinite are left out of the mean and
+    counted in the cell.
     """
     ordered = results.assign(
         estimator=pd.Categorical(results["estimator"], results["estimator"].unique()),
         coupling=pd.Categorical(results["coupling"], results["coupling"].unique()),
     )
     keys = ["estimator", "coupling", "true_mi"]
-    stats = ordered.groupby(keys, observed=True)["estimate"].agg(["mean", "std"])
+    finite = ordered.assign(estimate=ordered["estimate"].where(np.isfinite(ordered["estimate"])))
+    stats = finite.groupby(keys, observed=True)["estimate"].agg(["mean", "std", "count", "size"])
     mis = sorted(results["true_mi"].unique())
     lines = [
         "| estimator | coupling | " + " | ".join(f"I = {mi:g}" for mi in mis) + " |",
@@ -324,13 +328,21 @@ def markdown_table(results: pd.DataFrame) -> str:
     ]
     for (estimator, coupling), group in stats.groupby(level=[0, 1], observed=True):
         by_mi = group.droplevel([0, 1])
-        cells = [
-            f"{by_mi.loc[mi, 'mean']:.2f}"
-            + ("" if pd.isna(by_mi.loc[mi, "std"]) else f" ± {by_mi.loc[mi, 'std']:.2f}")
-            for mi in mis
-        ]
+        cells = [_cell(*by_mi.loc[mi, ["mean", "std", "count", "size"]]) for mi in mis]
         lines.append(f"| {estimator} | {coupling} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(mean: float, std: float, finite: float, runs: float) -> str:
+    """``mean ± std`` over the finite estimates, noting runs that gave NaN or ±inf."""
+    finite, runs = int(finite), int(runs)
+    if finite == 0:
+        return f"NaN/inf ({runs} of {runs})"
+    def number(value: float) -> str:
+        return f"{value:.2f}" if abs(value) < 1e4 else f"{value:.1e}"
+
+    text = number(mean) if pd.isna(std) else f"{number(mean)} ± {number(std)}"
+    return text if finite == runs else f"{text} ({runs - finite} of {runs} NaN/inf)"
 
 
 def markdown_tables(results: pd.DataFrame) -> str:
@@ -354,7 +366,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--csv", default=None, help="also write every run (one row each) here")
     parser.add_argument("--figure", default=None, help="also plot every estimate's bias here")
     parser.add_argument("--smoke-test", action="store_true", help="tiny run: 20 steps, 1 seed")
+    parser.add_argument(
+        "--from-csv", metavar="CSV", help="train nothing: redraw the tables and figure from --csv"
+    )
     args = parser.parse_args(argv)
+    if args.from_csv is not None:
+        results = pd.read_csv(args.from_csv)
+        write_outputs(
+            results, f"Tables redrawn from `{args.from_csv}`.", args.out, None, args.figure
+        )
+        return
     steps, n_seeds = (20, 1) if args.smoke_test else (args.steps, args.seeds)
     tasks, estimators = args.tasks.split(","), args.estimators.split(",")
     couplings, mis = args.couplings.split(","), [float(mi) for mi in args.mis.split(",")]
@@ -383,18 +404,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"(batch 64, lr 5e-4) per cell and seed, seeds 0..{n_seeds - 1}, mean ± std; "
         f"wall time {seconds:.0f} s with {torch.get_num_threads()} torch thread(s)."
     )
-    tables = markdown_table(results) if len(tasks) == 1 else markdown_tables(results)
+    write_outputs(results, header, args.out, args.csv, args.figure)
+
+
+def write_outputs(
+    results: pd.DataFrame,
+    header: str,
+    out: str | None,
+    csv: str | None,
+    figure: str | None,
+) -> None:
+    """Print the header and tables; write them, the rows and the bias figure where asked."""
+    many = results["task"].nunique() > 1
+    tables = markdown_tables(results) if many else markdown_table(results)
     document = f"{header}\n\n{tables}\n"
     print(document)
-    if args.out is not None:
-        with open(args.out, "w", encoding="utf-8") as handle:
+    if out is not None:
+        with open(out, "w", encoding="utf-8") as handle:
             handle.write(document)
-    if args.csv is not None:
-        results.to_csv(args.csv, index=False)
-    if args.figure is not None:
+    if csv is not None:
+        results.to_csv(csv, index=False)
+    if figure is not None:
         from ssvae_core.figures import estimator_bias
 
-        estimator_bias(results, args.figure)
+        estimator_bias(results, figure)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ssvae_core.gaussians import (
+    COLUMNS,
     OPTIMAL,
     TASKS,
     TRANSFORMS,
@@ -166,3 +167,20 @@ def test_command_rejects_an_unknown_task_with_exit_2() -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--smoke-test", "--tasks", "cauchy"])
     assert exit_info.value.code == 2
+
+
+def test_tables_count_diverged_runs_instead_of_hiding_them() -> None:
+    rows = [("gaussian", "nwj", "bilinear", 2.0, seed, value)
+            for seed, value in enumerate([1.0, 3.0, math.nan])]  # fmt: skip
+    rows += [("gaussian", "js", "bilinear", 2.0, 0, -math.inf)]
+    table = markdown_table(pd.DataFrame(rows, columns=COLUMNS)).splitlines()
+    assert table[2] == "| nwj | bilinear | 2.00 ± 1.41 (1 of 3 NaN/inf) |"
+    assert table[3] == "| js | bilinear | NaN/inf (1 of 1) |"
+
+
+def test_tables_can_be_redrawn_from_the_rows(tmp_path: Path) -> None:
+    csv, out, png = tmp_path / "rows.csv", tmp_path / "t.md", tmp_path / "t.png"
+    main(["--smoke-test", "--estimators", "infonce", "--couplings", "bilinear", "--mis", "2",
+          "--csv", str(csv)])  # fmt: skip
+    main(["--from-csv", str(csv), "--out", str(out), "--figure", str(png)])
+    assert "| infonce | bilinear |" in out.read_text() and png.exists()
