@@ -338,6 +338,7 @@ def _cell(mean: float, std: float, finite: float, runs: float) -> str:
     finite, runs = int(finite), int(runs)
     if finite == 0:
         return f"NaN/inf ({runs} of {runs})"
+
     def number(value: float) -> str:
         return f"{value:.2f}" if abs(value) < 1e4 else f"{value:.1e}"
 

@@ -258,7 +258,11 @@ def write_study(spec: SweepSpec, trials: pd.DataFrame, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     title = f"{spec.name}: probe error per cell (median bar, one point per trial)"
     files = [report.fig1c(trials, spec.group_axes, out / "fig1c.png", title)]
-    study = STUDIES[spec.report](trials, spec, out)
+    try:
+        study = STUDIES[spec.report](trials, spec, out)
+    except Exception:  # a finished sweep must never be lost to its report
+        log.exception("the %r report failed; redraw it with `ssvae report`", spec.report)
+        return files
     summary = out / "summary.md"
     summary.write_text(f"# {spec.name}\n\n{study.markdown}\n", encoding="utf-8")
     return [*files, *study.figures, summary]

@@ -88,6 +88,12 @@ def _spread(values: pd.Series) -> str:
     return f"{values.median():.3g} ({values.min():.3g}–{values.max():.3g})"
 
 
+def _legend(ax: plt.Axes, **kwargs: str) -> None:
+    """A small legend, if anything on `ax` has a label (no trial finished: none)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **kwargs)
+
+
 # ---------------------------------------------------------------- Fig. 1C with its control
 
 
@@ -122,7 +128,7 @@ def _paired_figure(errors: pd.DataFrame, path: Path, name: str) -> Path:
         ax.plot(x, errors[seed], "-o", color=f"C{i}", ms=4, label=f"seed {seed}", alpha=0.8)
     ax.set_xticks(x, list(errors.index), rotation=20)
     ax.set(yscale="log", ylabel="probe error (px)", title=f"{name}: paired by seed")
-    ax.legend(fontsize=8)
+    _legend(ax)
     return save(fig, path)
 
 
@@ -159,7 +165,7 @@ def critics(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
             ax.scatter(points["mi_estimate"], points["probe_error_px"], color=f"C{k}", label=kind)
         ax.set(yscale="log", xlabel=f"final {e} estimate (nats)", title=e)
     axes[0][0].set_ylabel("probe error (px)")
-    axes[0][-1].legend(fontsize=8, title="critic")
+    _legend(axes[0][-1], title="critic")
     return StudyReport([save(fig, out / "critics-mi-vs-probe.png")], text)
 
 
@@ -187,7 +193,7 @@ def negatives(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
     left.set(xscale="log", yscale="log", xlabel="negatives N", ylabel="probe error (px)")
     right.set(xscale="log", xlabel="negatives N", ylabel="InfoNCE estimate (nats)")
     for ax in (left, right):
-        ax.legend(fontsize=8)
+        _legend(ax)
     path = save(fig, out / "negatives.png")
     return StudyReport([path], markdown(table.reset_index().rename(columns={n: "N"})))
 
@@ -232,12 +238,13 @@ def lengthscale(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport
         left.plot(median.index, median.values, "-", color=f"C{k}", label=label)
         right.scatter(group[initial], group["lengthscale"], color=f"C{k}", s=14, label=label)
     grid = np.array(sorted(done[initial].unique()), dtype=float)
-    right.plot(grid, grid, ":", color="0.5", label="final = initial")
+    if len(grid):
+        right.plot(grid, grid, ":", color="0.5", label="final = initial")
     right.axhline(step, color="k", ls="--", label=f"true step {step:.3g}")
     left.set(xscale="log", yscale="log", xlabel="initial L", ylabel="probe error (px)")
     right.set(xscale="log", yscale="log", xlabel="initial L", ylabel="final L")
     for ax in (left, right):
-        ax.legend(fontsize=8)
+        _legend(ax)
     header = f"True per-frame step (RMS per coordinate, encoder units): {step:.4g}\n\n"
     return StudyReport([save(fig, out / "lengthscale.png")], header + markdown(pd.DataFrame(rows)))
 
@@ -275,7 +282,8 @@ def stochastic(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
                 ax.bar(i, values.median(), color="0.85", edgecolor="0.3")
         ax.set_xticks(range(len(names)), names, rotation=25)
         ax.set_title(title)
-    axes[0].set_yscale("log")
+    if (done["probe_error_px"] > 0).any():
+        axes[0].set_yscale("log")
     return StudyReport([save(fig, out / "stochastic.png")], markdown(pd.DataFrame(rows)))
 
 

@@ -136,3 +136,19 @@ def test_report_command_redraws_a_finished_sweep(tmp_path: Path) -> None:
     assert (directory / "negatives.png").exists() and (directory / "fig1c.png").exists()
     assert "| 4 |" in (directory / "summary.md").read_text()
     assert cli.main([*argv[:2], "--storage-path", str(tmp_path / "none")]) == 2
+
+
+@pytest.mark.parametrize(
+    "name", ["paper-small", "critics", "negatives", "lengthscale", "stochastic"]
+)
+def test_a_sweep_whose_trials_all_failed_still_gets_its_tables(name: str, tmp_path: Path) -> None:
+    from ssvae_core.sweep import runner
+
+    sweep = _spec(name)
+    rows = [dict(cell.params) for cell in sweep.cells]
+    trials = pd.DataFrame(rows).assign(
+        status="error", probe_error_px=math.nan, mi_estimate=math.nan, lengthscale=math.nan,
+        sigma=math.nan, elbo=math.nan, elbo_gap=math.nan, elbo_at_mean=math.nan, seconds=1.0,
+    )  # fmt: skip
+    paths = runner.write_study(sweep, trials, tmp_path)
+    assert (tmp_path / "fig1c.png") in paths and (tmp_path / "summary.md") in paths
