@@ -88,10 +88,10 @@ def _spread(values: pd.Series) -> str:
     return f"{values.median():.3g} ({values.min():.3g}–{values.max():.3g})"
 
 
-def _legend(ax: plt.Axes, **kwargs: str) -> None:
+def _legend(ax: plt.Axes, title: str | None = None) -> None:
     """A small legend, if anything on `ax` has a label (no trial finished: none)."""
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, **kwargs)
+        ax.legend(fontsize=8, title=title)
 
 
 # ---------------------------------------------------------------- Fig. 1C with its control
