@@ -20,7 +20,6 @@ METRICS: dict[str, str] = {  # what a trial reports, and the sensible mode
     "probe_error_px": "min",
     "probe_r2": "max",
     "mi_estimate": "max",
-    "elbo": "max",
     "loss": "min",
 }
 # A search dimension -> a Ray Tune domain (OptunaSearch converts it); int bounds are inclusive.
