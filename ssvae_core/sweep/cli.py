@@ -110,7 +110,12 @@ def run_report(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError, yaml.YAMLError) as err:
         print(f"ssvae report: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for path in runner.write_study(sweep, trials, Path(args.out or directory)):
+    try:
+        paths = runner.write_study(sweep, trials, Path(args.out or directory), strict=True)
+    except (KeyError, ValueError) as err:  # a trials table the study cannot read
+        print(f"ssvae report: error: the {sweep.report!r} report failed: {err!r}", file=sys.stderr)
+        return 1
+    for path in paths:
         print(path)
     return 0
 

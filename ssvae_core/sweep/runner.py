@@ -253,17 +253,26 @@ def _finish(
     return cells
 
 
-def write_study(spec: SweepSpec, trials: pd.DataFrame, out: Path) -> list[Path]:
-    """The generic Fig. 1C chart, the study's figures and ``summary.md`` in `out`; the paths."""
+def write_study(
+    spec: SweepSpec, trials: pd.DataFrame, out: Path, strict: bool = False
+) -> list[Path]:
+    """The generic Fig. 1C chart, the study's figures and ``summary.md`` in `out`; the paths.
+
+    At the end of a sweep (``strict=False``) a failing report is logged and skipped: the
+    finished sweep must not be lost to it. ``ssvae report`` passes ``strict=True``.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    summary = out / "summary.md"
+    summary.unlink(missing_ok=True)  # never leave a stale summary beside new figures
     title = f"{spec.name}: probe error per cell (median bar, one point per trial)"
     files = [report.fig1c(trials, spec.group_axes, out / "fig1c.png", title)]
     try:
-        study = STUDIES[spec.report](trials, spec, out)
-    except Exception:  # a finished sweep must never be lost to its report
+        study = STUDIES[spec.report].report(trials, spec, out)
+    except Exception:
+        if strict:
+            raise
         log.exception("the %r report failed; redraw it with `ssvae report`", spec.report)
         return files
-    summary = out / "summary.md"
     summary.write_text(f"# {spec.name}\n\n{study.markdown}\n", encoding="utf-8")
     return [*files, *study.figures, summary]
 

@@ -16,6 +16,7 @@ from ssvae_core import config
 from ssvae_core.config import check
 from ssvae_core.config import check_name as choose
 
+SEED_AXES = ("train.seed", "data.seed")  # replicate axes: tables aggregate over and pair by them
 METRICS: dict[str, str] = {  # what a trial reports, and the sensible mode
     "probe_error_px": "min",
     "probe_r2": "max",

@@ -45,6 +45,7 @@ from ssvae_core.couplings import coupling_params
 from ssvae_core.sweep.sections import (
     DISTRIBUTIONS,
     METRICS,
+    SEED_AXES,
     Budget,
     Execution,
     Resources,
@@ -55,10 +56,9 @@ from ssvae_core.sweep.sections import (
     choose,
     section,
 )
-from ssvae_core.sweep.studies import REQUIRED_AXES, STUDIES
+from ssvae_core.sweep.studies import STUDIES
 
 METHOD_AXIS = "method"
-SEED_AXES = ("train.seed", "data.seed")  # replicate axes: tables aggregate over them
 _TOP_KEYS = (
     "name", "experiment", "description", "base", "methods", "grid", "search",
     "scheduler", "resources", "budget", "max_concurrent", "max_failures", "report",
@@ -243,7 +243,7 @@ def parse(text: str, default_name: str = "sweep") -> SweepSpec:
     scheduler = raw.get("scheduler")
     study = raw.get("report", "fig1c")
     choose(study, "report", STUDIES)
-    missing = [a for a in REQUIRED_AXES[study] if a not in {key for key, _ in axes}]
+    missing = [a for a in STUDIES[study].axes if a not in {key for key, _ in axes}]
     check(not missing, "report", f"study {study!r} needs grid axes {', '.join(missing)}")
     spec = SweepSpec(
         name=name,

@@ -3,14 +3,16 @@
 A sweep file names its study with ``report:`` (default ``fig1c``); at the end of the sweep,
 and again on ``ssvae report FILE``, `STUDIES[name](trials, spec, out)` writes the study's
 figures into `out` and returns them with a markdown summary (the tables of the docs pages).
-Trials are paired by seed (``train.seed``): every arm of a study sees the same video.
+Trials are paired by seed: an arm is a grid cell (its axes but the seed axes), and a pair is
+one value of the seed axes (``train.seed``, and ``data.seed`` if swept), so a method and its
+control share the video and the initialisation.
 
 - ``fig1c``: probe error per method and seed, and each method against the ``untrained``
   control of the same seed (the encoder at its initialisation, same probe).
 - ``critics``: final MI estimate against probe error, per estimator (Tschannen et al. 2019).
 - ``negatives``: probe error and the InfoNCE bound against N, with the ceiling log(N + 1).
-- ``lengthscale``: fixed and learned L of eq. 36 against the initial L, and the learned L
-  against the balls' true per-frame displacement.
+- ``lengthscale``: fixed and learned L of the Gaussian prior N(z, L^2) (eqs. 35-36) against
+  the initial L, and the learned L against the balls' true per-frame displacement.
 - ``stochastic``: probe error, ELBO (eq. 20) and its Jensen gap (eqs. 18, 22) per encoder.
 """
 
@@ -33,16 +35,18 @@ from scipy import stats
 from ssvae_core.balls import Video, simulate
 from ssvae_core.figures import save
 from ssvae_core.sweep.report import cell_label
+from ssvae_core.sweep.sections import SEED_AXES
 
 if TYPE_CHECKING:
     from ssvae_core.sweep.spec import SweepSpec
 
-SEED = "train.seed"
 CONTROL = "untrained"
 
 
 @dataclass(frozen=True)
 class StudyReport:
+    """What a study's report wrote (its PNGs) and its tables as markdown."""
+
     figures: list[Path]
     markdown: str
 
@@ -73,11 +77,31 @@ def markdown(table: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def by_seed(trials: pd.DataFrame, arm: str, value: str = "probe_error_px") -> pd.DataFrame:
-    """`value` per arm (rows, in order of appearance) and seed (columns) over ok trials."""
-    done = finished(trials)
-    table = done.pivot_table(index=arm, columns=SEED, values=value, aggfunc="first", sort=False)
-    return table.reindex([a for a in trials[arm].unique() if a in table.index])
+def by_seed(
+    trials: pd.DataFrame, group_axes: Sequence[str], value: str = "probe_error_px"
+) -> pd.DataFrame:
+    """`value` of the ok trials per arm (rows, grid order) and seed (sorted columns).
+
+    An arm is a cell of `group_axes`, a seed one value of the seed axes present. Raises
+    ValueError if an (arm, seed) holds more than one trial (a search), rather than drop any.
+    """
+    seeds = [axis for axis in SEED_AXES if axis in trials]
+    if not seeds:
+        raise ValueError(f"no seed axis ({', '.join(SEED_AXES)}) to pair trials by")
+    labelled = trials.assign(arm=cell_label(trials, group_axes), seed=cell_label(trials, seeds))
+    done = finished(labelled)
+    if done.duplicated(["arm", "seed"]).any():
+        raise ValueError("several trials per arm and seed: nothing to pair")
+    table = done.pivot(index="arm", columns="seed", values=value)
+    arms = [a for a in labelled["arm"].unique() if a in table.index]
+    return table.reindex(index=arms, columns=sorted(table.columns, key=_natural))
+
+
+def _natural(label: str) -> tuple[float, ...]:
+    """Sort key for seed labels like '2' or '0/1': numerically where they are numbers."""
+    return tuple(
+        float(part) if part.lstrip("-").isdigit() else math.inf for part in label.split("/")
+    )
 
 
 def _spread(values: pd.Series) -> str:
@@ -98,14 +122,13 @@ def _legend(ax: plt.Axes, title: str | None = None) -> None:
 
 
 def fig1c(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
-    """Probe error per method and seed; each method against the untrained control, by seed."""
-    arm = "method" if "method" in trials else "cell"
-    if arm == "cell":  # no method axis: each grid cell is an arm
-        trials = trials.assign(cell=cell_label(trials, spec.group_axes))
-    if SEED not in trials:  # nothing to pair by (e.g. a search): the medians per arm
-        medians = finished(trials).groupby(arm, sort=False)["probe_error_px"].median()
+    """Probe error per arm and seed; each arm against the untrained control of its seed."""
+    try:
+        errors = by_seed(trials, spec.group_axes)
+    except ValueError:  # no seeds or a search: the medians per cell
+        medians = finished(trials.assign(arm=cell_label(trials, spec.group_axes)))
+        medians = medians.groupby("arm", sort=False)["probe_error_px"].median()
         return StudyReport([], markdown(medians.rename("median (px)").reset_index()))
-    errors = by_seed(trials, arm)
     table = errors.rename(columns=lambda s: f"seed {s} (px)")
     table["median (px)"] = errors.median(axis=1)
     if CONTROL in errors.index:
@@ -117,6 +140,7 @@ def fig1c(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
         table.loc[CONTROL, "beats untrained (seeds)"] = "-"
         table.loc[CONTROL, ["px gained (mean)", "untrained ÷ method (median)"]] = math.nan
     figure = _paired_figure(errors, out / "fig1c-paired.png", spec.name)
+    arm = "/".join(spec.group_axes) or "cell"
     return StudyReport([figure], markdown(table.rename_axis(arm).reset_index()))
 
 
@@ -174,8 +198,9 @@ def critics(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
 
 def negatives(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
     """Probe error and MI estimate against N per coupling; the ceiling log(N + 1)."""
-    done = finished(trials)
     coupling, n = "coupling.kind", "objective.n_negatives"
+    in_batch = spec.base.train.batch_size - 1  # n_negatives null: the paper's in-batch N
+    done = finished(trials.assign(**{n: pd.to_numeric(trials[n]).fillna(in_batch)}))
     summary = done.groupby([n, coupling], sort=True).agg(
         probe_px=("probe_error_px", "median"), mi=("mi_estimate", "mean")
     )
@@ -205,7 +230,7 @@ def true_step(video: Video) -> float:
     """The balls' RMS per-coordinate displacement between frames, in encoder coordinates.
 
     The encoder's coordinates span [-1, 1] over the image (`encoder.CentreOfMassEncoder`), so
-    one pixel is 2 / size. The maximum-likelihood L of a prior N(z, L^2 I) (eq. 36) on the
+    one pixel is 2 / size. The maximum-likelihood L of the prior N(z, L^2 I) of eq. 35 on the
     true positions is this value.
     """
     size = video.frames.shape[1]
@@ -256,7 +281,7 @@ def stochastic(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
     """Probe error, ELBO and Jensen gap per encoder; ELBO paired by seed with deterministic."""
     arm, reference = "method", "deterministic"
     done = finished(trials)
-    elbo = by_seed(trials, arm, "elbo")
+    elbo = by_seed(trials, [arm], "elbo")
     rows = []
     for name, group in done.groupby(arm, sort=False):
         row = {
@@ -287,19 +312,18 @@ def stochastic(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport:
     return StudyReport([save(fig, out / "stochastic.png")], markdown(pd.DataFrame(rows)))
 
 
-STUDIES: dict[str, Callable[[pd.DataFrame, SweepSpec, Path], StudyReport]] = {
-    "fig1c": fig1c,
-    "critics": critics,
-    "negatives": negatives,
-    "lengthscale": lengthscale,
-    "stochastic": stochastic,
-}
+@dataclass(frozen=True)
+class Study:
+    """A study's report and the grid axes it reads (checked when a sweep file is parsed)."""
 
-# The grid axes each study reads (checked when a sweep file is parsed).
-REQUIRED_AXES: dict[str, Sequence[str]] = {
-    "fig1c": (),
-    "critics": ("coupling.kind", "objective.estimator"),
-    "negatives": ("coupling.kind", "objective.n_negatives"),
-    "lengthscale": ("coupling.learn_lengthscale", "coupling.lengthscale"),
-    "stochastic": ("method", SEED),
+    report: Callable[[pd.DataFrame, SweepSpec, Path], StudyReport]
+    axes: tuple[str, ...] = ()
+
+
+STUDIES: dict[str, Study] = {
+    "fig1c": Study(fig1c),
+    "critics": Study(critics, ("coupling.kind", "objective.estimator")),
+    "negatives": Study(negatives, ("coupling.kind", "objective.n_negatives")),
+    "lengthscale": Study(lengthscale, ("coupling.learn_lengthscale", "coupling.lengthscale")),
+    "stochastic": Study(stochastic, ("method", "train.seed")),
 }

@@ -152,3 +152,37 @@ def test_a_sweep_whose_trials_all_failed_still_gets_its_tables(name: str, tmp_pa
     )  # fmt: skip
     paths = runner.write_study(sweep, trials, tmp_path)
     assert (tmp_path / "fig1c.png") in paths and (tmp_path / "summary.md") in paths
+
+
+def test_pairs_use_every_seed_axis_and_sort_the_seeds(tmp_path: Path) -> None:
+    """Rows arrive in Ray's completion order; a data.seed axis must not merge two videos."""
+    rows = [("gaussian", 2, 0, 1.0), ("untrained", 0, 0, 6.0), ("gaussian", 0, 0, 2.0),
+            ("untrained", 2, 0, 7.0), ("gaussian", 0, 1, 100.0), ("untrained", 0, 1, 3.0),
+            ("untrained", 2, 1, 5.0), ("gaussian", 2, 1, 50.0)]  # fmt: skip
+    trials = pd.DataFrame(rows, columns=["method", "train.seed", "data.seed", "probe_error_px"])
+    errors = studies.by_seed(trials.assign(status="ok"), ["method"])
+    assert list(errors.columns) == ["0/0", "0/1", "2/0", "2/1"]
+    assert list(errors.index) == ["gaussian", "untrained"]  # order of appearance
+    assert errors.loc["gaussian"].tolist() == [2.0, 100.0, 1.0, 50.0]
+    with pytest.raises(ValueError, match="several trials"):
+        studies.by_seed(trials.drop(columns="data.seed").assign(status="ok"), ["method"])
+
+
+def test_in_batch_negatives_count_as_n_equal_b_minus_1(tmp_path: Path) -> None:
+    axes = {"coupling.kind": ["gaussian"], "objective.n_negatives": [4.0, math.nan],
+            "train.seed": [0]}  # fmt: skip
+    trials = _trials(axes, {"probe_error_px": [2.0, 1.0], "mi_estimate": [1.0, 2.0]})
+    rows = _rows(studies.negatives(trials, _spec("negatives"), tmp_path).markdown)
+    assert set(rows) == {"4", "29"}  # batch 30: in-batch is N = 29, not dropped
+
+
+def test_report_command_fails_loudly_on_a_table_it_cannot_read(tmp_path: Path) -> None:
+    directory = tmp_path / "stochastic"
+    directory.mkdir()
+    table = {"method": ["deterministic"], "train.seed": [0], "status": ["ok"],
+             "probe_error_px": [1.0], "seconds": [1.0]}  # fmt: skip
+    pd.DataFrame(table).to_csv(directory / "trials.csv", index=False)  # no elbo column
+    (directory / "summary.md").write_text("stale")
+    argv = ["report", str(REPO / "sweeps" / "stochastic.yaml"), "--storage-path", str(tmp_path)]
+    assert cli.main(argv) == 1
+    assert not (directory / "summary.md").exists()
