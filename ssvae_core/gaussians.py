@@ -214,7 +214,10 @@ def markdown_table(results: pd.DataFrame) -> str:
     ]
     for (estimator, coupling), group in stats.groupby(level=[0, 1], observed=True):
         by_mi = group.droplevel([0, 1])
-        cells = [_cell(*by_mi.loc[mi, ["mean", "std", "count", "size"]]) for mi in mis]
+        cells = [
+            _cell(*by_mi.loc[mi, ["mean", "std", "count", "size"]]) if mi in by_mi.index else "-"
+            for mi in mis
+        ]
         lines.append(f"| {estimator} | {coupling} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -106,3 +106,12 @@ def test_redrawing_recomputes_only_the_optimal_rows() -> None:
     redrawn = with_optimal_recomputed(pd.DataFrame(trained + stale, columns=COLUMNS))
     assert redrawn["estimate"].iloc[0] == 1.25
     assert redrawn["estimate"].iloc[1] == pytest.approx(2.0, abs=0.15)
+
+
+def test_a_cell_with_no_runs_reads_as_a_dash() -> None:
+    rows = [
+        ("gaussian", "dv", "bilinear", 2.0, 0, 1.0),
+        ("gaussian", "dv", "gaussian", 6.0, 0, 5.0),
+    ]
+    table = markdown_table(pd.DataFrame(rows, columns=COLUMNS)).splitlines()
+    assert table[2] == "| dv | bilinear | 1.00 | - |"
