@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # multi-GB CUDA build. On a machine with a GPU the project's `torch>=2.4` range decides.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: venv test test-fast lint sweep fig1c bench bench-sweep clean
+.PHONY: venv test test-fast lint sweep fig1c studies estimators bench bench-sweep clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,20 @@ sweep: venv
 # The same study without Ray or MLflow, one run after another.
 fig1c: venv
 	$(VENV)/bin/ssvae fig1c --preset small --seeds 0 1 2 --out runs/fig1c-small
+
+# Every study of docs/ again (about 2.5 h on 2 CPU cores): each sweep, then its figures and
+# summary.md redrawn into docs/img/NAME/ (the pages quote those tables).
+STUDIES ?= paper-small critics critics-adam negatives lengthscale stochastic
+studies: venv
+	for s in $(STUDIES); do n=$$s-$$(date +%Y%m%d-%H%M%S); \
+	  $(VENV)/bin/ssvae sweep sweeps/$$s.yaml --name $$n \
+	  && $(VENV)/bin/ssvae report sweeps/$$s.yaml --name $$n --out docs/img/$$s || exit $$?; done
+
+# The known-MI estimator suite of docs/estimators.md (about 20 min on one core).
+estimators: venv
+	$(PY) -m ssvae_core.gaussians --tasks gaussian,gaussian-halfcube,student_t,student_t-asinh \
+	  --estimators infonce,nwj,dv,js --couplings bilinear,gaussian,separable_mlp,concat_mlp \
+	  --mis 2,6 --seeds 3 --csv docs/estimators-suite.csv --figure docs/img/estimators/bias.png
 
 bench: venv
 	$(PY) bench/run.py
