@@ -64,6 +64,7 @@ class RunResult:
     history: list[dict[str, float]]
     config: RunConfig
     elbo: dict[str, float] = field(default_factory=dict)  # `_Run.evaluate_elbo`, ssl runs
+    z_step: float = math.nan  # `representation_step` of the final mean representations
     sigma: float | None = None  # a stochastic encoder's final sigma
     encoder: nn.Module | None = field(default=None, repr=False)
     coupling: nn.Module | None = field(default=None, repr=False)
@@ -77,6 +78,7 @@ class RunResult:
             "mi_estimate": self.mi_estimate,
             "lengthscale": self.lengthscale,
             "sigma": self.sigma,
+            "z_step": self.z_step,
             **dict.fromkeys(ELBO_KEYS, math.nan),
             **self.elbo,
             "status": self.status,
@@ -116,6 +118,15 @@ def encode_all(encoder: nn.Module, frames: Tensor, batch: int = 256) -> np.ndarr
     z = torch.cat([encoder(as_float(frames[i : i + batch])) for i in range(0, len(frames), batch)])
     encoder.train(was_training)
     return z.cpu().numpy()
+
+
+def representation_step(z: np.ndarray) -> float:
+    """RMS per-coordinate change of z between consecutive frames; z [T, D] -> a float.
+
+    The maximum-likelihood L of the prior P(z'|z) = N(z, L^2 I) of eq. 35 for this
+    representation: what a learned lengthscale would match if the prior fitted the motion.
+    """
+    return float(np.sqrt(np.mean(np.diff(z.astype(np.float64), axis=0) ** 2)))
 
 
 def learned_sigma(encoder: nn.Module) -> float | None:
@@ -413,6 +424,7 @@ def fit(
         history=run.history,
         config=cfg,
         elbo=elbo,
+        z_step=representation_step(run.z) if status == "ok" and run.z is not None else math.nan,
         sigma=learned_sigma(run.encoder),
         encoder=run.encoder,
         coupling=run.coupling,

@@ -12,7 +12,14 @@ from ssvae_core import config
 from ssvae_core.balls import Video
 from ssvae_core.couplings import COUPLINGS
 from ssvae_core.objectives import ESTIMATORS
-from ssvae_core.train import CHECKPOINT_FILE, _Run, encode_all, fit, frames_to_tensor
+from ssvae_core.train import (
+    CHECKPOINT_FILE,
+    _Run,
+    encode_all,
+    fit,
+    frames_to_tensor,
+    representation_step,
+)
 
 
 def with_(cfg: config.RunConfig, **sections: dict[str, Any]) -> config.RunConfig:
@@ -210,3 +217,12 @@ def test_a_stochastic_encoder_reports_its_learned_sigma(
 def test_controls_have_no_elbo(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
     result = fit(with_(tiny_cfg, train={"mode": "untrained"}), video=tiny_video)
     assert result.elbo == {} and math.isnan(result.metrics()["elbo_gap"])
+
+
+def test_representation_step_is_the_rms_change_between_frames(
+    tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    z = np.array([[0.0, 0.0], [0.3, 0.0], [0.3, 0.4]])  # steps (0.3, 0) and (0, 0.4)
+    assert representation_step(z) == pytest.approx(math.sqrt((0.09 + 0.16) / 4))
+    result = fit(tiny_cfg, video=tiny_video)
+    assert result.metrics()["z_step"] == result.z_step > 0

@@ -81,7 +81,7 @@ def _catch_interrupt() -> Iterator[threading.Event]:
 
 METRIC_KEYS = (
     "probe_error_px", "probe_r2", "mi_estimate", "lengthscale", "sigma", "elbo", "elbo_gap",
-    "elbo_at_mean",
+    "elbo_at_mean", "z_step",
 )  # fmt: skip
 
 

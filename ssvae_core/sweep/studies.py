@@ -57,7 +57,16 @@ class StudyReport:
 def finished(trials: pd.DataFrame) -> pd.DataFrame:
     """The trials that ended ``ok``, with the metric columns as floats."""
     done = trials[trials["status"] == "ok"].copy()
-    for column in ("probe_error_px", "mi_estimate", "lengthscale", "sigma", "elbo", "elbo_gap"):
+    metrics = (
+        "probe_error_px",
+        "mi_estimate",
+        "lengthscale",
+        "sigma",
+        "elbo",
+        "elbo_gap",
+        "z_step",
+    )
+    for column in metrics:
         if column in done:
             done[column] = pd.to_numeric(done[column], errors="coerce")
     return done
@@ -252,6 +261,7 @@ def lengthscale(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport
                 "probe px: median (min–max)": _spread(group["probe_error_px"]),
                 "final L (mean)": group["lengthscale"].mean(),
                 "final L / true step": group["lengthscale"].mean() / step,
+                "z step (mean)": group["z_step"].mean() if "z_step" in group else math.nan,
                 "MI (mean)": group["mi_estimate"].mean(),
             }
         )
@@ -270,7 +280,11 @@ def lengthscale(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport
     right.set(xscale="log", yscale="log", xlabel="initial L", ylabel="final L")
     for ax in (left, right):
         _legend(ax)
-    header = f"True per-frame step (RMS per coordinate, encoder units): {step:.4g}\n\n"
+    header = (
+        f"True per-frame step of the balls (RMS per coordinate, encoder units): {step:.4g}. "
+        "z step: the same RMS change of the learned representation between frames, the "
+        "maximum-likelihood L of eq. 35 for it.\n\n"
+    )
     return StudyReport([save(fig, out / "lengthscale.png")], header + markdown(pd.DataFrame(rows)))
 
 
