@@ -276,8 +276,10 @@ def lengthscale(trials: pd.DataFrame, spec: SweepSpec, out: Path) -> StudyReport
     if len(grid):
         right.plot(grid, grid, ":", color="0.5", label="final = initial")
     right.axhline(step, color="k", ls="--", label=f"true step {step:.3g}")
+    if "z_step" in done and done["z_step"].notna().any():
+        right.scatter(done[initial], done["z_step"], marker="x", color="0.4", label="z step")
     left.set(xscale="log", yscale="log", xlabel="initial L", ylabel="probe error (px)")
-    right.set(xscale="log", yscale="log", xlabel="initial L", ylabel="final L")
+    right.set(xscale="log", yscale="log", xlabel="initial L", ylabel="final L (and z step)")
     for ax in (left, right):
         _legend(ax)
     header = (
