@@ -37,7 +37,7 @@ sweep: venv
 fig1c: venv
 	$(VENV)/bin/ssvae fig1c --preset small --seeds 0 1 2 --out runs/fig1c-small
 
-# Every study of docs/ again (about 2.5 h on 2 CPU cores): each sweep, then its figures and
+# Every study of docs/ again (about 1.5 h on 2 CPU cores): each sweep, then its figures and
 # summary.md redrawn into docs/img/NAME/ (the pages quote those tables).
 STUDIES ?= paper-small critics critics-adam negatives lengthscale stochastic
 studies: venv
