@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,9 @@ from torch import Tensor, nn
 from ssvae_core.balls import Video, simulate
 from ssvae_core.config import RunConfig
 from ssvae_core.couplings import build_coupling
+from ssvae_core.elbo import ELBO_KEYS, evaluate_elbo
 from ssvae_core.encoder import build_encoder
-from ssvae_core.objectives import (
-    ESTIMATORS,
-    LOSSES,
-    infonce_terms,
-    mask_scores,
-    negative_mask,
-)
+from ssvae_core.objectives import ESTIMATORS, LOSSES, mask_scores, negative_mask
 from ssvae_core.optim import OPTIMIZERS, SCHEDULES
 from ssvae_core.probe import ProbeResult, fit_probe
 
@@ -46,8 +41,6 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, Any], "str | None"], None]
 CHECKPOINT_FILE = "state.pt"
-ELBO_SAMPLES = 16  # draws from Q(z|x) per pair in `_Run.evaluate_elbo`
-ELBO_KEYS = ("elbo", "elbo_gap", "elbo_at_mean")
 
 
 @dataclass
@@ -63,7 +56,7 @@ class RunResult:
     seconds: float
     history: list[dict[str, float]]
     config: RunConfig
-    elbo: dict[str, float] = field(default_factory=dict)  # `_Run.evaluate_elbo`, ssl runs
+    elbo: dict[str, float] = field(default_factory=dict)  # `elbo.evaluate_elbo`, ssl runs
     z_step: float = math.nan  # `representation_step` of the final mean representations
     sigma: float | None = None  # a stochastic encoder's final sigma
     encoder: nn.Module | None = field(default=None, repr=False)
@@ -241,78 +234,6 @@ class _Run:
         )
         return {"probe_error_px": self.probe.probe_error_px, "probe_r2": self.probe.r2}
 
-    def _batches(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor | None]]:
-        """The SSL batches of one epoch, as `ssl_step` draws them from `generator`.
-
-        Yields (index [2B + K], keep [B, B] or None): the base frames, their targets (base + 1)
-        and K extra random frames; `keep` masks the in-batch negatives down to N when
-        N < B - 1 (see `ObjectiveConfig`).
-        """
-        batch, n_frames = self.cfg.train.batch_size, len(self.frames)
-        n_neg = self.cfg.objective.n_negatives or batch - 1
-        order = torch.randperm(n_frames - 1, generator=generator)
-        for start in range(0, len(order) - batch + 1, batch):
-            base = order[start : start + batch]
-            extra = torch.randint(0, n_frames, (max(0, n_neg - (batch - 1)),), generator=generator)
-            keep = negative_mask(batch, n_neg, generator) if n_neg < batch - 1 else None
-            yield torch.cat([base, base + 1, extra]), keep
-
-    @torch.no_grad()
-    def evaluate_elbo(self, samples: int = ELBO_SAMPLES) -> dict[str, float]:
-        """The InfoNCE ELBO (eqs. 3, 20) and its Jensen gap to the log evidence (eq. 18).
-
-        One epoch of batches drawn as in training (`_batches`: shuffled pairs, the same N
-        negatives), from a generator of its own (seeded by ``train.seed``), so the run's
-        random stream is untouched. z = g(x) are the last probe's mean representations [T, D]
-        (no new encoding); a draw from Q(z|x) = N(g(x), sigma^2 I) adds sigma * eps per
-        distinct frame. For anchor i, draw k = 1..K redraws only its pair (z_i, z'_i); the
-        candidates stay at one draw, a sample of the marginal Q(z') over which eq. 31's
-        normaliser E_Q(z')[f] is taken. With r_ik the InfoNCE term of anchor i
-        (`objectives.infonce_terms`), returns, in nats:
-
-        - ``elbo`` = mean_ik r_ik: eq. 20 with the InfoNCE bound (what training maximises
-          when ``objective.estimator`` is ``infonce``);
-        - ``elbo_gap`` = mean_i log mean_k exp r_ik - elbo >= 0 (Jensen): the first term is a
-          K-draw importance estimate of log E_Q[...] of eq. 18, so with K draws it understates
-          the gap. A deterministic encoder has one draw and a gap of exactly 0 (eq. 22);
-        - ``elbo_at_mean``: the terms at z = g(x).
-        """
-        assert self.coupling is not None and self.z is not None
-        coupling, device = self.coupling, self.frames.device
-        z = torch.from_numpy(self.z).to(device)  # [T, D]
-        sigma = getattr(self.encoder, "sigma", None)
-        draws, scale = (samples, sigma) if sigma is not None else (1, 0.0)
-        generator = torch.Generator().manual_seed(self.cfg.train.seed)
-        batch, terms, at_mean = self.cfg.train.batch_size, [], []
-        diagonal = torch.arange(batch, device=device)
-
-        def infonce_rows(anchors: Tensor, candidates: Tensor, keep: Tensor | None) -> Tensor:
-            log_f = coupling(anchors, candidates)  # [B, B + K]
-            return infonce_terms(log_f if keep is None else mask_scores(log_f, keep.to(device)))
-
-        for index, keep in self._batches(generator):
-            unique, inverse = torch.unique(index, return_inverse=True)
-            mu = z[unique.to(device)]  # [U, D], one row per distinct frame
-            noise = torch.randn((draws + 1, *mu.shape), generator=generator).to(device)
-            drawn = (mu + scale * noise)[:, inverse.to(device)]  # [K + 1, 2B + K', D]
-            at_mean.append(infonce_rows(mu[inverse][:batch], mu[inverse][batch:], keep))
-            candidates = drawn[0, batch:]  # draw 0: the negatives, held fixed
-            per_draw = []
-            for pair in drawn[1:]:  # anchor and positive redrawn, [2B + K', D]
-                log_f = coupling(pair[:batch], candidates).clone()  # [B, B + K']
-                positives = coupling(pair[:batch], pair[batch : 2 * batch]).diagonal()  # [B]
-                log_f[diagonal, diagonal] = positives
-                masked = log_f if keep is None else mask_scores(log_f, keep.to(device))
-                per_draw.append(infonce_terms(masked))
-            terms.append(torch.stack(per_draw))  # [K, B]
-        r = torch.cat(terms, dim=1)  # [K, anchors]
-        evidence = torch.logsumexp(r, dim=0) - math.log(draws)  # [anchors]
-        return {
-            "elbo": float(r.mean()),
-            "elbo_gap": float((evidence - r.mean(dim=0)).mean()),
-            "elbo_at_mean": float(torch.cat(at_mean).mean()),
-        }
-
     # -- checkpoints ----------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         named = {"encoder": self.encoder, "coupling": self.coupling}
@@ -410,7 +331,17 @@ def fit(
     else:
         assert run.probe is not None
         probe_error, r2 = run.probe.probe_error_px, run.probe.r2
-    elbo = run.evaluate_elbo() if status == "ok" and cfg.train.mode == "ssl" else {}
+    elbo = {}
+    if status == "ok" and cfg.train.mode == "ssl" and run.z is not None:
+        assert run.coupling is not None
+        elbo = evaluate_elbo(
+            run.coupling,
+            torch.from_numpy(run.z).to(device),
+            getattr(run.encoder, "sigma", None),
+            batch=cfg.train.batch_size,
+            n_negatives=cfg.objective.n_negatives,
+            seed=cfg.train.seed,
+        )
     if cfg.train.mode == "untrained" and report is not None:
         report(dict(last), checkpoint_dir)
     return RunResult(
