@@ -9,33 +9,16 @@ final mean representations g(x) of every frame, without encoding anything again.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from ssvae_core.objectives import infonce_terms, mask_scores, negative_mask
+from ssvae_core.batches import ssl_batches
+from ssvae_core.objectives import infonce_terms, mask_scores
 
 ELBO_SAMPLES = 16  # draws from Q(z|x) per pair
 ELBO_KEYS = ("elbo", "elbo_gap", "elbo_at_mean")
-
-
-def ssl_batches(
-    n_frames: int, batch: int, n_negatives: int | None, generator: torch.Generator
-) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """One epoch of SSL batches, drawn as `train` draws them, from `generator`.
-
-    Yields (index [2B + K], keep [B, B] or None): B base frames of shuffled consecutive
-    pairs, their targets (base + 1) and K = N - (B - 1) extra random frames when N > B - 1;
-    `keep` masks the in-batch negatives down to N when N < B - 1 (`ObjectiveConfig`).
-    """
-    n_neg = n_negatives or batch - 1
-    order = torch.randperm(n_frames - 1, generator=generator)
-    for start in range(0, len(order) - batch + 1, batch):
-        base = order[start : start + batch]
-        extra = torch.randint(0, n_frames, (max(0, n_neg - (batch - 1)),), generator=generator)
-        keep = negative_mask(batch, n_neg, generator) if n_neg < batch - 1 else None
-        yield torch.cat([base, base + 1, extra]), keep
 
 
 @torch.no_grad()

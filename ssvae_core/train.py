@@ -29,11 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from ssvae_core.balls import Video, simulate
+from ssvae_core.batches import ssl_batches
 from ssvae_core.config import RunConfig
 from ssvae_core.couplings import build_coupling
 from ssvae_core.elbo import ELBO_KEYS, evaluate_elbo
 from ssvae_core.encoder import build_encoder
-from ssvae_core.objectives import ESTIMATORS, LOSSES, mask_scores, negative_mask
+from ssvae_core.objectives import ESTIMATORS, LOSSES, mask_scores
 from ssvae_core.optim import OPTIMIZERS, SCHEDULES
 from ssvae_core.probe import ProbeResult, fit_probe
 
@@ -177,28 +178,27 @@ class _Run:
         kwargs = {"generator": self.generator} if self.cfg.encoder.stochastic else {}
         return self.encoder(frames, **kwargs)[inverse.to(self.frames.device)]
 
-    def ssl_step(self, base: Tensor) -> tuple[Tensor, float]:
-        """Loss and MI estimate for base frames `base` [B] (targets are base + 1)."""
+    def ssl_step(self, index: Tensor, keep: Tensor | None) -> tuple[Tensor, float]:
+        """Loss and MI estimate of one `ssl_batches` batch: index [2B + K], keep [B, B]."""
         assert self.coupling is not None
-        batch, n_frames = len(base), len(self.frames)
-        n_neg = self.cfg.objective.n_negatives or batch - 1
-        extra = torch.randint(0, n_frames, (max(0, n_neg - (batch - 1)),), generator=self.generator)
-        z = self._encode(torch.cat([base, base + 1, extra]))  # [2B + K, D]
+        batch = self.cfg.train.batch_size
+        z = self._encode(index)  # [2B + K, D]
         log_f = self.coupling(z[:batch], z[batch:])  # [B, B + K]
-        if n_neg < batch - 1:
-            keep = negative_mask(batch, n_neg, self.generator).to(log_f.device)
-            log_f = mask_scores(log_f, keep)
+        if keep is not None:
+            log_f = mask_scores(log_f, keep.to(log_f.device))
         estimator = self.cfg.objective.estimator
         with torch.no_grad():
             estimate = float(ESTIMATORS[estimator](log_f))
         return LOSSES[estimator](log_f), estimate
 
-    def supervised_step(self, base: Tensor) -> tuple[Tensor, float]:
-        """MSE from z to the true centres of frames `base` [B], in encoder coordinates [-1, 1].
+    def supervised_step(self, index: Tensor, keep: Tensor | None) -> tuple[Tensor, float]:
+        """MSE from z to the true centres of the base frames of one batch (index [2B + K]), in
+        encoder coordinates [-1, 1]; the targets and negatives are unused.
 
         The centre-of-mass readout already is a position, so no head is needed: map k is
         trained to sit on ball k (the balls' colours tell them apart).
         """
+        base = index[: self.cfg.train.batch_size]
         z = self._encode(base)
         size = self.cfg.data.size
         target = (self.positions[base.to(self.positions.device)] * (2.0 / size) - 1.0).flatten(1)
@@ -207,16 +207,20 @@ class _Run:
     # -- epochs ---------------------------------------------------------------------------
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the (T - 1) consecutive pairs in random batches."""
-        batch = self.cfg.train.batch_size
-        order = torch.randperm(len(self.frames) - 1, generator=self.generator)
         step = self.ssl_step if self.cfg.train.mode == "ssl" else self.supervised_step
+        batches = ssl_batches(
+            len(self.frames),
+            self.cfg.train.batch_size,
+            self.cfg.objective.n_negatives if self.cfg.train.mode == "ssl" else None,
+            self.generator,
+        )
         losses, estimates = [], []
         self.encoder.train()
-        for start in range(0, len(order) - batch + 1, batch):
-            loss, estimate = step(order[start : start + batch])
+        for number, (index, keep) in enumerate(batches, start=1):
+            loss, estimate = step(index, keep)
             if not torch.isfinite(loss):
                 raise _Diverged(
-                    f"loss became {loss.item()} at epoch {epoch}, step {start // batch + 1} "
+                    f"loss became {loss.item()} at epoch {epoch}, step {number} "
                     f"(train.lr={self.cfg.train.lr}); try a smaller train.lr"
                 )
             self.optimizer.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ import torch
 
 from ssvae_core import config
 from ssvae_core.balls import Video
+from ssvae_core.batches import ssl_batches
 from ssvae_core.couplings import COUPLINGS
 from ssvae_core.objectives import ESTIMATORS
 from ssvae_core.train import (
@@ -141,8 +142,8 @@ def test_n_negatives_sets_the_score_matrix(
     run.coupling.register_forward_hook(lambda m, args, out: seen.update(z_prime=args[1]))
     encoded: list[int] = []
     run.encoder.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
-    base = torch.arange(0, 20, 2)  # 10 pairs, no frame shared between pairs
-    _loss, estimate = run.ssl_step(base)
+    index, keep = next(ssl_batches(len(frames), 10, n_negatives, torch.Generator().manual_seed(0)))
+    _loss, estimate = run.ssl_step(index, keep)
     extra = max(0, n_negatives - 9)
     assert seen["z_prime"].shape[0] == 10 + extra
     assert encoded[0] <= 20 + extra
@@ -155,7 +156,8 @@ def test_each_frame_is_encoded_once_per_step(tiny_cfg: config.RunConfig, tiny_vi
     run = _Run(tiny_cfg, frames, torch.from_numpy(tiny_video.positions))
     encoded: list[int] = []
     run.encoder.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
-    run.ssl_step(torch.arange(10))  # a chain: frames 0..10, each target is the next base
+    base = torch.arange(10)  # a chain: frames 0..10, each target is the next base
+    run.ssl_step(torch.cat([base, base + 1]), None)
     assert encoded == [11]
 
 
