@@ -124,7 +124,8 @@ def test_an_existing_sweep_is_not_reused_without_resume_nor_resumed_with_another
 def test_every_shipped_sweep_validates_and_says_how_to_run_it(path: Path) -> None:
     sweep = spec.load(path)
     first = path.read_text().splitlines()[0]
-    assert first.startswith(f"# ssvae sweep sweeps/{path.name}"), first
+    command = "nightly" if path.stem.startswith("nightly") else "sweep"
+    assert first.startswith(f"# ssvae {command} sweeps/{path.name}"), first
     assert sweep.n_trials == len(sweep.cells) * (sweep.search.num_samples if sweep.search else 1)
     assert len(sweep.studies()) == (len(sweep.cells) if sweep.search else 1)
 
