@@ -47,7 +47,7 @@ studies: venv
 
 # The known-MI estimator suite of docs/estimators.md (about 20 min on one core).
 estimators: venv
-	$(PY) -m ssvae_core.gaussians --tasks gaussian,gaussian-halfcube,student_t,student_t-asinh \
+	$(VENV)/bin/ssvae mi-bench --tasks gaussian,gaussian-halfcube,student_t,student_t-asinh \
 	  --estimators infonce,nwj,dv,js --couplings bilinear,gaussian,separable_mlp,concat_mlp \
 	  --mis 2,6 --seeds 3 --csv docs/estimators-suite.csv --figure docs/img/estimators/bias.png
 

@@ -1,7 +1,9 @@
-"""The ``ssvae`` command: parse, call one function, print.
+"""Sweeps and ablations of self-supervised VAEs: InfoNCE as the ELBO of an SSVAE whose prior is
+set by the coupling f(z, z').
 
-Bad input (unknown key, unknown name, a value out of range) exits with status 2 and a message
-naming the key, before any video is simulated or any training starts.
+Each subcommand parses its options, calls one function of the package and prints. Bad input
+(an unknown key or name, a value out of range, a missing file) exits with status 2 and a
+message naming the key or path, before any video is simulated or any training starts.
 """
 
 from __future__ import annotations
@@ -13,11 +15,17 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import yaml
+from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError
+from ssvae_core.mi_bench import cli as mi_bench_cli
+from ssvae_core.sweep import cli as sweep_cli  # imports no Ray until a sweep runs
 
-from ssvae_core import config
-
-EXIT_BAD_INPUT = 2
+EPILOG = """\
+examples:
+  ssvae train --preset small --set coupling.kind=gaussian --out runs/g0
+  ssvae sweep sweeps/paper-small.yaml        (then `mlflow ui` in this directory)
+  ssvae report sweeps/paper-small.yaml
+  ssvae mi-bench --smoke-test
+"""
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -33,27 +41,18 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _json_default(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else str(value)
-
-
-def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
-    """NaN/inf -> null so that the output is strict JSON."""
-    return {
-        k: _json_default(v) if isinstance(v, float) and not math.isfinite(v) else v
-        for k, v in metrics.items()
-    }
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = config.load(args.preset, args.config, args.overrides)
+    from ssvae_core import loader
+
+    cfg = loader.load(args.preset, args.config, args.overrides)
     from tqdm import tqdm
 
-    from ssvae_core import artifacts
+    from ssvae_core import run_files
     from ssvae_core.balls import simulate
+    from ssvae_core.metrics import json_ready
     from ssvae_core.train import fit
 
-    video = simulate(cfg.data, cfg.data.seed)
+    video = simulate(cfg.data.balls, cfg.data.seed)
     epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs
     with tqdm(
         total=epochs,
@@ -72,8 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         result = fit(cfg, report=progress, checkpoint_dir=args.checkpoint_dir, video=video)
     if args.out:
-        artifacts.write_run(result, video, args.out)
-    metrics = _clean(result.metrics())
+        run_files.write_run(result, video, args.out)
+    metrics = json_ready(result.metrics())
     if result.status != "ok":
         print(f"ssvae: run {result.status}: {result.message}", file=sys.stderr)
     if args.json:
@@ -81,25 +80,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         for key, value in metrics.items():
             print(f"{key:>16}: {value}")
-    return 0 if result.status == "ok" else 1
+    return EXIT_OK if result.status == "ok" else EXIT_FAILED
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    cfg = config.load(args.preset, args.config, args.overrides)
+    from ssvae_core import loader
+
+    cfg = loader.load(args.preset, args.config, args.overrides)
     from ssvae_core import figures
     from ssvae_core.balls import simulate
 
-    video = simulate(cfg.data, cfg.data.seed)
+    video = simulate(cfg.data.balls, cfg.data.seed)
     print(f"video: {video.frames.shape} uint8, positions {video.positions.shape} px")
     if args.preview:
         print(f"preview: {figures.preview(video, args.preview)}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_fig1c(args: argparse.Namespace) -> int:
-    from ssvae_core import reproduce
+    from ssvae_core import fig1c
 
-    runs = reproduce.configs(args.preset, args.methods, args.seeds, args.overrides)
+    runs = fig1c.method_configs(args.preset, args.methods, args.seeds, args.overrides)
 
     def show(method: str, seed: int, result: Any) -> None:
         print(
@@ -109,16 +110,26 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    table = reproduce.fig1c(runs, args.out, on_result=show)
-    print(reproduce.summary(table).to_string(float_format=lambda v: f"{v:.2f}"))
-    return 0
+    table = fig1c.run_methods(runs, args.out, on_result=show)
+    print(fig1c.summary(table).to_string(float_format=lambda v: f"{v:.2f}"))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssvae", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="ssvae",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one run and probe it")
+    train = sub.add_parser(
+        "train",
+        help="train one run and probe it",
+        description="Train one SSVAE (or a control) on the moving-balls video and score its "
+        "representation with a linear probe. The config is a preset, then --config, then --set.",
+    )
     _config_args(train)
     train.add_argument("--out", help="write config, metrics, history and figures here")
     train.add_argument("--json", action="store_true", help="print one JSON object last")
@@ -126,12 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
-    data = sub.add_parser("data", help="simulate the moving-balls video")
+    data = sub.add_parser(
+        "data", help="simulate the moving-balls video", description="Simulate the video."
+    )
     _config_args(data)
     data.add_argument("--preview", metavar="FILE.png", help="draw frames with true centres")
     data.set_defaults(func=cmd_data)
 
-    fig = sub.add_parser("fig1c", help="Fig. 1C: methods x seeds, sequentially")
+    fig = sub.add_parser(
+        "fig1c",
+        help="Fig. 1C: methods x seeds, one after another",
+        description="Fig. 1C without Ray or MLflow: every method x seed, one after another.",
+    )
     _config_args(fig)
     fig.add_argument(
         "--methods", nargs="+", default=["supervised", "gaussian", "bilinear", "untrained"]
@@ -140,24 +157,25 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--out", help="write fig1c.csv and fig1c.png here")
     fig.set_defaults(func=cmd_fig1c)
 
-    from ssvae_core.sweep.cli import add_parser as add_sweep  # imports no ray until it runs
-    from ssvae_core.sweep.cli import add_report_parser
+    sweep_cli.add_parser(sub)
+    sweep_cli.add_report_parser(sub)
 
-    add_sweep(sub)
-    add_report_parser(sub)
+    bench = sub.add_parser(
+        "mi-bench", help="score the MI estimators on known MI", description=mi_bench_cli.DESCRIPTION
+    )
+    mi_bench_cli.add_arguments(bench)
+    bench.set_defaults(func=mi_bench_cli.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(raw)
+    args.argv = raw[1:]  # the subcommand's own arguments, as typed
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except config.ConfigError as err:
-        print(f"ssvae: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (FileNotFoundError, yaml.YAMLError) as err:
+    except ConfigError as err:
         print(f"ssvae: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

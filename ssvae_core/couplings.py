@@ -4,23 +4,34 @@ The paper's central identity: InfoNCE is the ELBO of an SSVAE whose prior over t
 is the energy-based model P(z'|z) = Q(z') f(z, z') / Z (eq. 30), Z = E_Q(z')[f(z, z')] (eq. 31).
 Choosing a coupling f is therefore choosing a prior. Every module here maps
 
-    forward(z [B, D], z_prime [M, D]) -> log_f [B, M],   log_f[i, j] = log f(z_i, z'_j),
+    forward(z [B, D], z_prime [M, D']) -> log_f [B, M],   log_f[i, j] = log f(z_i, z'_j),
 
 for all B x M pairs at once (row i = anchor i, column j = candidate j). Any coupling works with
 any estimator of `ssvae_core.objectives`, which only sees the score matrix.
 
 Look-up is by short name through the explicit registry `COUPLINGS`; `build_coupling` validates
-the name and the keyword parameters, `coupling_params` lists a coupling's parameters.
+the name and the keyword parameters, `coupling_params` lists a coupling's parameters: each
+coupling declares them, with their one default, in its constructor's signature.
+
+z and z' may have different sizes (D and D', e.g. the two variables of an MI benchmark) where
+the coupling's form allows it: `bilinear`, `separable_mlp` and `concat_mlp`. The others compare
+z with z' directly (a distance or an angle) and need D' = D (``same_dim``).
 """
 
 from __future__ import annotations
 
-import inspect
-import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ssvae_core.registry import declared_params, lookup
+from ssvae_core.scale import PositiveScale
+
+# The initial lengthscale L of the distance couplings, in encoder coordinates [-1, 1]
+# (the balls move 0.25 per frame there; `docs/lengthscale.md` measures what works).
+DEFAULT_LENGTHSCALE = 0.05
 
 
 def _require_positive(name: str, value: float) -> None:
@@ -42,40 +53,22 @@ def _squared_distances(z: Tensor, z_prime: Tensor) -> Tensor:
     return torch.cdist(z, z_prime, compute_mode="donot_use_mm_for_euclid_dist").square()
 
 
-class PositiveScale(nn.Module):
-    """A positive scalar or vector stored as its logarithm (learned or fixed).
-
-    value: [] (shape ()) or [D]
-    """
-
-    def __init__(self, initial: float, learn: bool, size: int | None = None) -> None:
-        super().__init__()
-        shape = () if size is None else (size,)
-        log_value = torch.full(shape, math.log(initial))
-        if learn:
-            self.log_value = nn.Parameter(log_value)
-        else:
-            self.register_buffer("log_value", log_value)
-
-    @property
-    def value(self) -> Tensor:
-        return self.log_value.exp()
-
-
 class Bilinear(nn.Module):
-    """The original InfoNCE coupling (eq. 5): log f(z, z') = z^T W z', W [D, D] learned.
+    """The original InfoNCE coupling (eq. 5): log f(z, z') = z^T W z', W [D, D'] learned.
 
     Implied prior (eq. 34): P(z'|z) ∝ Q(z') exp(z^T W z'), which does not favour z' near z.
-    W starts at the identity.
+    W starts at the identity (its leading min(D, D') diagonal when D' != D).
     """
 
-    def __init__(self, dim: int) -> None:
+    same_dim: ClassVar[bool] = False
+
+    def __init__(self, dim: int, dim_prime: int | None = None) -> None:
         super().__init__()
         _require_dim(dim)
-        self.weight = nn.Parameter(torch.eye(dim))
+        self.weight = nn.Parameter(torch.eye(dim, dim_prime or dim))
 
     def forward(self, z: Tensor, z_prime: Tensor) -> Tensor:
-        """z [B, D], z_prime [M, D] -> log_f [B, M]."""
+        """z [B, D], z_prime [M, D'] -> log_f [B, M]."""
         return z @ self.weight @ z_prime.T
 
 
@@ -87,10 +80,12 @@ class Gaussian(nn.Module):
     L is stored as log L (learned unless learn_lengthscale is False).
     """
 
+    same_dim: ClassVar[bool] = True
+
     def __init__(
         self,
         dim: int,
-        lengthscale: float = 0.1,
+        lengthscale: float = DEFAULT_LENGTHSCALE,
         learn_lengthscale: bool = True,
         per_dim: bool = False,
     ) -> None:
@@ -116,7 +111,11 @@ class Laplace(nn.Module):
     Implied prior: P(z'|z) ∝ Q(z') prod_d Laplace(z'_d; z_d, L), heavier-tailed than eq. 35.
     """
 
-    def __init__(self, dim: int, lengthscale: float = 0.1, learn_lengthscale: bool = True) -> None:
+    same_dim: ClassVar[bool] = True
+
+    def __init__(
+        self, dim: int, lengthscale: float = DEFAULT_LENGTHSCALE, learn_lengthscale: bool = True
+    ) -> None:
         super().__init__()
         _require_dim(dim)
         _require_positive("lengthscale", lengthscale)
@@ -139,10 +138,12 @@ class StudentT(nn.Module):
     degrees of freedom; it tends to the Gaussian prior of eqs. 35-36 as nu -> infinity.
     """
 
+    same_dim: ClassVar[bool] = True
+
     def __init__(
         self,
         dim: int,
-        lengthscale: float = 0.1,
+        lengthscale: float = DEFAULT_LENGTHSCALE,
         learn_lengthscale: bool = True,
         dof: float = 1.0,
     ) -> None:
@@ -171,6 +172,8 @@ class Cosine(nn.Module):
     Implied prior: P(z'|z) ∝ Q(z') exp(cos(z, z') / tau), a von Mises-Fisher factor on the
     direction of z' with mean direction z / ||z|| and concentration 1 / tau.
     """
+
+    same_dim: ClassVar[bool] = True
 
     def __init__(self, dim: int, temperature: float = 0.1, learn_temperature: bool = False) -> None:
         super().__init__()
@@ -207,16 +210,20 @@ class SeparableMLP(nn.Module):
     Implied prior: P(z'|z) ∝ Q(z') exp(g(z)^T h(z')), eq. 5 after learned feature maps.
     """
 
-    def __init__(self, dim: int, hidden: int = 64, embed_dim: int = 32) -> None:
+    same_dim: ClassVar[bool] = False
+
+    def __init__(
+        self, dim: int, dim_prime: int | None = None, hidden: int = 64, embed_dim: int = 32
+    ) -> None:
         super().__init__()
         _require_dim(dim)
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be >= 1, got {embed_dim!r}")
         self.anchor_net = _mlp(dim, hidden, embed_dim)
-        self.candidate_net = _mlp(dim, hidden, embed_dim)
+        self.candidate_net = _mlp(dim_prime or dim, hidden, embed_dim)
 
     def forward(self, z: Tensor, z_prime: Tensor) -> Tensor:
-        """z [B, D], z_prime [M, D] -> log_f [B, M]."""
+        """z [B, D], z_prime [M, D'] -> log_f [B, M]."""
         return self.anchor_net(z) @ self.candidate_net(z_prime).T
 
 
@@ -224,18 +231,20 @@ class ConcatMLP(nn.Module):
     """Concatenated critic: log f(z, z') = MLP([z, z']) on all B x M pairs.
 
     Implied prior: P(z'|z) ∝ Q(z') exp(MLP([z, z'])), the most flexible coupling here.
-    The first layer is split, W [z, z'] = W_a z + W_b z', so the [B, M, 2D] input is never built;
-    the result equals `self.mlp(torch.cat([z_i, z'_j]))` for every pair.
+    The first layer is split, W [z, z'] = W_a z + W_b z', so the [B, M, D + D'] input is never
+    built; the result equals `self.mlp(torch.cat([z_i, z'_j]))` for every pair.
     """
 
-    def __init__(self, dim: int, hidden: int = 64) -> None:
+    same_dim: ClassVar[bool] = False
+
+    def __init__(self, dim: int, dim_prime: int | None = None, hidden: int = 64) -> None:
         super().__init__()
         _require_dim(dim)
         self.dim = dim
-        self.mlp = _mlp(2 * dim, hidden, 1)
+        self.mlp = _mlp(dim + (dim_prime or dim), hidden, 1)
 
     def forward(self, z: Tensor, z_prime: Tensor) -> Tensor:
-        """z [B, D], z_prime [M, D] -> log_f [B, M]."""
+        """z [B, D], z_prime [M, D'] -> log_f [B, M]."""
         first = self.mlp[0]
         assert isinstance(first, nn.Linear)
         anchor_part = z @ first.weight[:, : self.dim].T + first.bias  # [B, H]
@@ -255,28 +264,33 @@ COUPLINGS: dict[str, type[nn.Module]] = {
 }
 
 
-def _coupling_class(name: str) -> type[nn.Module]:
-    if name not in COUPLINGS:
-        raise ValueError(f"unknown coupling {name!r}; choose from {sorted(COUPLINGS)}")
-    return COUPLINGS[name]
-
-
 def coupling_params(name: str) -> dict[str, object]:
-    """The keyword parameters of coupling `name` (besides dim) and their defaults."""
-    signature = inspect.signature(_coupling_class(name).__init__)
-    return {
-        param.name: param.default
-        for param in signature.parameters.values()
-        if param.name not in ("self", "dim")
-    }
+    """The keyword parameters of coupling `name` (besides its sizes) and their defaults."""
+    return declared_params(lookup(COUPLINGS, name, "coupling"), skip=("dim_prime",))
 
 
-def build_coupling(name: str, dim: int, **params: object) -> nn.Module:
-    """The coupling `name` for latents of size dim; forward(z [B, D], z' [M, D]) -> [B, M]."""
+def build_coupling(
+    name: str, dim: int, dim_prime: int | None = None, **params: object
+) -> nn.Module:
+    """The coupling `name` for z of size dim and z' of size dim_prime (default: dim).
+
+    forward(z [B, D], z' [M, D']) -> log_f [B, M]. A ValueError names an unknown coupling or
+    parameter, or a coupling that needs D' = D.
+    """
+    cls = lookup(COUPLINGS, name, "coupling")
     accepted = coupling_params(name)
     for param in params:
         if param not in accepted:
             raise ValueError(
-                f"coupling {name!r} takes no parameter {param!r}; accepted: {sorted(accepted)}"
+                f"coupling {name!r} takes no parameter {param!r}; accepted: "
+                f"{', '.join(accepted) or 'none'}"
             )
-    return _coupling_class(name)(dim, **params)
+    if dim_prime is None or dim_prime == dim:
+        return cls(dim, **params)
+    if getattr(cls, "same_dim", True):
+        flexible = sorted(n for n, c in COUPLINGS.items() if not getattr(c, "same_dim", True))
+        raise ValueError(
+            f"coupling {name!r} compares z and z' directly, so they need the same size; "
+            f"got {dim} and {dim_prime}: use one of {', '.join(flexible)}"
+        )
+    return cls(dim, dim_prime, **params)

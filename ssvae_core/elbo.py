@@ -18,7 +18,6 @@ from ssvae_core.batches import ssl_batches
 from ssvae_core.objectives import infonce_terms, mask_scores
 
 ELBO_SAMPLES = 16  # draws from Q(z|x) per pair
-ELBO_KEYS = ("elbo", "elbo_gap", "elbo_at_mean")
 
 
 @torch.no_grad()

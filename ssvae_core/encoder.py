@@ -12,11 +12,13 @@ z whatever the resolution (0.25 at both presets).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ssvae_core.couplings import PositiveScale
+from ssvae_core.registry import declared_params, lookup
+from ssvae_core.scale import PositiveScale
 
 
 def pixel_coordinates(n: int, device: torch.device | None = None) -> Tensor:
@@ -92,7 +94,7 @@ class StochasticEncoder(nn.Module):
     In eval mode (and for the probe) it returns the mean g(x). σ is fixed or learned (log σ).
     """
 
-    def __init__(self, mean: nn.Module, sigma: float, learn_sigma: bool = False) -> None:
+    def __init__(self, mean: nn.Module, sigma: float = 0.03, learn_sigma: bool = False) -> None:
         super().__init__()
         self.mean = mean
         self.out_dim: int = mean.out_dim  # type: ignore[assignment]
@@ -111,35 +113,52 @@ class StochasticEncoder(nn.Module):
         return mu + self.sigma * noise
 
 
-def _com(frame_shape: tuple[int, int, int], out_dim: int, hidden: int) -> nn.Module:
+def _com(frame_shape: tuple[int, int, int], out_dim: int) -> nn.Module:
+    """Fig. 2 for frames of `frame_shape` = (C, H, W): out_dim / 2 maps, one per ball."""
     return CentreOfMassEncoder(frame_shape[0], n_maps=out_dim // 2)
 
 
-def _mlp(frame_shape: tuple[int, int, int], out_dim: int, hidden: int) -> nn.Module:
+def _mlp(frame_shape: tuple[int, int, int], out_dim: int, hidden: int = 64) -> nn.Module:
+    """An MLP on the flattened frames."""
     channels, height, width = frame_shape
     return MLPEncoder(channels * height * width, out_dim, hidden)
 
 
-ENCODERS: dict[str, Callable[[tuple[int, int, int], int, int], nn.Module]] = {
+# name -> builder(frame_shape, out_dim, **its declared parameters) (`encoder_params`)
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "com": _com,  # Fig. 2
     "mlp": _mlp,
 }
+
+
+def encoder_params(kind: str) -> dict[str, object]:
+    """The parameters encoder `kind` declares and their defaults (``com``: none)."""
+    return declared_params(lookup(ENCODERS, kind, "encoder"))
+
+
+def stochastic_params() -> dict[str, object]:
+    """The parameters of Q(z|x) = N(g(x), σ² I) (`StochasticEncoder`) and their defaults."""
+    return declared_params(StochasticEncoder, skip=("mean",))
 
 
 def build_encoder(
     kind: str,
     frame_shape: tuple[int, int, int],
     *,
-    stochastic: bool = False,
-    sigma: float = 0.03,
-    learn_sigma: bool = False,
-    hidden: int = 64,
     out_dim: int = 6,
+    stochastic: bool = False,
+    **params: Any,
 ) -> nn.Module:
-    """An encoder by registry name for inputs of `frame_shape` = (C, H, W); z is [B, out_dim]."""
-    if kind not in ENCODERS:
-        raise ValueError(f"unknown encoder {kind!r}; choose from {', '.join(sorted(ENCODERS))}")
-    encoder = ENCODERS[kind](frame_shape, out_dim, hidden)
-    if stochastic:
-        encoder = StochasticEncoder(encoder, sigma, learn_sigma)
-    return encoder
+    """An encoder by registry name for inputs of `frame_shape` = (C, H, W); z is [B, out_dim].
+
+    params: the kind's own (`encoder_params`), and with `stochastic` also sigma / learn_sigma
+    (`stochastic_params`); anything else is a ValueError naming it.
+    """
+    builder = lookup(ENCODERS, kind, "encoder")
+    own = {k: v for k, v in params.items() if k in encoder_params(kind)}
+    noise = {k: v for k, v in params.items() if k in stochastic_params() and stochastic}
+    unknown = sorted(set(params) - set(own) - set(noise))
+    if unknown:
+        raise ValueError(f"encoder {kind!r} (stochastic={stochastic}) takes no {unknown[0]!r}")
+    encoder = builder(frame_shape, out_dim, **own)
+    return StochasticEncoder(encoder, **noise) if stochastic else encoder

@@ -1,7 +1,7 @@
 """Fig. 1B-E of the paper as PNG files (matplotlib, Agg backend; no screen needed).
 
 - `fig1b`: decoded (linear probe) against true ball centres on held-out frames.
-- `fig1c`: probe error per method, median bars with every seed drawn as a point.
+- `probe_error_bars` (Fig. 1C): probe error per method, median bars with a point per seed.
 - `fig1de`: the learned prior P(z'|z) ∝ Q(z') f(z, z') (eq. 30) over the next location of one
   ball, as a heatmap over the image: ball `ball` is placed at every grid location of the next
   frame (the others where they truly are), each candidate frame is encoded to z', and the
@@ -20,7 +20,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -59,7 +58,9 @@ def fig1b(
     return save(fig, path)
 
 
-def fig1c(errors: Mapping[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
+def probe_error_bars(
+    errors: Mapping[str, Sequence[float]], path: str | Path, title: str = ""
+) -> Path:
     """Median probe error per method (bars) with one point per seed. errors: method -> [S].
 
     A method with no finite value (every run diverged) keeps its place on the axis, barless.
@@ -150,51 +151,4 @@ def preview(video: Video, path: str | Path, frames: Sequence[int] = (0, 1, 2, 3)
         ax.plot(*video.positions[t].T, "+", color="white", ms=8)
         ax.set_title(f"frame {t}")
         ax.set_axis_off()
-    return save(fig, path)
-
-
-# ---------------------------------------------------------------- the studies' figures
-
-MARKERS = "os^Dv<>Px*"
-
-
-def estimator_bias(results: pd.DataFrame, path: str | Path, limit: float = 8.0) -> Path:
-    """Estimate minus true MI (nats) for every run of `gaussians.staircase`: one panel per
-    task, estimators along x, couplings as colours, the true MI as the marker. Values beyond
-    ±`limit` (or NaN: diverged) are drawn hollow at the edge of the panel."""
-    tasks = list(results["task"].unique())
-    estimators, couplings = list(results["estimator"].unique()), list(results["coupling"].unique())
-    mis = sorted(results["true_mi"].unique())
-    fig, axes = plt.subplots(
-        1, len(tasks), figsize=(3.2 * len(tasks) + 1, 3.8), sharey=True, squeeze=False
-    )
-    width = 0.8 / len(couplings)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for c, coupling in enumerate(couplings):
-            for m, mi in enumerate(mis):
-                rows = results[
-                    (results["task"] == task)
-                    & (results["coupling"] == coupling)
-                    & (results["true_mi"] == mi)
-                ]
-                x = np.array(
-                    [estimators.index(e) - 0.4 + (c + 0.5) * width for e in rows["estimator"]]
-                )
-                bias = (rows["estimate"] - mi).to_numpy(dtype=float)
-                inside = np.abs(bias) <= limit
-                edge = np.where(np.isnan(bias), -limit, np.clip(bias, -limit, limit))
-                style = {"s": 16, "marker": MARKERS[m % len(MARKERS)], "alpha": 0.8}
-                ax.scatter(x[inside], bias[inside], color=f"C{c}", **style,
-                           label=coupling if m == 0 else None)  # fmt: skip
-                ax.scatter(
-                    x[~inside], edge[~inside], facecolors="none", edgecolors=f"C{c}", **style
-                )
-        ax.axhline(0.0, color="black", lw=0.8)
-        ax.set_ylim(-limit * 1.05, limit * 1.05)
-        ax.set_xticks(range(len(estimators)), estimators)
-        ax.set_title(task)
-    axes[0][0].set_ylabel("estimate − true MI (nats)")
-    shapes = ", ".join(f"{MARKERS[m % len(MARKERS)]} I={mi:g}" for m, mi in enumerate(mis))
-    title = f"critic ({shapes};\nhollow: beyond ±{limit:g} or NaN)"
-    axes[0][-1].legend(fontsize=7, title=title, title_fontsize=7)
     return save(fig, path)

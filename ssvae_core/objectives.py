@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ssvae_core.registry import lookup
+
 
 def _check_scores(log_f: Tensor) -> None:
     if log_f.dim() != 2 or log_f.shape[1] < log_f.shape[0]:
@@ -157,16 +159,12 @@ LOSSES: dict[str, Callable[[Tensor], Tensor]] = {
 
 def get_estimator(name: str) -> Callable[[Tensor], Tensor]:
     """`ESTIMATORS[name]`, with an error listing the valid names."""
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; choose from {sorted(ESTIMATORS)}")
-    return ESTIMATORS[name]
+    return lookup(ESTIMATORS, name, "estimator")
 
 
 def get_loss(name: str) -> Callable[[Tensor], Tensor]:
     """`LOSSES[name]`, with an error listing the valid names."""
-    if name not in LOSSES:
-        raise ValueError(f"unknown estimator {name!r}; choose from {sorted(LOSSES)}")
-    return LOSSES[name]
+    return lookup(LOSSES, name, "estimator")
 
 
 def negative_mask(

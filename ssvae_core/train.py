@@ -21,27 +21,34 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ssvae_core import checkpoint
 from ssvae_core.balls import Video, simulate
 from ssvae_core.batches import ssl_batches
 from ssvae_core.config import RunConfig
 from ssvae_core.couplings import build_coupling
-from ssvae_core.elbo import ELBO_KEYS, evaluate_elbo
+from ssvae_core.elbo import evaluate_elbo
 from ssvae_core.encoder import build_encoder
+from ssvae_core.frames import as_float, encode_all, frames_to_tensor, resolve_device
+from ssvae_core.metrics import (
+    ELBO_KEYS,
+    PROBE_KEYS,
+    learned_lengthscale,
+    learned_sigma,
+    representation_step,
+)
 from ssvae_core.objectives import ESTIMATORS, LOSSES, mask_scores
-from ssvae_core.optim import OPTIMIZERS, SCHEDULES
+from ssvae_core.optim import SCHEDULES, build_optimizer
 from ssvae_core.probe import ProbeResult, fit_probe
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[dict[str, Any], "str | None"], None]
-CHECKPOINT_FILE = "state.pt"
 
 
 @dataclass
@@ -82,59 +89,6 @@ class RunResult:
         }
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when there is one, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def frames_to_tensor(video: Video, device: torch.device) -> Tensor:
-    """The video's frames once on the device. uint8 [T, 3, H, W], channels-last in memory.
-
-    Channels-last is the frames' own [T, H, W, 3] layout, and the layout in which the small
-    convolutions of Fig. 2 run fastest on CPU (about 1.5× in `bench/`).
-    """
-    frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2)
-    return frames.to(device).contiguous(memory_format=torch.channels_last)
-
-
-def as_float(frames: Tensor) -> Tensor:
-    """uint8 [B, 3, H, W] -> float32 in [0, 1]."""
-    return frames.float().div_(255.0)
-
-
-@torch.no_grad()
-def encode_all(encoder: nn.Module, frames: Tensor, batch: int = 256) -> np.ndarray:
-    """Mean representations of every frame (eval mode). frames: uint8 [T, 3, H, W] -> [T, D]."""
-    was_training = encoder.training
-    encoder.eval()
-    z = torch.cat([encoder(as_float(frames[i : i + batch])) for i in range(0, len(frames), batch)])
-    encoder.train(was_training)
-    return z.cpu().numpy()
-
-
-def representation_step(z: np.ndarray) -> float:
-    """RMS per-coordinate change of z between consecutive frames; z [T, D] -> a float.
-
-    The maximum-likelihood L of the prior P(z'|z) = N(z, L^2 I) of eq. 35 for this
-    representation: what a learned lengthscale would match if the prior fitted the motion.
-    """
-    return float(np.sqrt(np.mean(np.diff(z.astype(np.float64), axis=0) ** 2)))
-
-
-def learned_sigma(encoder: nn.Module) -> float | None:
-    """A stochastic encoder's current sigma (mean over dimensions); None if deterministic."""
-    value = getattr(encoder, "sigma", None)
-    return None if value is None else float(value.detach().mean())
-
-
-def learned_lengthscale(coupling: nn.Module | None) -> float | None:
-    """The coupling's current lengthscale L (mean over dimensions), if it has one."""
-    value = getattr(coupling, "lengthscale", None)
-    return None if value is None else float(value.detach().mean())
-
-
 class _Run:
     """The mutable state of one run: modules, optimiser, generator, history."""
 
@@ -147,11 +101,9 @@ class _Run:
             self.encoder = build_encoder(
                 cfg.encoder.kind,
                 (channels, height, width),
-                stochastic=cfg.encoder.stochastic,
-                sigma=cfg.encoder.sigma,
-                learn_sigma=cfg.encoder.learn_sigma,
-                hidden=cfg.encoder.hidden,
                 out_dim=2 * positions.shape[1],
+                stochastic=cfg.encoder.stochastic,
+                **cfg.encoder.params(),
             ).to(device)
             self.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             dim = int(self.encoder.out_dim)  # type: ignore[arg-type]
@@ -161,7 +113,8 @@ class _Run:
                 self.coupling.to(device)
         modules = [m for m in (self.encoder, self.coupling) if m is not None]
         params = [p for m in modules for p in m.parameters()]
-        self.optimizer = OPTIMIZERS[cfg.train.optimizer](params, cfg.train.lr, cfg.train.momentum)
+        train = cfg.train
+        self.optimizer = build_optimizer(train.optimizer, params, train.lr, **train.settings())
         steps_per_epoch = (len(frames) - 1) // cfg.train.batch_size
         self.schedule = SCHEDULES[cfg.train.lr_schedule](
             self.optimizer, cfg.train.epochs * steps_per_epoch
@@ -238,6 +191,72 @@ class _Run:
         )
         return {"probe_error_px": self.probe.probe_error_px, "probe_r2": self.probe.r2}
 
+    # -- the run ---------------------------------------------------------------------------
+    def train(self, report: Report | None, checkpoint_dir: str | None) -> tuple[str, str]:
+        """Every epoch left (all but those a checkpoint holds); -> (status, message)."""
+        cfg = self.cfg
+        epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs
+        for epoch in range(len(self.history), epochs + 1):
+            tic = time.perf_counter()
+            try:
+                row: dict[str, float] = {"epoch": epoch, **self.train_epoch(epoch)}
+            except _Diverged as err:
+                log.warning("run diverged: %s", err)
+                return "diverged", str(err)
+            if (ls := learned_lengthscale(self.coupling)) is not None:
+                row["lengthscale"] = ls
+            if (sigma := learned_sigma(self.encoder)) is not None:
+                row["sigma"] = sigma
+            if epoch % cfg.probe.every_epochs == 0 or epoch == epochs:
+                row |= self.run_probe()
+            else:  # carry the latest probe so every report has the metric
+                row |= {k: self.history[-1][k] for k in PROBE_KEYS}
+            row["seconds"] = time.perf_counter() - tic
+            self.history.append(row)
+            if checkpoint_dir is not None:
+                self.save(checkpoint_dir)
+            if report is not None:
+                report(dict(row), checkpoint_dir)
+        return "ok", ""
+
+    def result(self, status: str, message: str, seconds: float) -> RunResult:
+        """The run's `RunResult`: its final probe and, for an SSL run, its ELBO (eq. 20)."""
+        cfg = self.cfg
+        if status == "ok" and self.probe is None:  # resumed from the final checkpoint
+            self.run_probe()
+        if status == "ok" and not math.isfinite(self.history[-1]["probe_error_px"]):
+            status = "diverged"  # a finite loss, then a last step that broke the weights
+            message = "the representation became NaN/inf; try a smaller train.lr"
+        ok = status == "ok" and self.probe is not None and self.z is not None
+        elbo = {}
+        if ok and cfg.train.mode == "ssl":
+            assert self.coupling is not None and self.z is not None
+            elbo = evaluate_elbo(
+                self.coupling,
+                torch.from_numpy(self.z).to(self.frames.device),
+                getattr(self.encoder, "sigma", None),
+                batch=cfg.train.batch_size,
+                n_negatives=cfg.objective.n_negatives,
+                seed=cfg.train.seed,
+            )
+        return RunResult(
+            probe_error_px=self.probe.probe_error_px if ok and self.probe else math.nan,
+            probe_r2=self.probe.r2 if ok and self.probe else math.nan,
+            mi_estimate=float(self.history[-1].get("mi_estimate", math.nan)),
+            lengthscale=learned_lengthscale(self.coupling),
+            status=status,
+            message=message,
+            seconds=seconds,
+            history=self.history,
+            config=cfg,
+            elbo=elbo,
+            z_step=representation_step(self.z) if ok and self.z is not None else math.nan,
+            sigma=learned_sigma(self.encoder),
+            encoder=self.encoder,
+            coupling=self.coupling,
+            probe=self.probe,
+        )
+
     # -- checkpoints ----------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
         named = {"encoder": self.encoder, "coupling": self.coupling}
@@ -251,16 +270,13 @@ class _Run:
             "generator": self.generator.get_state(),
             "history": self.history,
         }
-        path = Path(directory) / CHECKPOINT_FILE
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # a crash mid-write leaves the previous checkpoint intact
+        checkpoint.save(directory, state, self.cfg)
 
     def load(self, directory: str) -> bool:
-        path = Path(directory) / CHECKPOINT_FILE
-        if not path.exists():
+        """Resume from the checkpoint in `directory`, if any (`checkpoint.load` checks it)."""
+        state = checkpoint.load(directory, self.cfg, self.frames.device)
+        if state is None:
             return False
-        state = torch.load(path, map_location=self.frames.device, weights_only=False)
         for key, module in self.modules().items():
             module.load_state_dict(state[key])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -289,7 +305,7 @@ def fit(
     """
     started = time.perf_counter()
     if video is None:
-        video = simulate(cfg.data, cfg.data.seed)
+        video = simulate(cfg.data.balls, cfg.data.seed)
     device = resolve_device(cfg.train.device)
     frames = frames_to_tensor(video, device)
     positions = torch.from_numpy(video.positions).to(device)
@@ -300,68 +316,7 @@ def fit(
             log.info("resumed from %s after epoch %d", checkpoint_dir, len(run.history) - 1)
     if not run.history:  # epoch 0: the encoder at its initialisation
         run.history.append({"epoch": 0, **run.run_probe(), "seconds": 0.0})
-    epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs
-    status, message = "ok", ""
-    for epoch in range(len(run.history), epochs + 1):
-        tic = time.perf_counter()
-        try:
-            row: dict[str, float] = {"epoch": epoch, **run.train_epoch(epoch)}
-        except _Diverged as err:
-            status, message = "diverged", str(err)
-            log.warning("run diverged: %s", message)
-            break
-        if (ls := learned_lengthscale(run.coupling)) is not None:
-            row["lengthscale"] = ls
-        if (sigma := learned_sigma(run.encoder)) is not None:
-            row["sigma"] = sigma
-        if epoch % cfg.probe.every_epochs == 0 or epoch == epochs:
-            row |= run.run_probe()
-        else:  # carry the latest probe so every report has the metric
-            row |= {k: run.history[-1][k] for k in ("probe_error_px", "probe_r2")}
-        row["seconds"] = time.perf_counter() - tic
-        run.history.append(row)
-        if checkpoint_dir is not None:
-            run.save(checkpoint_dir)
-        if report is not None:
-            report(dict(row), checkpoint_dir)
-    if status == "ok" and run.probe is None:  # resumed from the final checkpoint
-        run.run_probe()
-    if status == "ok" and not math.isfinite(run.history[-1]["probe_error_px"]):
-        status = "diverged"  # a finite loss, then a last step that broke the weights
-        message = "the representation became NaN/inf; try a smaller train.lr"
-    last = run.history[-1]
-    if status == "diverged":
-        probe_error, r2 = math.nan, math.nan
-    else:
-        assert run.probe is not None
-        probe_error, r2 = run.probe.probe_error_px, run.probe.r2
-    elbo = {}
-    if status == "ok" and cfg.train.mode == "ssl" and run.z is not None:
-        assert run.coupling is not None
-        elbo = evaluate_elbo(
-            run.coupling,
-            torch.from_numpy(run.z).to(device),
-            getattr(run.encoder, "sigma", None),
-            batch=cfg.train.batch_size,
-            n_negatives=cfg.objective.n_negatives,
-            seed=cfg.train.seed,
-        )
+    status, message = run.train(report, checkpoint_dir)
     if cfg.train.mode == "untrained" and report is not None:
-        report(dict(last), checkpoint_dir)
-    return RunResult(
-        probe_error_px=probe_error,
-        probe_r2=r2,
-        mi_estimate=float(last.get("mi_estimate", math.nan)),
-        lengthscale=learned_lengthscale(run.coupling),
-        status=status,
-        message=message,
-        seconds=time.perf_counter() - started,
-        history=run.history,
-        config=cfg,
-        elbo=elbo,
-        z_step=representation_step(run.z) if status == "ok" and run.z is not None else math.nan,
-        sigma=learned_sigma(run.encoder),
-        encoder=run.encoder,
-        coupling=run.coupling,
-        probe=run.probe,
-    )
+        report(dict(run.history[-1]), checkpoint_dir)
+    return run.result(status, message, time.perf_counter() - started)

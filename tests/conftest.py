@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssvae_core import config
+from ssvae_core import config, loader
 from ssvae_core.balls import Video, simulate
 
 torch.set_num_threads(1)
@@ -19,7 +19,7 @@ TINY_OVERRIDES = {
 
 @pytest.fixture
 def tiny_cfg() -> config.RunConfig:
-    return config.from_dict(TINY_OVERRIDES, config.PRESETS["small"])
+    return loader.from_dict(TINY_OVERRIDES, config.PRESETS["small"])
 
 
 @pytest.fixture

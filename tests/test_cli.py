@@ -42,7 +42,7 @@ def no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--set", "train.batch_size=1000"], "train.batch_size: 1000 pairs do not fit"),
         (["--set", "objective.estimator=mine"], "objective.estimator: unknown name 'mine'"),
         (["--preset", "huge"], "preset: unknown name 'huge'"),
-        (["--config", "/nonexistent.yaml"], "No such file"),
+        (["--config", "/nonexistent.yaml"], "/nonexistent.yaml: no such config file"),
         (["--set", "lr"], "lr: expected key=value"),
     ],
 )
@@ -130,4 +130,4 @@ def test_fig1c_runs_every_method_and_seed(
 
 def test_fig1c_rejects_an_unknown_method(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["fig1c", "--methods", "linear"]) == 2
-    assert "methods: unknown linear" in capsys.readouterr().err
+    assert "--methods: unknown name 'linear'; choose from" in capsys.readouterr().err

@@ -1,9 +1,17 @@
+"""ssvae_core.config and ssvae_core.loader: presets, strict loading, per-kind settings."""
+
 from __future__ import annotations
+
+import dataclasses
+import typing
 
 import pytest
 
-from ssvae_core import config
-from ssvae_core.couplings import COUPLINGS
+from ssvae_core import config, loader
+from ssvae_core.couplings import COUPLINGS, coupling_params
+from ssvae_core.encoder import encoder_params, stochastic_params
+from ssvae_core.errors import ConfigError
+from ssvae_core.optim import OPTIMIZERS, optimizer_params
 
 
 def test_presets_match_the_paper() -> None:
@@ -19,17 +27,21 @@ def test_presets_match_the_paper() -> None:
     assert (small.data.size, small.data.diameter, small.data.n_frames) == (64, 8, 900)
 
 
+def test_load_and_from_dict_start_from_the_same_preset() -> None:
+    assert loader.load() == loader.from_dict({}) == config.PRESETS[config.DEFAULT_PRESET]
+
+
 def test_roundtrip_and_flatten() -> None:
-    cfg = config.load("small", None, ["coupling.kind=bilinear", "train.lr=1e-2"])
+    cfg = loader.load("small", None, ["coupling.kind=bilinear", "train.lr=1e-2"])
     assert cfg.coupling.kind == "bilinear" and cfg.train.lr == 0.01
-    assert config.from_dict(config.to_dict(cfg)) == cfg
-    flat = config.flatten(cfg)
+    assert loader.from_dict(config.to_dict(cfg)) == cfg
+    flat = config.flatten(config.to_dict(cfg))
     assert flat["coupling.kind"] == "bilinear" and flat["data.size"] == 64
     assert len(flat) == sum(len(v) for v in config.to_dict(cfg).values())
 
 
 def test_int_is_accepted_for_float_and_none_for_optional() -> None:
-    cfg = config.from_dict({"train": {"lr": 1}, "objective": {"n_negatives": None}})
+    cfg = loader.from_dict({"train": {"lr": 1}, "objective": {"n_negatives": None}})
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
     assert cfg.objective.n_negatives is None
 
@@ -41,9 +53,14 @@ def test_int_is_accepted_for_float_and_none_for_optional() -> None:
         ({"nope": {}}, "nope: unknown key"),
         ({"train": {"lr": -1.0}}, "train.lr: must be > 0"),
         ({"train": {"lr": 0}}, "train.lr: must be > 0"),
-        ({"train": {"lr": "fast"}}, "train.lr: expected float"),
+        ({"train": {"lr": "fast"}}, "train.lr: expected finite float"),
+        ({"train": {"lr": float("inf")}}, "train.lr: expected finite float"),
+        ({"train": {"lr": float("nan")}}, "train.lr: expected finite float"),
+        ({"train": {"lr": 10**400}}, "train.lr: expected finite float"),
+        ({"coupling": {"lengthscale": float("inf")}}, "coupling.lengthscale: expected"),
         ({"train": {"epochs": 1.5}}, "train.epochs: expected int"),
         ({"train": {"epochs": True}}, "train.epochs: expected int"),
+        ({"train": {"seed": 2**70}}, "train.seed: must be in [0, 2**63 - 1]"),
         ({"encoder": {"stochastic": "yes"}}, "encoder.stochastic: expected bool"),
         ({"coupling": {"kind": "rbf"}}, "coupling.kind: unknown name 'rbf'; choose from"),
         ({"objective": {"estimator": "mine"}}, "objective.estimator: unknown name"),
@@ -51,32 +68,86 @@ def test_int_is_accepted_for_float_and_none_for_optional() -> None:
         ({"objective": {"n_negatives": 899}}, "objective.n_negatives: 899 negatives"),
         ({"train": {"batch_size": 900}}, "train.batch_size: 900 pairs do not fit"),
         ({"data": {"diameter": 0}}, "data.diameter"),
-        ({"data": {"seed": -1}}, "data.seed: must be >= 0"),
+        ({"data": {"size": 4}}, "data.size: too small"),
+        ({"data": {"seed": -1}}, "data.seed: must be in"),
         ({"train": {"mode": "semi"}}, "train.mode: unknown name"),
         ({"train": "fast"}, "train: expected a mapping"),
     ],
 )
 def test_bad_values_name_the_key(values: dict, key: str) -> None:
-    with pytest.raises(config.ConfigError) as err:
-        config.from_dict(values)
+    with pytest.raises(ConfigError) as err:
+        loader.from_dict(values)
     assert str(err.value).startswith(key), str(err.value)
 
 
 def test_unknown_coupling_lists_every_valid_name() -> None:
-    with pytest.raises(config.ConfigError) as err:
-        config.load("small", None, ["coupling.kind=rbf"])
+    with pytest.raises(ConfigError) as err:
+        loader.load("small", None, ["coupling.kind=rbf"])
     for name in COUPLINGS:
         assert name in str(err.value)
 
 
-def test_coupling_params_are_only_those_the_kind_accepts() -> None:
-    gaussian = config.CouplingConfig(kind="gaussian", lengthscale=0.3).params()
-    assert gaussian["lengthscale"] == 0.3 and "temperature" not in gaussian
-    assert config.CouplingConfig(kind="bilinear").params() == {}
-    assert "temperature" in config.CouplingConfig(kind="cosine").params()
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"coupling": {"kind": "gaussian", "temperature": 0.5}}, "coupling.temperature: coupling"),
+        ({"coupling": {"kind": "bilinear", "lengthscale": 0.1}}, "coupling.lengthscale: coupling"),
+        ({"coupling": {"kind": "cosine", "per_dim": True}}, "coupling.per_dim: coupling 'cosine'"),
+        ({"encoder": {"hidden": 32}}, "encoder.hidden: a deterministic 'com' encoder takes no"),
+        ({"encoder": {"sigma": 0.1}}, "encoder.sigma: a deterministic 'com' encoder takes no"),
+        ({"train": {"optimizer": "adam", "momentum": 0.9}}, "train.momentum: adam takes no"),
+    ],
+)
+def test_a_setting_the_chosen_kind_does_not_take_is_refused(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        loader.from_dict(values)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_each_kind_takes_its_own_settings_with_their_one_default() -> None:
+    gaussian = loader.from_dict({"coupling": {"kind": "gaussian", "lengthscale": 0.3}}).coupling
+    assert gaussian.params() == {"lengthscale": 0.3}
+    defaults = coupling_params("gaussian")
+    assert gaussian.used() == {"kind": "gaussian", **defaults, "lengthscale": 0.3}
+    assert config.CouplingConfig(kind="bilinear").used() == {"kind": "bilinear"}
+    assert config.CouplingConfig(kind="cosine").used()["temperature"] == 0.1  # Cosine's default
+    mlp = loader.from_dict({"encoder": {"kind": "mlp", "hidden": 8}}).encoder
+    assert mlp.used() == {"kind": "mlp", "stochastic": False, "hidden": 8}
+    noisy = loader.from_dict({"encoder": {"stochastic": True, "sigma": 0.1}}).encoder
+    assert noisy.used() == {"kind": "com", "stochastic": True, "sigma": 0.1, "learn_sigma": False}
+    sgd = loader.from_dict({"train": {"momentum": 0.9}}).train
+    assert sgd.settings() == {"momentum": 0.9}
+
+
+def test_every_declared_setting_has_a_config_key() -> None:
+    """A new coupling, encoder or optimiser parameter needs its key here, typed as Optional."""
+    sections = {
+        config.CouplingConfig: [coupling_params(k) for k in COUPLINGS],
+        config.EncoderConfig: [encoder_params(k) for k in ("com", "mlp")] + [stochastic_params()],
+        config.TrainConfig: [optimizer_params(k) for k in OPTIMIZERS],
+    }
+    for section, declared in sections.items():
+        hints = typing.get_type_hints(section)
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        for params in declared:
+            for name in params:
+                assert name in fields, (section.__name__, name)
+                assert fields[name].default is None and type(None) in typing.get_args(hints[name])
+
+
+def test_used_lists_what_the_mode_uses() -> None:
+    ssl = config.used(loader.from_dict({}))
+    assert ssl["coupling.lengthscale"] == 0.05 and ssl["train.momentum"] == 0.0
+    supervised = config.used(loader.from_dict(config.METHODS["supervised"]))
+    assert not any(k.startswith(("coupling.", "objective.")) for k in supervised)
+    assert "train.momentum" not in supervised  # Adam has none
+    untrained = config.used(loader.from_dict(config.METHODS["untrained"]))
+    assert {k for k in untrained if k.startswith("train.")} == {
+        "train.mode", "train.seed", "train.device",
+    }  # fmt: skip
 
 
 def test_override_syntax() -> None:
-    assert config.parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
-    with pytest.raises(config.ConfigError, match="expected key=value"):
-        config.parse_override("train.lr")
+    assert loader.parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        loader.parse_override("train.lr")

@@ -8,7 +8,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from ssvae_core.couplings import COUPLINGS, ConcatMLP, Gaussian, build_coupling, coupling_params
+from ssvae_core.couplings import (
+    COUPLINGS,
+    DEFAULT_LENGTHSCALE,
+    ConcatMLP,
+    Gaussian,
+    build_coupling,
+    coupling_params,
+)
 
 DIM = 4
 
@@ -79,7 +86,7 @@ def test_default_params_are_the_signature_defaults(name: str) -> None:
 def test_lengthscale_property_only_where_a_lengthscale_exists(name: str) -> None:
     coupling = build_coupling(name, DIM)
     if "lengthscale" in coupling_params(name):
-        assert coupling.lengthscale.item() == pytest.approx(0.1)  # type: ignore[operator]
+        assert coupling.lengthscale.item() == pytest.approx(DEFAULT_LENGTHSCALE)  # type: ignore[operator]
         fixed = build_coupling(name, DIM, lengthscale=0.5, learn_lengthscale=False)
         assert fixed.lengthscale.item() == pytest.approx(0.5)  # type: ignore[operator]
         assert list(fixed.parameters()) == []
@@ -183,3 +190,20 @@ def test_unknown_param_is_named_with_accepted_ones() -> None:
 def test_bad_param_values_are_named(name: str, param: str, value: float) -> None:
     with pytest.raises(ValueError, match=param):
         build_coupling(name, DIM, **{param: value})
+
+
+@pytest.mark.parametrize("name", sorted(COUPLINGS))
+def test_z_and_z_prime_may_differ_in_size_where_the_form_allows(name: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    z, z_prime = torch.randn(3, 4, generator=generator), torch.randn(5, 7, generator=generator)
+    if COUPLINGS[name].same_dim:  # type: ignore[attr-defined]
+        with pytest.raises(ValueError, match="need the same size; got 4 and 7"):
+            build_coupling(name, 4, 7)
+    else:
+        assert build_coupling(name, 4, 7)(z, z_prime).shape == (3, 5)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        square = build_coupling(name, DIM, DIM)  # dim_prime = dim: the usual coupling
+    torch.testing.assert_close(
+        square(latents(3, 1), latents(5, 2)), seeded_coupling(name)(latents(3, 1), latents(5, 2))
+    )

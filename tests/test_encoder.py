@@ -9,7 +9,9 @@ from ssvae_core.encoder import (
     StochasticEncoder,
     build_encoder,
     centre_of_mass,
+    encoder_params,
     pixel_coordinates,
+    stochastic_params,
 )
 
 
@@ -51,7 +53,8 @@ def test_fig2_architecture() -> None:
 @pytest.mark.parametrize("kind", sorted(ENCODERS))
 @pytest.mark.parametrize("stochastic", [False, True])
 def test_every_encoder_gives_z_and_gradients(kind: str, stochastic: bool) -> None:
-    enc = build_encoder(kind, (3, 16, 16), stochastic=stochastic, learn_sigma=stochastic)
+    noise = {"learn_sigma": True} if stochastic else {}
+    enc = build_encoder(kind, (3, 16, 16), stochastic=stochastic, **noise)
     x = torch.rand(5, 3, 16, 16)
     z = enc(x)
     assert z.shape == (5, 6)
@@ -75,3 +78,13 @@ def test_stochastic_encoder_samples_around_the_mean_and_is_seeded() -> None:
 def test_unknown_encoder_lists_names() -> None:
     with pytest.raises(ValueError, match="com, mlp"):
         build_encoder("resnet", (3, 8, 8))
+
+
+def test_each_encoder_takes_only_its_own_settings() -> None:
+    assert encoder_params("com") == {} and encoder_params("mlp") == {"hidden": 64}
+    assert stochastic_params() == {"sigma": 0.03, "learn_sigma": False}
+    with pytest.raises(ValueError, match="takes no 'hidden'"):
+        build_encoder("com", (3, 8, 8), hidden=16)
+    with pytest.raises(ValueError, match="takes no 'sigma'"):
+        build_encoder("com", (3, 8, 8), sigma=0.1)  # a deterministic encoder has no sigma
+    assert build_encoder("mlp", (3, 8, 8), hidden=16).net[1].out_features == 16

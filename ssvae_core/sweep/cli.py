@@ -1,26 +1,52 @@
-"""``ssvae sweep FILE``: parse, call `run_sweep` (or `sync_sweep`), print; exit 2 on bad input.
+"""``ssvae sweep FILE`` and ``ssvae report FILE``: parse, call one function, print.
 
-The ``ssvae`` command wires it as ``add_parser(subparsers)`` and ``run(args)``; also runnable
-alone as ``python -m ssvae_core.sweep.cli sweep FILE ...`` (and by ``sweeps/run.py`` on a Ray
-cluster head). Exit status: 0 done, 1 some trial errored, 2 bad spec (the message names the
-dotted key), unreachable MLflow or a sweep directory in the wrong state - all before any
-trial starts; 130 interrupted (Ctrl-C; ``--resume`` continues it).
+The ``ssvae`` command wires them with `add_parser` / `add_report_parser`; also runnable alone
+as ``python -m ssvae_core.sweep.cli sweep FILE ...`` (and by ``sweeps/run.py`` on a Ray
+cluster head). The sweep file is read and validated before Ray, Optuna or MLflow is imported,
+so a bad file answers at once. Exit status (`ssvae_core.errors`): 0 done, 1 some trial
+errored, 2 bad spec (the message names the dotted key), unreachable MLflow, a sweep directory
+in the wrong state or a missing ``sweep`` extra - all before any trial starts; 130
+interrupted (Ctrl-C; ``--resume`` continues it).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 
-from ssvae_core.config import ConfigError
+SWEEP_EXTRA = ("ray", "optuna", "mlflow")
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+
+def missing_extra() -> str | None:
+    """The message for an install without the ``sweep`` extra, or None when it is there.
+
+    (Imported, not only looked up: the runner imports them next anyway.)
+    """
+    missing = []
+    for name in SWEEP_EXTRA:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if not missing:
+        return None
+    return (
+        f"this needs the 'sweep' extra ({', '.join(missing)} not installed): "
+        "pip install 'ssvae[sweep]' (or `make venv` in a checkout)"
+    )
+
+
+def _storage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage-path", default=None, help="where sweeps live (default: runs/sweeps)"
+    )
+    parser.add_argument("--name", help="the sweep's directory name (default: the spec's name)")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -47,34 +73,43 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="only replay MLflow operations left pending by an outage; no trials run",
     )
-    parser.add_argument(
-        "--storage-path", default=None, help="where sweeps live (default: runs/sweeps)"
-    )
-    parser.add_argument("--name", help="the sweep's directory name (default: the spec's name)")
+    _storage_args(parser)
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``ssvae sweep`` for parsed `args`; -> the exit status."""
-    from ssvae_core.sweep import runner, spec, tracking
+    from ssvae_core import safe_yaml
+
+    try:
+        safe_yaml.read_yaml_file(args.file, "sweep file (sweeps/NAME.yaml)")  # at once, no torch
+        from ssvae_core.sweep import spec
+
+        sweep = spec.load(args.file)
+    except ConfigError as err:
+        print(f"ssvae sweep: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if (message := missing_extra()) is not None:
+        print(f"ssvae sweep: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from ssvae_core.sweep import runner, tracking
 
     uri = args.tracking_uri or tracking.DEFAULT_TRACKING_URI
-    storage = args.storage_path or runner.DEFAULT_STORAGE
+    storage = args.storage_path or spec.DEFAULT_STORAGE
     try:
-        sweep = spec.load(args.file)
         if args.sync:
             left = runner.sync_sweep(sweep, uri, storage, args.name)
             print(f"MLflow operations still pending: {left}")
-            return 0 if left == 0 else 1
+            return EXIT_OK if left == 0 else EXIT_FAILED
         cells = runner.run_sweep(sweep, args.address, uri, args.resume, storage, args.name)
-    except (ConfigError, FileNotFoundError, yaml.YAMLError, tracking.TrackingUnavailable) as err:
+    except (ConfigError, tracking.TrackingUnavailable) as err:
         print(f"ssvae sweep: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except runner.SweepInterrupted as err:
         print(f"ssvae sweep: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 1 if len(cells) and int(cells["n_error"].sum()) > 0 else 0
+    return EXIT_FAILED if len(cells) and int(cells["n_error"].sum()) > 0 else EXIT_OK
 
 
 def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -83,15 +118,12 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         "report",
         help="redraw a finished sweep's figures and summary.md from its trials table",
         description="Redraw a sweep's study figures and summary.md from DIR/trials.csv "
-        "(DIR = storage path / name); nothing is trained.",
+        "(DIR = storage path / name); nothing is trained, and Ray is not needed.",
     )
     parser.add_argument(
         "file", metavar="FILE", help="the sweep spec it ran, e.g. sweeps/critics.yaml"
     )
-    parser.add_argument(
-        "--storage-path", default=None, help="where sweeps live (default: runs/sweeps)"
-    )
-    parser.add_argument("--name", help="the sweep's directory name (default: the spec's name)")
+    _storage_args(parser)
     parser.add_argument("--out", help="write the figures and summary.md here (default: DIR)")
     parser.set_defaults(func=run_report)
     return parser
@@ -101,23 +133,24 @@ def run_report(args: argparse.Namespace) -> int:
     """Run ``ssvae report`` for parsed `args`; -> the exit status (2: no such sweep)."""
     import pandas as pd
 
-    from ssvae_core.sweep import runner, spec
+    from ssvae_core.sweep import reports, spec
 
     try:
         sweep = spec.load(args.file)
-        directory = runner.sweep_dir(sweep, args.storage_path or runner.DEFAULT_STORAGE, args.name)
+        directory = spec.sweep_dir(sweep, args.storage_path or spec.DEFAULT_STORAGE, args.name)
         trials = pd.read_csv(directory / "trials.csv")
-    except (ConfigError, FileNotFoundError, yaml.YAMLError) as err:
+    except (ConfigError, FileNotFoundError) as err:
         print(f"ssvae report: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        paths = runner.write_study(sweep, trials, Path(args.out or directory), strict=True)
+        out = Path(args.out or directory)
+        paths = reports.write(sweep.report, trials, sweep.report_context(), out, strict=True)
     except (KeyError, ValueError) as err:  # a trials table the study cannot read
         print(f"ssvae report: error: the {sweep.report!r} report failed: {err!r}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     for path in paths:
         print(path)
-    return 0
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

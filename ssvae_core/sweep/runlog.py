@@ -26,6 +26,8 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from ssvae_core.metrics import finite_numbers
+
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "mlflow_run_id"
@@ -81,15 +83,6 @@ OPS: dict[str, Callable[[MlflowClient, str, Op, Path], None]] = {
     "artifacts": _artifacts,
     "status": _status,
 }
-
-
-def finite_numbers(values: Mapping[str, Any]) -> dict[str, float]:
-    """The entries MLflow can plot: finite ints and floats (no NaN, None, strings, bools)."""
-    return {
-        k: float(v)
-        for k, v in values.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf")
-    }
 
 
 class RunLog:

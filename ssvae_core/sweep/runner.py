@@ -4,12 +4,12 @@ Order of events: the sweep directory's state is checked (a fresh start never reu
 resume must run the same spec), MLflow is reached and the parent run opened (an unreachable
 MLflow is a `TrackingUnavailable` before any trial starts), Ray starts - ``ray.init()`` on
 this machine without an address, ``address="auto"`` on a cluster head - and each distinct
-video is simulated once. Then each study (the grid, or one Optuna study per grid cell when
-the spec has a ``search``) runs as one ``Tuner`` under ``SWEEP_DIR/STUDY``; with
-``resume=True`` a study that can be restored is restored (``resume_unfinished``,
+video is simulated once. Then each Tuner run of `space.tuner_runs` (the grid, or one Optuna
+study per grid cell when the spec has a ``search``) runs under ``SWEEP_DIR/NAME``; with
+``resume=True`` a Tuner run that can be restored is restored (``resume_unfinished``,
 ``resume_errored``; the searcher's state comes back with it). At the end pending MLflow
 operations are replayed, runs left RUNNING by stopped trials are closed, and the tables and
-the Fig. 1C chart are written to the sweep directory and logged to the parent run.
+the study's report (`reports`) are written to the sweep directory and logged to the parent.
 """
 
 from __future__ import annotations
@@ -29,22 +29,20 @@ from typing import Any
 import pandas as pd
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search.optuna import OptunaSearch
 
-from ssvae_core import config
+from ssvae_core import safe_yaml
 from ssvae_core.balls import Video, simulate
-from ssvae_core.config import ConfigError
-from ssvae_core.sweep import report
+from ssvae_core.errors import ConfigError
+from ssvae_core.metrics import METRICS
+from ssvae_core.sweep import reports, space, tables
 from ssvae_core.sweep.progress import Progress
-from ssvae_core.sweep.spec import SweepSpec
-from ssvae_core.sweep.studies import STUDIES
+from ssvae_core.sweep.spec import DEFAULT_STORAGE, SweepSpec, sweep_dir
 from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
 from ssvae_core.sweep.trainable import train_trial
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORAGE = "runs/sweeps"
+FINAL_METRICS = [name for name in METRICS if name != "loss"]  # a trial's row in the table
 
 
 class SweepInterrupted(RuntimeError):
@@ -79,31 +77,6 @@ def _catch_interrupt() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-METRIC_KEYS = (
-    "probe_error_px", "probe_r2", "mi_estimate", "lengthscale", "sigma", "elbo", "elbo_gap",
-    "elbo_at_mean", "z_step",
-)  # fmt: skip
-
-
-def _asha(spec: SweepSpec) -> ASHAScheduler:
-    """ASHA on ``epoch``: max_t one past the longest trial, so survivors finish themselves."""
-    assert spec.scheduler is not None
-    epochs = max(cell.config.train.epochs for cell in spec.cells)
-    return ASHAScheduler(
-        time_attr="epoch",
-        max_t=epochs + 1,
-        grace_period=spec.scheduler.grace_period,
-        reduction_factor=spec.scheduler.reduction_factor,
-    )
-
-
-SCHEDULERS = {"asha": _asha}
-
-
-def sweep_dir(spec: SweepSpec, storage_path: str | Path, name: str | None) -> Path:
-    return Path(storage_path).resolve() / (name or spec.name)
-
-
 def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
     started = directory / "sweep.yaml"
     if started.exists() and not resume:
@@ -111,28 +84,24 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
             f"--resume: {directory} holds a sweep already; pass --resume to continue it "
             "or --name to start another"
         )
-    same = not started.exists() or config.read_yaml(started.read_text()) == config.read_yaml(
+    same = not started.exists() or safe_yaml.read_yaml(started.read_text()) == safe_yaml.read_yaml(
         spec.text
     )
     if resume and not same:
         raise ConfigError(f"--resume: the spec differs from the one {directory} started with")
 
 
-def _tuner(spec: SweepSpec, trainable: Any, path: Path, space: dict, budget: float | None) -> Any:
-    """A new Tuner for one study (`space`), stored at `path`."""
-    search = None
-    if spec.search is not None:
-        search = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.search.seed)
-    scheduler = SCHEDULERS[spec.scheduler.kind](spec) if spec.scheduler else None
+def _tuner(spec: SweepSpec, trainable: Any, path: Path, params: dict, budget: float | None) -> Any:
+    """A new Tuner for one Tuner run (its param space `params`), stored at `path`."""
     return tune.Tuner(
         trainable,
-        param_space=space,
+        param_space=params,
         tune_config=tune.TuneConfig(
             metric=spec.metric,
             mode=spec.mode,
             num_samples=spec.search.num_samples if spec.search else 1,
-            search_alg=search,
-            scheduler=scheduler,
+            search_alg=space.searcher(spec),
+            scheduler=space.scheduler(spec),
             max_concurrent_trials=spec.execution.max_concurrent,
             time_budget_s=budget,
             reuse_actors=True,  # a trial's process (torch, MLflow imported) serves the next
@@ -157,8 +126,8 @@ def _trial_id(result: Any) -> str:
     return found.group(1) if found else Path(result.path).name
 
 
-def trial_rows(spec: SweepSpec, study: str, grid: Any) -> list[dict[str, Any]]:
-    """One row per trial of a study's ResultGrid (see `report`)."""
+def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any]]:
+    """One row per trial of a Tuner run's ResultGrid (see `tables`)."""
     keys = [key for key, _ in spec.axes] + [key for key, _ in spec.space]
     rows = []
     for result in grid:
@@ -167,8 +136,9 @@ def trial_rows(spec: SweepSpec, study: str, grid: Any) -> list[dict[str, Any]]:
             status = "error"
         else:
             status = str(metrics.get("status")) if metrics.get("final") else "stopped"
-        row = {"study": study, "trial_id": _trial_id(result), **{k: params.get(k) for k in keys}}
-        row |= {"status": status, **{k: metrics.get(k, math.nan) for k in METRIC_KEYS}}
+        row: dict[str, Any] = {"tuner_run": tuner_run, "trial_id": _trial_id(result)}
+        row |= {k: params.get(k) for k in keys}
+        row |= {"status": status, **{k: metrics.get(k, math.nan) for k in FINAL_METRICS}}
         row |= {"epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s", math.nan)}
         row |= {k: metrics.get(k, "") for k in ("mlflow_run_id", "mlflow_pending")}
         row["error"] = "" if result.error is None else str(result.error).splitlines()[0][:300]
@@ -184,7 +154,7 @@ def run_sweep(
     storage_path: str | Path = DEFAULT_STORAGE,
     name: str | None = None,
 ) -> pd.DataFrame:
-    """Run (or resume) the sweep; -> the per-cell results table (see `report.cell_table`)."""
+    """Run (or resume) the sweep; -> the per-cell results table (see `tables.cell_table`)."""
     directory = sweep_dir(spec, storage_path, name)
     _check_state(spec, directory, resume)
     tracker = SweepTracking(tracking_uri, directory, spec)
@@ -198,15 +168,16 @@ def run_sweep(
     try:
         videos: dict[Any, Video] = {}
         for cell in spec.cells:
-            if cell.config.data not in videos:
-                videos[cell.config.data] = simulate(cell.config.data, cell.config.data.seed)
+            data = cell.config.data
+            if data not in videos:
+                videos[data] = simulate(data.balls, data.seed)
         trainable = tune.with_resources(
             tune.with_parameters(train_trial, spec=spec, videos=videos, target=target),
             {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
         )
         started, rows = time.monotonic(), []
-        for study, space in spec.studies():
-            path = directory / study
+        for tuner_run, params in space.tuner_runs(spec):
+            path = directory / tuner_run
             if resume and tune.Tuner.can_restore(str(path)):
                 tuner = tune.Tuner.restore(
                     str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -215,14 +186,14 @@ def run_sweep(
                 budget = spec.budget.time_budget_s
                 left = None if budget is None else budget - (time.monotonic() - started)
                 if left is not None and left <= 0:
-                    log.warning("time budget spent: study %s not started", study)
+                    log.warning("time budget spent: Tuner run %s not started", tuner_run)
                     continue
-                tuner = _tuner(spec, trainable, path, space, left)
+                tuner = _tuner(spec, trainable, path, params, left)
             with _catch_interrupt() as interrupted:
                 grid = tuner.fit()
             if interrupted.is_set():
                 raise SweepInterrupted(f"interrupted; continue with --resume ({directory})")
-            rows += trial_rows(spec, study, grid)
+            rows += trial_rows(spec, tuner_run, grid)
     finally:
         if started_ray:
             ray.shutdown()
@@ -234,47 +205,23 @@ def _finish(
 ) -> pd.DataFrame:
     """Replay MLflow logs, close stopped runs, write and log the tables and Fig. 1C."""
     tracker.sync()
-    if trials.empty:  # the time budget was spent before any study started
+    if trials.empty:  # the time budget was spent before any Tuner run started
         print("no trial ran")
         tracker.finish([], {"n_trials": 0})
-        return pd.DataFrame(columns=["cell", "trials", *(f"n_{s}" for s in report.STATUSES)])
+        return pd.DataFrame(columns=["cell", "trials", *(f"n_{s}" for s in tables.STATUSES)])
     errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
     tracker.reconcile({trial: error for trial, error in errors.items() if error})
     searched = [key for key, _ in spec.space]
-    cells = report.cell_table(trials, spec.group_axes, searched)
-    files = report.write(trials, cells, directory)
-    files += write_study(spec, trials, directory)
-    print(report.format_cells(cells))
+    cells = tables.cell_table(trials, spec.group_axes, searched)
+    files = tables.write(trials, cells, directory)
+    files += reports.write(spec.report, trials, spec.report_context(), directory)
+    print(tables.format_cells(cells))
     print(f"results: {directory}")
-    counts = {f"n_{s}": int((trials["status"] == s).sum()) for s in report.STATUSES}
+    counts = {f"n_{s}": int((trials["status"] == s).sum()) for s in tables.STATUSES}
     tracker.finish(files, {"n_trials": len(trials), **counts})
     if left := tracker.sync():
         print(f"MLflow unreachable: {left} operation(s) pending; replay with --sync or --resume")
     return cells
-
-
-def write_study(
-    spec: SweepSpec, trials: pd.DataFrame, out: Path, strict: bool = False
-) -> list[Path]:
-    """The generic Fig. 1C chart, the study's figures and ``summary.md`` in `out`; the paths.
-
-    At the end of a sweep (``strict=False``) a failing report is logged and skipped: the
-    finished sweep must not be lost to it. ``ssvae report`` passes ``strict=True``.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    summary = out / "summary.md"
-    summary.unlink(missing_ok=True)  # never leave a stale summary beside new figures
-    title = f"{spec.name}: probe error per cell (median bar, one point per trial)"
-    files = [report.fig1c(trials, spec.group_axes, out / "fig1c.png", title)]
-    try:
-        study = STUDIES[spec.report].report(trials, spec, out)
-    except Exception:
-        if strict:
-            raise
-        log.exception("the %r report failed; redraw it with `ssvae report`", spec.report)
-        return files
-    summary.write_text(f"# {spec.name}\n\n{study.markdown}\n", encoding="utf-8")
-    return [*files, *study.figures, summary]
 
 
 def sync_sweep(

@@ -2,33 +2,22 @@
 
 Built from YAML by `section` with the core's strict loader, so an unknown key, a wrong type or
 a value out of range is a `ConfigError` naming the dotted key (``resources.gpu: must be >= 0``).
+Nothing here imports Ray: `space` turns these into Ray Tune and Optuna objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ray import tune
-
-from ssvae_core import config
-from ssvae_core.config import check
-from ssvae_core.config import check_name as choose
+from ssvae_core import loader
+from ssvae_core.errors import check
+from ssvae_core.errors import check_name as choose
+from ssvae_core.metrics import SEARCHABLE
 
 SEED_AXES = ("train.seed", "data.seed")  # replicate axes: tables aggregate over and pair by them
-METRICS: dict[str, str] = {  # what a trial reports, and the sensible mode
-    "probe_error_px": "min",
-    "probe_r2": "max",
-    "mi_estimate": "max",
-    "loss": "min",
-}
-# A search dimension -> a Ray Tune domain (OptunaSearch converts it); int bounds are inclusive.
-DISTRIBUTIONS: dict[str, Callable[[float, float], Any]] = {
-    "loguniform": lambda low, high: tune.loguniform(low, high),
-    "uniform": lambda low, high: tune.uniform(low, high),
-    "int": lambda low, high: tune.randint(int(low), int(high) + 1),
-}
+# The names a sweep file may use; `space` maps each to Ray Tune (a test checks they agree).
+DISTRIBUTIONS = ("loguniform", "uniform", "int")  # int bounds are inclusive
 SCHEDULERS = ("asha",)
 T = TypeVar("T")
 
@@ -65,7 +54,7 @@ class SearchOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        choose(self.metric, "metric", METRICS)
+        choose(self.metric, "metric", SEARCHABLE)
         choose(self.mode, "mode", ("min", "max"))
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
 
@@ -123,4 +112,4 @@ class Execution:
 
 def section(cls: type[T], raw: Any, prefix: str) -> T:
     """A section dataclass from a mapping: unknown keys, types and ranges name the key."""
-    return config.build(cls, cls(), {} if raw is None else raw, prefix)
+    return loader.build(cls, cls(), {} if raw is None else raw, prefix)

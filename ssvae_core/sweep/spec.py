@@ -1,4 +1,4 @@
-"""Sweep YAML -> a validated, frozen `SweepSpec` -> Ray Tune param spaces.
+"""Sweep YAML -> a validated, frozen `SweepSpec` (no Ray here: `space` builds the Tuner runs).
 
 A sweep file (``sweeps/*.yaml``; its first line is a comment with the command that runs it)::
 
@@ -16,10 +16,10 @@ A sweep file (``sweeps/*.yaml``; its first line is a comment with the command th
     budget: {time_budget_s: 3600, max_trials: 200}
     max_concurrent: 4
     max_failures: 3
-    report: fig1c                  # the study's figures and summary (`studies.STUDIES`)
+    report: fig1c                  # the study's figures and summary (`reports.REPORTS`)
 
 Keys under ``base``, ``methods.*``, ``grid`` and ``search.space`` are RunConfig keys, dotted
-(``train.lr``) or nested. The grid axis ``method`` picks a bundle from `reproduce.METHODS`
+(``train.lr``) or nested. The grid axis ``method`` picks a bundle from `config.METHODS`
 (the Fig. 1C methods: supervised, gaussian, bilinear, untrained), updated by ``methods``.
 
 `parse` builds EVERY trial config with `config.from_dict` - each grid cell, and each cell with
@@ -37,14 +37,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ray import tune
-
-from ssvae_core import config, reproduce
-from ssvae_core.config import ConfigError, RunConfig
+from ssvae_core import config, loader, safe_yaml
+from ssvae_core.config import RunConfig
 from ssvae_core.couplings import coupling_params
+from ssvae_core.errors import ConfigError, check, shown
+from ssvae_core.errors import check_name as choose
+from ssvae_core.metrics import SEARCHABLE
+from ssvae_core.sweep.reports import REPORTS, ReportContext
 from ssvae_core.sweep.sections import (
-    DISTRIBUTIONS,
-    METRICS,
     SEED_AXES,
     Budget,
     Execution,
@@ -52,13 +52,11 @@ from ssvae_core.sweep.sections import (
     SchedulerSpec,
     SearchOptions,
     SearchParam,
-    check,
-    choose,
     section,
 )
-from ssvae_core.sweep.studies import STUDIES
 
 METHOD_AXIS = "method"
+DEFAULT_STORAGE = "runs/sweeps"  # a sweep's directory is DEFAULT_STORAGE/NAME
 _TOP_KEYS = (
     "name", "experiment", "description", "base", "methods", "grid", "search",
     "scheduler", "resources", "budget", "max_concurrent", "max_failures", "report",
@@ -93,7 +91,7 @@ class SweepSpec:
     resources: Resources
     budget: Budget
     execution: Execution
-    report: str = "fig1c"  # a key of `studies.STUDIES`
+    report: str = "fig1c"  # a key of `reports.REPORTS`
     cells: tuple[Cell, ...] = ()
 
     @property
@@ -102,7 +100,7 @@ class SweepSpec:
 
     @property
     def mode(self) -> str:
-        return self.search.mode if self.search else METRICS["probe_error_px"]
+        return self.search.mode if self.search else SEARCHABLE["probe_error_px"]
 
     @property
     def n_trials(self) -> int:
@@ -118,29 +116,26 @@ class SweepSpec:
         searched = dict(self.space)
         values: dict[str, Any] = {}
         if METHOD_AXIS in params:
-            config.merge(values, deepcopy(dict(self.methods[params[METHOD_AXIS]])))
+            loader.merge(values, deepcopy(dict(self.methods[params[METHOD_AXIS]])))
         for key, value in params.items():
             if key != METHOD_AXIS:
                 coerced = searched[key].coerce(value) if key in searched else value
-                config.merge(values, nest({key: coerced}, key))
-        return config.from_dict(values, self.base)
+                loader.merge(values, nest({key: coerced}, key))
+        return loader.from_dict(values, self.base)
 
     def cell_index(self, params: Mapping[str, Any]) -> int:
         """The grid cell a trial's params belong to (searched keys aside)."""
         axes = tuple((key, params[key]) for key, _ in self.axes)
         return next(c.index for c in self.cells if c.params == axes)
 
-    def studies(self) -> list[tuple[str, dict[str, Any]]]:
-        """(study name, Ray param space): one grid study, or one Optuna study per cell."""
-        if self.search is None:
-            return [("grid", {key: tune.grid_search(list(v)) for key, v in self.axes})]
-        domains = {key: DISTRIBUTIONS[p.dist](p.low, p.high) for key, p in self.space}
-        return [(f"cell-{c.index:03d}", {**dict(c.params), **domains}) for c in self.cells]
+    def report_context(self) -> ReportContext:
+        """What the study's report needs to know of this sweep."""
+        return ReportContext(self.name, self.group_axes, self.base)
 
 
 def nest(values: Any, where: str) -> dict[str, Any]:
     """``{"train.lr": 0.1, "data": {"size": 32}}`` -> nested sections; checks it is a mapping."""
-    check(isinstance(values, Mapping), where, f"expected a mapping, got {values!r}")
+    check(isinstance(values, Mapping), where, f"expected a mapping, got {shown(values)}")
     nested: dict[str, Any] = {}
     for key, value in values.items():
         *parents, leaf = str(key).split(".")
@@ -162,10 +157,11 @@ def _in(where: str, build: Callable[..., RunConfig], *args: Any) -> RunConfig:
 def _parse_search(raw: Any) -> tuple[SearchOptions | None, tuple[tuple[str, SearchParam], ...]]:
     if raw is None:
         return None, ()
-    check(isinstance(raw, Mapping), "search", f"expected a mapping, got {raw!r}")
+    check(isinstance(raw, Mapping), "search", f"expected a mapping, got {shown(raw)}")
     space = raw.get("space")
     ok = isinstance(space, Mapping) and bool(space)
-    check(ok, "search.space", f"expected a mapping of key -> {{dist, low, high}}, got {space!r}")
+    got = shown(space)
+    check(ok, "search.space", f"expected a mapping of key -> {{dist, low, high}}, got {got}")
     options = {k: v for k, v in raw.items() if k != "space"}
     return section(SearchOptions, options, "search."), tuple(
         (str(key), section(SearchParam, value, f"search.space.{key}."))
@@ -176,10 +172,12 @@ def _parse_search(raw: Any) -> tuple[SearchOptions | None, tuple[tuple[str, Sear
 def _parse_axes(raw: Any, methods: Mapping[str, Any]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
     if raw is None:
         return ()
-    check(isinstance(raw, Mapping), "grid", f"expected a mapping of key -> [values], got {raw!r}")
+    check(
+        isinstance(raw, Mapping), "grid", f"expected a mapping of key -> [values], got {shown(raw)}"
+    )
     for key, values in raw.items():
         ok = isinstance(values, list) and bool(values)
-        check(ok, f"grid.{key}", f"expected a non-empty list, got {values!r}")
+        check(ok, f"grid.{key}", f"expected a non-empty list, got {shown(values)}")
         duplicates = sorted({repr(v) for v in values if values.count(v) > 1})
         check(not duplicates, f"grid.{key}", f"repeated values: {', '.join(duplicates)}")
         for name in values if key == METHOD_AXIS else ():
@@ -211,29 +209,25 @@ def _corners(space: tuple[tuple[str, SearchParam], ...]) -> list[dict[str, Any]]
 
 
 def _methods(raw: Any) -> dict[str, dict[str, Any]]:
-    """`reproduce.METHODS` (``key=value`` strings) updated by the file's ``methods``."""
-    methods = {
-        name: nest(
-            {k: config.read_yaml(v) for k, _, v in (o.partition("=") for o in overrides)}, name
-        )
-        for name, overrides in reproduce.METHODS.items()
-    }
+    """`config.METHODS` updated by the file's ``methods`` (nested overrides per name)."""
     extra = {} if raw is None else raw
-    check(isinstance(extra, Mapping), "methods", f"expected a mapping, got {extra!r}")
-    return methods | {str(name): nest(v, f"methods.{name}") for name, v in extra.items()}
+    check(isinstance(extra, Mapping), "methods", f"expected a mapping, got {shown(extra)}")
+    return deepcopy(config.METHODS) | {
+        str(name): nest(v, f"methods.{name}") for name, v in extra.items()
+    }
 
 
-def parse(text: str, default_name: str = "sweep") -> SweepSpec:
+def parse(text: str, default_name: str = "sweep", where: str = "<sweep>") -> SweepSpec:
     """Validate a sweep file's text; every trial config is built (see the module doc)."""
-    raw = config.read_yaml(text)
-    check(isinstance(raw, Mapping), "<root>", f"expected a mapping, got {raw!r}")
+    raw = safe_yaml.read_yaml(text, where)
+    check(isinstance(raw, Mapping), "<root>", f"expected a mapping, got {shown(raw)}")
     for key in raw:
         check(key in _TOP_KEYS, str(key), f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
     name = raw.get("name", default_name)
     ok_name = isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None
-    check(ok_name, "name", f"expected letters, digits, '_', '.' or '-', got {name!r}")
+    check(ok_name, "name", f"expected letters, digits, '_', '.' or '-', got {shown(name)}")
     base_raw = dict(nest(raw.get("base") or {}, "base"))
-    preset = base_raw.pop("preset", "small")
+    preset = base_raw.pop("preset", config.DEFAULT_PRESET)
     choose(preset, "base.preset", config.PRESETS)
     methods = _methods(raw.get("methods"))
     axes = _parse_axes(raw.get("grid"), methods)
@@ -242,15 +236,15 @@ def parse(text: str, default_name: str = "sweep") -> SweepSpec:
     check(not both, f"search.space.{min(both, default='')}", "also a grid axis")
     scheduler = raw.get("scheduler")
     study = raw.get("report", "fig1c")
-    choose(study, "report", STUDIES)
-    missing = [a for a in STUDIES[study].axes if a not in {key for key, _ in axes}]
+    choose(study, "report", REPORTS)
+    missing = [a for a in REPORTS[study].axes if a not in {key for key, _ in axes}]
     check(not missing, "report", f"study {study!r} needs grid axes {', '.join(missing)}")
     spec = SweepSpec(
         name=name,
         experiment=str(raw.get("experiment", name)),
         description=str(raw.get("description", "")),
         text=text,
-        base=_in("base", config.from_dict, base_raw, config.PRESETS[preset]),
+        base=_in("base", loader.from_dict, base_raw, config.PRESETS[preset]),
         methods=methods,
         axes=axes,
         search=search,
@@ -293,7 +287,14 @@ def parse(text: str, default_name: str = "sweep") -> SweepSpec:
     return spec
 
 
+def sweep_dir(spec: SweepSpec, storage_path: str | Path, name: str | None) -> Path:
+    """Where the sweep keeps its state, tables and figures: ``storage_path/(name or spec.name)``."""
+    return Path(storage_path).resolve() / (name or spec.name)
+
+
 def load(path: str | Path) -> SweepSpec:
-    """`parse` a sweep file; its name defaults to the file's stem."""
+    """`parse` a sweep file; its name defaults to the file's stem. A `ConfigError` names the
+    path of a file that is missing, a directory or not YAML."""
     path = Path(path)
-    return parse(path.read_text(), default_name=path.stem)
+    text = safe_yaml.read_text(path, "sweep file (sweeps/NAME.yaml)")
+    return parse(text, default_name=path.stem, where=str(path))

@@ -27,9 +27,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ssvae_core import artifacts, config
+from ssvae_core import config, run_files
 from ssvae_core.balls import Video
-from ssvae_core.sweep.runlog import PENDING_FILE, RunLog, client, finite_numbers
+from ssvae_core.metrics import finite_numbers
+from ssvae_core.sweep.runlog import PENDING_FILE, RunLog, client
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import RunResult
 
@@ -82,7 +83,7 @@ def start_trial(
     (trial_id, name) = trial
     tags = {"mlflow.parentRunId": target.parent_run_id, "ssvae.sweep": target.sweep_name}
     tags |= {"ray.trial_id": trial_id, **{f"sweep.{k}": str(v) for k, v in labels.items()}}
-    params = {**config.flatten(cfg), **{f"sweep.{k}": v for k, v in labels.items()}}
+    params = {**config.flatten(config.to_dict(cfg)), **{f"sweep.{k}": v for k, v in labels.items()}}
     runlog.declare(target.experiment_id, f"{target.sweep_uid}/{key}", name, tags, params)
     runlog.log("status", status="RUNNING")
     return runlog
@@ -95,7 +96,7 @@ def log_epoch(runlog: RunLog, row: Mapping[str, Any]) -> bool:
 
 def finish_trial(runlog: RunLog, result: RunResult, video: Video) -> bool:
     """Final metrics, status tags, the run's files (Fig. 1B, 1D/E, history), then FINISHED."""
-    artifacts.write_run(result, video, runlog.directory / "artifacts")
+    run_files.write_run(result, video, runlog.directory / "artifacts")
     summary = {**result.metrics(), "run_seconds": result.seconds}
     last = result.history[-1]  # logged already, at the same step, unless it differs
     runlog.metrics(

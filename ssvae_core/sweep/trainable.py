@@ -28,15 +28,15 @@ from ray import tune
 
 from ssvae_core.balls import Video, simulate
 from ssvae_core.config import DataConfig
+from ssvae_core.metrics import SEARCHABLE
 from ssvae_core.sweep import tracking
 from ssvae_core.sweep.runlog import RunLog
-from ssvae_core.sweep.sections import METRICS
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import fit
 
 # Every report carries every searchable metric (NaN where a run has none, e.g. the MI of an
 # untrained encoder): Ray rejects a result that lacks the metric it tunes.
-NO_METRICS: dict[str, float] = dict.fromkeys(METRICS, math.nan)
+NO_METRICS: dict[str, float] = dict.fromkeys(SEARCHABLE, math.nan)
 
 
 def _mlflow_fields(runlog: RunLog) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def train_trial(
     trial = (trial_id, label if spec.search is None else f"{label} [{trial_id}]")  # run name
     video = videos.get(cfg.data)
     if video is None:  # a searched data.* key: this trial's own video
-        video = simulate(cfg.data, cfg.data.seed)
+        video = simulate(cfg.data.balls, cfg.data.seed)
     work = Path(tempfile.mkdtemp(prefix="ssvae-trial-"))
     try:
         checkpoint = tune.get_checkpoint()

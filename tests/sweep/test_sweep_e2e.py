@@ -64,7 +64,7 @@ def test_diverged_trials_are_recorded_and_the_optuna_asha_sweep_goes_on(workdir:
     path = write_spec(workdir, "diverge", body, {"train.epochs": 3})
     assert cli.main(["sweep", str(path), "--storage-path", "runs"]) == 0
     trials = pd.read_csv(workdir / "runs" / "diverge" / "trials.csv")
-    assert trials["study"].tolist() == ["cell-000"] * 2 + ["cell-001"] * 2
+    assert trials["tuner_run"].tolist() == ["cell-000"] * 2 + ["cell-001"] * 2
     by_method = trials.groupby("method")["status"].agg(set)
     assert by_method["diverge"] == {"diverged"}
     assert by_method["gaussian"] <= {"ok", "stopped"} and "ok" in by_method["gaussian"]

@@ -16,8 +16,8 @@ pytest.importorskip("mlflow")
 import ray
 from sweep_helpers import REPO, SMOKE, free_port, write_spec
 
-from ssvae_core.config import ConfigError
-from ssvae_core.sweep import cli, spec
+from ssvae_core.errors import ConfigError
+from ssvae_core.sweep import cli, space, spec
 
 SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
 
@@ -127,7 +127,7 @@ def test_every_shipped_sweep_validates_and_says_how_to_run_it(path: Path) -> Non
     command = "nightly" if path.stem.startswith("nightly") else "sweep"
     assert first.startswith(f"# ssvae {command} sweeps/{path.name}"), first
     assert sweep.n_trials == len(sweep.cells) * (sweep.search.num_samples if sweep.search else 1)
-    assert len(sweep.studies()) == (len(sweep.cells) if sweep.search else 1)
+    assert len(space.tuner_runs(sweep)) == (len(sweep.cells) if sweep.search else 1)
 
 
 def test_the_shipped_studies_are_the_ones_asked_for() -> None:
@@ -181,7 +181,7 @@ def test_search_studies_keep_axis_values_and_coerce_samples(tmp_path: Path) -> N
             train.epochs: {dist: int, low: 1, high: 3}
         """
     sweep = spec.load(write_spec(tmp_path, "search", body))
-    studies = sweep.studies()
+    studies = space.tuner_runs(sweep)
     assert [name for name, _ in studies] == ["cell-000", "cell-001"]
     assert studies[1][1]["coupling.kind"] == "laplace"
     cfg = sweep.trial_config({"coupling.kind": "laplace", "train.lr": 0.01, "train.epochs": 2.0})

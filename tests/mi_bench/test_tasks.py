@@ -1,4 +1,4 @@
-"""Tasks of known MI (ssvae_core.known_mi): the analytic MI, samplers and optimal critics."""
+"""Tasks of known MI (mi_bench.tasks): the analytic MI, samplers and optimal critics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssvae_core.known_mi import (
+from ssvae_core.mi_bench.tasks import (
     TASKS,
     TRANSFORMS,
     Task,

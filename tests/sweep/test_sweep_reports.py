@@ -1,4 +1,5 @@
-"""The studies' reports: each turns a trials table into its figures and a markdown summary."""
+"""The studies' reports (sweep/reports/): each turns a trials table into its figures and a
+markdown summary. None of this needs Ray."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-pytest.importorskip("ray")
-
 from sweep_helpers import REPO
 
-from ssvae_core.balls import BallsConfig, Video
-from ssvae_core.sweep import cli, spec, studies
+from ssvae_core.sweep import cli, reports, spec
+from ssvae_core.sweep.reports import common, critics, fig1c, lengthscale, negatives, stochastic
 
 
 def _spec(name: str) -> spec.SweepSpec:
     return spec.load(REPO / "sweeps" / f"{name}.yaml")
+
+
+def _context(name: str) -> reports.ReportContext:
+    return _spec(name).report_context()
 
 
 def _trials(axes: dict[str, list[object]], metrics: dict[str, list[float]]) -> pd.DataFrame:
@@ -49,7 +51,7 @@ def test_fig1c_pairs_every_method_with_the_untrained_encoder_of_its_seed(tmp_pat
         {"method": list(errors), "train.seed": [0, 1, 2]},
         {"probe_error_px": [v for values in errors.values() for v in values]},
     )
-    result = studies.fig1c(trials, _spec("paper-small"), tmp_path)
+    result = fig1c.report(trials, _context("paper-small"), tmp_path)
     rows = _rows(result.markdown)
     # gaussian: gains 5, -2, 6.5 px -> beats untrained on 2 of 3 seeds, mean gain 3.17 px
     assert rows["gaussian"][:4] == ["1", "4", "0.5", "1"]
@@ -67,7 +69,7 @@ def test_critics_reports_the_rank_correlation_per_estimator(tmp_path: Path) -> N
     # infonce: higher MI, higher error (the claim); nwj: higher MI, lower error
     error = np.where(np.arange(n) % 4 < 2, mi + 1.0, 100.0 - mi)
     trials = _trials(axes, {"mi_estimate": mi, "probe_error_px": error})
-    result = studies.critics(trials, _spec("critics"), tmp_path)
+    result = critics.report(trials, _context("critics"), tmp_path)
     correlations = result.markdown.split("\n\n")[1]
     rows = _rows(correlations)
     assert rows["infonce"][:2] == ["6", "1"] and rows["nwj"][:2] == ["6", "-1"]
@@ -80,21 +82,11 @@ def test_negatives_draws_the_ceiling_and_tabulates_per_n(tmp_path: Path) -> None
     axes = {"coupling.kind": ["gaussian", "bilinear"], "objective.n_negatives": [1, 29, 128],
             "train.seed": [0, 1]}  # fmt: skip
     trials = _trials(axes, {"probe_error_px": np.linspace(1, 12, 12), "mi_estimate": 0.5})
-    result = studies.negatives(trials, _spec("negatives"), tmp_path)
+    result = negatives.report(trials, _context("negatives"), tmp_path)
     rows = _rows(result.markdown)
     assert set(rows) == {"1", "29", "128"}
     assert float(rows["29"][0]) == pytest.approx(math.log(30), rel=1e-3)
     assert result.figures[0].name == "negatives.png"
-
-
-def test_true_step_is_the_rms_displacement_in_encoder_units() -> None:
-    positions = np.zeros((3, 1, 2), dtype=np.float32)
-    positions[1, 0] = [4.0, 0.0]  # moves 4 px in x, then back: steps (4, 0) and (-4, 0)
-    frames = np.zeros((3, 64, 64, 3), dtype=np.uint8)
-    video = Video(frames, positions, np.zeros((1, 3), np.uint8), np.zeros((2, 1), bool),
-                  BallsConfig(n_frames=3, size=64, n_balls=1, diameter=8), 0)  # fmt: skip
-    # RMS over (x, y) of 4 px -> sqrt(8) px; one pixel is 2/64 encoder units
-    assert studies.true_step(video) == pytest.approx(math.sqrt(8) * 2 / 64)
 
 
 def test_lengthscale_compares_final_l_with_the_true_step(tmp_path: Path) -> None:
@@ -102,7 +94,7 @@ def test_lengthscale_compares_final_l_with_the_true_step(tmp_path: Path) -> None
             "coupling.lengthscale": [0.005, 0.5], "train.seed": [0, 1]}  # fmt: skip
     final = [0.01, 0.01, 0.02, 0.02, 0.005, 0.005, 0.5, 0.5]
     trials = _trials(axes, {"probe_error_px": 1.0, "mi_estimate": 1.0, "lengthscale": final})
-    result = studies.lengthscale(trials, _spec("lengthscale"), tmp_path)
+    result = lengthscale.report(trials, _context("lengthscale"), tmp_path)
     assert result.markdown.startswith("True per-frame step")
     rows = _table(result.markdown)
     assert [r[0] for r in rows] == ["fixed", "fixed", "learned", "learned"]
@@ -118,7 +110,7 @@ def test_stochastic_pairs_the_elbo_with_the_deterministic_encoder(tmp_path: Path
          "elbo_gap": [0.0, 0.0, 0.4, 0.6], "elbo_at_mean": 3.0,
          "sigma": [math.nan] * 2 + [0.1] * 2},
     )  # fmt: skip
-    rows = _rows(studies.stochastic(trials, _spec("stochastic"), tmp_path).markdown)
+    rows = _rows(stochastic.report(trials, _context("stochastic"), tmp_path).markdown)
     assert rows["deterministic"][-1] == "0" and rows["deterministic"][3] == "0"
     assert rows["sigma-0.1"][-1] == "-0.8"  # (2.0 - 3.0 + 2.6 - 3.2) / 2
     assert rows["sigma-0.1"][3] == "0.5"
@@ -142,15 +134,13 @@ def test_report_command_redraws_a_finished_sweep(tmp_path: Path) -> None:
     "name", ["paper-small", "critics", "negatives", "lengthscale", "stochastic"]
 )
 def test_a_sweep_whose_trials_all_failed_still_gets_its_tables(name: str, tmp_path: Path) -> None:
-    from ssvae_core.sweep import runner
-
     sweep = _spec(name)
     rows = [dict(cell.params) for cell in sweep.cells]
     trials = pd.DataFrame(rows).assign(
         status="error", probe_error_px=math.nan, mi_estimate=math.nan, lengthscale=math.nan,
         sigma=math.nan, elbo=math.nan, elbo_gap=math.nan, elbo_at_mean=math.nan, seconds=1.0,
     )  # fmt: skip
-    paths = runner.write_study(sweep, trials, tmp_path)
+    paths = reports.write(sweep.report, trials, sweep.report_context(), tmp_path)
     assert (tmp_path / "fig1c.png") in paths and (tmp_path / "summary.md") in paths
 
 
@@ -160,19 +150,19 @@ def test_pairs_use_every_seed_axis_and_sort_the_seeds(tmp_path: Path) -> None:
             ("untrained", 2, 0, 7.0), ("gaussian", 0, 1, 100.0), ("untrained", 0, 1, 3.0),
             ("untrained", 2, 1, 5.0), ("gaussian", 2, 1, 50.0)]  # fmt: skip
     trials = pd.DataFrame(rows, columns=["method", "train.seed", "data.seed", "probe_error_px"])
-    errors = studies.by_seed(trials.assign(status="ok"), ["method"])
+    errors = common.by_seed(trials.assign(status="ok"), ["method"])
     assert list(errors.columns) == ["0/0", "0/1", "2/0", "2/1"]
     assert list(errors.index) == ["gaussian", "untrained"]  # order of appearance
     assert errors.loc["gaussian"].tolist() == [2.0, 100.0, 1.0, 50.0]
     with pytest.raises(ValueError, match="several trials"):
-        studies.by_seed(trials.drop(columns="data.seed").assign(status="ok"), ["method"])
+        common.by_seed(trials.drop(columns="data.seed").assign(status="ok"), ["method"])
 
 
 def test_in_batch_negatives_count_as_n_equal_b_minus_1(tmp_path: Path) -> None:
     axes = {"coupling.kind": ["gaussian"], "objective.n_negatives": [4.0, math.nan],
             "train.seed": [0]}  # fmt: skip
     trials = _trials(axes, {"probe_error_px": [2.0, 1.0], "mi_estimate": [1.0, 2.0]})
-    rows = _rows(studies.negatives(trials, _spec("negatives"), tmp_path).markdown)
+    rows = _rows(negatives.report(trials, _context("negatives"), tmp_path).markdown)
     assert set(rows) == {"4", "29"}  # batch 30: in-batch is N = 29, not dropped
 
 

@@ -12,7 +12,8 @@ Every task is built from the componentwise-correlated pair of Poole et al. 2019 
   of y. MI is invariant under it; an estimator's critic has to undo it.
 
 Each `Task` samples a batch with a requested MI and gives the optimal critic
-log p(x, y) / (p(x) p(y)). `ssvae_core.gaussians` trains critics on them.
+log p(x, y) / (p(x) p(y)). `problems` binds a task to one MI (or reads pairs from a file);
+`critics` trains the estimators' critics on them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 from scipy import special
+
+from ssvae_core.registry import lookup
 
 
 def rho_for_mi(mi_nats: float, dim: int = 20) -> float:
@@ -155,6 +158,4 @@ TASKS: dict[str, Task] = {
 
 def get_task(name: str) -> Task:
     """`TASKS[name]`, with an error listing the valid names."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
-    return TASKS[name]
+    return lookup(TASKS, name, "task")

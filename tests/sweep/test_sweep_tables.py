@@ -1,4 +1,4 @@
-"""Cell tables: statistics over seeds per grid cell, diverged and stopped trials counted apart."""
+"""sweep/tables.py: statistics over seeds per grid cell; diverged and stopped trials apart."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytest.importorskip("ray")
-
-from ssvae_core.sweep import report
+from ssvae_core.sweep import tables
+from ssvae_core.sweep.reports.common import probe_error_by_cell
 
 
 def _trials() -> pd.DataFrame:
@@ -27,7 +26,7 @@ def _trials() -> pd.DataFrame:
 
 
 def test_cells_aggregate_finished_trials_over_seeds() -> None:
-    cells = report.cell_table(_trials(), ["method"]).set_index("cell")
+    cells = tables.cell_table(_trials(), ["method"]).set_index("cell")
     assert list(cells.index) == ["gaussian", "bilinear"]  # grid order
     gaussian, bilinear = cells.loc["gaussian"], cells.loc["bilinear"]
     assert gaussian["trials"] == 3 and gaussian["n_diverged"] == 1 and gaussian["n_ok"] == 2
@@ -43,19 +42,19 @@ def test_cells_aggregate_finished_trials_over_seeds() -> None:
 
 def test_search_cells_carry_the_best_trials_values() -> None:
     trials = _trials().assign(**{"train.lr": [0.1, 0.01, 5.0, 0.2, 0.3]})
-    cells = report.cell_table(trials, ["method"], searched=["train.lr"]).set_index("cell")
+    cells = tables.cell_table(trials, ["method"], searched=["train.lr"]).set_index("cell")
     assert cells.loc["gaussian", "best.train.lr"] == 0.1
     assert cells.loc["bilinear", "best.train.lr"] == 0.2
 
 
 def test_tables_and_figure_are_written(tmp_path: Path) -> None:
     trials = _trials()
-    cells = report.cell_table(trials, ["method"])
-    paths = report.write(trials, cells, tmp_path)
+    cells = tables.cell_table(trials, ["method"])
+    paths = tables.write(trials, cells, tmp_path)
     assert {p.name for p in paths} == {
         "trials.csv", "trials.parquet", "results.csv", "results.parquet",
     }  # fmt: skip
     assert pd.read_parquet(tmp_path / "results.parquet")["n_diverged"].tolist() == [1, 0]
-    figure = report.fig1c(trials, ["method"], tmp_path / "fig1c.png", "t")
+    figure = probe_error_by_cell(trials, ["method"], tmp_path / "fig1c.png", "t")
     assert figure.stat().st_size > 0
-    assert "gaussian" in report.format_cells(cells)
+    assert "gaussian" in tables.format_cells(cells)

@@ -1,4 +1,4 @@
-"""Sweep results -> pandas tables and the Fig. 1C chart.
+"""Sweep results -> pandas tables: one row per trial, one row per cell, as printed.
 
 One row per trial (`trial_rows` in the runner): its grid axes and searched values, ``status``
 (``ok`` | ``diverged`` | ``stopped`` by the scheduler or budget | ``error``), final
@@ -18,8 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from ssvae_core import figures
 
 STATUSES = ("ok", "diverged", "stopped", "error")
 
@@ -57,17 +55,6 @@ def cell_table(
             row |= {f"best.{key}": best[key] for key in searched}
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def fig1c(trials: pd.DataFrame, group_axes: Sequence[str], path: Path, title: str) -> Path:
-    """Fig. 1C for the study: per cell, the median probe error and one point per trial."""
-    labelled = trials.assign(cell=cell_label(trials, group_axes))
-    finished = labelled[labelled["status"] == "ok"]
-    errors = {
-        str(cell): list(finished.loc[finished["cell"] == cell, "probe_error_px"].astype(float))
-        for cell in labelled["cell"].drop_duplicates()
-    }
-    return figures.fig1c(errors, path, title=title)
 
 
 def write(trials: pd.DataFrame, cells: pd.DataFrame, out: Path) -> list[Path]:

@@ -6,34 +6,29 @@ Shared by ``ssvae train --out`` and the sweep's MLflow child runs, so both hold 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import yaml
 
 from ssvae_core import config, figures
 from ssvae_core.balls import Video
+from ssvae_core.metrics import json_ready
 from ssvae_core.train import RunResult
-
-
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def write_run(result: RunResult, video: Video, out: str | Path) -> list[Path]:
     """Write ``config.yaml``, ``metrics.json``, ``history.csv`` and figures; return the paths.
 
     Figures: ``fig1b.png`` (decoded vs true centres) when the run has a probe, and
-    ``fig1de.png`` (the learned prior over the next location of ball 0) for coupling runs.
+    ``fig1de.png`` (the learned prior over the next location of the coral ball) for coupling
+    runs.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "config.yaml", out / "metrics.json", out / "history.csv"]
     paths[0].write_text(yaml.safe_dump(config.to_dict(result.config), sort_keys=False))
-    metrics = {k: _finite(v) for k, v in result.metrics().items()}
-    paths[1].write_text(json.dumps(metrics, indent=2) + "\n")
+    paths[1].write_text(json.dumps(json_ready(result.metrics()), indent=2) + "\n")
     pd.DataFrame(result.history).to_csv(paths[2], index=False)
     if result.probe is not None and result.status == "ok":
         paths.append(figures.fig1b(video, result.probe, out / "fig1b.png"))

@@ -1,0 +1,96 @@
+"""A run's checkpoint, ``DIR/state.pt``: written atomically, read without running code.
+
+The file holds the modules' and the optimiser's state, the generator, the history and the
+config's `fingerprint`. `load` reads it with ``torch.load(weights_only=True)``, which builds
+tensors and plain containers only (a tampered file cannot execute anything), and refuses,
+with a `CheckpointError` (exit 2) that names the keys, a checkpoint written for another
+config: resuming another lr or another coupling from these weights would label old weights
+with a new config. What may differ is what leaves the weights as they are: where the run
+executes (``train.device``), how often it is probed, and, under a constant learning rate,
+``train.epochs`` (training for longer continues the same run).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ssvae_core import config
+from ssvae_core.errors import ConfigError, shown
+
+CHECKPOINT_FILE = "state.pt"
+RESUMABLE_CHANGES = frozenset({"train.device", "probe.every_epochs"})
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that is not one, or that belongs to another config."""
+
+
+def fingerprint(cfg: config.RunConfig) -> dict[str, Any]:
+    """Every config key and value (flat, plain types) that a resumed run must share."""
+    flat = config.flatten(config.to_dict(cfg))
+    free = RESUMABLE_CHANGES | ({"train.epochs"} if cfg.train.lr_schedule == "constant" else set())
+    return {key: value for key, value in flat.items() if key not in free}
+
+
+def save(directory: str | Path, state: dict[str, Any], cfg: config.RunConfig) -> Path:
+    """Write `state` and the config's fingerprint to ``directory/state.pt``; the path.
+
+    Written to a temporary file, then renamed: a crash mid-write leaves the previous one.
+    """
+    path = Path(directory) / CHECKPOINT_FILE
+    tmp = path.with_suffix(".tmp")
+    torch.save({**state, "config": fingerprint(cfg)}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(
+    directory: str | Path, cfg: config.RunConfig, device: torch.device
+) -> dict[str, Any] | None:
+    """The state in ``directory/state.pt`` (tensors on `device`), or None if there is none.
+
+    CheckpointError: the file is not a checkpoint (or was tampered with), or it was written
+    for a config that differs from `cfg` in a key of its `fingerprint`.
+    """
+    path = Path(directory) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CheckpointError(f"{path}: not a valid ssvae checkpoint ({_reason(err)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"{path}: not a valid ssvae checkpoint (no config fingerprint)")
+    differences = _differences(state["config"], fingerprint(cfg))
+    if differences:
+        raise CheckpointError(
+            f"{path}: written for another config ({'; '.join(differences)}); resume with "
+            "the same config, or start in another --checkpoint-dir"
+        )
+    return state
+
+
+def _reason(err: BaseException) -> str:
+    """The line of a load error that says why (torch's names the refused global)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line]
+    return (named or lines or [type(err).__name__])[0][:300]
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: saved -> current`` for every key whose value differs (or exists on one side)."""
+    missing = object()
+    found = []
+    for key in sorted(set(saved) | set(current)):
+        before, now = saved.get(key, missing), current.get(key, missing)
+        if before != now:
+            old = "(absent)" if before is missing else shown(before, 40)
+            new = "(absent)" if now is missing else shown(now, 40)
+            found.append(f"{key}: {old} in the checkpoint, {new} now")
+    return found

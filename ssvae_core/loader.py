@@ -1,0 +1,129 @@
+"""Strict loading of config sections from YAML, JSON-like mappings and ``--set key=value``.
+
+`build` fills a section dataclass from a mapping: an unknown key, a wrong type or a value
+out of range is a `ConfigError` that names the dotted key (``train.lr: must be > 0, got -1``);
+nothing is built or trained before that. YAML is read by `safe_yaml` (safe and bounded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+from ssvae_core.config import DEFAULT_PRESET, PRESETS, RunConfig
+from ssvae_core.errors import ConfigError, check_name, shown
+from ssvae_core.safe_yaml import read_yaml, read_yaml_file
+
+__all__ = ["build", "from_dict", "load", "merge", "nest", "parse_override", "read_yaml"]
+T = TypeVar("T")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a YAML/JSON value has the declared type (an int is a float; a bool is not).
+
+    Floats must be finite (``.inf``, ``.nan`` and ints beyond float range are refused).
+    """
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        return abs(value) <= sys.float_info.max if isinstance(value, int) else math.isfinite(value)
+    return isinstance(value, hint)
+
+
+def _hint_name(hint: Any) -> str:
+    text = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return text.replace("float", "finite float")
+
+
+def build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
+    """`base` (a `cls` dataclass) with `values` replaced, checked key by key; nested sections
+    recurse. Errors are `ConfigError`s whose message starts with `prefix` + the key."""
+    if not isinstance(values, Mapping):
+        where = prefix.rstrip(".") or "<root>"
+        raise ConfigError(f"{where}: expected a mapping, got {shown(values)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{dotted}: unknown key; valid keys: {', '.join(names)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            changes[key] = build(hint, getattr(base, key), value, f"{dotted}.")  # type: ignore[arg-type]
+        elif _type_ok(value, hint):
+            changes[key] = float(value) if hint is float else value
+        else:
+            raise ConfigError(f"{dotted}: expected {_hint_name(hint)}, got {shown(value)}")
+    try:
+        return dataclasses.replace(base, **changes)  # type: ignore[type-var]
+    except ValueError as err:  # ConfigError, and BallsConfig's checks: both start with the key
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def from_dict(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """`base` (default: the `DEFAULT_PRESET`) updated by a nested mapping, strictly checked."""
+    return build(RunConfig, base or PRESETS[DEFAULT_PRESET], values, "")
+
+
+def nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"train.lr": 0.1, "data": {"size": 32}}`` -> nested sections ``{"train": {...}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = str(key).split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = nest(value) if isinstance(value, Mapping) else value
+    return nested
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"train.lr=0.01"`` -> ``{"train": {"lr": 0.01}}`` (the value is read as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{text[:200]}: expected key=value, e.g. train.lr=0.01")
+    return nest({key.strip(): read_yaml(raw, f"--set {key.strip()}")})
+
+
+def merge(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge `update` into `into` (in place) and return it."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def load(
+    preset: str = DEFAULT_PRESET, path: str | Path | None = None, overrides: Iterable[str] = ()
+) -> RunConfig:
+    """The config the CLI builds: a preset, then a YAML file, then ``key=value`` overrides."""
+    check_name(preset, "--preset", PRESETS)
+    values: dict[str, Any] = {}
+    if path is not None:
+        content = read_yaml_file(path, "config file")
+        if content is not None and not isinstance(content, Mapping):
+            raise ConfigError(
+                f"{path}: expected a mapping of config sections, got {shown(content)}"
+            )
+        merge(values, nest(content or {}))
+    for text in overrides:
+        merge(values, parse_override(text))
+    return from_dict(values, PRESETS[preset])

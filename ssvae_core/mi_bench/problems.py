@@ -1,0 +1,149 @@
+"""What a critic is trained and scored on: pairs (x, y) with a known I(x; y).
+
+A `Problem` is one benchmark case: a task of `tasks` at one MI (`synthetic`), or samples
+someone brings in a file (`from_npz`), e.g. from the Beyond-Normal benchmark of
+Czyż et al. 2023. An ``.npz`` holds ``x`` [n, dx], ``y`` [n, dy] (float) and ``mi``, the true
+I(x; y) in nats; it is read with ``allow_pickle=False``, so it can hold arrays and nothing
+that runs. Its last `HELD_OUT` fraction of rows is kept for scoring, so a flexible critic is
+not scored on the pairs it was trained on. x and y may have different sizes: couplings that
+compare them directly (gaussian, cosine, ...) then refuse with a clear error.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssvae_core.errors import ConfigError
+from ssvae_core.mi_bench.tasks import Task, get_task
+
+DEFAULT_DIM = 20  # Poole et al. 2019, section 5
+HELD_OUT = 0.2
+
+
+class Problem(Protocol):
+    """Pairs of known MI: ``name`` (the table's task column), ``true_mi`` (nats), sizes."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def true_mi(self) -> float: ...
+
+    @property
+    def knows_log_ratio(self) -> bool:
+        """Whether `log_ratio` gives the optimal critic."""
+        ...
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """(dx, dy)."""
+        ...
+
+    def sample(
+        self, batch: int, generator: torch.Generator, train: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """x [B, dx], y [B, dy]: training pairs, or with ``train=False`` scoring pairs."""
+        ...
+
+    def log_ratio(self, x: Tensor, y: Tensor) -> Tensor | None:
+        """The optimal critic log p(x_i, y_j) / (p(x_i) p(y_j)) [B, M], or None if unknown."""
+        ...
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """A task of `tasks.TASKS` at one MI; every batch is fresh, so train and score alike."""
+
+    task: Task
+    name: str
+    true_mi: float
+    dim: int = DEFAULT_DIM
+    knows_log_ratio: bool = True
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    def sample(
+        self, batch: int, generator: torch.Generator, train: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        return self.task.sample(batch, self.true_mi, self.dim, generator)
+
+    def log_ratio(self, x: Tensor, y: Tensor) -> Tensor | None:
+        return self.task.log_ratio(x, y, self.true_mi)
+
+
+def synthetic(name: str, mi_nats: float, dim: int = DEFAULT_DIM) -> Synthetic:
+    """Task `name` at `mi_nats`; a ValueError for an unknown name or an MI below its floor."""
+    task = get_task(name)
+    task.rho(mi_nats, dim)
+    return Synthetic(task, name, float(mi_nats), dim)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Pairs read from a file: rows [: n_train] train the critic, the rest score it."""
+
+    name: str
+    true_mi: float
+    x: Tensor  # [n, dx]
+    y: Tensor  # [n, dy]
+    n_train: int = 0
+    knows_log_ratio: bool = False
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        return (self.x.shape[1], self.y.shape[1])
+
+    def sample(
+        self, batch: int, generator: torch.Generator, train: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        low, high = (0, self.n_train) if train else (self.n_train, len(self.x))
+        rows = low + torch.randperm(high - low, generator=generator)[:batch]
+        return self.x[rows], self.y[rows]
+
+    def log_ratio(self, x: Tensor, y: Tensor) -> Tensor | None:
+        return None
+
+
+def from_npz(path: str | Path, batch: int = 64) -> Samples:
+    """The pairs of an ``.npz`` (``x``, ``y``, ``mi``); a `ConfigError` names what is wrong."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: np.asarray(data[key]) for key in data.files}
+    except (OSError, ValueError) as err:  # missing, not an npz, or an object array
+        raise ConfigError(f"{path}: not a readable .npz of arrays ({err})") from None
+    for key in ("x", "y", "mi"):
+        if key not in arrays:
+            raise ConfigError(f"{path}: no array {key!r}; expected x [n, dx], y [n, dy], mi")
+    x, y, mi = arrays["x"], arrays["y"], arrays["mi"]
+    for key, array in (("x", x), ("y", y)):
+        ok = array.ndim == 2 and np.issubdtype(array.dtype, np.number)
+        if not ok:
+            raise ConfigError(f"{path}: {key} must be a 2-D numeric array, got {array.shape}")
+        if not np.isfinite(array).all():
+            raise ConfigError(f"{path}: {key} holds NaN or inf")
+    n_scored = math.ceil(len(x) * HELD_OUT)
+    if len(x) != len(y) or len(x) - n_scored < batch or n_scored < batch:
+        need = math.ceil(batch / HELD_OUT)
+        raise ConfigError(
+            f"{path}: x and y need the same number of rows, at least {need} for batches of "
+            f"{batch} (got {len(x)} and {len(y)})"
+        )
+    if mi.size != 1 or not np.isfinite(mi).all() or float(mi) < 0:
+        raise ConfigError(f"{path}: mi must be one finite number >= 0 (nats), got {mi!r}")
+    return Samples(
+        name=f"file:{path.stem}",
+        true_mi=float(mi),
+        x=torch.from_numpy(x.astype(np.float32)),
+        y=torch.from_numpy(y.astype(np.float32)),
+        n_train=len(x) - n_scored,
+    )

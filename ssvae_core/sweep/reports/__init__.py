@@ -1,0 +1,101 @@
+"""The studies' reports: a sweep's trials table -> figures (PNG) and a markdown summary.
+
+A sweep file names its study's report with ``report:`` (default ``fig1c``). At the end of the
+sweep, and again on ``ssvae report FILE``, `write` draws the probe error of every cell
+(``fig1c.png``, every sweep) and runs the study's own report, ``REPORTS[name]``: one module of
+this package each, whose ``report(trials, context, out)`` writes its figures into `out` and
+returns them with its tables as markdown (``summary.md``; the tables of the docs pages).
+
+Trials are paired by seed: an arm is a grid cell (its axes but the seed axes), and a pair is
+one value of the seed axes (``train.seed``, and ``data.seed`` if swept), so a method and its
+control share the video and the initialisation.
+
+- ``fig1c``: probe error per method and seed, and each method against the ``untrained``
+  control of the same seed (the encoder at its initialisation, same probe).
+- ``critics``: final MI estimate against probe error, per estimator (Tschannen et al. 2019).
+- ``negatives``: probe error and the InfoNCE bound against N, with the ceiling log(N + 1).
+- ``lengthscale``: fixed and learned L of the Gaussian prior N(z, L^2) (eqs. 35-36) against
+  the initial L, and the learned L against the balls' true per-frame displacement.
+- ``stochastic``: probe error, ELBO (eq. 20) and its Jensen gap (eqs. 18, 22) per encoder.
+
+This module imports no plotting library: a sweep file is validated against `REPORTS`
+without loading matplotlib; a report's module loads when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ssvae_core.config import RunConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What a report knows of its sweep: its name, the axes of a cell, the base config."""
+
+    name: str
+    group_axes: Sequence[str]
+    base: RunConfig
+
+
+@dataclass(frozen=True)
+class ReportOutput:
+    """What a study's report wrote (its PNGs) and its tables as markdown."""
+
+    figures: list[Path]
+    markdown: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """A study's report: the module of this package that draws it, the grid axes it reads
+    (checked when a sweep file is parsed)."""
+
+    module: str
+    axes: tuple[str, ...] = ()
+
+
+REPORTS: dict[str, Report] = {
+    "fig1c": Report("fig1c"),
+    "critics": Report("critics", ("coupling.kind", "objective.estimator")),
+    "negatives": Report("negatives", ("coupling.kind", "objective.n_negatives")),
+    "lengthscale": Report("lengthscale", ("coupling.learn_lengthscale", "coupling.lengthscale")),
+    "stochastic": Report("stochastic", ("method", "train.seed")),
+}
+
+
+def write(
+    name: str, trials: pd.DataFrame, context: ReportContext, out: Path, strict: bool = False
+) -> list[Path]:
+    """The probe error per cell (``fig1c.png``), report `name`'s figures and ``summary.md``.
+
+    At the end of a sweep (``strict=False``) a failing report is logged and skipped: the
+    finished sweep must not be lost to it. ``ssvae report`` passes ``strict=True``.
+    """
+    from ssvae_core.sweep.reports.common import probe_error_by_cell
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = out / "summary.md"
+    summary.unlink(missing_ok=True)  # never leave a stale summary beside new figures
+    title = f"{context.name}: probe error per cell (median bar, one point per trial)"
+    files = [probe_error_by_cell(trials, context.group_axes, out / "fig1c.png", title)]
+    module = importlib.import_module(f"{__name__}.{REPORTS[name].module}")
+    try:
+        output: ReportOutput = module.report(trials, context, out)
+    except Exception:
+        if strict:
+            raise
+        log.exception("the %r report failed; redraw it with `ssvae report`", name)
+        return files
+    summary.write_text(f"# {context.name}\n\n{output.markdown}\n", encoding="utf-8")
+    return [*files, *output.figures, summary]

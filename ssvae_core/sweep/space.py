@@ -1,0 +1,60 @@
+"""A validated `SweepSpec` -> what Ray Tune runs: the Tuner runs, their spaces, Optuna, ASHA.
+
+A sweep is one or more *Tuner runs* (each a ``tune.Tuner`` under ``SWEEP_DIR/NAME``): the grid
+as one run (``grid``: a ``grid_search`` per axis), or, when the spec has a ``search``, one
+Optuna (TPE) study per grid cell (``cell-000``, ...), whose searched keys are Ray Tune domains
+that `OptunaSearch` converts. Nothing is computed here; Ray is imported here, not in `spec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from ssvae_core.sweep.spec import SweepSpec
+
+# A search dimension (`sections.DISTRIBUTIONS`) -> a Ray Tune domain; int bounds inclusive.
+DOMAINS: dict[str, Callable[[float, float], Any]] = {
+    "loguniform": lambda low, high: tune.loguniform(low, high),
+    "uniform": lambda low, high: tune.uniform(low, high),
+    "int": lambda low, high: tune.randint(int(low), int(high) + 1),
+}
+
+
+def tuner_runs(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
+    """(Tuner run name, Ray param space): one grid run, or one Optuna run per grid cell."""
+    if spec.search is None:
+        return [("grid", {key: tune.grid_search(list(v)) for key, v in spec.axes})]
+    domains = {key: DOMAINS[p.dist](p.low, p.high) for key, p in spec.space}
+    return [(f"cell-{c.index:03d}", {**dict(c.params), **domains}) for c in spec.cells]
+
+
+def searcher(spec: SweepSpec) -> OptunaSearch | None:
+    """Optuna's TPE over the searched keys (seeded), or None for a plain grid."""
+    if spec.search is None:
+        return None
+    return OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.search.seed)
+
+
+def _asha(spec: SweepSpec) -> ASHAScheduler:
+    """ASHA on ``epoch``: max_t one past the longest trial, so survivors finish themselves."""
+    assert spec.scheduler is not None
+    epochs = max(cell.config.train.epochs for cell in spec.cells)
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=epochs + 1,
+        grace_period=spec.scheduler.grace_period,
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+SCHEDULERS: dict[str, Callable[[SweepSpec], Any]] = {"asha": _asha}  # `sections.SCHEDULERS`
+
+
+def scheduler(spec: SweepSpec) -> Any:
+    """The spec's trial scheduler (`SCHEDULERS`), or None."""
+    return None if spec.scheduler is None else SCHEDULERS[spec.scheduler.kind](spec)

@@ -1,0 +1,74 @@
+"""mi_bench.problems: pairs from a file are read safely and checked; sizes may differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssvae_core.errors import ConfigError
+from ssvae_core.mi_bench.critics import train_estimator
+from ssvae_core.mi_bench.problems import HELD_OUT, from_npz, synthetic
+
+
+def _write(path: Path, **arrays: object) -> Path:
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def test_a_file_splits_into_training_and_scoring_rows(tmp_path: Path) -> None:
+    x, y = np.arange(1000.0).reshape(500, 2), np.arange(1500.0).reshape(500, 3)
+    pairs = from_npz(_write(tmp_path / "p.npz", x=x, y=y, mi=1.5))
+    assert pairs.dims == (2, 3) and pairs.true_mi == 1.5 and pairs.name == "file:p"
+    assert pairs.n_train == 500 - round(500 * HELD_OUT)
+    generator = torch.Generator().manual_seed(0)
+    train_x, train_y = pairs.sample(64, generator)
+    score_x, _ = pairs.sample(64, generator, train=False)
+    assert train_x.shape == (64, 2) and train_y.shape == (64, 3)
+    assert train_x[:, 0].max() < 2 * pairs.n_train <= score_x[:, 0].min()  # disjoint rows
+    assert torch.equal(train_y[:, 0] / 3, train_x[:, 0] / 2)  # pairs stay pairs
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x": np.zeros((500, 2)), "mi": 1.0}, "no array 'y'"),
+        ({"x": np.zeros((500, 2)), "y": np.zeros((499, 2)), "mi": 1.0}, "same number of rows"),
+        ({"x": np.zeros((100, 2)), "y": np.zeros((100, 2)), "mi": 1.0}, "at least 320"),
+        ({"x": np.zeros(500), "y": np.zeros((500, 2)), "mi": 1.0}, "x must be a 2-D"),
+        ({"x": np.full((500, 2), np.nan), "y": np.zeros((500, 2)), "mi": 1.0}, "x holds NaN"),
+        ({"x": np.zeros((500, 2)), "y": np.zeros((500, 2)), "mi": -1.0}, "mi must be"),
+        ({"x": np.zeros((500, 2)), "y": np.zeros((500, 2)), "mi": [1.0, 2.0]}, "mi must be"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_what_is_wrong(
+    tmp_path: Path, arrays: dict, message: str
+) -> None:
+    path = _write(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ConfigError, match=message) as err:
+        from_npz(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_file_holding_a_pickled_object_is_refused_unread(tmp_path: Path) -> None:
+    path = _write(tmp_path / "evil.npz", x=np.array([object()], dtype=object), y=np.zeros(2), mi=1)
+    with pytest.raises(ConfigError, match=r"not a readable \.npz"):
+        from_npz(path)
+    with pytest.raises(ConfigError, match=r"not a readable \.npz"):
+        from_npz(tmp_path / "absent.npz")
+
+
+def test_a_coupling_that_needs_equal_sizes_says_which_ones_do_not(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    pairs = from_npz(_write(tmp_path / "p.npz", x=rng.normal(size=(400, 2)),
+                            y=rng.normal(size=(400, 5)), mi=0.0))  # fmt: skip
+    with pytest.raises(ValueError, match="use one of bilinear, concat_mlp, separable_mlp"):
+        train_estimator("infonce", "gaussian", pairs, steps=1)
+    assert np.isfinite(train_estimator("infonce", "separable_mlp", pairs, steps=2))
+
+
+def test_a_synthetic_problem_below_its_floor_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least"):
+        synthetic("student_t", 0.0)

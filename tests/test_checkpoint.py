@@ -1,0 +1,94 @@
+"""ssvae_core.checkpoint: a tampered file runs nothing, another config is refused by name."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ssvae_core import checkpoint, cli, loader
+from ssvae_core.balls import Video
+from ssvae_core.checkpoint import CHECKPOINT_FILE, CheckpointError
+from ssvae_core.config import RunConfig
+from ssvae_core.train import fit
+
+
+class _Payload:
+    """What an attacker would put in a checkpoint: unpickling it runs a command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_tampered_checkpoint_is_refused_and_runs_nothing(
+    tmp_path: Path, tiny_cfg: RunConfig
+) -> None:
+    marker = tmp_path / "pwned"
+    torch.save({"config": checkpoint.fingerprint(tiny_cfg), "x": _Payload(marker)},
+               tmp_path / CHECKPOINT_FILE)  # fmt: skip
+    with pytest.raises(CheckpointError, match=r"not a valid ssvae checkpoint .*posix\.system"):
+        checkpoint.load(tmp_path, tiny_cfg, torch.device("cpu"))
+    assert not marker.exists()
+    torch.load(tmp_path / CHECKPOINT_FILE, weights_only=False)  # what the old code did
+    assert marker.exists()  # the test's payload is real: unchecked loading runs it
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a zip", b"PK\x03\x04 truncated"], ids=["empty", "text", "truncated"]
+)
+def test_a_file_that_is_not_a_checkpoint_says_so(
+    tmp_path: Path, tiny_cfg: RunConfig, content: bytes
+) -> None:
+    (tmp_path / CHECKPOINT_FILE).write_bytes(content)
+    with pytest.raises(CheckpointError, match=f"{CHECKPOINT_FILE}: not a valid ssvae checkpoint"):
+        checkpoint.load(tmp_path, tiny_cfg, torch.device("cpu"))
+
+
+def test_a_checkpoint_without_a_fingerprint_is_refused(tmp_path: Path, tiny_cfg: RunConfig) -> None:
+    torch.save({"encoder": {}}, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(CheckpointError, match="no config fingerprint"):
+        checkpoint.load(tmp_path, tiny_cfg, torch.device("cpu"))
+
+
+def test_resuming_another_config_names_every_key_that_differs(
+    tmp_path: Path, tiny_cfg: RunConfig, tiny_video: Video
+) -> None:
+    fit(tiny_cfg, checkpoint_dir=str(tmp_path), video=tiny_video)
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+    other = loader.from_dict({"train": {"lr": 0.01}, "coupling": {"kind": "bilinear"}}, tiny_cfg)
+    with pytest.raises(CheckpointError) as err:
+        fit(other, checkpoint_dir=str(tmp_path), video=tiny_video)
+    message = str(err.value)
+    assert "coupling.kind: 'gaussian' in the checkpoint, 'bilinear' now" in message
+    assert "train.lr: 0.005 in the checkpoint, 0.01 now" in message
+    assert "data." not in message  # only what differs
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before  # the old run is left alone
+
+
+def test_what_leaves_the_weights_alone_may_change_on_resume(
+    tmp_path: Path, tiny_cfg: RunConfig, tiny_video: Video
+) -> None:
+    fit(tiny_cfg, checkpoint_dir=str(tmp_path), video=tiny_video)
+    longer = loader.from_dict({"train": {"epochs": 3, "device": "auto"},
+                               "probe": {"every_epochs": 2}}, tiny_cfg)  # fmt: skip
+    assert len(fit(longer, checkpoint_dir=str(tmp_path), video=tiny_video).history) == 4
+    cosine = loader.from_dict({"train": {"lr_schedule": "cosine"}}, tiny_cfg)
+    assert "train.epochs" in checkpoint.fingerprint(cosine)  # its schedule depends on epochs
+
+
+def test_the_command_exits_2_on_another_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiny = ["--set", "data.n_frames=60", "--set", "data.size=32", "--set", "data.diameter=6",
+            "--set", "train.batch_size=10", "--set", "train.epochs=1", "--quiet",
+            "--checkpoint-dir", str(tmp_path)]  # fmt: skip
+    assert cli.main(["train", *tiny]) == 0
+    assert cli.main(["train", *tiny, "--set", "train.lr=0.02"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr: 0.005 in the checkpoint, 0.02 now" in err and "Traceback" not in err
