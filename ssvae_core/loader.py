@@ -81,15 +81,23 @@ def from_dict(values: Mapping[str, Any], base: RunConfig | None = None) -> RunCo
     return build(RunConfig, base or PRESETS[DEFAULT_PRESET], values, "")
 
 
-def nest(values: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"train.lr": 0.1, "data": {"size": 32}}`` -> nested sections ``{"train": {...}}``."""
+def nest(values: Any, where: str = "<root>") -> dict[str, Any]:
+    """``{"train.lr": 0.1, "data": {"size": 32}}`` -> nested sections ``{"train": {...}}``.
+
+    `values` must be a mapping (a `ConfigError` names `where` otherwise).
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {shown(values)}")
     nested: dict[str, Any] = {}
     for key, value in values.items():
         *parents, leaf = str(key).split(".")
         node = nested
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = nest(value) if isinstance(value, Mapping) else value
+        if isinstance(value, Mapping):  # "train.lr" and "train: {...}" in one mapping: both
+            node[leaf] = merge(node.get(leaf, {}), nest(value, f"{where}.{key}"))
+        else:
+            node[leaf] = value
     return nested
 
 

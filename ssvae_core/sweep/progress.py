@@ -23,11 +23,10 @@ def _fmt(value: Any) -> str:
 
 
 class Progress(tune.Callback):
-    """Print trial events of study `study` of `spec` (a Ray Tune driver callback)."""
+    """Print trial events of the Tuner run `tuner_run` of `spec` (a Ray Tune driver callback)."""
 
-    def __init__(self, spec: SweepSpec, study: str) -> None:
-        self.study, self.started = study, time.monotonic()
-        self.keys = [key for key, _ in spec.axes] + [key for key, _ in spec.space]
+    def __init__(self, spec: SweepSpec, tuner_run: str) -> None:
+        self.spec, self.tuner_run, self.started = spec, tuner_run, time.monotonic()
         self.total = spec.search.num_samples if spec.search else len(spec.cells)
 
     def setup(self, *args: Any, **info: Any) -> None:
@@ -35,9 +34,10 @@ class Progress(tune.Callback):
         self.started = time.monotonic()
 
     def _line(self, trial: Any, text: str) -> None:
-        label = ", ".join(f"{k}={_fmt(trial.config.get(k))}" for k in self.keys) or trial.trial_id
+        params = self.spec.trial_params(trial.config)
+        label = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or trial.trial_id
         elapsed = time.monotonic() - self.started
-        print(f"[{elapsed:5.0f}s] {self.study} | {label} | {text}", flush=True)
+        print(f"[{elapsed:5.0f}s] {self.tuner_run} | {label} | {text}", flush=True)
 
     def on_trial_result(
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any

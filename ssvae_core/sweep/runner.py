@@ -14,6 +14,7 @@ the study's report (`reports`) are written to the sweep directory and logged to 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -84,11 +85,15 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
             f"--resume: {directory} holds a sweep already; pass --resume to continue it "
             "or --name to start another"
         )
-    same = not started.exists() or safe_yaml.read_yaml(started.read_text()) == safe_yaml.read_yaml(
-        spec.text
-    )
-    if resume and not same:
-        raise ConfigError(f"--resume: the spec differs from the one {directory} started with")
+    if resume and started.exists():
+        same_text = safe_yaml.read_yaml(started.read_text()) == safe_yaml.read_yaml(spec.text)
+        stored = directory / "sweep.json"
+        info = json.loads(stored.read_text()) if stored.exists() else {}
+        if not same_text or info.get("overrides", {}) != spec.overrides:
+            raise ConfigError(
+                f"--resume: the spec (or its --set overrides) differs from the one {directory} "
+                "started with"
+            )
 
 
 def _tuner(spec: SweepSpec, trainable: Any, path: Path, params: dict, budget: float | None) -> Any:
@@ -128,7 +133,6 @@ def _trial_id(result: Any) -> str:
 
 def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any]]:
     """One row per trial of a Tuner run's ResultGrid (see `tables`)."""
-    keys = [key for key, _ in spec.axes] + [key for key, _ in spec.space]
     rows = []
     for result in grid:
         metrics, params = result.metrics or {}, result.config or {}
@@ -137,7 +141,8 @@ def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any
         else:
             status = str(metrics.get("status")) if metrics.get("final") else "stopped"
         row: dict[str, Any] = {"tuner_run": tuner_run, "trial_id": _trial_id(result)}
-        row |= {k: params.get(k) for k in keys}
+        row |= spec.cells[int(params["cell"])].row(spec.axes)
+        row |= {key: params.get(key) for key, _ in spec.space}
         row |= {"status": status, **{k: metrics.get(k, math.nan) for k in FINAL_METRICS}}
         row |= {"epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s", math.nan)}
         row |= {k: metrics.get(k, "") for k in ("mlflow_run_id", "mlflow_pending")}

@@ -7,11 +7,12 @@ Nothing here imports Ray: `space` turns these into Ray Tune and Optuna objects.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ssvae_core import loader
-from ssvae_core.errors import check
+from ssvae_core.errors import check, shown
 from ssvae_core.errors import check_name as choose
 from ssvae_core.metrics import SEARCHABLE
 
@@ -113,3 +114,19 @@ class Execution:
 def section(cls: type[T], raw: Any, prefix: str) -> T:
     """A section dataclass from a mapping: unknown keys, types and ranges name the key."""
     return loader.build(cls, cls(), {} if raw is None else raw, prefix)
+
+
+def parse_search(raw: Any) -> tuple[SearchOptions | None, tuple[tuple[str, SearchParam], ...]]:
+    """``search`` -> its options and its space ((key, `SearchParam`) per searched key)."""
+    if raw is None:
+        return None, ()
+    check(isinstance(raw, Mapping), "search", f"expected a mapping, got {shown(raw)}")
+    space = raw.get("space")
+    ok = isinstance(space, Mapping) and bool(space)
+    got = shown(space)
+    check(ok, "search.space", f"expected a mapping of key -> {{dist, low, high}}, got {got}")
+    options = {k: v for k, v in raw.items() if k != "space"}
+    return section(SearchOptions, options, "search."), tuple(
+        (str(key), section(SearchParam, value, f"search.space.{key}."))
+        for key, value in space.items()
+    )

@@ -1,9 +1,11 @@
 """A validated `SweepSpec` -> what Ray Tune runs: the Tuner runs, their spaces, Optuna, ASHA.
 
 A sweep is one or more *Tuner runs* (each a ``tune.Tuner`` under ``SWEEP_DIR/NAME``): the grid
-as one run (``grid``: a ``grid_search`` per axis), or, when the spec has a ``search``, one
-Optuna (TPE) study per grid cell (``cell-000``, ...), whose searched keys are Ray Tune domains
-that `OptunaSearch` converts. Nothing is computed here; Ray is imported here, not in `spec`.
+as one run (``grid``: a ``grid_search`` over the cells' indices, so a grid may be a union of
+products), or, when the spec has a ``search``, one Optuna (TPE) study per grid cell
+(``cell-000``, ...), whose searched keys are Ray Tune domains that `OptunaSearch` converts. A
+trial's Ray config holds its ``cell`` and its searched values (`SweepSpec.trial_params`).
+Nothing is computed here; Ray is imported here, not in `spec`.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ DOMAINS: dict[str, Callable[[float, float], Any]] = {
 def tuner_runs(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     """(Tuner run name, Ray param space): one grid run, or one Optuna run per grid cell."""
     if spec.search is None:
-        return [("grid", {key: tune.grid_search(list(v)) for key, v in spec.axes})]
+        return [("grid", {"cell": tune.grid_search([cell.index for cell in spec.cells])})]
     domains = {key: DOMAINS[p.dist](p.low, p.high) for key, p in spec.space}
-    return [(f"cell-{c.index:03d}", {**dict(c.params), **domains}) for c in spec.cells]
+    return [(f"cell-{c.index:03d}", {"cell": c.index, **domains}) for c in spec.cells]
 
 
 def searcher(spec: SweepSpec) -> OptunaSearch | None:

@@ -5,7 +5,7 @@ A sweep file (``sweeps/*.yaml``; its first line is a comment with the command th
     name: smoke                    # default: the file's stem; the MLflow experiment too
     base: {preset: small, data.size: 32, train.epochs: 2}     # a preset + RunConfig keys
     methods: {...}                 # optional: named override bundles for the `method` axis
-    grid: {method: [gaussian, bilinear], train.seed: [0, 1]}  # the Cartesian product
+    grid: {method: [gaussian, bilinear], train.seed: [0, 1]}  # a product, or a list (`grid`)
     search:                        # optional: an Optuna (TPE) study inside every grid cell
       metric: probe_error_px
       mode: min
@@ -22,18 +22,19 @@ Keys under ``base``, ``methods.*``, ``grid`` and ``search.space`` are RunConfig 
 (``train.lr``) or nested. The grid axis ``method`` picks a bundle from `config.METHODS`
 (the Fig. 1C methods: supervised, gaussian, bilinear, untrained), updated by ``methods``.
 
-`parse` builds EVERY trial config with `config.from_dict` - each grid cell, and each cell with
-the search keys at their low and at their high bounds - so a bad value fails here with a
-`ConfigError` naming the dotted key, before Ray starts or any MLflow run exists.
+`parse` counts the cells first (a grid beyond ``budget.max_trials`` or `MAX_CELLS` is refused
+before any is built), then builds EVERY trial config with `loader.from_dict` - each grid
+cell, and each cell with the search keys at their low and at their high bounds - so a bad
+value fails here with a `ConfigError` naming the dotted key, before Ray starts or any MLflow
+run exists. ``overrides`` (``ssvae nightly --set``) apply to every trial, last.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Callable, Mapping
 from copy import deepcopy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ from ssvae_core.couplings import coupling_params
 from ssvae_core.errors import ConfigError, check, shown
 from ssvae_core.errors import check_name as choose
 from ssvae_core.metrics import SEARCHABLE
+from ssvae_core.sweep import grid
+from ssvae_core.sweep.grid import METHOD_AXIS
 from ssvae_core.sweep.reports import REPORTS, ReportContext
 from ssvae_core.sweep.sections import (
     SEED_AXES,
@@ -52,11 +55,13 @@ from ssvae_core.sweep.sections import (
     SchedulerSpec,
     SearchOptions,
     SearchParam,
+    parse_search,
     section,
 )
 
-METHOD_AXIS = "method"
 DEFAULT_STORAGE = "runs/sweeps"  # a sweep's directory is DEFAULT_STORAGE/NAME
+MAX_CELLS = 10_000  # a grid beyond this is a typo, not a study
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # one safe path component
 _TOP_KEYS = (
     "name", "experiment", "description", "base", "methods", "grid", "search",
     "scheduler", "resources", "budget", "max_concurrent", "max_failures", "report",
@@ -65,15 +70,20 @@ _TOP_KEYS = (
 
 @dataclass(frozen=True)
 class Cell:
-    """One point of the grid: its axis values and its validated config."""
+    """One point of the grid: its axis values (its block's axes) and its validated config."""
 
     index: int
-    params: tuple[tuple[str, Any], ...]
+    params: grid.Params
     config: RunConfig
 
     @property
     def label(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.params) or "base"
+
+    def row(self, axes: grid.Axes) -> dict[str, Any]:
+        """Its value on every axis of the sweep (`grid.ABSENT` for other blocks' axes)."""
+        own = dict(self.params)
+        return {key: own.get(key, grid.ABSENT) for key, _ in axes}
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ class SweepSpec:
     text: str  # the YAML source, logged to the parent run
     base: RunConfig
     methods: Mapping[str, Mapping[str, Any]]  # method name -> nested overrides
-    axes: tuple[tuple[str, tuple[Any, ...]], ...]
+    axes: grid.Axes  # every axis of any grid block (`grid.union`)
     search: SearchOptions | None
     space: tuple[tuple[str, SearchParam], ...]
     scheduler: SchedulerSpec | None
@@ -93,6 +103,7 @@ class SweepSpec:
     execution: Execution
     report: str = "fig1c"  # a key of `reports.REPORTS`
     cells: tuple[Cell, ...] = ()
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # nested; every trial, last
 
     @property
     def metric(self) -> str:
@@ -112,7 +123,7 @@ class SweepSpec:
         return [key for key, _ in self.axes if key not in SEED_AXES]
 
     def trial_config(self, params: Mapping[str, Any]) -> RunConfig:
-        """The config of the trial with these axis and searched values."""
+        """The config of the trial with these axis and searched values (then `overrides`)."""
         searched = dict(self.space)
         values: dict[str, Any] = {}
         if METHOD_AXIS in params:
@@ -120,30 +131,18 @@ class SweepSpec:
         for key, value in params.items():
             if key != METHOD_AXIS:
                 coerced = searched[key].coerce(value) if key in searched else value
-                loader.merge(values, nest({key: coerced}, key))
+                loader.merge(values, loader.nest({key: coerced}, key))
+        loader.merge(values, deepcopy(dict(self.overrides)))
         return loader.from_dict(values, self.base)
 
-    def cell_index(self, params: Mapping[str, Any]) -> int:
-        """The grid cell a trial's params belong to (searched keys aside)."""
-        axes = tuple((key, params[key]) for key, _ in self.axes)
-        return next(c.index for c in self.cells if c.params == axes)
+    def trial_params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's axis values and searched values, from its Ray config (``cell`` + searched)."""
+        searched = {key: config[key] for key, _ in self.space if key in config}
+        return {**dict(self.cells[int(config["cell"])].params), **searched}
 
     def report_context(self) -> ReportContext:
         """What the study's report needs to know of this sweep."""
         return ReportContext(self.name, self.group_axes, self.base)
-
-
-def nest(values: Any, where: str) -> dict[str, Any]:
-    """``{"train.lr": 0.1, "data": {"size": 32}}`` -> nested sections; checks it is a mapping."""
-    check(isinstance(values, Mapping), where, f"expected a mapping, got {shown(values)}")
-    nested: dict[str, Any] = {}
-    for key, value in values.items():
-        *parents, leaf = str(key).split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = nest(value, f"{where}.{key}") if isinstance(value, Mapping) else value
-    return nested
 
 
 def _in(where: str, build: Callable[..., RunConfig], *args: Any) -> RunConfig:
@@ -154,41 +153,10 @@ def _in(where: str, build: Callable[..., RunConfig], *args: Any) -> RunConfig:
         raise ConfigError(f"{err} (in {where})") from None
 
 
-def _parse_search(raw: Any) -> tuple[SearchOptions | None, tuple[tuple[str, SearchParam], ...]]:
-    if raw is None:
-        return None, ()
-    check(isinstance(raw, Mapping), "search", f"expected a mapping, got {shown(raw)}")
-    space = raw.get("space")
-    ok = isinstance(space, Mapping) and bool(space)
-    got = shown(space)
-    check(ok, "search.space", f"expected a mapping of key -> {{dist, low, high}}, got {got}")
-    options = {k: v for k, v in raw.items() if k != "space"}
-    return section(SearchOptions, options, "search."), tuple(
-        (str(key), section(SearchParam, value, f"search.space.{key}."))
-        for key, value in space.items()
-    )
-
-
-def _parse_axes(raw: Any, methods: Mapping[str, Any]) -> tuple[tuple[str, tuple[Any, ...]], ...]:
-    if raw is None:
-        return ()
-    check(
-        isinstance(raw, Mapping), "grid", f"expected a mapping of key -> [values], got {shown(raw)}"
-    )
-    for key, values in raw.items():
-        ok = isinstance(values, list) and bool(values)
-        check(ok, f"grid.{key}", f"expected a non-empty list, got {shown(values)}")
-        duplicates = sorted({repr(v) for v in values if values.count(v) > 1})
-        check(not duplicates, f"grid.{key}", f"repeated values: {', '.join(duplicates)}")
-        for name in values if key == METHOD_AXIS else ():
-            choose(name, "grid.method", methods)
-    return tuple((str(key), tuple(values)) for key, values in raw.items())
-
-
 def _check_swept_couplings(spec: SweepSpec) -> None:
-    """A swept ``coupling.*`` key must be a parameter of every cell's coupling."""
-    swept = [key for key, _ in spec.axes] + [key for key, _ in spec.space]
+    """A swept ``coupling.*`` key must be a parameter of the coupling of every cell it is in."""
     for cell in spec.cells:
+        swept = [key for key, _ in cell.params] + [key for key, _ in spec.space]
         for key in (k for k in swept if k.startswith("coupling.") and k != "coupling.kind"):
             cfg, field = cell.config, key.split(".", 1)[1]
             ssl = cfg.train.mode == "ssl"
@@ -213,35 +181,56 @@ def _methods(raw: Any) -> dict[str, dict[str, Any]]:
     extra = {} if raw is None else raw
     check(isinstance(extra, Mapping), "methods", f"expected a mapping, got {shown(extra)}")
     return deepcopy(config.METHODS) | {
-        str(name): nest(v, f"methods.{name}") for name, v in extra.items()
+        str(name): loader.nest(v, f"methods.{name}") for name, v in extra.items()
     }
 
 
-def parse(text: str, default_name: str = "sweep", where: str = "<sweep>") -> SweepSpec:
-    """Validate a sweep file's text; every trial config is built (see the module doc)."""
+def check_name_component(name: Any, key: str) -> str:
+    """`name` as a sweep's directory and run name: one safe path component (no ``..``, no
+    ``/``), so that nothing is written outside the storage path."""
+    ok = isinstance(name, str) and NAME.fullmatch(name) is not None
+    check(ok, key, f"expected 1-100 letters, digits, '_', '.' or '-', not starting with '.' "
+          f"or '-', got {shown(name)}")  # fmt: skip
+    return str(name)
+
+
+def parse(
+    text: str,
+    default_name: str = "sweep",
+    where: str = "<sweep>",
+    overrides: Mapping[str, Any] | None = None,
+) -> SweepSpec:
+    """Validate a sweep file's text; every trial config is built (see the module doc).
+
+    overrides: nested config values applied to every trial, last (``--set``).
+    """
     raw = safe_yaml.read_yaml(text, where)
     check(isinstance(raw, Mapping), "<root>", f"expected a mapping, got {shown(raw)}")
     for key in raw:
         check(key in _TOP_KEYS, str(key), f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
-    name = raw.get("name", default_name)
-    ok_name = isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None
-    check(ok_name, "name", f"expected letters, digits, '_', '.' or '-', got {shown(name)}")
-    base_raw = dict(nest(raw.get("base") or {}, "base"))
+    name = check_name_component(raw.get("name", default_name), "name")
+    experiment = raw.get("experiment", name)
+    ok = isinstance(experiment, str) and experiment.strip() != ""
+    check(ok, "experiment", f"expected a non-empty MLflow experiment name, got {shown(experiment)}")
+    base_raw = dict(loader.nest(raw.get("base") or {}, "base"))
     preset = base_raw.pop("preset", config.DEFAULT_PRESET)
     choose(preset, "base.preset", config.PRESETS)
     methods = _methods(raw.get("methods"))
-    axes = _parse_axes(raw.get("grid"), methods)
-    search, space = _parse_search(raw.get("search"))
+    blocks = grid.parse_grid(raw.get("grid"), methods)
+    axes = grid.union(blocks)
+    search, space = parse_search(raw.get("search"))
     both = {key for key, _ in space} & {key for key, _ in axes}
     check(not both, f"search.space.{min(both, default='')}", "also a grid axis")
     scheduler = raw.get("scheduler")
     study = raw.get("report", "fig1c")
     choose(study, "report", REPORTS)
-    missing = [a for a in REPORTS[study].axes if a not in {key for key, _ in axes}]
+    missing = [a for a in REPORTS[study].axes if not grid.in_every_block(blocks, a)]
     check(not missing, "report", f"study {study!r} needs grid axes {', '.join(missing)}")
+    budget = section(Budget, raw.get("budget"), "budget.")
+    _check_size(grid.count(blocks), search, budget)
     spec = SweepSpec(
         name=name,
-        experiment=str(raw.get("experiment", name)),
+        experiment=experiment,
         description=str(raw.get("description", "")),
         text=text,
         base=_in("base", loader.from_dict, base_raw, config.PRESETS[preset]),
@@ -251,21 +240,21 @@ def parse(text: str, default_name: str = "sweep", where: str = "<sweep>") -> Swe
         space=space,
         scheduler=None if scheduler is None else section(SchedulerSpec, scheduler, "scheduler."),
         resources=section(Resources, raw.get("resources"), "resources."),
-        budget=section(Budget, raw.get("budget"), "budget."),
+        budget=budget,
         execution=section(
             Execution, {k: raw[k] for k in ("max_concurrent", "max_failures") if k in raw}, ""
         ),
         report=study,
+        overrides=loader.nest(overrides or {}, "--set"),
     )
     cells = []
-    for index, values in enumerate(itertools.product(*(values for _, values in axes))):
-        params = tuple(zip((key for key, _ in axes), values, strict=True))
-        label = ", ".join(f"{k}={v}" for k, v in params)
+    for index, params in enumerate(grid.cells(blocks)):
+        label = ", ".join(f"{k}={v}" for k, v in params) or "base"
         cells.append(
             Cell(index, params, _in(f"grid cell {label}", spec.trial_config, dict(params)))
         )
         for corner in _corners(space):
-            where = f"search.space at {corner}, grid cell {label or 'base'}"
+            where = f"search.space at {corner}, grid cell {label}"
             _in(where, spec.trial_config, {**dict(params), **corner})
     spec = replace(spec, cells=tuple(cells))
     _check_swept_couplings(spec)
@@ -277,24 +266,40 @@ def parse(text: str, default_name: str = "sweep", where: str = "<sweep>") -> Swe
             f"must be 1 with a scheduler (ASHA compares trials on every epoch's probe), "
             f"got {every}",
         )
-    limit = spec.budget.max_trials
-    check(
-        limit is None or spec.n_trials <= limit,
-        "budget.max_trials",
-        f"the sweep has {spec.n_trials} trials, more than {limit}; shrink the grid or "
-        "search.num_samples, or raise the limit",
-    )
     return spec
 
 
+def _check_size(n_cells: int, search: SearchOptions | None, budget: Budget) -> None:
+    """Refuse a grid over `MAX_CELLS` or over ``budget.max_trials``, before building it."""
+    n_trials = n_cells * (search.num_samples if search else 1)
+    limit = budget.max_trials
+    check(
+        limit is None or n_trials <= limit,
+        "budget.max_trials",
+        f"the sweep has {n_trials} trials, more than {limit}; shrink the grid or "
+        "search.num_samples, or raise the limit",
+    )
+    check(
+        n_cells <= MAX_CELLS,
+        "grid",
+        f"{n_cells} cells, more than {MAX_CELLS}; shrink the grid (or split the study)",
+    )
+
+
 def sweep_dir(spec: SweepSpec, storage_path: str | Path, name: str | None) -> Path:
-    """Where the sweep keeps its state, tables and figures: ``storage_path/(name or spec.name)``."""
-    return Path(storage_path).resolve() / (name or spec.name)
+    """Where the sweep keeps its state, tables and figures: ``storage_path/(name or spec.name)``.
+
+    A ``--name`` must be one safe path component (`check_name_component`), so the directory
+    is always inside the storage path; a storage path that is a file is refused here.
+    """
+    root = Path(storage_path).resolve()
+    check(not root.is_file(), "--storage-path", f"{root} is a file, not a directory")
+    return root / check_name_component(name if name is not None else spec.name, "--name")
 
 
-def load(path: str | Path) -> SweepSpec:
+def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
     """`parse` a sweep file; its name defaults to the file's stem. A `ConfigError` names the
     path of a file that is missing, a directory or not YAML."""
     path = Path(path)
     text = safe_yaml.read_text(path, "sweep file (sweeps/NAME.yaml)")
-    return parse(text, default_name=path.stem, where=str(path))
+    return parse(text, default_name=path.stem, where=str(path), overrides=overrides)

@@ -157,7 +157,15 @@ class SweepTracking:
         fresh = not info.exists()
         if fresh:
             self.sweep_dir.mkdir(parents=True, exist_ok=True)
-            info.write_text(json.dumps({"uid": uuid.uuid4().hex, "name": self.sweep_dir.name}))
+            info.write_text(
+                json.dumps(
+                    {
+                        "uid": uuid.uuid4().hex,
+                        "name": self.sweep_dir.name,
+                        "overrides": self.spec.overrides,
+                    }
+                )
+            )
             (self.sweep_dir / "sweep.yaml").write_text(self.spec.text)
             (self.sweep_dir / "search_space.json").write_text(json.dumps(self._space(), indent=1))
         uid = json.loads(info.read_text())["uid"]

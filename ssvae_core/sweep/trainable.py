@@ -44,10 +44,10 @@ def _mlflow_fields(runlog: RunLog) -> dict[str, Any]:
     return {"mlflow_run_id": runlog.run_id or "", "mlflow_pending": len(runlog.pending())}
 
 
-def trial_key(spec: SweepSpec, params: Mapping[str, Any], trial_id: str) -> str:
+def trial_key(spec: SweepSpec, config: Mapping[str, Any], trial_id: str) -> str:
     """A trial's identity in its sweep: its grid cell, or (in a search) Ray's trial id."""
     if spec.search is None:
-        return f"cell-{spec.cell_index(params):03d}"
+        return f"cell-{int(config['cell']):03d}"
     return f"trial-{trial_id}"
 
 
@@ -58,14 +58,16 @@ def train_trial(
     videos: Mapping[DataConfig, Video],
     target: tracking.Target,
 ) -> None:
-    """Train the trial with these axis/searched `params`; report every epoch and at the end."""
+    """Train the trial of this Ray config (its cell and searched values); report every epoch
+    and at the end."""
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-    cfg = spec.trial_config(params)
+    labels = spec.trial_params(params)
+    cfg = spec.trial_config(labels)
     context = tune.get_context()
     trial_id = context.get_trial_id()
     label = ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in labels.items()
     )
     trial = (trial_id, label if spec.search is None else f"{label} [{trial_id}]")  # run name
     video = videos.get(cfg.data)
@@ -77,7 +79,7 @@ def train_trial(
         if checkpoint is not None:
             checkpoint.to_directory(str(work))
         key = trial_key(spec, params, trial_id)
-        runlog = tracking.start_trial(target, work, key, trial, cfg, params)
+        runlog = tracking.start_trial(target, work, key, trial, cfg, labels)
 
         def report(row: dict[str, Any], _checkpoint_dir: str | None) -> None:
             tracking.log_epoch(runlog, row)

@@ -183,8 +183,10 @@ def test_search_studies_keep_axis_values_and_coerce_samples(tmp_path: Path) -> N
     sweep = spec.load(write_spec(tmp_path, "search", body))
     studies = space.tuner_runs(sweep)
     assert [name for name, _ in studies] == ["cell-000", "cell-001"]
-    assert studies[1][1]["coupling.kind"] == "laplace"
-    cfg = sweep.trial_config({"coupling.kind": "laplace", "train.lr": 0.01, "train.epochs": 2.0})
+    assert studies[1][1]["cell"] == 1 and set(studies[1][1]) == {"cell", "train.lr", "train.epochs"}
+    params = sweep.trial_params({"cell": 1, "train.lr": 0.01, "train.epochs": 2.0})
+    assert params == {"coupling.kind": "laplace", "train.lr": 0.01, "train.epochs": 2.0}
+    cfg = sweep.trial_config(params)
     assert (cfg.coupling.kind, cfg.train.lr, cfg.train.epochs) == ("laplace", 0.01, 2)
     assert sweep.n_trials == 6
 
