@@ -41,16 +41,17 @@ import pandas as pd
 
 MIN_HISTORY = 3  # nights needed for a median and MAD; fewer: z is NaN, the paired rule alone
 MAD_TO_SD = 1.4826  # MAD of a normal sample times this estimates its standard deviation
-MIN_SLOWDOWN_S = 1.0  # a slowdown must also add this much a trial (tiny trials only jitter)
+MIN_SLOWDOWN_S = 0.5  # a slowdown must also add this much a trial (tiny trials only jitter)
 SEVERITY = {
     "failed": "regression", "regression": "regression", "improvement": "improvement",
     "within_history": "warning", "lost": "warning", "missing": "warning",
     "slowdown": "warning", "new": "info",
 }  # fmt: skip
+SEVERITIES = ("regression", "improvement", "warning", "info")  # worst first
 CELL_COLUMNS = (
     "n_pairs", "baseline_px", "tonight_px", "delta_px", "delta_low", "delta_high",
-    "rel_delta", "rel_low", "rel_high", "history_z", "history_nights", "seconds_ratio",
-    "finding",
+    "rel_delta", "rel_low", "rel_high", "history_median", "history_scale", "history_z",
+    "history_nights", "seconds_ratio", "finding",
 )  # fmt: skip
 
 
@@ -125,19 +126,24 @@ def bootstrap_median_interval(
     return np.moveaxis(np.quantile(medians, tails, axis=-1), 0, -1)
 
 
-def robust_z(tonight_px: np.ndarray, history_px: np.ndarray, tolerance: Tolerance) -> np.ndarray:
-    """Robust z of tonight's median against the history: [...] and [..., K] (NaN = no night)
-    -> [...]; NaN where fewer than MIN_HISTORY nights. Scale floored as the module says."""
-    tonight_px, history_px = np.asarray(tonight_px, float), np.asarray(history_px, float)
+def history_scale(history_px: np.ndarray, tolerance: Tolerance) -> tuple[np.ndarray, np.ndarray]:
+    """The history's median and z scale, max(1.4826 MAD, floor): [..., K] (NaN = no night)
+    -> two [...]; NaN where fewer than MIN_HISTORY nights. The floor: the module docstring."""
+    history_px = np.asarray(history_px, float)
     enough = np.sum(np.isfinite(history_px), axis=-1) >= MIN_HISTORY
     if not np.any(enough):
-        return np.full(tonight_px.shape, np.nan)
+        return np.full(enough.shape, np.nan), np.full(enough.shape, np.nan)
     history_px = np.where(enough[..., None], history_px, 1.0)  # placeholder rows, masked below
     center = np.nanmedian(history_px, axis=-1)
     mad = np.nanmedian(np.abs(history_px - center[..., None]), axis=-1)
-    floor = tolerance.band_px(center) / tolerance.history_z
-    z = (tonight_px - center) / np.maximum(MAD_TO_SD * mad, floor)
-    return np.where(enough, z, np.nan)
+    scale = np.maximum(MAD_TO_SD * mad, tolerance.band_px(center) / tolerance.history_z)
+    return np.where(enough, center, np.nan), np.where(enough, scale, np.nan)
+
+
+def robust_z(tonight_px: np.ndarray, history_px: np.ndarray, tolerance: Tolerance) -> np.ndarray:
+    """Robust z of tonight's median against the history: [...] and [..., K] -> [...]."""
+    center, scale = history_scale(history_px, tolerance)
+    return (np.asarray(tonight_px, float) - center) / scale
 
 
 def classify(
@@ -212,10 +218,8 @@ def compare(
     `history` (earlier nights, newest first, normally starting with the baseline; the
     first `lookback` are used). Statistics and findings: the module docstring."""
     tol = tolerance or Tolerance()
-    how = (
-        f"{confidence:.0%} percentile bootstrap of the median paired delta, {resamples} "
-        f"resamples, seed {seed}; robust z (median/MAD) over up to {lookback} earlier nights"
-    )
+    boot = f"{confidence:.0%} percentile bootstrap, {resamples} resamples, seed {seed}"
+    how = f"median paired delta, {boot}; robust z (median/MAD) over <= {lookback} earlier nights"
     now = _indexed(tonight, cell_axes, seed_axes)
     before = _indexed(baseline, cell_axes, seed_axes) if baseline is not None else now.iloc[:0]
     medians = [_night_medians(_indexed(n, cell_axes, seed_axes)) for n in history[:lookback]]
@@ -232,7 +236,9 @@ def compare(
         row |= dict.fromkeys(CELL_COLUMNS, np.nan) | {"n_pairs": 0}
         row["tonight_px"] = medians[0].get(cell, np.nan)
         past = np.array([m.get(cell, np.nan) for m in medians[1:]], dtype=float)
-        row["history_z"] = float(robust_z(np.array(row["tonight_px"]), past, tol))
+        center, scale = history_scale(past, tol)
+        row |= {"history_median": float(center), "history_scale": float(scale)}
+        row["history_z"] = (row["tonight_px"] - center) / scale
         row["history_nights"] = int(np.isfinite(past).sum())
         kinds: list[tuple[str, str]] = []
         if baseline is not None and not len(mine):
@@ -240,10 +246,11 @@ def compare(
         elif baseline is not None and not len(theirs):
             kinds.append(("new", "cell new tonight (not in the baseline)"))
         elif baseline is not None:
-            kinds += _paired(row, mine, theirs, tol, resamples, confidence, seed, how)
+            kinds += _paired(row, mine, theirs, tol, resamples, confidence, seed, boot)
         row["finding"] = ",".join(k for k, _ in kinds) or ("pass" if len(before) else "")
         findings += [Finding(k, str(cell), f"{k} {cell}: {text}") for k, text in kinds]
         rows.append(row)
+    findings.sort(key=lambda f: SEVERITIES.index(f.severity))  # worst first
     severities = {f.severity for f in findings}
     verdict = next((s for s in ("regression", "improvement") if s in severities), "pass")
     table = pd.DataFrame(rows, columns=["cell", *cell_axes, *CELL_COLUMNS])
@@ -259,7 +266,7 @@ def _paired(
     resamples: int,
     confidence: float,
     seed: int,
-    how: str,
+    boot: str,
 ) -> list[tuple[str, str]]:
     """Fill `row`'s paired columns for a cell in both nights; return its findings."""
     kinds: list[tuple[str, str]] = []
@@ -291,7 +298,7 @@ def _paired(
         kinds.append((call, (
             f"{row['delta_px']:+.3g} px ({row['rel_delta']:+.1%}) median paired delta over "
             f"{len(pairs)} seeds, interval {_interval(px_ci, 'px')}, {_interval(rel_ci, '%')} "
-            f"({how}); tolerance {tol.abs_px:g} px and {tol.rel:.0%}; {history}"
+            f"({boot}); tolerance {tol.abs_px:g} px and {tol.rel:.0%}; {history}"
         )))  # fmt: skip
     before_s, now_s = pairs["seconds"].median(), pairs["seconds_now"].median()
     row["seconds_ratio"] = ratio = float(now_s / before_s)
