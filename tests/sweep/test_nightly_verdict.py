@@ -35,12 +35,13 @@ def test_verdict_md_lists_findings_first_then_one_row_per_cell() -> None:
         if line.startswith("| gaussian/8") or line.startswith("| bilinear/29")
     ]
     assert rows[0] == (
-        "| gaussian/8 | 3 | 2 | 2.4 | +0.4 | [+0.2, +0.8] | +20% | [+20, +20] | +6.00 (4) "
+        "| gaussian/8 | 3 | 2 | 2.4 | +0.4 | [+0.2, +0.8] | +20% | [+20, +20] | +12.00 (4) "
         "| 1.00 | regression |"
     )
-    # seed 2 (7 px) stopped: tonight's median is over seeds 0 and 1, (6 + 5) / 2; z = -0.5 / 0.2
+    # seed 2 (7 px) stopped: tonight's median is over seeds 0 and 1, (6 + 5) / 2 = 5.5;
+    # z = -0.5 / (max(0.05, 0.05 * 6) / 3)
     assert rows[1] == (
-        "| bilinear/29 | 2 | 6 | 5.5 | +0 | [+0, +0] | +0% | [+0, +0] | -2.50 (4) | 1.00 | lost |"
+        "| bilinear/29 | 2 | 6 | 5.5 | +0 | [+0, +0] | +0% | [+0, +0] | -5.00 (4) | 1.00 | lost |"
     )
     # able to fail: the same night against itself has no findings and another verdict
     same = verdict_markdown(compare(baseline, baseline, [], AXES, SEEDS))

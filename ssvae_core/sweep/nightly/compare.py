@@ -7,12 +7,10 @@ diverged | stopped | error), ``probe_error_px`` (NaN unless ok; lower is better)
 The statistics (in plain words, with their measured error rates: docs/nightly-statistics.md):
 
 - Paired by seed: per seed ok in both nights ``delta = tonight - baseline`` (px) and ``rel =
-  delta / baseline``; their medians, each with a 95 % percentile-bootstrap interval of the
-  median (`resamples` resamples, ``default_rng([seed, crc32(cell label)])``: a cell's interval
-  does not depend on the other cells). With n = 3 seeds that interval is [min, max] (the
-  median of a resample of 3 is one of the 3), covering the true median with probability
-  1 - 2/2**3 = 75 %, and the rule below reads "every seed worse by more than max(abs_px,
-  rel * its baseline)".
+  delta / baseline``; their medians, each with a 95 % percentile-bootstrap interval
+  (`resamples` resamples, ``default_rng([seed, crc32(cell label)])``). With n = 3 seeds it
+  is [min, max] (covering the true median with probability 1 - 2/2**3 = 75 %) and the rule
+  reads "every seed worse by more than max(abs_px, rel * its baseline)".
 - History: ``z = (tonight median - median(H)) / max(1.4826 MAD(H), floor)``, H the cell's
   per-night medians over up to `lookback` earlier nights (z is NaN under `MIN_HISTORY`),
   ``floor = max(abs_px, rel * |median(H)|) / history_z``: on a flat history (MAD 0, as for
@@ -59,15 +57,16 @@ CELL_COLUMNS = (
 class Tolerance:
     """How far a cell may move before it is a finding (spec ``nightly.tolerance``).
 
-    Defaults from the measured noise (bench/nightly_error_rates.py, docs/nightly-statistics.md):
-    ``rel`` sits between the same-seed changes numerical nondeterminism makes (99th
-    percentile 3.4 %) and the 20 % effect to catch; ``abs_px`` keeps that effect detectable in
-    cells down to 0.05 / (0.2 - 0) = 0.25 px; ``slowdown`` (median seconds per trial) and
-    ``history_z`` (robust z) as measured there.
+    Defaults measured by bench/nightly_error_rates.py (docs/nightly-statistics.md) on the
+    nondeterminism of bench/data/nightly-noise.csv (same seed, other summation order: median
+    0.01 %, 99th percentile 3.4 %, max 10.8 %): ``rel`` 5 % keeps false alarms at 0 up to 30x
+    that noise and every cell's 20 % regression detected (>= 90 %) up to 3x it (10 %: 1x);
+    ``abs_px`` 0.05 px (0.2 px already misses small cells) catches 20 % down to 0.25 px cells;
+    ``slowdown`` x1.5: 0.2 % false alarms, 2x slowdowns caught >= 98 %; ``history_z`` 3.
     """
 
     abs_px: float = 0.05
-    rel: float = 0.10
+    rel: float = 0.05
     slowdown: float = 1.5
     history_z: float = 3.0
 
@@ -106,7 +105,6 @@ class Comparison:
     nights: pd.DataFrame
     tolerance: Tolerance
     method: str
-    cell_axes: tuple[str, ...]
 
 
 def bootstrap_median_interval(
@@ -172,28 +170,21 @@ def _indexed(
     needed = [*cell_axes, *seed_axes, "status", "probe_error_px", "seconds"]
     absent = [c for c in needed if c not in trials.columns]
     if absent:
-        raise ValueError(
-            f"trials table lacks column(s) {', '.join(absent)}; it has "
-            f"{', '.join(map(str, trials.columns))}"
-        )
+        raise ValueError(f"trials table lacks column {absent[0]!r}; it has {list(trials.columns)}")
 
     def label(axes: Sequence[str]) -> pd.Series | str:
         return trials[list(axes)].astype(str).agg("/".join, axis=1) if axes else "all"
 
     out = trials.assign(cell=label(cell_axes), seed=label(seed_axes))
-    doubled = out[out.duplicated(["cell", "seed"])]
-    if len(doubled):
-        first = doubled.iloc[0]
-        raise ValueError(
-            f"cell {first['cell']} has seed {first['seed']} twice: one trial per "
-            "cell and seed (a grid, not a search)"
-        )
+    twice = out[out.duplicated(["cell", "seed"])].head(1).to_dict("records")
+    if twice:
+        where = f"cell {twice[0]['cell']} has seed {twice[0]['seed']}"
+        raise ValueError(f"{where} twice: a grid has one trial per cell and seed")
     return out
 
 
 def _night_medians(trials: pd.DataFrame) -> pd.Series:
-    ok = trials[trials["status"] == "ok"]
-    return ok.groupby("cell", sort=False)["probe_error_px"].median()
+    return trials.query("status == 'ok'").groupby("cell", sort=False)["probe_error_px"].median()
 
 
 def _interval(ci: np.ndarray, unit: str) -> str:
@@ -237,8 +228,8 @@ def compare(
         row["tonight_px"] = medians[0].get(cell, np.nan)
         past = np.array([m.get(cell, np.nan) for m in medians[1:]], dtype=float)
         center, scale = history_scale(past, tol)
-        row |= {"history_median": float(center), "history_scale": float(scale)}
-        row["history_z"] = (row["tonight_px"] - center) / scale
+        z = float((row["tonight_px"] - center) / scale)
+        row |= {"history_median": float(center), "history_scale": float(scale), "history_z": z}
         row["history_nights"] = int(np.isfinite(past).sum())
         kinds: list[tuple[str, str]] = []
         if baseline is not None and not len(mine):
@@ -251,11 +242,10 @@ def compare(
         findings += [Finding(k, str(cell), f"{k} {cell}: {text}") for k, text in kinds]
         rows.append(row)
     findings.sort(key=lambda f: SEVERITIES.index(f.severity))  # worst first
-    severities = {f.severity for f in findings}
-    verdict = next((s for s in ("regression", "improvement") if s in severities), "pass")
+    worst = [s for s in ("regression", "improvement") if s in {f.severity for f in findings}]
+    verdict = "baseline" if baseline is None else [*worst, "pass"][0]
     table = pd.DataFrame(rows, columns=["cell", *cell_axes, *CELL_COLUMNS])
-    verdict = verdict if baseline is not None else "baseline"
-    return Comparison(verdict, table, findings, nights, tol, how, tuple(cell_axes))
+    return Comparison(verdict, table, findings, nights, tol, how)
 
 
 def _paired(
