@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,17 @@ def test_same_code_twice_on_cpu_is_a_pass_with_every_delta_exactly_zero() -> Non
     other = compare(measured_night(2), first, [first] * 3, AXES, SEEDS)
     assert (other.cells["delta_high"] - other.cells["delta_low"] > 0).sum() == 8  # untrained: 0
     assert other.verdict == "pass"  # that noise is within the tolerance
+
+
+def test_error_rate_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/nightly_error_rates.py --smoke: its array path makes compare()'s calls, and on
+    the measured nondeterminism the default rule has no false alarm and misses nothing."""
+    sys.path.insert(0, str(NOISE.parents[1]))
+    try:
+        import nightly_error_rates
+    finally:
+        sys.path.remove(str(NOISE.parents[1]))
+    nightly_error_rates.main(["--smoke"])
+    out = capsys.readouterr().out
+    assert "compare() makes the same calls as the array path on 40 simulated nights" in out
+    assert "| nondeterminism | 3 | none | 0.00% | 0.00% | 0.00% | 100.00% | 100.00% |" in out

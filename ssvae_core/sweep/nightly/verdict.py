@@ -34,8 +34,10 @@ def _as_float(value: object) -> float:
 
 
 def _num(value: object, spec: str = ".3g", scale: float = 1.0) -> str:
-    number = _as_float(value)
-    return "-" if math.isnan(number) else f"{number * scale:{spec}}"
+    number = _as_float(value) * scale
+    if math.isnan(number):
+        return "-"
+    return f"{0.0 if float(f'{number:{spec}}') == 0 else number:{spec}}"  # no "-0.00"
 
 
 def _ci(low: object, high: object, scale: float = 1.0) -> str:
@@ -53,7 +55,9 @@ def verdict_markdown(comparison: Comparison, title: str = "nightly") -> str:
         f"Method: {comparison.method}. A regression: the interval of the paired delta lies wholly "
         f"above {tol.abs_px:g} px and that of the relative delta wholly above {tol.rel:.0%}, and "
         f"(with >= 3 earlier nights) history z > {tol.history_z:g}; an improvement is the mirror "
-        f"image. Slowdown: median seconds per trial above x{tol.slowdown:g}.",
+        f"image. With 3 to 5 pairs a percentile interval of the median is [min, max] of the "
+        f"deltas (coverage 1 - 2^(1-n): 75 % at n = 3), so every seed must be beyond the "
+        f"tolerance. Slowdown: median seconds per trial above x{tol.slowdown:g}.",
         "",
         "## Findings",
         "",
@@ -86,8 +90,7 @@ def _colour(finding: str) -> str:
 
 
 def _z(value: object) -> str:
-    number = round(_as_float(value), 1) + 0.0  # no "-0.0"
-    return "no history" if math.isnan(number) else f"z {number:+.1f}"
+    return "no history" if math.isnan(_as_float(value)) else f"z {_num(value, '+.1f')}"
 
 
 def plot_paired_deltas(comparison: Comparison, path: str | Path) -> Path:
