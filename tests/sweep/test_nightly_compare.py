@@ -161,6 +161,8 @@ def test_missing_and_new_cells() -> None:
     assert result.verdict == "pass"
     assert list(result.cells["cell"]) == ["gaussian/8", "laplace/8", "bilinear/29"]
     assert by_cell(result).loc["bilinear/29", "method"] == "bilinear"
+    nothing = run(night(BASE).iloc[:0])  # a night with no trials: every cell missing
+    assert [f.kind for f in nothing.findings] == ["missing", "missing"]
 
 
 def test_slowdown_is_its_own_finding_and_tiny_trials_are_not_slow() -> None:
@@ -345,5 +347,5 @@ def test_error_rate_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
         sys.path.remove(str(NOISE.parents[1]))
     nightly_error_rates.main(["--smoke"])
     out = capsys.readouterr().out
-    assert "compare() makes the same calls as the array path on 40 simulated nights" in out
+    assert "compare() makes the same calls as the array path on 10 simulated nights" in out
     assert "| nondeterminism | 3 | none | 0.00% | 0.00% | 0.00% | 100.00% | 100.00% |" in out

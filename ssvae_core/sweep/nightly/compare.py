@@ -172,8 +172,8 @@ def _indexed(
     if absent:
         raise ValueError(f"trials table lacks column {absent[0]!r}; it has {list(trials.columns)}")
 
-    def label(axes: Sequence[str]) -> pd.Series | str:
-        return trials[list(axes)].astype(str).agg("/".join, axis=1) if axes else "all"
+    def label(axes: Sequence[str]) -> list[str] | str:  # "gaussian/8"; works on 0 rows too
+        return ["/".join(v) for v in trials[list(axes)].astype(str).values] if axes else "all"
 
     out = trials.assign(cell=label(cell_axes), seed=label(seed_axes))
     twice = out[out.duplicated(["cell", "seed"])].head(1).to_dict("records")
