@@ -18,12 +18,14 @@ from typing import Any
 from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError
 from ssvae_core.mi_bench import cli as mi_bench_cli
 from ssvae_core.sweep import cli as sweep_cli  # imports no Ray until a sweep runs
+from ssvae_core.sweep.nightly import cli as nightly_cli
 
 EPILOG = """\
 examples:
   ssvae train --preset small --set coupling.kind=gaussian --out runs/g0
   ssvae sweep sweeps/paper-small.yaml        (then `mlflow ui` in this directory)
   ssvae report sweeps/paper-small.yaml
+  ssvae nightly sweeps/nightly-small.yaml    (a scheduled ablation against its baseline)
   ssvae mi-bench --smoke-test
 """
 
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep_cli.add_parser(sub)
     sweep_cli.add_report_parser(sub)
+    nightly_cli.add_parser(sub)
 
     bench = sub.add_parser(
         "mi-bench", help="score the MI estimators on known MI", description=mi_bench_cli.DESCRIPTION

@@ -4,9 +4,10 @@ The ``ssvae`` command wires them with `add_parser` / `add_report_parser`; also r
 as ``python -m ssvae_core.sweep.cli sweep FILE ...`` (and by ``sweeps/run.py`` on a Ray
 cluster head). The sweep file is read and validated before Ray, Optuna or MLflow is imported,
 so a bad file answers at once. Exit status (`ssvae_core.errors`): 0 done, 1 some trial
-errored, 2 bad spec (the message names the dotted key), unreachable MLflow, a sweep directory
-in the wrong state or a missing ``sweep`` extra - all before any trial starts; 130
-interrupted (Ctrl-C; ``--resume`` continues it).
+errored, 2 bad spec (the message names the dotted key), trials no node can hold, unreachable
+MLflow, a sweep directory in the wrong state or a missing ``sweep`` extra; 3 another driver
+of the same sweep name is running, or the Ray address does not answer - all before any trial
+starts; 130 interrupted (Ctrl-C; ``--resume`` continues it).
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from ssvae_core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INFRA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+)
 
 SWEEP_EXTRA = ("ray", "optuna", "mlflow")
 
@@ -63,7 +71,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--tracking-uri",
         default=None,
-        help="MLflow tracking URI (default: sqlite:///mlflow.db here, what `mlflow ui` reads)",
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db "
+        "here, what `mlflow ui` reads)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted sweep (same spec, name)"
@@ -93,23 +102,26 @@ def run(args: argparse.Namespace) -> int:
     if (message := missing_extra()) is not None:
         print(f"ssvae sweep: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from ssvae_core.sweep import runner, tracking
+    from ssvae_core.sweep import cluster, lock, runner, tracking
 
-    uri = args.tracking_uri or tracking.DEFAULT_TRACKING_URI
+    uri = tracking.default_uri(args.tracking_uri)
     storage = args.storage_path or spec.DEFAULT_STORAGE
     try:
         if args.sync:
             left = runner.sync_sweep(sweep, uri, storage, args.name)
             print(f"MLflow operations still pending: {left}")
             return EXIT_OK if left == 0 else EXIT_FAILED
-        cells = runner.run_sweep(sweep, args.address, uri, args.resume, storage, args.name)
+        result = runner.run_sweep(sweep, args.address, uri, args.resume, storage, args.name)
     except (ConfigError, tracking.TrackingUnavailable) as err:
         print(f"ssvae sweep: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (lock.Busy, cluster.ClusterUnavailable) as err:
+        print(f"ssvae sweep: error: {err}", file=sys.stderr)
+        return EXIT_INFRA
     except runner.SweepInterrupted as err:
         print(f"ssvae sweep: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if len(cells) and int(cells["n_error"].sum()) > 0 else EXIT_OK
+    return EXIT_FAILED if result.n_errors else EXIT_OK
 
 
 def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:

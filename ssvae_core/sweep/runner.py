@@ -22,8 +22,9 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from ssvae_core import safe_yaml
 from ssvae_core.balls import Video, simulate
 from ssvae_core.errors import ConfigError
 from ssvae_core.metrics import METRICS
-from ssvae_core.sweep import reports, space, tables
+from ssvae_core.sweep import cluster, lock, reports, space, tables
 from ssvae_core.sweep.progress import Progress
 from ssvae_core.sweep.spec import DEFAULT_STORAGE, SweepSpec, sweep_dir
 from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
@@ -151,6 +152,22 @@ def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any
     return rows
 
 
+@dataclass(frozen=True)
+class SweepResult:
+    """What a finished sweep left: its tables, where they are, and its parent run."""
+
+    cells: pd.DataFrame  # one row per table cell (`tables.cell_table`)
+    trials: pd.DataFrame  # one row per trial (`trial_rows`)
+    directory: Path
+    parent_run_id: str
+    tracking_uri: str  # resolved (an absolute sqlite path)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def n_errors(self) -> int:
+        return int((self.trials["status"] == "error").sum()) if len(self.trials) else 0
+
+
 def run_sweep(
     spec: SweepSpec,
     address: str | None = None,
@@ -158,75 +175,113 @@ def run_sweep(
     resume: bool = False,
     storage_path: str | Path = DEFAULT_STORAGE,
     name: str | None = None,
-) -> pd.DataFrame:
-    """Run (or resume) the sweep; -> the per-cell results table (see `tables.cell_table`)."""
+    parent_tags: Mapping[str, str] | None = None,
+) -> SweepResult:
+    """Run (or resume) the sweep (see the module doc); -> its tables and parent run.
+
+    Refused before anything runs: another driver of the same name (`lock.Busy`), a Ray
+    address that does not answer (`cluster.ClusterUnavailable`), trials no node can hold
+    (`ConfigError`), MLflow out of reach (`TrackingUnavailable`). `parent_tags` go on the
+    parent run when it is opened (a nightly's ``ssvae.nightly``).
+    """
     directory = sweep_dir(spec, storage_path, name)
-    _check_state(spec, directory, resume)
-    tracker = SweepTracking(tracking_uri, directory, spec)
-    tracker.connect()
-    target = tracker.start()
+    with lock.exclusive(directory.parent / f".{directory.name}.lock", f"sweep {directory.name}"):
+        _check_state(spec, directory, resume)
+        _check_devices(spec)
+        started_ray = cluster.connect(address)
+        try:
+            cluster.check_resources(spec.resources)
+            tracker = SweepTracking(tracking_uri, directory, spec)
+            tracker.connect()
+            target = tracker.start(parent_tags or {})
+            try:
+                trials = _run_tuners(spec, target, directory, resume)
+            except SweepInterrupted:
+                raise  # the parent stays RUNNING: --resume continues it
+            except BaseException:
+                tracker.fail()
+                raise
+        finally:
+            if started_ray:
+                ray.shutdown()
+        return _finish(spec, tracker, directory, trials)
+
+
+def _check_devices(spec: SweepSpec) -> None:
+    """A trial set to ``train.device: cuda`` needs a GPU share (``resources.gpu``)."""
+    cuda = [cell.label for cell in spec.cells if cell.config.train.device == "cuda"]
+    if cuda and spec.resources.gpu == 0:
+        raise ConfigError(
+            f"train.device: cuda in grid cell ({cuda[0]}), but resources.gpu is 0, so Ray gives "
+            "the trials no GPU; set resources.gpu (e.g. 0.25) or train.device: auto"
+        )
+
+
+def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> pd.DataFrame:
+    """Every Tuner run of the spec (restored where it can be); -> one row per trial."""
     # Ray warns on every forced experiment snapshot (we keep 2 checkpoints per trial).
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    try:
-        videos: dict[Any, Video] = {}
-        for cell in spec.cells:
-            data = cell.config.data
-            if data not in videos:
-                videos[data] = simulate(data.balls, data.seed)
-        trainable = tune.with_resources(
-            tune.with_parameters(train_trial, spec=spec, videos=videos, target=target),
-            {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
-        )
-        started, rows = time.monotonic(), []
-        for tuner_run, params in space.tuner_runs(spec):
-            path = directory / tuner_run
-            if resume and tune.Tuner.can_restore(str(path)):
-                tuner = tune.Tuner.restore(
-                    str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
-                )
-            else:
-                budget = spec.budget.time_budget_s
-                left = None if budget is None else budget - (time.monotonic() - started)
-                if left is not None and left <= 0:
-                    log.warning("time budget spent: Tuner run %s not started", tuner_run)
-                    continue
-                tuner = _tuner(spec, trainable, path, params, left)
-            with _catch_interrupt() as interrupted:
-                grid = tuner.fit()
-            if interrupted.is_set():
-                raise SweepInterrupted(f"interrupted; continue with --resume ({directory})")
-            rows += trial_rows(spec, tuner_run, grid)
-    finally:
-        if started_ray:
-            ray.shutdown()
-    return _finish(spec, tracker, directory, pd.DataFrame(rows))
+    videos: dict[Any, Video] = {}
+    for cell in spec.cells:
+        data = cell.config.data
+        if data not in videos:
+            videos[data] = simulate(data.balls, data.seed)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, spec=spec, videos=videos, target=target),
+        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+    )
+    started, rows = time.monotonic(), []
+    for tuner_run, params in space.tuner_runs(spec):
+        path = directory / tuner_run
+        if resume and tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(
+                str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            budget = spec.budget.time_budget_s
+            left = None if budget is None else budget - (time.monotonic() - started)
+            if left is not None and left <= 0:
+                log.warning("time budget spent: Tuner run %s not started", tuner_run)
+                continue
+            tuner = _tuner(spec, trainable, path, params, left)
+        with _catch_interrupt() as interrupted:
+            grid = tuner.fit()
+        if interrupted.is_set():
+            raise SweepInterrupted(f"interrupted; continue with --resume ({directory})")
+        rows += trial_rows(spec, tuner_run, grid)
+    return pd.DataFrame(rows)
 
 
 def _finish(
     spec: SweepSpec, tracker: SweepTracking, directory: Path, trials: pd.DataFrame
-) -> pd.DataFrame:
-    """Replay MLflow logs, close stopped runs, write and log the tables and Fig. 1C."""
+) -> SweepResult:
+    """Replay MLflow logs, close stopped runs, write and log the tables and the report."""
     tracker.sync()
+    parent = tracker.parent.run_id or ""
     if trials.empty:  # the time budget was spent before any Tuner run started
         print("no trial ran")
         tracker.finish([], {"n_trials": 0})
-        return pd.DataFrame(columns=["cell", "trials", *(f"n_{s}" for s in tables.STATUSES)])
+        empty = pd.DataFrame(columns=["cell", "trials", *(f"n_{s}" for s in tables.STATUSES)])
+        return SweepResult(empty, trials, directory, parent, tracker.uri)
     errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
     tracker.reconcile({trial: error for trial, error in errors.items() if error})
     searched = [key for key, _ in spec.space]
     cells = tables.cell_table(trials, spec.group_axes, searched)
     files = tables.write(trials, cells, directory)
     files += reports.write(spec.report, trials, spec.report_context(), directory)
-    print(tables.format_cells(cells))
+    summary = directory / "summary.md"
+    text = summary.read_text(encoding="utf-8") if summary.exists() else ""
+    print(text.strip() or tables.format_cells(cells))
     print(f"results: {directory}")
+    for path in files:
+        if path.suffix == ".png":
+            print(f"figure: {path}")
     counts = {f"n_{s}": int((trials["status"] == s).sum()) for s in tables.STATUSES}
-    tracker.finish(files, {"n_trials": len(trials), **counts})
+    metrics = {"n_trials": len(trials), **counts, **tables.headline_metrics(cells)}
+    tracker.finish(files, metrics, description=text)
     if left := tracker.sync():
         print(f"MLflow unreachable: {left} operation(s) pending; replay with --sync or --resume")
-    return cells
+    return SweepResult(cells, trials, directory, parent, tracker.uri, files)
 
 
 def sync_sweep(

@@ -8,7 +8,7 @@ Nothing here imports Ray: `space` turns these into Ray Tune and Optuna objects.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ssvae_core import loader
@@ -77,14 +77,20 @@ class SchedulerSpec:
 
 @dataclass(frozen=True)
 class Resources:
-    """Per trial; ``gpu`` may be fractional (0.25: four trials share a GPU)."""
+    """Per trial; ``gpu`` may be fractional (0.25: four trials share a GPU).
+
+    ``wait_for_nodes_s``: on a cluster that adds nodes, how long to wait for one that holds a
+    trial before refusing (0: refuse at once when no live node does; `cluster`).
+    """
 
     cpu: float = 1.0
     gpu: float = 0.0
+    wait_for_nodes_s: float = 0.0
 
     def __post_init__(self) -> None:
         check(self.cpu > 0, "cpu", f"must be > 0, got {self.cpu}")
         check(self.gpu >= 0, "gpu", f"must be >= 0, got {self.gpu}")
+        check(self.wait_for_nodes_s >= 0, "wait_for_nodes_s", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,39 @@ class Execution:
         n = self.max_concurrent
         check(n is None or n >= 1, "max_concurrent", f"must be >= 1, got {n}")
         check(self.max_failures >= 0, "max_failures", f"must be >= 0, got {self.max_failures}")
+
+
+@dataclass(frozen=True)
+class NightlyTolerance:
+    """How far a cell may move before ``ssvae nightly`` calls it a regression (or an
+    improvement): its paired delta's interval beyond ``abs_px`` and beyond ``rel`` of the
+    baseline. Defaults measured in docs/nightly.md (`nightly.compare.Tolerance`)."""
+
+    abs_px: float = 0.05
+    rel: float = 0.05
+
+    def __post_init__(self) -> None:
+        check(self.abs_px > 0, "abs_px", f"must be > 0, got {self.abs_px}")
+        check(self.rel > 0, "rel", f"must be > 0, got {self.rel}")
+
+
+@dataclass(frozen=True)
+class NightlyOptions:
+    """The ``nightly`` section: the tolerance, the slowdown ratio that is a finding, the
+    history's z threshold and length (``--history`` overrides it), and the bootstrap."""
+
+    tolerance: NightlyTolerance = field(default_factory=NightlyTolerance)
+    slowdown: float = 1.5
+    history_z: float = 3.0
+    history: int = 7
+    resamples: int = 10_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.slowdown > 1, "slowdown", f"must be > 1, got {self.slowdown}")
+        check(self.history_z > 0, "history_z", f"must be > 0, got {self.history_z}")
+        check(self.history >= 0, "history", f"must be >= 0, got {self.history}")
+        check(self.resamples >= 100, "resamples", f"must be >= 100, got {self.resamples}")
 
 
 def section(cls: type[T], raw: Any, prefix: str) -> T:

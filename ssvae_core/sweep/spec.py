@@ -17,6 +17,7 @@ A sweep file (``sweeps/*.yaml``; its first line is a comment with the command th
     max_concurrent: 4
     max_failures: 3
     report: fig1c                  # the study's figures and summary (`reports.REPORTS`)
+    nightly: {tolerance: {abs_px: 0.05, rel: 0.05}}   # how `ssvae nightly` judges it
 
 Keys under ``base``, ``methods.*``, ``grid`` and ``search.space`` are RunConfig keys, dotted
 (``train.lr``) or nested. The grid axis ``method`` picks a bundle from `config.METHODS`
@@ -51,6 +52,7 @@ from ssvae_core.sweep.sections import (
     SEED_AXES,
     Budget,
     Execution,
+    NightlyOptions,
     Resources,
     SchedulerSpec,
     SearchOptions,
@@ -64,7 +66,7 @@ MAX_CELLS = 10_000  # a grid beyond this is a typo, not a study
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # one safe path component
 _TOP_KEYS = (
     "name", "experiment", "description", "base", "methods", "grid", "search",
-    "scheduler", "resources", "budget", "max_concurrent", "max_failures", "report",
+    "scheduler", "resources", "budget", "max_concurrent", "max_failures", "report", "nightly",
 )  # fmt: skip
 
 
@@ -104,6 +106,7 @@ class SweepSpec:
     report: str = "fig1c"  # a key of `reports.REPORTS`
     cells: tuple[Cell, ...] = ()
     overrides: Mapping[str, Any] = field(default_factory=dict)  # nested; every trial, last
+    nightly: NightlyOptions = field(default_factory=NightlyOptions)  # `ssvae nightly` judges
 
     @property
     def metric(self) -> str:
@@ -246,6 +249,7 @@ def parse(
         ),
         report=study,
         overrides=loader.nest(overrides or {}, "--set"),
+        nightly=section(NightlyOptions, raw.get("nightly"), "nightly."),
     )
     cells = []
     for index, params in enumerate(grid.cells(blocks)):

@@ -13,6 +13,7 @@ searched values of the cell's best trial are added (``best.train.lr``, ...).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def cell_table(
         row |= {axis: group[axis].iloc[0] for axis in group_axes}
         row |= {
             "trials": len(group),
+            "probe_error_px_median": errors.median(),
             "probe_error_px_mean": errors.mean(),
             "probe_error_px_std": errors.std(ddof=1) if len(errors) > 1 else np.nan,
             "probe_error_px_best": errors.min(),
@@ -73,10 +75,23 @@ def write(trials: pd.DataFrame, cells: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
+def headline_metrics(cells: pd.DataFrame) -> dict[str, float]:
+    """Per cell, its median probe error (``gaussian/8.probe_error_px_median``): the numbers a
+    sweep's parent run shows in MLflow; NaN (no trial finished) is left out."""
+    found = {}
+    for _, row in cells.iterrows():
+        key = re.sub(r"[^A-Za-z0-9_\-. /:]", "_", str(row["cell"]))
+        value = row["probe_error_px_median"]
+        if pd.notna(value):
+            found[f"{key}.probe_error_px_median"] = float(value)
+    return found
+
+
 def format_cells(cells: pd.DataFrame) -> str:
     """The table as printed at the end of a sweep: the columns a reader compares."""
     columns = [
-        "cell", "trials", "probe_error_px_mean", "probe_error_px_std", "probe_error_px_best",
+        "cell", "trials", "probe_error_px_median", "probe_error_px_mean", "probe_error_px_std",
+        "probe_error_px_best",
         "mi_estimate_mean", "lengthscale_mean", "seconds_mean", "n_diverged", "n_stopped",
         "n_error",
     ]  # fmt: skip

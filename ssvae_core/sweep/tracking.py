@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -30,6 +33,7 @@ from typing import Any
 from ssvae_core import config, run_files
 from ssvae_core.balls import Video
 from ssvae_core.metrics import finite_numbers
+from ssvae_core.sweep import lock
 from ssvae_core.sweep.runlog import PENDING_FILE, RunLog, client
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import RunResult
@@ -38,6 +42,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # what a plain `mlflow ui` started here reads
 STATUS_TAG = "ssvae.status"
+# MLflow 3's UI opens an experiment by this tag: training runs, not the GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+VERSIONED = ("torch", "ray", "mlflow", "optuna", "numpy")  # tagged on every parent run
 
 
 class TrackingUnavailable(RuntimeError):
@@ -53,6 +60,12 @@ class Target:
     parent_run_id: str
     sweep_uid: str
     sweep_name: str
+
+
+def default_uri(given: str | None) -> str:
+    """``--tracking-uri`` if given, else ``$MLFLOW_TRACKING_URI`` (how the ecosystem, and a
+    cluster, passes it), else `DEFAULT_TRACKING_URI`."""
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def resolve_uri(uri: str) -> str:
@@ -74,7 +87,8 @@ def start_trial(
     cfg: config.RunConfig,
     labels: Mapping[str, Any],
 ) -> RunLog:
-    """The trial's run (found again, or created) marked RUNNING; the whole config as params.
+    """The trial's run (found again, or created) marked RUNNING; as params, the settings the
+    run uses (`config.used`: no coupling for a control, no optimiser when untrained).
 
     key: the trial's identity in the sweep (grid cell or Ray trial id); trial: Ray's (id, name);
     labels: its axis and searched values (also logged as ``sweep.*`` params and tags).
@@ -83,7 +97,7 @@ def start_trial(
     (trial_id, name) = trial
     tags = {"mlflow.parentRunId": target.parent_run_id, "ssvae.sweep": target.sweep_name}
     tags |= {"ray.trial_id": trial_id, **{f"sweep.{k}": str(v) for k, v in labels.items()}}
-    params = {**config.flatten(config.to_dict(cfg)), **{f"sweep.{k}": v for k, v in labels.items()}}
+    params = {**config.used(cfg), **{f"sweep.{k}": v for k, v in labels.items()}}
     runlog.declare(target.experiment_id, f"{target.sweep_uid}/{key}", name, tags, params)
     runlog.log("status", status="RUNNING")
     return runlog
@@ -112,22 +126,66 @@ def finish_trial(runlog: RunLog, result: RunResult, video: Video) -> bool:
 # ---------------------------------------------------------------- the sweep (driver)
 
 
-def _git_commit() -> str:
+def _git(*args: str) -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
+        out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _version() -> str:
+def _version(package: str) -> str:
     try:
-        return metadata.version("ssvae")
+        return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def provenance() -> dict[str, str]:
+    """What code and libraries ran: git commit and dirty flag, package versions (tags)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    tags = {
+        "ssvae.git_commit": _git("rev-parse", "HEAD") or "unknown",
+        "ssvae.git_dirty": "unknown" if status is None else str(bool(status)).lower(),
+        "ssvae.version": _version("ssvae"),
+    }
+    return tags | {f"ssvae.versions.{name}": _version(name) for name in VERSIONED}
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+def experiment(uri: str, name: str) -> str:
+    """The id of experiment `name` at `uri`, created if new and tagged so that MLflow's UI
+    opens it on its training runs; `TrackingUnavailable` if MLflow cannot be reached or written.
+
+    A sqlite file is checked for a writable folder first (sqlite would retry for minutes)
+    and its first clients queue on a lock beside it (MLflow's schema creation races).
+    """
+    uri = resolve_uri(uri)
+    database = _sqlite_path(uri)
+    folder = database.parent if database is not None else None
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        raise TrackingUnavailable(
+            f"MLflow at {uri}: cannot write {database} ({folder} is not a writable "
+            "folder); run from a writable directory or pass --tracking-uri"
+        )
+    guard = lock.serialised(Path(f"{database}.lock")) if database else nullcontext()
+    try:
+        with guard:
+            mlflow = client(uri)
+            found = mlflow.get_experiment_by_name(name)
+            if found is None:
+                return str(mlflow.create_experiment(name, tags=EXPERIMENT_KIND))
+            for key, value in EXPERIMENT_KIND.items():
+                if found.tags.get(key) != value:
+                    mlflow.set_experiment_tag(found.experiment_id, key, value)
+            return str(found.experiment_id)
+    except Exception as err:
+        raise TrackingUnavailable(f"MLflow at {uri} is unreachable: {err}") from err
 
 
 class SweepTracking:
@@ -139,19 +197,10 @@ class SweepTracking:
         self.experiment_id = ""
 
     def connect(self) -> None:
-        """Reach MLflow and get (or create) the experiment; `TrackingUnavailable` if not."""
-        try:
-            mlflow = client(self.uri)
-            experiment = mlflow.get_experiment_by_name(self.spec.experiment)
-            self.experiment_id = (
-                experiment.experiment_id
-                if experiment is not None
-                else mlflow.create_experiment(self.spec.experiment)
-            )
-        except Exception as err:
-            raise TrackingUnavailable(f"MLflow at {self.uri} is unreachable: {err}") from err
+        """Reach MLflow and get (or create) the experiment (`experiment`)."""
+        self.experiment_id = experiment(self.uri, self.spec.experiment)
 
-    def start(self) -> Target:
+    def start(self, extra_tags: Mapping[str, str] | None = None) -> Target:
         """Open the parent run (reopen it on resume) and log the spec and search space."""
         info = self.sweep_dir / "sweep.json"
         fresh = not info.exists()
@@ -169,16 +218,20 @@ class SweepTracking:
             (self.sweep_dir / "sweep.yaml").write_text(self.spec.text)
             (self.sweep_dir / "search_space.json").write_text(json.dumps(self._space(), indent=1))
         uid = json.loads(info.read_text())["uid"]
-        tags = {"ssvae.role": "parent", "ssvae.sweep": self.spec.name}
-        tags |= {"ssvae.git_commit": _git_commit(), "ssvae.version": _version()}
+        tags = {"ssvae.role": "parent", "ssvae.sweep": self.spec.name, **provenance()}
         tags |= {"ssvae.storage": str(self.sweep_dir), "mlflow.note.content": self.spec.description}
+        tags |= {"ssvae.host": socket.gethostname(), "ssvae.pid": str(os.getpid())}
+        tags |= dict(extra_tags or {})
         params: dict[str, Any] = {
             "sweep.n_trials": self.spec.n_trials,
-            "sweep.n_cells": len(self.spec.cells),
+            "sweep.n_grid_points": len(self.spec.cells),  # cells x seeds; the table has fewer
         }
         params |= {"sweep.axes": ",".join(k for k, _ in self.spec.axes)}
         params |= {"sweep.metric": self.spec.metric, "sweep.mode": self.spec.mode}
         self.parent.declare(self.experiment_id, f"{uid}/parent", self.sweep_dir.name, tags, params)
+        self.parent.log(
+            "tags", values={"ssvae.host": tags["ssvae.host"], "ssvae.pid": tags["ssvae.pid"]}
+        )
         self.parent.log("status", status="RUNNING")
         if fresh:
             for name in ("sweep.yaml", "search_space.json"):
@@ -196,12 +249,19 @@ class SweepTracking:
             "base": config.to_dict(self.spec.base),
         }
 
-    def finish(self, files: list[Path], metrics: Mapping[str, Any]) -> bool:
-        """Results as parent artifacts and metrics; the parent FINISHED. False: still pending."""
+    def finish(self, files: list[Path], metrics: Mapping[str, Any], description: str = "") -> bool:
+        """Results as parent artifacts and metrics, the study's summary as its description
+        (what the UI shows first); the parent FINISHED. False: some of it still pending."""
         for path in files:
             self.parent.log("artifacts", path=str(path.relative_to(self.sweep_dir)))
         self.parent.metrics(finite_numbers(metrics), step=0)
+        note = "\n\n".join(part for part in (self.spec.description, description) if part)
+        self.parent.log("tags", values={"mlflow.note.content": note[:50_000]})
         return self.parent.log("status", status="FINISHED")
+
+    def fail(self) -> None:
+        """The sweep broke off (not Ctrl-C): its parent run FAILED, not left RUNNING."""
+        self.parent.log("status", status="FAILED")
 
     def sync(self) -> int:
         """Replay every pending log (trials' latest checkpoints, the parent); -> ops left."""

@@ -44,6 +44,18 @@ def _mlflow_fields(runlog: RunLog) -> dict[str, Any]:
     return {"mlflow_run_id": runlog.run_id or "", "mlflow_pending": len(runlog.pending())}
 
 
+def run_name(params: Mapping[str, Any]) -> str:
+    """A short run name for MLflow's runs table: the values, seeds as ``s0``
+    (``method=gaussian, objective.n_negatives=8, train.seed=0`` -> ``gaussian 8 s0``)."""
+    prefixes = {"train.seed": "s", "data.seed": "d"}
+    parts = [
+        f"{prefixes.get(key, '')}{value:.3g}" if isinstance(value, float)
+        else f"{prefixes.get(key, '')}{value}"
+        for key, value in params.items()
+    ]  # fmt: skip
+    return " ".join(parts) or "base"
+
+
 def trial_key(spec: SweepSpec, config: Mapping[str, Any], trial_id: str) -> str:
     """A trial's identity in its sweep: its grid cell, or (in a search) Ray's trial id."""
     if spec.search is None:
@@ -66,10 +78,8 @@ def train_trial(
     cfg = spec.trial_config(labels)
     context = tune.get_context()
     trial_id = context.get_trial_id()
-    label = ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in labels.items()
-    )
-    trial = (trial_id, label if spec.search is None else f"{label} [{trial_id}]")  # run name
+    name = run_name(labels)
+    trial = (trial_id, name if spec.search is None else f"{name} [{trial_id}]")
     video = videos.get(cfg.data)
     if video is None:  # a searched data.* key: this trial's own video
         video = simulate(cfg.data.balls, cfg.data.seed)

@@ -26,8 +26,8 @@ def test_smoke_sweep_end_to_end_with_sqlite(workdir: Path) -> None:
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.data.tags["ssvae.status"] for c in children} == {"ok"}
     assert {c.info.run_name for c in children} == {
-        f"method={m}, train.seed={s}" for m in ("gaussian", "bilinear") for s in (0, 1)
-    }
+        f"{m} s{s}" for m in ("gaussian", "bilinear") for s in (0, 1)
+    }  # short: MLflow's runs table cuts long names
     for child in children:
         params = child.data.params
         assert params["data.size"] == "32" and params["train.epochs"] == "2"
@@ -36,7 +36,15 @@ def test_smoke_sweep_end_to_end_with_sqlite(workdir: Path) -> None:
         assert child.data.metrics["probe_error_px"] > 0
         assert {"fig1b.png", "fig1de.png", "history.csv"} <= artifact_names(uri, child.info.run_id)
     assert parent.data.tags["ssvae.git_commit"] and parent.data.tags["ssvae.version"]
+    assert parent.data.tags["ssvae.versions.torch"].startswith("2.")
     assert parent.data.params["sweep.n_trials"] == "4"
+    # the parent carries the results: the study's table as its description, medians as metrics
+    assert "| gaussian |" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.metrics["gaussian.probe_error_px_median"] > 0
+    from mlflow import MlflowClient
+
+    kind = MlflowClient(uri).get_experiment_by_name("smoke").tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"  # the UI opens on the training runs
     assert {"sweep.yaml", "search_space.json", "results.csv", "results.parquet", "fig1c.png"} <= (
         artifact_names(uri, parent.info.run_id)
     )

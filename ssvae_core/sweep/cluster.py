@@ -1,0 +1,100 @@
+"""The Ray cluster a sweep runs on: reached within a bounded time, and able to run a trial.
+
+`connect` starts Ray on this machine (no address) or joins a cluster (``auto`` on a head
+node, ``HOST:PORT``, ``ray://HOST:PORT``); an address that does not answer within
+`CONNECT_TIMEOUT_S` is a `ClusterUnavailable` naming it (exit 3), before any MLflow run
+exists. `check_resources` refuses, naming the ``resources.*`` key, a trial that no node can
+ever hold (``gpu: 2`` on a machine without GPUs), instead of waiting forever for it; on a
+cluster that scales, ``resources.wait_for_nodes_s`` is how long to wait for such a node.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+import ray
+
+from ssvae_core.errors import ConfigError
+from ssvae_core.sweep.sections import Resources
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+POLL_S = 5.0
+KEYS = {"CPU": "cpu", "GPU": "gpu"}  # Ray's resource name -> the spec's key
+
+
+class ClusterUnavailable(RuntimeError):
+    """The Ray cluster at an address cannot be reached (exit 3)."""
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``ray://HOST:PORT`` -> (host, port); Ray's default ports otherwise."""
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    return host, int(port) if port.isdigit() else (10001 if client else 6379)
+
+
+def connect(address: str | None) -> bool:
+    """Start or join Ray (see the module doc); True if this call started it."""
+    if ray.is_initialized():
+        return False
+    if address not in (None, "auto", "local"):
+        host, port = _host_port(address)
+        try:
+            socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as err:
+            raise ClusterUnavailable(
+                f"--address {address}: nothing answers at {host}:{port} within "
+                f"{CONNECT_TIMEOUT_S:.0f} s ({err}); is the cluster up (ray status)?"
+            ) from None
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ClusterUnavailable(f"--address {address}: {first[:300]}") from None
+    return True
+
+
+def _nodes() -> list[dict[str, float]]:
+    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+
+
+def _fits(node: dict[str, float], need: dict[str, float]) -> bool:
+    return all(node.get(name, 0.0) >= amount for name, amount in need.items() if amount > 0)
+
+
+def check_resources(resources: Resources) -> None:
+    """Wait up to ``resources.wait_for_nodes_s`` for a live node that holds one trial, or
+    raise a `ConfigError` naming the key no node satisfies, with the largest on offer."""
+    need = {"CPU": resources.cpu, "GPU": resources.gpu}
+    deadline = time.monotonic() + resources.wait_for_nodes_s
+    while True:
+        nodes = _nodes()
+        if any(_fits(node, need) for node in nodes):
+            return
+        if time.monotonic() >= deadline:
+            raise ConfigError(_refusal(need, nodes, resources.wait_for_nodes_s))
+        log.info("waiting for a node with %s (%s)", need, "resources.wait_for_nodes_s")
+        time.sleep(POLL_S)
+
+
+def _refusal(need: dict[str, float], nodes: list[dict[str, Any]], waited: float) -> str:
+    short = [name for name, amount in need.items()
+             if amount > 0 and all(node.get(name, 0.0) < amount for node in nodes)]  # fmt: skip
+    names = short or [name for name, amount in need.items() if amount > 0]
+    key = f"resources.{KEYS[names[0]]}"
+    offers = ", ".join(
+        "/".join(f"{node.get(name, 0.0):g} {name}" for name in need) for node in nodes
+    )
+    asked = " and ".join(f"{need[name]:g} {name}" for name in names)
+    after = f" after waiting {waited:g} s" if waited else ""
+    return (
+        f"{key}: each trial asks for {asked} on one node, and no node of this cluster has "
+        f"that{after} (nodes: {offers or 'none'}); lower it, or on a cluster that adds "
+        "nodes set resources.wait_for_nodes_s"
+    )

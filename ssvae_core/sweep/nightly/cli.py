@@ -1,0 +1,115 @@
+"""``ssvae nightly SPEC ...`` and ``ssvae nightly history SPEC_NAME``: parse, run, print.
+
+    ssvae nightly SPEC [--baseline last|RUN_ID] [--history K] [--set key=value ...]
+                  [--tracking-uri URI] [--address A] [--notify URL] [--name NAME]
+                  [--storage-path DIR]
+    ssvae nightly history SPEC_NAME [--out DIR] [--history K] [--tracking-uri URI]
+
+Exit status: 0 baseline / pass / improvement, 1 regression, 2 bad input (before any
+compute), 3 infrastructure (MLflow unreachable, an overlapping nightly, errored trials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, ConfigError
+
+DESCRIPTION = (
+    "Run a sweep spec as tonight's nightly ablation and compare it, cell by cell and paired by "
+    "seed, with the last finished nightly and the history (docs/nightly.md); or, with "
+    "'history SPEC_NAME', draw the history of a spec's nightlies from MLflow alone."
+)
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``nightly`` to an argparse subparsers object; returns its parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "nightly", help="a scheduled ablation compared with its baseline", description=DESCRIPTION
+    )
+    parser.add_argument("target", nargs="+", metavar="SPEC | history SPEC_NAME")
+    parser.add_argument("--baseline", default="last", help="last (default) or a parent run id")
+    parser.add_argument("--history", type=int, help="earlier nights to compare with (default 7)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key in every trial's config (repeatable)",
+    )
+    parser.add_argument(
+        "--tracking-uri", help="MLflow (default: $MLFLOW_TRACKING_URI, else sqlite)"
+    )
+    parser.add_argument("--address", help="Ray cluster to join ('auto' on a head node)")
+    parser.add_argument("--notify", metavar="URL", help="POST the verdict as JSON here")
+    parser.add_argument("--name", help="tonight's sweep name (default: SPEC_NAME-DATE-TIME)")
+    parser.add_argument("--storage-path", help="where sweeps live (default: runs/sweeps)")
+    parser.add_argument("--out", help="history: write its table and figure here")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ssvae nightly`` for parsed `args`; -> the exit status."""
+    from ssvae_core import loader, safe_yaml
+    from ssvae_core.sweep.cli import missing_extra
+
+    target = list(args.target)
+    is_history = target[0] == "history"
+    try:
+        if (is_history and len(target) != 2) or (not is_history and len(target) != 1):
+            raise ConfigError("usage: ssvae nightly SPEC ... | ssvae nightly history SPEC_NAME")
+        if args.history is not None and args.history < 0:
+            raise ConfigError(f"--history: must be >= 0, got {args.history}")
+        if not is_history:
+            safe_yaml.read_yaml_file(target[0], "sweep file (sweeps/NAME.yaml)")
+            overrides: dict[str, Any] = {}
+            for text in args.overrides:
+                loader.merge(overrides, loader.parse_override(text))
+            from ssvae_core.sweep import spec
+
+            sweep = spec.load(target[0], overrides=overrides)
+    except ConfigError as err:
+        print(f"ssvae nightly: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if (message := missing_extra()) is not None:
+        print(f"ssvae nightly: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    from ssvae_core.sweep import cluster, lock, tracking
+
+    uri = tracking.default_uri(args.tracking_uri)
+    try:
+        if is_history:
+            return _history(target[1], uri, args)
+        from ssvae_core.sweep.nightly.run import NightlyOptions, run_nightly
+
+        options = NightlyOptions(
+            baseline=args.baseline,
+            history=args.history,
+            tracking_uri=uri,
+            address=args.address,
+            storage_path=args.storage_path or spec.DEFAULT_STORAGE,
+            name=args.name,
+            notify=args.notify,
+        )
+        return run_nightly(sweep, options).exit_code
+    except ConfigError as err:
+        print(f"ssvae nightly: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (tracking.TrackingUnavailable, lock.Busy, cluster.ClusterUnavailable) as err:
+        print(f"ssvae nightly: error: {err}", file=sys.stderr)
+        return EXIT_INFRA
+
+
+def _history(name: str, uri: str, args: argparse.Namespace) -> int:
+    """The history table and figure of spec `name`'s nightlies, from MLflow alone."""
+    from ssvae_core.sweep.nightly.report import history_report
+
+    out = Path(args.out or f"runs/nightly-history/{name}")
+    for path in history_report(name, uri, out, args.history):
+        print(path)
+    return EXIT_OK

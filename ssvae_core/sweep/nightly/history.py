@@ -1,0 +1,113 @@
+"""The nightlies of a spec in MLflow: the baseline, the history, and one still running.
+
+A nightly is a sweep's parent run tagged ``ssvae.nightly=true`` and ``ssvae.sweep=NAME``; its
+trials table is its ``trials.csv`` artifact, so the history needs MLflow alone. A nightly that
+still shows RUNNING blocks the next one (`running`), unless it is stale: its host is this
+machine and its process is gone, or it started longer ago than its time budget plus an hour.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from mlflow import MlflowClient
+
+from ssvae_core.errors import ConfigError
+from ssvae_core.sweep.tracking import STATUS_TAG
+
+log = logging.getLogger(__name__)
+
+NIGHTLY_TAG = "ssvae.nightly"
+VERDICT_TAG = "ssvae.verdict"
+BASELINE_TAG = "ssvae.baseline_run_id"
+STALE_MARGIN_S = 3600.0  # a RUNNING nightly older than its budget by this much is dead
+STALE_WITHOUT_BUDGET_S = 24 * 3600.0
+
+
+def nightlies(
+    client: MlflowClient, experiment_id: str, name: str, status: str | None = None
+) -> list[Any]:
+    """The spec's nightly parent runs, newest first (optionally only those in `status`)."""
+    filters = [f"tags.`{NIGHTLY_TAG}` = 'true'", f"tags.`ssvae.sweep` = '{name}'"]
+    if status is not None:
+        filters.append(f"attributes.status = '{status}'")
+    return list(
+        client.search_runs(
+            [experiment_id], " and ".join(filters), order_by=["attributes.start_time DESC"]
+        )
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_stale(run: Any, budget_s: float | None, now: float | None = None) -> bool:
+    """Whether a RUNNING nightly is dead: its process gone (same host), or too old."""
+    tags = run.data.tags
+    pid = tags.get("ssvae.pid", "")
+    if tags.get("ssvae.host") == socket.gethostname() and pid.isdigit():
+        return not _alive(int(pid))
+    limit = STALE_WITHOUT_BUDGET_S if budget_s is None else budget_s + STALE_MARGIN_S
+    age = (now if now is not None else time.time()) - run.info.start_time / 1000
+    return age > limit
+
+
+def running(
+    client: MlflowClient, experiment_id: str, name: str, budget_s: float | None
+) -> Any | None:
+    """A nightly of this spec that is still running, or None. Stale ones are closed KILLED
+    (tag ``ssvae.status=stale``), so that the UI stops showing them as running."""
+    for run in nightlies(client, experiment_id, name, status="RUNNING"):
+        if not is_stale(run, budget_s):
+            return run
+        log.warning("closing stale nightly run %s (its driver is gone)", run.info.run_id)
+        client.set_tag(run.info.run_id, STATUS_TAG, "stale")
+        client.set_terminated(run.info.run_id, "KILLED")
+    return None
+
+
+def baseline(client: MlflowClient, experiment_id: str, name: str, choice: str) -> Any | None:
+    """``last``: the newest FINISHED nightly of the spec (None on the first night); else
+    the run with id `choice` (a `ConfigError` if there is no such parent run)."""
+    if choice == "last":
+        finished = nightlies(client, experiment_id, name, status="FINISHED")
+        return finished[0] if finished else None
+    try:
+        run = client.get_run(choice)
+    except Exception:
+        raise ConfigError(f"--baseline: no MLflow run {choice!r}") from None
+    if run.data.tags.get("ssvae.role") != "parent":
+        raise ConfigError(f"--baseline: run {choice} is not a sweep's parent run")
+    return run
+
+
+def history(
+    client: MlflowClient, experiment_id: str, name: str, limit: int, before: Any | None
+) -> list[Any]:
+    """Up to `limit` FINISHED nightlies of the spec, newest first, from `before` back."""
+    finished = nightlies(client, experiment_id, name, status="FINISHED")
+    if before is not None:
+        start = before.info.start_time
+        finished = [run for run in finished if run.info.start_time <= start]
+    return finished[:limit]
+
+
+def trials(client: MlflowClient, run: Any) -> pd.DataFrame:
+    """A nightly's trials table, from its ``trials.csv`` artifact."""
+    with tempfile.TemporaryDirectory(prefix="ssvae-night-") as folder:
+        path = client.download_artifacts(run.info.run_id, "trials.csv", folder)
+        return pd.read_csv(Path(path))

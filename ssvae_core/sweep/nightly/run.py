@@ -1,0 +1,216 @@
+"""One night: find the baseline, run the sweep, compare, write and send the verdict.
+
+Order (what can refuse comes first, before any compute): MLflow reached (else exit 3); no
+other nightly of the spec running (an MLflow run still RUNNING, or this machine's lock on the
+spec: exit 3); the baseline and the history read from MLflow (an unknown ``--baseline`` is
+exit 2). Then the sweep runs as ``ssvae sweep`` runs it (its parent tagged ``ssvae.nightly``),
+tonight's trials are compared with the baseline's (`compare`), and the verdict goes to
+``DIR/nightly/`` (``verdict.md``, ``verdict.json``, two figures), to the parent run (its
+artifacts, its description, the tags ``ssvae.verdict`` and ``ssvae.baseline_run_id``) and,
+with ``--notify URL``, as JSON in a POST. A failed notification is logged; the verdict stays.
+
+Exit status: 0 baseline / pass / improvement, 1 regression, 2 bad input, 3 infrastructure
+(MLflow unreachable, an overlapping nightly, trials that errored, logging left pending).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ssvae_core.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError
+from ssvae_core.sweep import lock
+from ssvae_core.sweep.nightly import history
+from ssvae_core.sweep.nightly.compare import Comparison, Tolerance, compare
+from ssvae_core.sweep.nightly.verdict import verdict_markdown, write_verdict
+from ssvae_core.sweep.runlog import RunLog, client
+from ssvae_core.sweep.runner import SweepResult, run_sweep
+from ssvae_core.sweep.sections import SEED_AXES
+from ssvae_core.sweep.spec import DEFAULT_STORAGE, SweepSpec
+from ssvae_core.sweep.tracking import (
+    DEFAULT_TRACKING_URI,
+    TrackingUnavailable,
+    experiment,
+    resolve_uri,
+)
+
+log = logging.getLogger(__name__)
+
+NOTIFY_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class NightlyOptions:
+    """The command's options (``ssvae nightly --help``)."""
+
+    baseline: str = "last"  # or a parent run id
+    history: int | None = None  # nights of history; None: the spec's nightly.history
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    address: str | None = None
+    storage_path: str | Path = DEFAULT_STORAGE
+    name: str | None = None  # default: SPEC_NAME-YYYYmmdd-HHMMSS
+    notify: str | None = None
+
+
+@dataclass(frozen=True)
+class Night:
+    """What a night left: its verdict, the exit status, where the files are."""
+
+    verdict: str
+    exit_code: int
+    comparison: Comparison
+    sweep: SweepResult
+    files: list[Path]
+    notified: bool | None  # None: no --notify
+
+
+def tolerance(spec: SweepSpec) -> Tolerance:
+    """The spec's ``nightly`` section as the comparison's `Tolerance`."""
+    options = spec.nightly
+    return Tolerance(
+        abs_px=options.tolerance.abs_px,
+        rel=options.tolerance.rel,
+        slowdown=options.slowdown,
+        history_z=options.history_z,
+    )
+
+
+def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
+    """One night of `spec` (see the module doc)."""
+    with lock.exclusive(
+        Path(options.storage_path).resolve() / f".nightly-{spec.name}.lock",
+        f"a nightly of {spec.name}",
+    ):
+        uri = resolve_uri(options.tracking_uri)
+        experiment_id = experiment(uri, spec.experiment)  # TrackingUnavailable: exit 3
+        mlflow = client(uri)
+        lookback = spec.nightly.history if options.history is None else options.history
+        try:
+            busy = history.running(mlflow, experiment_id, spec.name, spec.budget.time_budget_s)
+            base = history.baseline(mlflow, experiment_id, spec.name, options.baseline)
+            past = history.history(mlflow, experiment_id, spec.name, lookback, base)
+            base_trials = history.trials(mlflow, base) if base is not None else None
+            past_trials = [history.trials(mlflow, run) for run in past]
+        except ConfigError:
+            raise
+        except Exception as err:  # MLflow went away between the calls
+            raise TrackingUnavailable(f"MLflow at {uri}: {err}") from err
+        if busy is not None:
+            raise lock.Busy(
+                f"nightly {busy.info.run_name} ({busy.info.run_id}) of {spec.name} is still "
+                "running; nightlies of one spec never overlap"
+            )
+        base_id = base.info.run_id if base is not None else ""
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        tags = {history.NIGHTLY_TAG: "true", history.BASELINE_TAG: base_id}
+        result = run_sweep(
+            spec,
+            options.address,
+            options.tracking_uri,
+            False,
+            options.storage_path,
+            options.name or f"{spec.name}-{stamp}",
+            parent_tags=tags,
+        )
+    tonight = pd.read_csv(result.directory / "trials.csv")  # as the baseline's was read
+    comparison = compare(
+        tonight,
+        base_trials,
+        past_trials,
+        spec.group_axes,
+        [axis for axis in SEED_AXES if axis in dict(spec.axes)],
+        tolerance(spec),
+        lookback=lookback,
+        resamples=spec.nightly.resamples,
+        seed=spec.nightly.seed,
+    )
+    return _report(spec, result, comparison, base_id, options.notify)
+
+
+def _report(
+    spec: SweepSpec, result: SweepResult, comparison: Comparison, base_id: str, url: str | None
+) -> Night:
+    """Write the verdict, log it to the parent run, send it; -> the night and exit status."""
+    title = f"{spec.name} nightly {result.directory.name}"
+    out = result.directory / "nightly"
+    files = write_verdict(comparison, out, title)
+    summary = summary_json(spec, result, comparison, base_id)
+    (out / "verdict.json").write_text(json.dumps(summary, indent=1) + "\n")
+    files.append(out / "verdict.json")
+    parent = RunLog(result.tracking_uri, result.directory)
+    for path in files:
+        parent.log(
+            "artifacts", path=str(path.relative_to(result.directory)), artifact_path="nightly"
+        )
+    note = verdict_markdown(comparison, title)
+    summary_md = result.directory / "summary.md"
+    if summary_md.exists():
+        note += "\n\n" + summary_md.read_text(encoding="utf-8")
+    tags = {history.VERDICT_TAG: comparison.verdict, history.BASELINE_TAG: base_id}
+    parent.log("tags", values={**tags, "mlflow.note.content": note[:50_000]})
+    pending = len(parent.pending())
+    notified = None if url is None else notify(url, summary)
+    print(note.split("\n\n## ")[0] if "\n\n## " in note else note)
+    print(f"verdict: {comparison.verdict} ({out / 'verdict.md'})")
+    if result.n_errors or pending:
+        if pending:
+            print(f"MLflow: {pending} operation(s) pending; replay with ssvae sweep --sync")
+        code = EXIT_INFRA
+    else:
+        code = EXIT_FAILED if comparison.verdict == "regression" else EXIT_OK
+    return Night(comparison.verdict, code, comparison, result, files, notified)
+
+
+def summary_json(
+    spec: SweepSpec, result: SweepResult, comparison: Comparison, base_id: str
+) -> dict[str, Any]:
+    """The verdict as plain JSON: what ``--notify`` posts and ``verdict.json`` holds."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value.item() if hasattr(value, "item") else value
+
+    cells = [{k: clean(v) for k, v in row.items()} for row in comparison.cells.to_dict("records")]
+    return {
+        "spec": spec.name,
+        "night": result.directory.name,
+        "verdict": comparison.verdict,
+        "parent_run_id": result.parent_run_id,
+        "baseline_run_id": base_id or None,
+        "findings": [
+            {"kind": f.kind, "severity": f.severity, "cell": f.cell, "text": f.text}
+            for f in comparison.findings
+        ],
+        "cells": cells,
+        "errored_trials": result.n_errors,
+        "method": comparison.method,
+    }
+
+
+def notify(url: str, payload: dict[str, Any]) -> bool:
+    """POST `payload` as JSON to `url`; a failure is logged and returns False."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT_S) as response:
+            ok = 200 <= response.status < 300
+    except (OSError, ValueError) as err:
+        log.warning("--notify %s failed: %s (the verdict is kept in verdict.json)", url, err)
+        print(f"notification to {url} failed: {err}; the verdict is kept")
+        return False
+    if not ok:
+        print(f"notification to {url} answered {response.status}; the verdict is kept")
+    return ok

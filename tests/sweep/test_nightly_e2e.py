@@ -1,0 +1,190 @@
+"""``ssvae nightly`` end to end: nights in a row against MLflow, and what it refuses.
+
+A night of the tiny spec below (Gaussian coupling and the untrained control x 3 seeds at
+nightly-small's size) takes about 10 s; the Gaussian cell reaches ~0.55 px, so a fixed
+lengthscale ten times too wide (5.7 / 2.3 / 5.2 px) is a regression the rule must name, and
+going back an improvement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+from sweep_helpers import free_port, write_spec
+
+from ssvae_core import cli
+
+TINY_NIGHT = {
+    "data.n_frames": 300, "data.size": 32, "data.diameter": 6, "train.epochs": 10,
+    "train.lr": 0.02, "probe.every_epochs": 5,
+}  # fmt: skip
+BODY = """\
+grid: {method: [gaussian, untrained], train.seed: [0, 1, 2]}
+max_concurrent: 2
+"""
+
+
+def _spec(directory: Path) -> Path:
+    return write_spec(directory, "tonight", BODY, TINY_NIGHT)
+
+
+def _night(spec: Path, name: str, *extra: str) -> int:
+    return cli.main(["nightly", str(spec), "--name", name, "--storage-path", "runs", *extra])
+
+
+def _verdict(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / "nightly" / "verdict.json").read_text())
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers["Content-Length"])
+        _Hook.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_nights_in_a_row_baseline_pass_regression_improvement(workdir: Path) -> None:
+    import ray
+    from mlflow import MlflowClient
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # one Ray for 4 nights
+    spec, uri = _spec(workdir), f"sqlite:///{workdir / 'mlflow.db'}"
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+    bad_prior = ["--set", "coupling.lengthscale=0.5", "--set", "coupling.learn_lengthscale=false"]
+    assert _night(spec, "n1", *bad_prior) == 0  # the first night: nothing to compare with
+    first = _verdict(workdir / "runs" / "n1")
+    assert first["verdict"] == "baseline" and first["baseline_run_id"] is None
+
+    closed = f"http://127.0.0.1:{free_port()}/hook"
+    assert _night(spec, "n2", "--notify", closed) == 0  # a failed notification loses nothing
+    better = _verdict(workdir / "runs" / "n2")  # the fix lands: L learned from 0.05 again
+    assert better["verdict"] == "improvement"
+    assert better["baseline_run_id"] == first["parent_run_id"]
+
+    assert _night(spec, "n3", "--notify", hook) == 0
+    same = _verdict(workdir / "runs" / "n3")
+    assert same["verdict"] == "pass" and same["baseline_run_id"] == better["parent_run_id"]
+    assert [c["delta_px"] for c in same["cells"]] == [0.0, 0.0]  # deterministic on CPU
+    assert [c["n_pairs"] for c in same["cells"]] == [3, 3]
+    assert _Hook.received[-1]["verdict"] == "pass" and _Hook.received[-1]["night"] == "n3"
+
+    assert _night(spec, "n4", *bad_prior) == 1  # it breaks again: beyond tolerance and history
+    worse = _verdict(workdir / "runs" / "n4")
+    assert worse["verdict"] == "regression"
+    regressed = [f for f in worse["findings"] if f["severity"] == "regression"]
+    assert [f["cell"] for f in regressed] == ["gaussian"]
+    text = (workdir / "runs" / "n4" / "nightly" / "verdict.md").read_text()
+    gaussian = next(c for c in worse["cells"] if c["cell"] == "gaussian")
+    assert gaussian["delta_low"] > 0.05 and gaussian["history_z"] > 3
+    assert f"{gaussian['delta_px']:+.3g}" in text and "regression gaussian" in text
+    untrained = next(c for c in worse["cells"] if c["cell"] == "untrained")
+    assert untrained["delta_px"] == 0.0  # the prior does not touch the control
+
+    client = MlflowClient(uri)
+    parent = client.get_run(worse["parent_run_id"])
+    tags = parent.data.tags
+    assert tags["ssvae.nightly"] == "true" and tags["ssvae.verdict"] == "regression"
+    assert tags["ssvae.baseline_run_id"] == same["parent_run_id"]
+    assert tags["ssvae.git_commit"] and tags["ssvae.versions.ray"].startswith("2.")
+    assert tags["mlflow.note.content"].startswith("# tonight nightly n4: regression")
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "nightly")}
+    assert {"nightly/verdict.md", "nightly/paired-deltas.png", "nightly/cell-history.png"} <= (
+        artifacts
+    )
+
+    out = workdir / "history"
+    argv = ["nightly", "history", "tonight", "--tracking-uri", uri, "--out", str(out)]
+    assert cli.main(argv) == 0
+    table = pd.read_csv(out / "history.csv", index_col="cell")
+    assert list(table.columns) == ["n4", "n3", "n2", "n1"]
+    assert table.loc["gaussian", "n4"] == table.loc["gaussian", "n1"] > table.loc["gaussian", "n3"]
+    assert (out / "cell-history.png").stat().st_size > 0
+    server.shutdown()
+
+
+def _fake_running_nightly(uri: str, pid: int) -> str:
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep.tracking import experiment
+
+    client = MlflowClient(uri)
+    tags = {"ssvae.nightly": "true", "ssvae.sweep": "tonight", "ssvae.role": "parent",
+            "ssvae.host": os.uname().nodename, "ssvae.pid": str(pid)}  # fmt: skip
+    run = client.create_run(experiment(uri, "tonight"), run_name="earlier", tags=tags)
+    return str(run.info.run_id)
+
+
+def test_an_overlapping_nightly_is_refused_with_exit_3(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    alive = _fake_running_nightly(uri, os.getpid())
+    spec = _spec(workdir)
+    assert _night(spec, "n1") == 3
+    assert f"({alive}) of tonight is still running" in capsys.readouterr().err
+    assert not (workdir / "runs" / "n1").exists()  # nothing ran
+    MlflowClient(uri).set_terminated(alive, "FINISHED")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = _fake_running_nightly(uri, int(gone.stdout))
+    from ssvae_core.sweep.nightly import history
+
+    client = MlflowClient(uri)
+    found = history.running(client, client.get_run(stale).info.experiment_id, "tonight", None)
+    assert found is None  # its process is gone: not a reason to wait
+    closed = client.get_run(stale)
+    assert closed.info.status == "KILLED" and closed.data.tags["ssvae.status"] == "stale"
+
+
+def test_an_unreachable_tracking_server_exits_3_before_any_compute(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    uri = f"http://127.0.0.1:{free_port()}"
+    assert _night(_spec(workdir), "n1", "--tracking-uri", uri) == 3
+    assert time.monotonic() - started < 60
+    assert f"MLflow at {uri} is unreachable" in capsys.readouterr().err
+    assert not (workdir / "runs" / "n1").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "train.lrr=1"], "train.lrr: unknown key"),
+        (["--history", "-1"], "--history: must be >= 0"),
+        (["--baseline", "0123456789abcdef"], "--baseline: no MLflow run '0123456789abcdef'"),
+        (["--name", "../escape"], "--name: expected 1-100 letters"),
+    ],
+)
+def test_bad_input_exits_2_before_any_trial(
+    workdir: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    assert _night(_spec(workdir), "n1", *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (workdir / "runs" / "n1").exists()
