@@ -42,7 +42,7 @@ def measure(
     cells = [dict(c.params) for c in spec.cells if dict(c.params)["train.seed"] == 0]
     if smoke:
         cells, seeds, threads, repeat_seeds = cells[:1], seeds[:1], threads[:1], []
-    video = simulate(spec.base.data, spec.base.data.seed)
+    video = simulate(spec.base.data.balls, spec.base.data.seed)
     runs = [(t, s, 0) for t in threads for s in seeds] + [(1, s, 1) for s in repeat_seeds]
     rows = []
     for n_threads, seed, repeat in runs:

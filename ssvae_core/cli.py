@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -63,12 +62,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         disable=args.quiet,
         file=sys.stderr,
     ) as bar:
+        shown: dict[str, str] = {}
 
         def progress(metrics: dict[str, Any], _ckpt: str | None) -> None:
-            bar.set_postfix(
-                loss=f"{metrics.get('loss', math.nan):.3f}",
-                probe_px=f"{metrics['probe_error_px']:.2f}",
-            )
+            if "loss" in metrics:
+                shown["loss"] = f"{metrics['loss']:.3f}"
+            if "probe_error_px" in metrics:  # the probe's epochs only
+                shown["probe_px"] = f"{metrics['probe_error_px']:.2f}"
+            bar.set_postfix(shown)
             bar.update(1 if metrics["epoch"] > 0 else 0)
 
         result = fit(cfg, report=progress, checkpoint_dir=args.checkpoint_dir, video=video)

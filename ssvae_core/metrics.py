@@ -36,7 +36,6 @@ METRICS: dict[str, Metric] = {
     "elbo_at_mean": Metric("the InfoNCE terms at the mean representation (nats)"),
 }
 SEARCHABLE: dict[str, str] = {name: m.mode for name, m in METRICS.items() if m.mode is not None}
-PROBE_KEYS = ("probe_error_px", "probe_r2")  # measured only at the epochs the probe runs
 ELBO_KEYS = ("elbo", "elbo_gap", "elbo_at_mean")
 
 

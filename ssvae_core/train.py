@@ -37,7 +37,6 @@ from ssvae_core.encoder import build_encoder
 from ssvae_core.frames import as_float, encode_all, frames_to_tensor, resolve_device
 from ssvae_core.metrics import (
     ELBO_KEYS,
-    PROBE_KEYS,
     learned_lengthscale,
     learned_sigma,
     representation_step,
@@ -208,10 +207,8 @@ class _Run:
             if (sigma := learned_sigma(self.encoder)) is not None:
                 row["sigma"] = sigma
             if epoch % cfg.probe.every_epochs == 0 or epoch == epochs:
-                row |= self.run_probe()
-            else:  # carry the latest probe so every report has the metric
-                row |= {k: self.history[-1][k] for k in PROBE_KEYS}
-            row["seconds"] = time.perf_counter() - tic
+                row |= self.run_probe()  # only where measured: no value carried between
+            row["epoch_seconds"] = time.perf_counter() - tic
             self.history.append(row)
             if checkpoint_dir is not None:
                 self.save(checkpoint_dir)
@@ -224,7 +221,7 @@ class _Run:
         cfg = self.cfg
         if status == "ok" and self.probe is None:  # resumed from the final checkpoint
             self.run_probe()
-        if status == "ok" and not math.isfinite(self.history[-1]["probe_error_px"]):
+        if status == "ok" and self.probe and not math.isfinite(self.probe.probe_error_px):
             status = "diverged"  # a finite loss, then a last step that broke the weights
             message = "the representation became NaN/inf; try a smaller train.lr"
         ok = status == "ok" and self.probe is not None and self.z is not None
@@ -298,8 +295,10 @@ def fit(
 ) -> RunResult:
     """Train (per ``cfg.train.mode``), probe every ``probe.every_epochs`` and at the end.
 
-    report: called as ``report(metrics, checkpoint_dir)`` after every epoch, once the
-    checkpoint (if any) is written. checkpoint_dir: resume from the checkpoint there, if any,
+    report: called as ``report(metrics, checkpoint_dir)`` for epoch 0 (the initialisation) and
+    after every epoch, once the checkpoint (if any) is written; a row holds the probe's
+    metrics only at the epochs the probe ran (``probe.every_epochs`` and the last).
+    checkpoint_dir: resume from the checkpoint there, if any,
     and write one after every epoch. video: a pre-simulated video (a sweep shares one);
     by default it is simulated from ``cfg.data``.
     """
@@ -314,9 +313,12 @@ def fit(
         os.makedirs(checkpoint_dir, exist_ok=True)
         if run.load(checkpoint_dir):
             log.info("resumed from %s after epoch %d", checkpoint_dir, len(run.history) - 1)
-    if not run.history:  # epoch 0: the encoder at its initialisation
-        run.history.append({"epoch": 0, **run.run_probe(), "seconds": 0.0})
+    if not run.history:  # epoch 0: the encoder at its initialisation, reported as any epoch
+        row = {"epoch": 0, **run.run_probe(), "epoch_seconds": 0.0}
+        run.history.append(row)
+        if checkpoint_dir is not None:
+            run.save(checkpoint_dir)
+        if report is not None:
+            report(dict(row), checkpoint_dir)
     status, message = run.train(report, checkpoint_dir)
-    if cfg.train.mode == "untrained" and report is not None:
-        report(dict(run.history[-1]), checkpoint_dir)
     return run.result(status, message, time.perf_counter() - started)

@@ -28,13 +28,25 @@ def test_fit_reports_every_epoch_and_returns_the_public_fields(
 ) -> None:
     reports: list[dict[str, Any]] = []
     result = fit(tiny_cfg, report=lambda m, ckpt: reports.append(m), video=tiny_video)
-    assert [r["epoch"] for r in reports] == [1, 2]
+    assert [r["epoch"] for r in reports] == [0, 1, 2]  # the initialisation is epoch 0
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
     assert result.status == "ok" and result.message == ""
     assert math.isfinite(result.probe_error_px) and math.isfinite(result.mi_estimate)
     assert result.probe_error_px == reports[-1]["probe_error_px"]
     assert result.lengthscale is not None and result.lengthscale > 0
-    assert {"loss", "mi_estimate", "lengthscale", "probe_error_px", "seconds"} <= set(reports[-1])
+    assert {"loss", "mi_estimate", "lengthscale", "probe_error_px", "epoch_seconds"} <= set(
+        reports[-1]
+    )
+
+
+def test_the_probe_is_reported_only_at_the_epochs_it_ran(
+    tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    cfg = with_(tiny_cfg, train={"epochs": 5}, probe={"every_epochs": 2})
+    result = fit(cfg, video=tiny_video)
+    probed = [row["epoch"] for row in result.history if "probe_error_px" in row]
+    assert probed == [0, 2, 4, 5]  # every 2 epochs, and the last; nothing carried between
+    assert result.history[-1]["probe_error_px"] == result.probe_error_px
 
 
 def test_fit_is_deterministic_on_cpu(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
@@ -64,16 +76,16 @@ def test_resume_gives_the_same_numbers_as_an_uninterrupted_run(
         checkpoint_dir=str(tmp_path),
         video=tiny_video,
     )
-    assert seen == [3, 4]  # only the unfinished epochs ran
+    assert seen == [3, 4]  # only the unfinished epochs ran (epoch 0 is not reported again)
 
     def trained(history: list[dict[str, float]]) -> list[tuple[float, ...]]:
         return [(r["loss"], r["mi_estimate"], r["lengthscale"]) for r in history[1:]]
 
-    # the short run probed at its last epoch (2); the straight one carried epoch 0's probe
+    # the short run probed at its last epoch (2); the straight one did not (every 3 epochs)
     assert trained(resumed.history) == trained(straight.history)
     for a, b in zip(resumed.history[3:], straight.history[3:], strict=True):
-        assert {k: v for k, v in a.items() if k != "seconds"} == {
-            k: v for k, v in b.items() if k != "seconds"
+        assert {k: v for k, v in a.items() if k != "epoch_seconds"} == {
+            k: v for k, v in b.items() if k != "epoch_seconds"
         }
     assert resumed.probe_error_px == straight.probe_error_px
     assert resumed.mi_estimate == straight.mi_estimate

@@ -102,16 +102,16 @@ def run(args: argparse.Namespace) -> int:
     if (message := missing_extra()) is not None:
         print(f"ssvae sweep: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from ssvae_core.sweep import cluster, lock, runner, tracking
+    from ssvae_core.sweep import cluster, lock, runner, storage, tracking
 
     uri = tracking.default_uri(args.tracking_uri)
-    storage = args.storage_path or spec.DEFAULT_STORAGE
+    root = args.storage_path or storage.DEFAULT_STORAGE
     try:
         if args.sync:
-            left = runner.sync_sweep(sweep, uri, storage, args.name)
+            left = runner.sync_sweep(sweep, uri, root, args.name)
             print(f"MLflow operations still pending: {left}")
             return EXIT_OK if left == 0 else EXIT_FAILED
-        result = runner.run_sweep(sweep, args.address, uri, args.resume, storage, args.name)
+        result = runner.run_sweep(sweep, args.address, uri, args.resume, root, args.name)
     except (ConfigError, tracking.TrackingUnavailable) as err:
         print(f"ssvae sweep: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -145,17 +145,24 @@ def run_report(args: argparse.Namespace) -> int:
     """Run ``ssvae report`` for parsed `args`; -> the exit status (2: no such sweep)."""
     import pandas as pd
 
-    from ssvae_core.sweep import reports, spec
+    from ssvae_core.sweep import reports, spec, storage
 
     try:
         sweep = spec.load(args.file)
-        directory = spec.sweep_dir(sweep, args.storage_path or spec.DEFAULT_STORAGE, args.name)
-        trials = pd.read_csv(directory / "trials.csv")
-    except (ConfigError, FileNotFoundError) as err:
+        root = args.storage_path or storage.DEFAULT_STORAGE
+        directory = storage.finished_sweep(sweep, root, args.name)
+        table = directory / "trials.csv"
+        try:
+            trials = pd.read_csv(table)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{table}: not a trials table ({err})") from None
+        out = Path(args.out or directory)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out: {out} is a file, not a directory")
+    except ConfigError as err:
         print(f"ssvae report: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        out = Path(args.out or directory)
         paths = reports.write(sweep.report, trials, sweep.report_context(), out, strict=True)
     except (KeyError, ValueError) as err:  # a trials table the study cannot read
         print(f"ssvae report: error: the {sweep.report!r} report failed: {err!r}", file=sys.stderr)

@@ -44,11 +44,11 @@ class Progress(tune.Callback):
     ) -> None:
         if result.get("final"):
             return
-        text = (
-            f"epoch {result.get('epoch')} | probe {result.get('probe_error_px', math.nan):.2f} px"
-        )
-        if "loss" in result:
-            text += f" | loss {result['loss']:.3g}"
+        text = f"epoch {result.get('epoch')}"
+        for key, label, unit in (("probe_error_px", "probe", " px"), ("loss", "loss", "")):
+            value = result.get(key)
+            if isinstance(value, float) and math.isfinite(value):  # measured this epoch
+                text += f" | {label} {value:.3g}{unit}"
         self._line(trial, text)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -38,7 +38,8 @@ from ssvae_core.errors import ConfigError
 from ssvae_core.metrics import METRICS
 from ssvae_core.sweep import cluster, lock, reports, space, tables
 from ssvae_core.sweep.progress import Progress
-from ssvae_core.sweep.spec import DEFAULT_STORAGE, SweepSpec, sweep_dir
+from ssvae_core.sweep.spec import SweepSpec
+from ssvae_core.sweep.storage import DEFAULT_STORAGE, sweep_dir
 from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
 from ssvae_core.sweep.trainable import train_trial
 

@@ -32,7 +32,6 @@ run exists. ``overrides`` (``ssvae nightly --set``) apply to every trial, last.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
@@ -60,10 +59,9 @@ from ssvae_core.sweep.sections import (
     parse_search,
     section,
 )
+from ssvae_core.sweep.storage import check_name_component
 
-DEFAULT_STORAGE = "runs/sweeps"  # a sweep's directory is DEFAULT_STORAGE/NAME
 MAX_CELLS = 10_000  # a grid beyond this is a typo, not a study
-NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # one safe path component
 _TOP_KEYS = (
     "name", "experiment", "description", "base", "methods", "grid", "search",
     "scheduler", "resources", "budget", "max_concurrent", "max_failures", "report", "nightly",
@@ -188,15 +186,6 @@ def _methods(raw: Any) -> dict[str, dict[str, Any]]:
     }
 
 
-def check_name_component(name: Any, key: str) -> str:
-    """`name` as a sweep's directory and run name: one safe path component (no ``..``, no
-    ``/``), so that nothing is written outside the storage path."""
-    ok = isinstance(name, str) and NAME.fullmatch(name) is not None
-    check(ok, key, f"expected 1-100 letters, digits, '_', '.' or '-', not starting with '.' "
-          f"or '-', got {shown(name)}")  # fmt: skip
-    return str(name)
-
-
 def parse(
     text: str,
     default_name: str = "sweep",
@@ -288,17 +277,6 @@ def _check_size(n_cells: int, search: SearchOptions | None, budget: Budget) -> N
         "grid",
         f"{n_cells} cells, more than {MAX_CELLS}; shrink the grid (or split the study)",
     )
-
-
-def sweep_dir(spec: SweepSpec, storage_path: str | Path, name: str | None) -> Path:
-    """Where the sweep keeps its state, tables and figures: ``storage_path/(name or spec.name)``.
-
-    A ``--name`` must be one safe path component (`check_name_component`), so the directory
-    is always inside the storage path; a storage path that is a file is refused here.
-    """
-    root = Path(storage_path).resolve()
-    check(not root.is_file(), "--storage-path", f"{root} is a file, not a directory")
-    return root / check_name_component(name if name is not None else spec.name, "--name")
 
 
 def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:

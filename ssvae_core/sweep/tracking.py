@@ -111,10 +111,9 @@ def log_epoch(runlog: RunLog, row: Mapping[str, Any]) -> bool:
 def finish_trial(runlog: RunLog, result: RunResult, video: Video) -> bool:
     """Final metrics, status tags, the run's files (Fig. 1B, 1D/E, history), then FINISHED."""
     run_files.write_run(result, video, runlog.directory / "artifacts")
-    summary = {**result.metrics(), "run_seconds": result.seconds}
     last = result.history[-1]  # logged already, at the same step, unless it differs
     runlog.metrics(
-        {k: v for k, v in summary.items() if k != "seconds" and last.get(k) != v},
+        {k: v for k, v in result.metrics().items() if last.get(k) != v},  # "seconds": the run
         step=len(result.history) - 1,
     )
     runlog.log("tags", values={STATUS_TAG: result.status, "ssvae.message": result.message[:4000]})

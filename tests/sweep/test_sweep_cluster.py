@@ -85,4 +85,4 @@ def test_a_lost_worker_node_mid_sweep_and_every_trial_still_finishes(workdir: Pa
     assert len(children) == 4
     assert {run.info.status for run in [parent, *children]} == {"FINISHED"}
     for child in children:
-        assert metric_steps(uri, child.info.run_id, "probe_error_px") == list(range(1, EPOCHS + 1))
+        assert metric_steps(uri, child.info.run_id, "probe_error_px") == list(range(EPOCHS + 1))

@@ -32,7 +32,7 @@ def test_smoke_sweep_end_to_end_with_sqlite(workdir: Path) -> None:
         params = child.data.params
         assert params["data.size"] == "32" and params["train.epochs"] == "2"
         assert params["coupling.kind"] == params["sweep.method"]
-        assert metric_steps(uri, child.info.run_id, "probe_error_px") == [1, 2]
+        assert metric_steps(uri, child.info.run_id, "probe_error_px") == [0, 1, 2]  # 0: init
         assert child.data.metrics["probe_error_px"] > 0
         assert {"fig1b.png", "fig1de.png", "history.csv"} <= artifact_names(uri, child.info.run_id)
     assert parent.data.tags["ssvae.git_commit"] and parent.data.tags["ssvae.version"]

@@ -9,7 +9,7 @@ import pytest
 from sweep_helpers import write_spec
 
 from ssvae_core.errors import ConfigError
-from ssvae_core.sweep import grid, spec
+from ssvae_core.sweep import grid, spec, storage
 
 UNION = """\
 grid:
@@ -74,8 +74,8 @@ def test_a_bad_grid_or_name_is_refused_naming_the_key(
 def test_a_sweep_directory_stays_inside_the_storage_path(tmp_path: Path, name: str) -> None:
     sweep = spec.load(write_spec(tmp_path, "ok", "grid: {train.seed: [0]}\n"))
     with pytest.raises(ConfigError, match="--name: expected 1-100 letters"):
-        spec.sweep_dir(sweep, tmp_path / "runs", name)
-    assert spec.sweep_dir(sweep, tmp_path / "runs", "night-1") == tmp_path / "runs" / "night-1"
+        storage.sweep_dir(sweep, tmp_path / "runs", name)
+    assert storage.sweep_dir(sweep, tmp_path / "runs", "night-1") == tmp_path / "runs" / "night-1"
 
 
 def test_overrides_apply_to_every_trial_last(tmp_path: Path) -> None:

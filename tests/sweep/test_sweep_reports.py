@@ -176,3 +176,45 @@ def test_report_command_fails_loudly_on_a_table_it_cannot_read(tmp_path: Path) -
     argv = ["report", str(REPO / "sweeps" / "stochastic.yaml"), "--storage-path", str(tmp_path)]
     assert cli.main(argv) == 1
     assert not (directory / "summary.md").exists()
+
+
+def _finished(root: Path, name: str, spec_text: str, age: float) -> Path:
+    import os
+
+    directory = root / name
+    directory.mkdir(parents=True)
+    (directory / "sweep.yaml").write_text(spec_text)
+    rows = [f"{m},{s},ok,{1.0 + s}" for m in ("gaussian", "untrained") for s in (0, 1, 2)]
+    table = directory / "trials.csv"
+    table.write_text("method,train.seed,status,probe_error_px\n" + "\n".join(rows) + "\n")
+    os.utime(table, (age, age))
+    return directory
+
+
+def test_report_finds_the_newest_sweep_of_its_spec_and_lists_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = REPO / "sweeps" / "paper-small.yaml"
+    text = path.read_text()
+    _finished(tmp_path, "paper-small-20261201-010000", text, 1_000)
+    newest = _finished(tmp_path, "paper-small-20261202-010000", text, 2_000)
+    _finished(tmp_path, "other", "name: other\n", 3_000)  # another spec: never picked
+    assert cli.main(["report", str(path), "--storage-path", str(tmp_path)]) == 0
+    assert (newest / "summary.md").exists()
+    argv = ["report", str(path), "--storage-path", str(tmp_path), "--name", "paper-small"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no finished sweep 'paper-small'" in err
+    assert "paper-small-20261201-010000, paper-small-20261202-010000)" in err
+
+
+@pytest.mark.parametrize("content", ["", "\x00\x01 not csv \xff"], ids=["empty", "binary"])
+def test_report_on_a_table_that_is_not_one_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    directory = tmp_path / "paper-small"
+    directory.mkdir()
+    (directory / "trials.csv").write_bytes(content.encode("latin-1"))
+    argv = ["report", str(REPO / "sweeps" / "paper-small.yaml"), "--storage-path", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "trials.csv: not a trials table" in capsys.readouterr().err

@@ -38,7 +38,7 @@ def _assert_complete(uri: str, experiment: str, n_trials: int) -> None:
     assert {run.info.status for run in [parent, *children]} == {"FINISHED"}
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     for child in children:
-        assert metric_steps(uri, child.info.run_id, "probe_error_px") == [1, 2]
+        assert metric_steps(uri, child.info.run_id, "probe_error_px") == [0, 1, 2]
         assert child.data.params["data.size"] == "32"
         assert {"fig1b.png", "history.csv"} <= artifact_names(uri, child.info.run_id)
     assert {"results.csv", "fig1c.png", "sweep.yaml"} <= artifact_names(uri, parent.info.run_id)

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if (message := missing_extra()) is not None:
         print(f"ssvae nightly: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from ssvae_core.sweep import cluster, lock, tracking
+    from ssvae_core.sweep import cluster, lock, storage, tracking
 
     uri = tracking.default_uri(args.tracking_uri)
     try:
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             history=args.history,
             tracking_uri=uri,
             address=args.address,
-            storage_path=args.storage_path or spec.DEFAULT_STORAGE,
+            storage_path=args.storage_path or storage.DEFAULT_STORAGE,
             name=args.name,
             notify=args.notify,
         )

@@ -34,7 +34,8 @@ from ssvae_core.sweep.nightly.verdict import verdict_markdown, write_verdict
 from ssvae_core.sweep.runlog import RunLog, client
 from ssvae_core.sweep.runner import SweepResult, run_sweep
 from ssvae_core.sweep.sections import SEED_AXES
-from ssvae_core.sweep.spec import DEFAULT_STORAGE, SweepSpec
+from ssvae_core.sweep.spec import SweepSpec
+from ssvae_core.sweep.storage import DEFAULT_STORAGE
 from ssvae_core.sweep.tracking import (
     DEFAULT_TRACKING_URI,
     TrackingUnavailable,

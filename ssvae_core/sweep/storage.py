@@ -1,0 +1,77 @@
+"""Where a sweep lives on disk: ``STORAGE/NAME``, NAME one safe path component.
+
+A sweep's directory holds its state (``sweep.json``, ``sweep.yaml``, one Ray experiment per
+Tuner run, the trials' checkpoints and their unsent MLflow logging), its tables and figures
+(`tracking` describes the files). Names are checked here so that nothing a sweep writes can
+land outside the storage path (``--name ../x`` or a spec ``name: ..`` are refused).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from ssvae_core import safe_yaml
+from ssvae_core.errors import ConfigError, check, shown
+
+DEFAULT_STORAGE = "runs/sweeps"  # a sweep's directory is DEFAULT_STORAGE/NAME
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # one safe path component
+
+
+class Named(Protocol):
+    """A sweep spec, as far as its directory is concerned."""
+
+    @property
+    def name(self) -> str: ...
+
+
+def check_name_component(name: Any, key: str) -> str:
+    """`name` as a sweep's directory and run name: one safe path component (no ``..``, no
+    ``/``), so that nothing is written outside the storage path."""
+    ok = isinstance(name, str) and NAME.fullmatch(name) is not None
+    check(ok, key, f"expected 1-100 letters, digits, '_', '.' or '-', not starting with '.' "
+          f"or '-', got {shown(name)}")  # fmt: skip
+    return str(name)
+
+
+def sweep_dir(spec: Named, storage_path: str | Path, name: str | None) -> Path:
+    """Where the sweep keeps its state, tables and figures: ``storage_path/(name or spec.name)``.
+
+    A ``--name`` must be one safe path component (`check_name_component`), so the directory
+    is always inside the storage path; a storage path that is a file is refused here.
+    """
+    root = Path(storage_path).resolve()
+    check(not root.is_file(), "--storage-path", f"{root} is a file, not a directory")
+    return root / check_name_component(name if name is not None else spec.name, "--name")
+
+
+def finished_sweep(spec: Named, storage_path: str | Path, name: str | None) -> Path:
+    """The directory of a finished sweep of `spec` (one with a ``trials.csv``): `name`'s, or
+    without a name the newest one that ran this spec (``make sweep`` dates its names). A
+    `ConfigError` lists the sweeps of the spec that exist."""
+    if name is not None:
+        directory = sweep_dir(spec, storage_path, name)
+        if (directory / "trials.csv").is_file():
+            return directory
+    root = Path(storage_path).resolve()
+    ran = [
+        folder
+        for folder in (root.iterdir() if root.is_dir() else ())
+        if (folder / "trials.csv").is_file() and _ran(folder, spec.name)
+    ]
+    if name is None and ran:
+        return max(ran, key=lambda folder: (folder / "trials.csv").stat().st_mtime)
+    asked = f"no finished sweep {name!r}" if name else f"no finished sweep of {spec.name!r}"
+    known = ", ".join(sorted(folder.name for folder in ran)) or "none"
+    raise ConfigError(f"--name: {asked} in {root} (finished sweeps of this spec: {known})")
+
+
+def _ran(folder: Path, name: str) -> bool:
+    """Whether the sweep in `folder` ran a spec called `name` (its ``sweep.yaml``)."""
+    try:
+        raw = safe_yaml.read_yaml_file(folder / "sweep.yaml")
+    except ConfigError:
+        return folder.name == name
+    return isinstance(raw, Mapping) and raw.get("name", folder.name) == name
