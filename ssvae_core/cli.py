@@ -43,9 +43,14 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ssvae_core import loader
+    from ssvae_core import loader, preflight
 
     cfg = loader.load(args.preset, args.config, args.overrides)
+    preflight.check_run(cfg)
+    if args.out:
+        preflight.writable_dir(args.out, "--out")
+    if args.checkpoint_dir:
+        preflight.writable_dir(args.checkpoint_dir, "--checkpoint-dir")
     from tqdm import tqdm
 
     from ssvae_core import run_files
@@ -73,8 +78,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.update(1 if metrics["epoch"] > 0 else 0)
 
         result = fit(cfg, report=progress, checkpoint_dir=args.checkpoint_dir, video=video)
+    written = True
     if args.out:
-        run_files.write_run(result, video, args.out)
+        try:
+            run_files.write_run(result, video, args.out)
+        except OSError as err:  # a disk that filled during training: the metrics still print
+            print(f"ssvae: error: could not write {args.out}: {err}", file=sys.stderr)
+            written = False
     metrics = json_ready(result.metrics())
     if result.status != "ok":
         print(f"ssvae: run {result.status}: {result.message}", file=sys.stderr)
@@ -83,13 +93,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         for key, value in metrics.items():
             print(f"{key:>16}: {value}")
-    return EXIT_OK if result.status == "ok" else EXIT_FAILED
+    return EXIT_OK if result.status == "ok" and written else EXIT_FAILED
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from ssvae_core import loader
+    from ssvae_core import loader, preflight
 
     cfg = loader.load(args.preset, args.config, args.overrides)
+    preflight.check_memory(cfg)
+    if args.preview:
+        preflight.image_path(args.preview, "--preview")
     from ssvae_core import figures
     from ssvae_core.balls import simulate
 
@@ -104,6 +117,12 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
     from ssvae_core import fig1c
 
     runs = fig1c.method_configs(args.preset, args.methods, args.seeds, args.overrides)
+    from ssvae_core import preflight
+
+    for _, _, cfg in runs:
+        preflight.check_run(cfg)
+    if args.out:
+        preflight.writable_dir(args.out, "--out")
 
     def show(method: str, seed: int, result: Any) -> None:
         print(

@@ -29,6 +29,10 @@ from ssvae_core.optim import OPTIMIZERS, SCHEDULES, optimizer_params
 __all__ = ["ConfigError", "RunConfig", "check", "check_name"]
 
 MAX_SEED = 2**63 - 1  # what numpy and torch generators both accept
+# Bounds beyond which a value is a typo, not a setting: they keep floats far from overflow.
+MAX_LR = 10.0
+MAX_SCALE = 1e3  # a lengthscale, sigma or temperature in encoder units (they span [-1, 1])
+MAX_DOF = 1e6
 
 
 def _check_seed(seed: int, key: str) -> None:
@@ -93,7 +97,8 @@ class EncoderConfig:
         noise = stochastic_params() if self.stochastic else {}
         _check_declared(own, {**encoder_params(self.kind), **noise}, self._what())
         if self.sigma is not None:
-            check(self.sigma > 0, "sigma", f"must be > 0, got {self.sigma}")
+            ok = 0 < self.sigma <= MAX_SCALE
+            check(ok, "sigma", f"must be in (0, {MAX_SCALE:g}], got {self.sigma}")
         if self.hidden is not None:
             check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
 
@@ -132,9 +137,14 @@ class CouplingConfig:
     def __post_init__(self) -> None:
         check_name(self.kind, "kind", COUPLINGS)
         _check_declared(self.params(), coupling_params(self.kind), f"coupling {self.kind!r}")
-        for key in ("lengthscale", "dof", "temperature"):
+        for key, limit in (
+            ("lengthscale", MAX_SCALE),
+            ("dof", MAX_DOF),
+            ("temperature", MAX_SCALE),
+        ):
             value = getattr(self, key)
-            check(value is None or value > 0, key, f"must be > 0, got {value}")
+            ok = value is None or 0 < value <= limit
+            check(ok, key, f"must be in (0, {limit:g}], got {value}")
         for key in ("hidden", "embed_dim"):
             value = getattr(self, key)
             check(value is None or value >= 1, key, f"must be >= 1, got {value}")
@@ -186,7 +196,7 @@ class TrainConfig:
         check_name(self.mode, "mode", TRAIN_MODES)
         check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
         check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(0 < self.lr <= MAX_LR, "lr", f"must be in (0, {MAX_LR:g}], got {self.lr}")
         check_name(self.optimizer, "optimizer", OPTIMIZERS)
         _check_declared(self.settings(), optimizer_params(self.optimizer), self.optimizer)
         if self.momentum is not None:

@@ -143,6 +143,19 @@ class _Run:
             estimate = float(ESTIMATORS[estimator](log_f))
         return LOSSES[estimator](log_f), estimate
 
+    def _divergence(self, loss: float, epoch: int, step: int) -> str:
+        """Why the loss is not finite: before any update the learning rate cannot be the
+        cause, so the message names the settings that shape the scores instead."""
+        where = f"loss became {loss} at epoch {epoch}, step {step}"
+        if epoch == 1 and step == 1:
+            settings = {**self.cfg.coupling.params(), **self.cfg.encoder.params()}
+            named = ", ".join(f"{k}={v}" for k, v in settings.items()) or "the defaults"
+            return (
+                f"{where}, before any update, so not train.lr: the scores themselves overflow "
+                f"(coupling.kind={self.cfg.coupling.kind}, {named}); try other values there"
+            )
+        return f"{where} (train.lr={self.cfg.train.lr}); try a smaller train.lr"
+
     def supervised_step(self, index: Tensor, keep: Tensor | None) -> tuple[Tensor, float]:
         """MSE from z to the true centres of the base frames of one batch (index [2B + K]), in
         encoder coordinates [-1, 1]; the targets and negatives are unused.
@@ -171,10 +184,7 @@ class _Run:
         for number, (index, keep) in enumerate(batches, start=1):
             loss, estimate = step(index, keep)
             if not torch.isfinite(loss):
-                raise _Diverged(
-                    f"loss became {loss.item()} at epoch {epoch}, step {number} "
-                    f"(train.lr={self.cfg.train.lr}); try a smaller train.lr"
-                )
+                raise _Diverged(self._divergence(loss.item(), epoch, number))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

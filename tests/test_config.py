@@ -51,8 +51,8 @@ def test_int_is_accepted_for_float_and_none_for_optional() -> None:
     [
         ({"train": {"lrr": 0.1}}, "train.lrr: unknown key"),
         ({"nope": {}}, "nope: unknown key"),
-        ({"train": {"lr": -1.0}}, "train.lr: must be > 0"),
-        ({"train": {"lr": 0}}, "train.lr: must be > 0"),
+        ({"train": {"lr": -1.0}}, "train.lr: must be in (0, 10]"),
+        ({"train": {"lr": 0}}, "train.lr: must be in (0, 10]"),
         ({"train": {"lr": "fast"}}, "train.lr: expected finite float"),
         ({"train": {"lr": float("inf")}}, "train.lr: expected finite float"),
         ({"train": {"lr": float("nan")}}, "train.lr: expected finite float"),

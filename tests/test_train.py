@@ -92,11 +92,21 @@ def test_resume_gives_the_same_numbers_as_an_uninterrupted_run(
 
 
 def test_nan_loss_ends_the_run_as_diverged(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
-    cfg = with_(tiny_cfg, train={"lr": 1e30}, coupling={"kind": "bilinear"})
+    cfg = with_(tiny_cfg, train={"lr": 10.0}, coupling={"kind": "gaussian"})
     result = fit(cfg, video=tiny_video)
     assert result.status == "diverged"
-    assert "train.lr" in result.message and "epoch 1" in result.message
+    assert "try a smaller train.lr" in result.message and "epoch 1" in result.message
     assert math.isnan(result.probe_error_px)
+
+
+def test_scores_that_overflow_before_any_update_do_not_blame_the_lr(
+    tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    cfg = with_(tiny_cfg, coupling={"kind": "cosine", "temperature": 1e-40})
+    result = fit(cfg, video=tiny_video)
+    assert result.status == "diverged"
+    assert "step 1, before any update, so not train.lr" in result.message
+    assert "temperature=1e-40" in result.message
 
 
 def test_untrained_mode_only_probes(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:

@@ -61,7 +61,7 @@ def test_smoke_sweep_end_to_end_with_sqlite(workdir: Path) -> None:
 def test_diverged_trials_are_recorded_and_the_optuna_asha_sweep_goes_on(workdir: Path) -> None:
     """Two grid cells, each an Optuna study of 2 trials with ASHA; one cell always diverges."""
     body = """\
-        methods: {diverge: {train.mode: ssl, coupling.kind: gaussian, train.lr: 1.0e6}}
+        methods: {diverge: {train.mode: ssl, coupling.kind: gaussian, train.lr: 10.0}}
         grid: {method: [diverge, gaussian]}
         search:
           num_samples: 2

@@ -1,0 +1,119 @@
+"""Checks of a run against this machine, made before any compute: device, memory, outputs.
+
+A config can be valid and still impossible here: ``train.device: cuda`` without CUDA, a video
+or a batch that does not fit in memory (``data.n_frames: 1000000000``), an ``--out`` that is a
+file or sits in a read-only folder. Each is a `ConfigError` naming the key or the path (exit
+2), raised before the video is simulated, instead of an AssertionError, a MemoryError or a
+traceback after minutes of training.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ssvae_core.config import RunConfig
+from ssvae_core.errors import ConfigError
+
+MEMORY_SHARE = 0.8  # a run may plan on this share of the machine's memory
+FLOAT = 4  # bytes per float32
+# Per pixel of an encoded frame, the floats kept for the backward pass of Fig. 2: the input,
+# 6 feature maps before and after batch norm and ReLU, 3 maps before and after the sigmoid;
+# without gradients (the probe's encoding) about two layers at a time. The estimate leaves out
+# torch's own runtime (~0.5 GB): it refuses what cannot fit, it does not plan tight runs.
+# Against the peak RSS of one epoch in README's benchmarks: 1.3 GB estimated, 1.5 GB at the paper
+# preset; 0.08 GB estimated, 1.3 GB measured at the small one (the runtime dominates there).
+ACTIVATIONS_PER_PIXEL = 3 + 6 * 3 + 3 * 3
+NO_GRAD_PER_PIXEL = 3 + 6 + 6
+
+
+def check_device(name: str) -> None:
+    """``cuda`` needs a CUDA device that torch can see."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.device: cuda, but torch sees no CUDA device here "
+            "(torch.cuda.is_available() is False); use cpu, or auto to take a GPU when there is one"
+        )
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def estimate(cfg: RunConfig) -> dict[str, int]:
+    """Bytes a run needs, by the key that drives each part: the video (``data.n_frames`` x
+    ``data.size``^2 x 3 as uint8, once on the device and once as the simulator's), one
+    step's activations (``train.batch_size``), the encoder's weights (``encoder.hidden``)."""
+    data, train = cfg.data, cfg.train
+    pixels = data.size * data.size
+    frames = 2 * data.n_frames * pixels * 3
+    n_negatives = cfg.objective.n_negatives or train.batch_size - 1
+    encoded = 2 * train.batch_size + max(0, n_negatives - (train.batch_size - 1))
+    step = encoded * pixels * ACTIVATIONS_PER_PIXEL * FLOAT
+    probe = min(256, data.n_frames) * pixels * NO_GRAD_PER_PIXEL * FLOAT  # encode_all
+    hidden = cfg.encoder.used().get("hidden", 0)
+    weights = (
+        4 * (pixels * 3 * hidden + hidden * hidden) * FLOAT if cfg.encoder.kind == "mlp" else 0
+    )
+    return {
+        "data.n_frames": frames,
+        "train.batch_size": max(step, probe),
+        "encoder.hidden": weights,
+    }
+
+
+def check_memory(cfg: RunConfig, available: int | None = None) -> None:
+    """Refuse a run whose estimate is beyond `MEMORY_SHARE` of the machine's memory, naming
+    the key with the largest share and the estimate."""
+    parts = estimate(cfg)
+    total, limit = sum(parts.values()), MEMORY_SHARE * (available or memory_bytes())
+    if total > limit:
+        key = max(parts, key=lambda k: parts[k])
+        share = ", ".join(f"{k} {v / 2**30:.3g} GiB" for k, v in parts.items() if v)
+        raise ConfigError(
+            f"{key}: the run needs about {total / 2**30:.3g} GiB ({share}), more than "
+            f"{MEMORY_SHARE:.0%} of this machine's {(available or memory_bytes()) / 2**30:.3g} GiB"
+        )
+
+
+def check_run(cfg: RunConfig) -> None:
+    """`check_device` and `check_memory`."""
+    check_device(cfg.train.device)
+    check_memory(cfg)
+
+
+IMAGE_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg")
+
+
+def image_path(path: str | Path, key: str) -> Path:
+    """A figure's path: a format matplotlib writes, in a folder that can be written."""
+    path = Path(path)
+    suffix = path.suffix.lstrip(".").lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ConfigError(
+            f"{key}: {path} is not an image file name; end it in one of "
+            f"{', '.join('.' + s for s in IMAGE_FORMATS)}"
+        )
+    if path.is_dir():
+        raise ConfigError(f"{key}: {path} is a directory")
+    writable_dir(path.parent if str(path.parent) else ".", key)
+    return path
+
+
+def writable_dir(path: str | Path, key: str) -> Path:
+    """`path` as a directory this process can write (created if needed), or a `ConfigError`
+    naming `key`: a file in the way, a read-only or missing parent, a full disk."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}: {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".ssvae-write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot write to {path} ({err.strerror or err})") from None
+    return path
