@@ -93,19 +93,20 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         safe_yaml.read_yaml_file(args.file, "sweep file (sweeps/NAME.yaml)")  # at once, no torch
-        from ssvae_core.sweep import spec
+        from ssvae_core.sweep import spec, storage
 
         sweep = spec.load(args.file)
+        root = args.storage_path or storage.DEFAULT_STORAGE
+        storage.sweep_dir(sweep, root, args.name)  # a bad --name or --storage-path: now
     except ConfigError as err:
         print(f"ssvae sweep: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if (message := missing_extra()) is not None:
         print(f"ssvae sweep: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from ssvae_core.sweep import cluster, lock, runner, storage, tracking
+    from ssvae_core.sweep import cluster, lock, runner, tracking
 
     uri = tracking.default_uri(args.tracking_uri)
-    root = args.storage_path or storage.DEFAULT_STORAGE
     try:
         if args.sync:
             left = runner.sync_sweep(sweep, uri, root, args.name)

@@ -92,6 +92,7 @@ class RunLog:
         self.uri, self.directory = uri, Path(directory)
         self._client: MlflowClient | None = None
         self._retry_at = 0.0
+        self.logged_until = -1  # the last step MLflow holds (`last_step`); -1: none known
 
     # -- identity ------------------------------------------------------------------------
     def declare(
@@ -150,6 +151,18 @@ class RunLog:
     def metrics(self, values: Mapping[str, Any], step: int) -> bool:
         numbers = finite_numbers(values)
         return self.log("metrics", values=numbers, step=step) if numbers else self.flush()
+
+    def last_step(self, key: str) -> int:
+        """The last step MLflow holds of metric `key` in this run; -1 if none, or if MLflow
+        cannot say (then nothing is skipped)."""
+        if not self.flush() or (run_id := self.run_id) is None:
+            return -1
+        try:
+            self._client = self._client or client(self.uri)
+            history = self._client.get_metric_history(run_id, key)
+        except Exception:
+            return -1
+        return max((m.step for m in history), default=-1)
 
     def pending(self) -> list[Op]:
         path = self.directory / PENDING_FILE

@@ -36,6 +36,7 @@ from ssvae_core import safe_yaml
 from ssvae_core.balls import Video, simulate
 from ssvae_core.errors import ConfigError
 from ssvae_core.metrics import METRICS
+from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import cluster, lock, reports, space, tables
 from ssvae_core.sweep.progress import Progress
 from ssvae_core.sweep.spec import SweepSpec
@@ -133,6 +134,20 @@ def _trial_id(result: Any) -> str:
     return found.group(1) if found else Path(result.path).name
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def plain_error(error: BaseException) -> str:
+    """What went wrong in a trial, as plain text: the exception's type and first line.
+
+    Ray wraps it (``RayTaskError``: a coloured ``ray::ImplicitFunc.train() (pid=...)`` header
+    and a traceback); its ``cause`` is the trial's own exception.
+    """
+    cause = getattr(error, "cause", None) or error
+    lines = [line for line in ANSI.sub("", str(cause)).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"[:300]
+
+
 def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any]]:
     """One row per trial of a Tuner run's ResultGrid (see `tables`)."""
     rows = []
@@ -148,7 +163,7 @@ def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any
         row |= {"status": status, **{k: metrics.get(k, math.nan) for k in FINAL_METRICS}}
         row |= {"epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s", math.nan)}
         row |= {k: metrics.get(k, "") for k in ("mlflow_run_id", "mlflow_pending")}
-        row["error"] = "" if result.error is None else str(result.error).splitlines()[0][:300]
+        row["error"] = "" if result.error is None else plain_error(result.error)
         rows.append(row)
     return rows
 
@@ -186,6 +201,7 @@ def run_sweep(
     parent run when it is opened (a nightly's ``ssvae.nightly``).
     """
     directory = sweep_dir(spec, storage_path, name)
+    writable_dir(directory.parent, "--storage-path")  # a read-only folder: now, by name
     with lock.exclusive(directory.parent / f".{directory.name}.lock", f"sweep {directory.name}"):
         _check_state(spec, directory, resume)
         _check_devices(spec)
@@ -291,7 +307,12 @@ def sync_sweep(
     storage_path: str | Path = DEFAULT_STORAGE,
     name: str | None = None,
 ) -> int:
-    """Replay the sweep's pending MLflow operations without Ray; -> operations still pending."""
-    tracker = SweepTracking(tracking_uri, sweep_dir(spec, storage_path, name), spec)
+    """Replay the sweep's pending MLflow operations without Ray; -> operations still pending.
+
+    A sweep that never ran here is a `ConfigError` (nothing is created in MLflow)."""
+    directory = sweep_dir(spec, storage_path, name)
+    if not (directory / "sweep.json").is_file():
+        raise ConfigError(f"--sync: no sweep has run in {directory}; nothing to replay")
+    tracker = SweepTracking(tracking_uri, directory, spec)
     tracker.connect()
     return tracker.sync()

@@ -100,12 +100,20 @@ def start_trial(
     params = {**config.used(cfg), **{f"sweep.{k}": v for k, v in labels.items()}}
     runlog.declare(target.experiment_id, f"{target.sweep_uid}/{key}", name, tags, params)
     runlog.log("status", status="RUNNING")
+    runlog.logged_until = runlog.last_step(EVERY_EPOCH)
     return runlog
 
 
+EVERY_EPOCH = "epoch_seconds"  # a metric every epoch logs: its last step is the last epoch
+
+
 def log_epoch(runlog: RunLog, row: Mapping[str, Any]) -> bool:
-    """One epoch's metrics at ``step = epoch``."""
-    return runlog.metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+    """One epoch's metrics at ``step = epoch``; an epoch MLflow has already (a restored trial
+    redoes the epochs after its checkpoint, with the same numbers) is not logged twice."""
+    step = int(row["epoch"])
+    if step <= runlog.logged_until:
+        return runlog.flush()
+    return runlog.metrics({k: v for k, v in row.items() if k != "epoch"}, step=step)
 
 
 def finish_trial(runlog: RunLog, result: RunResult, video: Video) -> bool:

@@ -91,6 +91,13 @@ def metric_steps(uri: str, run_id: str, key: str) -> list[int]:
     return sorted({m.step for m in MlflowClient(uri).get_metric_history(run_id, key)})
 
 
+def metric_points(uri: str, run_id: str, key: str) -> list[int]:
+    """Every logged point's step, repeats included (a step logged twice shows twice)."""
+    from mlflow import MlflowClient
+
+    return sorted(m.step for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
 def artifact_names(uri: str, run_id: str) -> set[str]:
     from mlflow import MlflowClient
 

@@ -17,6 +17,7 @@ from sweep_helpers import (
     SMOKE,
     descendants,
     kill_pids,
+    metric_points,
     metric_steps,
     sweep_command,
     sweep_runs,
@@ -60,6 +61,9 @@ def test_an_interrupted_sweep_resumes_into_the_same_mlflow_runs(workdir: Path) -
     assert {run.info.status for run in [*parents, *children]} == {"FINISHED"}
     for child in children:
         assert metric_steps(uri, child.info.run_id, "probe_error_px") == [0, 1, 2]
+        # the epoch redone after the restored checkpoint is not logged a second time
+        assert metric_points(uri, child.info.run_id, "epoch_seconds") == [0, 1, 2]
+        assert metric_points(uri, child.info.run_id, "loss") == [1, 2]
     trials = pd.read_csv(workdir / "runs" / "smoke" / "trials.csv")
     assert sorted(trials["status"]) == ["ok"] * 4
     assert set(trials["mlflow_run_id"]) == {c.info.run_id for c in children}

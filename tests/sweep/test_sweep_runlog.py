@@ -95,3 +95,36 @@ def test_a_partial_replay_keeps_the_rest_in_order(
     assert runlog.flush(force=True)
     steps = MlflowClient(uri).get_metric_history(str(runlog.run_id), "loss")
     assert [(m.step, m.value) for m in steps] == [(1, 1.0), (2, 2.0), (3, 3.0)]
+
+
+def test_an_epoch_mlflow_already_holds_is_not_logged_twice(tmp_path: Path) -> None:
+    from ssvae_core.sweep import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.experiment(uri, "x")
+    first = RunLog(uri, tmp_path / "trial")
+    first.declare(experiment, "uid/cell-000", "gaussian s0", {}, {})
+    for epoch in (0, 1, 2):
+        tracking.log_epoch(first, {"epoch": epoch, "epoch_seconds": 1.0, "loss": 2.0 - epoch})
+    again = RunLog(uri, tmp_path / "trial")  # a restored trial: the same run, epochs 2, 3
+    again.logged_until = again.last_step(tracking.EVERY_EPOCH)
+    assert again.logged_until == 2
+    for epoch in (2, 3):
+        tracking.log_epoch(again, {"epoch": epoch, "epoch_seconds": 1.0, "loss": 2.0 - epoch})
+    from mlflow import MlflowClient
+
+    steps = [m.step for m in MlflowClient(uri).get_metric_history(again.run_id, "loss")]
+    assert sorted(steps) == [0, 1, 2, 3]  # step 2 once
+
+
+def test_a_trial_error_is_recorded_as_plain_text() -> None:
+    from ray.exceptions import RayTaskError
+
+    from ssvae_core.sweep.runner import plain_error
+
+    header = "\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=123, ip=127.0.0.1)"
+    wrapped = RayTaskError("train", f"{header}\nTraceback ...", ValueError("data.size: too small"))
+    error = wrapped.as_instanceof_cause()
+    assert "\x1b[" in str(error) or "ray::" in str(error)  # what the table used to hold
+    assert plain_error(error) == "ValueError: data.size: too small"
+    assert plain_error(KeyError("lost")) == "KeyError: 'lost'"

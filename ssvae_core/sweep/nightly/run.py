@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ssvae_core.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError
+from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import lock
 from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import Comparison, Tolerance, compare
@@ -86,8 +87,9 @@ def tolerance(spec: SweepSpec) -> Tolerance:
 
 def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
     """One night of `spec` (see the module doc)."""
+    root = writable_dir(Path(options.storage_path).resolve(), "--storage-path")
     with lock.exclusive(
-        Path(options.storage_path).resolve() / f".nightly-{spec.name}.lock",
+        root / f".nightly-{spec.name}.lock",
         f"a nightly of {spec.name}",
     ):
         uri = resolve_uri(options.tracking_uri)

@@ -1,0 +1,79 @@
+"""What a sweep refuses before any trial runs, and how fast: nothing hangs, nothing is left
+RUNNING in MLflow, and the message names the key, the address or the other driver."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+from sweep_helpers import free_port, write_spec
+
+from ssvae_core.sweep import cli, lock
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ("{gpu: 2}", "resources.gpu: each trial asks for 2 GPU on one node, and no node"),
+        ("{cpu: 1000}", "resources.cpu: each trial asks for 1000 CPU on one node"),
+    ],
+)
+def test_a_trial_no_node_can_hold_is_refused_at_once(
+    workdir: Path, capsys: pytest.CaptureFixture[str], resources: str, message: str
+) -> None:
+    path = write_spec(workdir, "huge", f"grid: {{train.seed: [0]}}\nresources: {resources}\n")
+    started = time.monotonic()
+    assert cli.main(["sweep", str(path), "--storage-path", "runs"]) == 2
+    assert time.monotonic() - started < 60  # Ray's start-up, not a wait for a node
+    assert message in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()  # refused before the parent run existed
+
+
+def test_an_address_that_does_not_answer_exits_3_before_mlflow(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_spec(workdir, "far", "grid: {train.seed: [0]}\n")
+    address = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    assert cli.main(["sweep", str(path), "--address", address, "--storage-path", "runs"]) == 3
+    assert time.monotonic() - started < 20
+    assert f"--address {address}: nothing answers" in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_a_second_driver_of_the_same_name_is_refused(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_spec(workdir, "twice", "grid: {train.seed: [0]}\n")
+    holder = workdir / "runs" / ".twice.lock"
+    with lock.exclusive(holder, "sweep twice"):  # the first driver, still running
+        assert cli.main(["sweep", str(path), "--storage-path", "runs"]) == 3
+    assert "sweep twice is running already" in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_cuda_trials_without_a_gpu_share_are_refused_before_ray(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    path = write_spec(workdir, "cuda", "grid: {train.seed: [0]}\n", {"train.device": "cuda"})
+    assert cli.main(["sweep", str(path), "--storage-path", "runs"]) == 2
+    assert "train.device: cuda in grid cell (train.seed=0), but resources.gpu is 0" in (
+        capsys.readouterr().err
+    )
+    assert not ray.is_initialized()
+
+
+def test_sync_of_a_sweep_that_never_ran_says_so(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_spec(workdir, "never", "grid: {train.seed: [0]}\n")
+    assert cli.main(["sweep", str(path), "--storage-path", "runs", "--sync"]) == 2
+    assert "--sync: no sweep has run in" in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()

@@ -1,0 +1,264 @@
+"""The failure matrix: hostile and careless input, each case a real ``ssvae`` process.
+
+Every case runs the command in a fresh working directory and checks its exit status, that
+the message names what is wrong, that no traceback reaches the user, and that it answers
+within its time limit (nothing hangs). ``python tests/test_hostile.py`` runs the matrix and
+prints the table of the README's reliability section.
+
+Cases that need a read-only or a full filesystem run inside their own mount namespace
+(``unshare -m``, root); where that is not allowed they are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = (
+    "base: {preset: small, data.n_frames: 60, data.size: 32, data.diameter: 6, "
+    "train.epochs: 1, train.batch_size: 10, train.device: cpu}\n"
+)
+TRAIN_TINY = ["--set", "data.n_frames=60", "--set", "data.size=32", "--set", "data.diameter=6",
+              "--set", "train.batch_size=10", "--set", "train.epochs=1", "--quiet"]  # fmt: skip
+BOMB = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)  # 10^9 values once expanded
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: list[str]  # after `ssvae`; {tmp} is the working directory
+    exit: int
+    says: str  # a substring of stderr (or stdout, for a result that must not be lost)
+    files: dict[str, str] = field(default_factory=dict)  # written in the working dir first
+    mount: str | None = None  # "ro": the working dir read-only; "ro-sub": its ro/ folder;
+    # "full": a full disk at out/
+    limit_s: float = 30.0
+    setup: Callable[[Path], None] | None = None
+
+
+def _sweep(body: str) -> dict[str, str]:
+    return {"s.yaml": f"name: s\n{TINY}{body}"}
+
+
+def _checkpoint_of_another_config(tmp: Path) -> None:
+    argv = [sys.executable, "-m", "ssvae_core.cli", "train", *TRAIN_TINY, "--checkpoint-dir", "ck"]
+    subprocess.run(argv, cwd=tmp, check=True, capture_output=True, timeout=300)
+
+
+def _tampered_checkpoint(tmp: Path) -> None:
+    (tmp / "ck").mkdir()
+    code = (
+        "import os, torch\n"
+        "class P:\n"
+        "    def __reduce__(self): return (os.system, ('touch pwned',))\n"
+        "torch.save({'config': {}, 'x': P()}, 'ck/state.pt')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, timeout=120)
+
+
+def _empty_trials(tmp: Path) -> None:
+    (tmp / "runs" / "sweeps" / "s").mkdir(parents=True)
+    (tmp / "runs" / "sweeps" / "s" / "trials.csv").write_text("")
+
+
+CASES = [
+    # ---- hangs and lost work
+    Case("a trial no node can hold (resources.gpu: 2)", ["sweep", "s.yaml"], 2,
+         "resources.gpu: each trial asks for 2 GPU", _sweep("resources: {gpu: 2}\n"), limit_s=90),
+    Case("a trial no node can hold (resources.cpu: 1000)", ["sweep", "s.yaml"], 2,
+         "resources.cpu: each trial asks for 1000 CPU", _sweep("resources: {cpu: 1000}\n"),
+         limit_s=90),
+    Case("an unreachable --address", ["sweep", "s.yaml", "--address", "127.0.0.1:9"], 3,
+         "--address 127.0.0.1:9: nothing answers", _sweep("")),
+    Case("a YAML alias bomb under a valid key (sweep)", ["sweep", "s.yaml"], 2,
+         "expands to more than 100000 values", {"s.yaml": f"name: s\n{BOMB}"}),
+    Case("a YAML alias bomb in --config", ["train", "--config", "c.yaml"], 2,
+         "expands to more than 100000 values", {"c.yaml": BOMB}),
+    Case("a 10^6-cell grid with budget.max_trials: 100", ["sweep", "s.yaml"], 2,
+         "budget.max_trials: the sweep has 1000000 trials",
+         _sweep("grid: {train.seed: [" + ", ".join(map(str, range(1000))) + "], "
+                "train.lr: [" + ", ".join(f"{0.001 + i * 1e-6:.6f}" for i in range(1000))
+                + "]}\nbudget: {max_trials: 100}\n"), limit_s=15),
+    Case("--out is an existing file", ["train", *TRAIN_TINY, "--out", "f"], 2,
+         "--out: f is a file", {"f": "x"}),
+    Case("--out on a read-only filesystem", ["train", *TRAIN_TINY, "--out", "out"], 2,
+         "--out: cannot write to out", mount="ro"),
+    Case("--out on a full filesystem: the result still printed", ["train", *TRAIN_TINY,
+         "--out", "out", "--json"], 1, '"probe_error_px"', mount="full", limit_s=120),
+    Case("train.device=cuda without CUDA (train)", ["train", "--set", "train.device=cuda"], 2,
+         "train.device: cuda, but torch sees no CUDA device"),
+    Case("train.device=cuda without a GPU share (sweep)", ["sweep", "s.yaml"], 2,
+         "train.device: cuda in grid cell", {"s.yaml": f"name: s\n{TINY}".replace(
+             "train.device: cpu", "train.device: cuda")}),
+    # ---- errors that name the key or the path
+    Case("--config holding a list", ["train", "--config", "c.yaml"], 2,
+         "c.yaml: expected a mapping of config sections", {"c.yaml": "[1, 2]\n"}),
+    Case("--config holding a scalar", ["train", "--config", "c.yaml"], 2,
+         "c.yaml: expected a mapping of config sections", {"c.yaml": "3\n"}),
+    Case("a directory as --config", ["train", "--config", "."], 2, ".: is a directory"),
+    Case("a directory as the sweep file", ["sweep", "."], 2, ".: is a directory", limit_s=5),
+    Case("a missing sweep file", ["sweep", "nope.yaml"], 2, "nope.yaml: no such sweep file",
+         limit_s=5),
+    Case("a YAML syntax error names the file", ["sweep", "s.yaml"], 2,
+         's.yaml", line 2', {"s.yaml": "name: s\ngrid: {train.lr: [0.1}\n"}, limit_s=5),
+    Case("a Python tag in YAML", ["sweep", "s.yaml"], 2, "not valid YAML",
+         {"s.yaml": "name: !!python/object/apply:os.system ['touch pwned']\n"}, limit_s=5),
+    Case("a file as --checkpoint-dir", ["train", *TRAIN_TINY, "--checkpoint-dir", "f"], 2,
+         "--checkpoint-dir: f is a file", {"f": "x"}),
+    Case("a file as --storage-path", ["sweep", "s.yaml", "--storage-path", "f"], 2,
+         "--storage-path:", {**_sweep(""), "f": "x"}),
+    Case("ssvae report on an empty trials.csv", ["report", "s.yaml"], 2,
+         "trials.csv: not a trials table", _sweep(""), setup=_empty_trials),
+    Case("--preview x.xyz", ["data", "--preview", "x.xyz"], 2, "--preview: x.xyz is not an image"),
+    Case("train.lr=.inf", ["train", "--set", "train.lr=.inf"], 2, "train.lr: expected finite"),
+    Case("train.lr=1e308", ["train", "--set", "train.lr=1e308"], 2, "train.lr: must be in (0, 10]"),
+    Case("coupling.lengthscale=.inf", ["train", "--set", "coupling.lengthscale=.inf"], 2,
+         "coupling.lengthscale: expected finite"),
+    Case("encoder.sigma=.inf", ["train", "--set", "encoder.stochastic=true", "--set",
+         "encoder.sigma=.inf"], 2, "encoder.sigma: expected finite"),
+    Case("coupling.temperature=.inf", ["train", "--set", "coupling.kind=cosine", "--set",
+         "coupling.temperature=.inf"], 2, "coupling.temperature: expected finite"),
+    Case("train.seed=2**70", ["train", "--set", f"train.seed={2**70}"], 2,
+         "train.seed: must be in [0, 2**63 - 1]"),
+    Case("fig1c --seeds 99999999999999999999", ["fig1c", "--seeds", "99999999999999999999"], 2,
+         "train.seed: must be in [0, 2**63 - 1]"),
+    Case("data.n_frames=10^9", ["train", "--set", "data.n_frames=1000000000"], 2,
+         "data.n_frames: the run needs about"),
+    Case("data.size=10^5", ["train", "--set", "data.size=100000"], 2,
+         "the run needs about"),
+    Case("encoder.hidden=10^9", ["train", "--set", "encoder.kind=mlp", "--set",
+         "encoder.hidden=1000000000"], 2, "encoder.hidden: the run needs about"),
+    Case("a read-only working directory (sweep)", ["sweep", "s.yaml"], 2,
+         "--storage-path: cannot write to", _sweep(""), mount="ro", limit_s=60),
+    Case("a read-only folder for the sqlite store", ["sweep", "s.yaml",
+         "--tracking-uri", "sqlite:///ro/mlflow.db"], 2,
+         "is not a writable folder", {**_sweep(""), "ro/.keep": ""}, mount="ro-sub",
+         limit_s=60),
+    Case("experiment: ''", ["sweep", "s.yaml"], 2, "experiment: expected a non-empty",
+         _sweep("experiment: ''\n")),
+    Case("--sync on a name that never ran", ["sweep", "s.yaml", "--sync"], 2,
+         "--sync: no sweep has run in", _sweep("")),
+    Case("a tampered checkpoint", ["train", *TRAIN_TINY, "--checkpoint-dir", "ck"], 2,
+         "not a valid ssvae checkpoint", setup=_tampered_checkpoint),
+    Case("a checkpoint of another config", ["train", *TRAIN_TINY, "--checkpoint-dir", "ck",
+         "--set", "train.lr=0.02"], 2, "train.lr: 0.005 in the checkpoint, 0.02 now",
+         setup=_checkpoint_of_another_config),
+    # ---- containment
+    Case("--name ../../escape", ["sweep", "s.yaml", "--name", "../../escape"], 2,
+         "--name: expected 1-100 letters", _sweep("")),
+    Case("--name /abs/path", ["sweep", "s.yaml", "--name", "/abs/path"], 2,
+         "--name: expected 1-100 letters", _sweep("")),
+    Case("a spec name: ..", ["sweep", "s.yaml"], 2, "name: expected 1-100 letters",
+         {"s.yaml": f"name: ..\n{TINY}"}),
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit: int
+    seconds: float
+    out: str
+    err: str
+
+
+def _mount_namespace_ok() -> bool:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        return False
+    done = subprocess.run(["unshare", "-m", "true"], capture_output=True, timeout=10)
+    return done.returncode == 0
+
+
+def run_case(case: Case, tmp: Path) -> Outcome:
+    """Run `case` in the working directory `tmp` (prepared here)."""
+    for name, text in case.files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text(text)
+    if case.setup is not None:
+        case.setup(tmp)
+    command = [sys.executable, "-m", "ssvae_core.cli", *case.argv]
+    if case.mount in ("ro", "ro-sub"):
+        folder = tmp if case.mount == "ro" else tmp / "ro"
+        mount = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder}"
+        command = ["unshare", "-m", "sh", "-c", f'{mount} && exec "$@"', "sh", *command]
+    elif case.mount == "full":
+        out = tmp / "out"
+        out.mkdir()
+        fill = f"mount -t tmpfs -o size=16k tmpfs {out} && cat /dev/zero > {out}/fill 2>/dev/null"
+        command = ["unshare", "-m", "sh", "-c", f'{fill}; exec "$@"', "sh", *command]
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env,
+                              timeout=case.limit_s + 60)  # fmt: skip
+    except subprocess.TimeoutExpired as err:
+        return Outcome(-1, time.monotonic() - started, "", f"timed out: {err}")
+    return Outcome(done.returncode, time.monotonic() - started, done.stdout, done.stderr)
+
+
+def handled(case: Case, outcome: Outcome) -> list[str]:
+    """What is wrong with how the case was handled (empty: handled)."""
+    problems = []
+    if outcome.exit != case.exit:
+        problems.append(f"exit {outcome.exit}, expected {case.exit}")
+    if case.says not in outcome.err + outcome.out:
+        problems.append(f"no {case.says!r} in the output")
+    if "Traceback" in outcome.err:
+        problems.append("a traceback")
+    if outcome.seconds > case.limit_s:
+        problems.append(f"{outcome.seconds:.0f} s, over {case.limit_s:.0f} s")
+    return problems
+
+
+def _needs(case: Case) -> str | None:
+    if case.mount and not _mount_namespace_ok():
+        return "needs root and `unshare -m` for a read-only or full filesystem"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_input_is_handled(case: Case, tmp_path: Path) -> None:
+    if (reason := _needs(case)) is not None:
+        pytest.skip(reason)
+    outcome = run_case(case, tmp_path)
+    assert handled(case, outcome) == [], (outcome.exit, outcome.err[-2000:])
+    assert not (tmp_path / "pwned").exists()  # no file the product read ran code
+
+
+def main() -> None:
+    """Run the whole matrix; print the README's table (a markdown row per case)."""
+    import tempfile
+
+    rows, ok = [], 0
+    for case in CASES:
+        reason = _needs(case)
+        if reason is not None:
+            rows.append(f"| {case.name} | skipped: {reason} | - | - |")
+            continue
+        with tempfile.TemporaryDirectory(prefix="ssvae-hostile-") as folder:
+            outcome = run_case(case, Path(folder))
+        problems = handled(case, outcome)
+        ok += not problems
+        verdict = "handled" if not problems else "NOT handled: " + "; ".join(problems)
+        rows.append(f"| {case.name} | {outcome.exit} | {outcome.seconds:.1f} | {verdict} |")
+        print(rows[-1], file=sys.stderr, flush=True)
+    print(f"{ok} of {len(CASES)} cases handled (`python tests/test_hostile.py`)\n")
+    print("| case | exit | seconds | |\n|---|---:|---:|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
