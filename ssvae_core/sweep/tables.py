@@ -24,10 +24,18 @@ STATUSES = ("ok", "diverged", "stopped", "error")
 
 
 def cell_label(trials: pd.DataFrame, group_axes: Sequence[str]) -> pd.Series:
-    """Each trial's cell as short text: its group axes' values joined by '/'."""
+    """Each trial's cell as short text: its group axes' values joined by '/' (``gaussian/8``).
+
+    A missing value (an axis of another grid block, or null read back from a CSV) reads
+    ``-``, however the table was read: the label of a cell is the same from memory and file.
+    """
     if not group_axes:
-        return pd.Series("all", index=trials.index)
-    return trials[list(group_axes)].astype(str).agg("/".join, axis=1)
+        return pd.Series("all", index=trials.index, dtype=object)
+    if trials.empty:
+        return pd.Series([], index=trials.index, dtype=object)
+    values = trials[list(group_axes)]
+    text = values.astype(object).where(values.notna(), "-").map(str)
+    return text.agg("/".join, axis=1).astype(object)
 
 
 def cell_table(
