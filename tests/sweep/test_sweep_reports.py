@@ -218,3 +218,15 @@ def test_report_on_a_table_that_is_not_one_exits_2(
     argv = ["report", str(REPO / "sweeps" / "paper-small.yaml"), "--storage-path", str(tmp_path)]
     assert cli.main(argv) == 2
     assert "trials.csv: not a trials table" in capsys.readouterr().err
+
+
+def test_fig1c_finds_the_control_beside_axes_it_does_not_have(tmp_path: Path) -> None:
+    """In a union grid the control's cell is 'untrained/-' (it has no N)."""
+    rows = [("gaussian", 8, s, v) for s, v in enumerate([1.0, 2.0, 0.5])]
+    rows += [("untrained", "-", s, v) for s, v in enumerate([6.0, 2.0, 7.0])]
+    columns = ["method", "objective.n_negatives", "train.seed", "probe_error_px"]
+    trials = pd.DataFrame(rows, columns=columns).assign(status="ok")
+    context = reports.ReportContext("n", ["method", "objective.n_negatives"], _spec("smoke").base)
+    rows_md = _rows(fig1c.report(trials, context, tmp_path).markdown)
+    assert rows_md["gaussian/8"][4:6] == ["2/3", "3.83"]  # gains 5, 0, 6.5
+    assert rows_md["untrained/-"][4] == "-"

@@ -25,14 +25,15 @@ def report(trials: pd.DataFrame, context: ReportContext, out: Path) -> ReportOut
         return ReportOutput([], markdown(medians.rename("median (px)").reset_index()))
     table = errors.rename(columns=lambda s: f"seed {s} (px)")
     table["median (px)"] = errors.median(axis=1)
-    if CONTROL in errors.index:
-        gain = errors.loc[CONTROL] - errors  # px gained over the same seed's untrained encoder
+    control = next((arm for arm in errors.index if CONTROL in str(arm).split("/")), None)
+    if control is not None:  # "untrained", or "untrained/-" beside axes it does not have
+        gain = errors.loc[control] - errors  # px gained over the same seed's untrained encoder
         wins = [f"{int((g > 0).sum())}/{int(g.notna().sum())}" for _, g in gain.iterrows()]
         table["beats untrained (seeds)"] = wins
         table["px gained (mean)"] = gain.mean(axis=1)
-        table["untrained ÷ method (median)"] = (errors.loc[CONTROL] / errors).median(axis=1)
-        table.loc[CONTROL, "beats untrained (seeds)"] = "-"
-        table.loc[CONTROL, ["px gained (mean)", "untrained ÷ method (median)"]] = math.nan
+        table["untrained ÷ method (median)"] = (errors.loc[control] / errors).median(axis=1)
+        table.loc[control, "beats untrained (seeds)"] = "-"
+        table.loc[control, ["px gained (mean)", "untrained ÷ method (median)"]] = math.nan
     figure = paired_by_seed(errors, out / "fig1c-paired.png", context.name)
     arm = "/".join(context.group_axes) or "cell"
     return ReportOutput([figure], markdown(table.rename_axis(arm).reset_index()))
