@@ -11,6 +11,7 @@ run a sweep; validating a sweep file or redrawing its report needs none of them.
 - `trainable`  the plain function Ray Tune runs: `train.fit` + `tune.report` + checkpoints
 - `runlog`     one MLflow run behind a write-ahead pending file that travels with checkpoints
 - `tracking`   the sweep's parent run and the trials' child runs, restore-safe
+- `ui`         what MLflow's UI shows: a colour per cell, two saved views, the link to them
 - `progress`   one line per trial event while a sweep runs
 - `runner`     `run_sweep(spec, ...) -> pandas.DataFrame`; `sync_sweep` replays pending logs
 - `cli`        ``ssvae sweep FILE ...`` and ``ssvae report FILE ...``

@@ -37,7 +37,7 @@ from ssvae_core.balls import Video, simulate
 from ssvae_core.errors import ConfigError
 from ssvae_core.metrics import METRICS
 from ssvae_core.preflight import writable_dir
-from ssvae_core.sweep import cluster, lock, reports, space, tables
+from ssvae_core.sweep import cluster, lock, reports, space, tables, ui
 from ssvae_core.sweep.progress import Progress
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.sweep.storage import DEFAULT_STORAGE, sweep_dir
@@ -290,6 +290,7 @@ def _finish(
     text = summary.read_text(encoding="utf-8") if summary.exists() else ""
     print(text.strip() or tables.format_cells(cells))
     print(f"results: {directory}")
+    print(f"MLflow: {ui.link(tracker.uri, tracker.experiment_id)}")
     for path in files:
         if path.suffix == ".png":
             print(f"figure: {path}")

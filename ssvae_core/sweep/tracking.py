@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -33,7 +34,7 @@ from typing import Any
 from ssvae_core import config, run_files
 from ssvae_core.balls import Video
 from ssvae_core.metrics import finite_numbers
-from ssvae_core.sweep import lock
+from ssvae_core.sweep import lock, ui
 from ssvae_core.sweep.runlog import PENDING_FILE, RunLog, client
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import RunResult
@@ -86,16 +87,19 @@ def start_trial(
     trial: tuple[str, str],
     cfg: config.RunConfig,
     labels: Mapping[str, Any],
+    colour: str,
 ) -> RunLog:
     """The trial's run (found again, or created) marked RUNNING; as params, the settings the
     run uses (`config.used`: no coupling for a control, no optimiser when untrained).
 
     key: the trial's identity in the sweep (grid cell or Ray trial id); trial: Ray's (id, name);
-    labels: its axis and searched values (also logged as ``sweep.*`` params and tags).
+    labels: its axis and searched values (also logged as ``sweep.*`` params and tags);
+    colour: its cell's colour in MLflow's UI (`ui.cell_colour`).
     """
     runlog = RunLog(target.uri, directory)
     (trial_id, name) = trial
     tags = {"mlflow.parentRunId": target.parent_run_id, "ssvae.sweep": target.sweep_name}
+    tags[ui.RUN_COLOUR_TAG] = colour
     tags |= {"ray.trial_id": trial_id, **{f"sweep.{k}": str(v) for k, v in labels.items()}}
     params = {**config.used(cfg), **{f"sweep.{k}": v for k, v in labels.items()}}
     runlog.declare(target.experiment_id, f"{target.sweep_uid}/{key}", name, tags, params)
@@ -165,9 +169,10 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
 
 
-def experiment(uri: str, name: str) -> str:
-    """The id of experiment `name` at `uri`, created if new and tagged so that MLflow's UI
-    opens it on its training runs; `TrackingUnavailable` if MLflow cannot be reached or written.
+def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> str:
+    """The id of experiment `name` at `uri`, created if new, tagged as training runs
+    (`EXPERIMENT_KIND`) and with `tags` (MLflow's saved views, `ui.saved_views`);
+    `TrackingUnavailable` if MLflow cannot be reached or written.
 
     A sqlite file is checked for a writable folder first (sqlite would retry for minutes)
     and its first clients queue on a lock beside it (MLflow's schema creation races).
@@ -184,10 +189,11 @@ def experiment(uri: str, name: str) -> str:
     try:
         with guard:
             mlflow = client(uri)
+            wanted = {**EXPERIMENT_KIND, **(tags or {})}
             found = mlflow.get_experiment_by_name(name)
             if found is None:
-                return str(mlflow.create_experiment(name, tags=EXPERIMENT_KIND))
-            for key, value in EXPERIMENT_KIND.items():
+                return str(mlflow.create_experiment(name, tags=wanted))
+            for key, value in wanted.items():
                 if found.tags.get(key) != value:
                     mlflow.set_experiment_tag(found.experiment_id, key, value)
             return str(found.experiment_id)
@@ -204,8 +210,10 @@ class SweepTracking:
         self.experiment_id = ""
 
     def connect(self) -> None:
-        """Reach MLflow and get (or create) the experiment (`experiment`)."""
-        self.experiment_id = experiment(self.uri, self.spec.experiment)
+        """Reach MLflow and get (or create) the experiment (`experiment`), with this sweep's
+        saved views of the runs table (`ui.saved_views`)."""
+        views = ui.saved_views(self.spec, now_ms=int(time.time() * 1000))
+        self.experiment_id = experiment(self.uri, self.spec.experiment, views)
 
     def start(self, extra_tags: Mapping[str, str] | None = None) -> Target:
         """Open the parent run (reopen it on resume) and log the spec and search space."""
@@ -226,6 +234,7 @@ class SweepTracking:
             (self.sweep_dir / "search_space.json").write_text(json.dumps(self._space(), indent=1))
         uid = json.loads(info.read_text())["uid"]
         tags = {"ssvae.role": "parent", "ssvae.sweep": self.spec.name, **provenance()}
+        tags[ui.RUN_COLOUR_TAG] = ui.PARENT_COLOUR
         tags |= {"ssvae.storage": str(self.sweep_dir), "mlflow.note.content": self.spec.description}
         tags |= {"ssvae.host": socket.gethostname(), "ssvae.pid": str(os.getpid())}
         tags |= dict(extra_tags or {})

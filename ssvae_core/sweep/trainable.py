@@ -29,7 +29,7 @@ from ray import tune
 from ssvae_core.balls import Video, simulate
 from ssvae_core.config import DataConfig
 from ssvae_core.metrics import SEARCHABLE
-from ssvae_core.sweep import tracking
+from ssvae_core.sweep import tracking, ui
 from ssvae_core.sweep.runlog import RunLog
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import fit
@@ -89,7 +89,8 @@ def train_trial(
         if checkpoint is not None:
             checkpoint.to_directory(str(work))
         key = trial_key(spec, params, trial_id)
-        runlog = tracking.start_trial(target, work, key, trial, cfg, labels)
+        colour = ui.cell_colour(spec, int(params["cell"]))
+        runlog = tracking.start_trial(target, work, key, trial, cfg, labels, colour)
 
         def report(row: dict[str, Any], _checkpoint_dir: str | None) -> None:
             tracking.log_epoch(runlog, row)

@@ -12,7 +12,7 @@ pytest.importorskip("mlflow")
 
 from sweep_helpers import SMOKE, artifact_names, metric_steps, sweep_runs, write_spec
 
-from ssvae_core.sweep import cli
+from ssvae_core.sweep import cli, spec, ui
 
 
 @pytest.mark.slow
@@ -25,6 +25,9 @@ def test_smoke_sweep_end_to_end_with_sqlite(workdir: Path) -> None:
     assert {run.info.status for run in [parent, *children]} == {"FINISHED"}
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert {c.data.tags["ssvae.status"] for c in children} == {"ok"}
+    colours = {c.data.params["sweep.method"]: c.data.tags["mlflow.runColor"] for c in children}
+    assert colours == {"gaussian": ui.PALETTE[0], "bilinear": ui.PALETTE[1]}  # one per cell
+    assert parent.data.tags["mlflow.runColor"] == ui.PARENT_COLOUR
     assert {c.info.run_name for c in children} == {
         f"{m} s{s}" for m in ("gaussian", "bilinear") for s in (0, 1)
     }  # short: MLflow's runs table cuts long names
@@ -43,8 +46,9 @@ def test_smoke_sweep_end_to_end_with_sqlite(workdir: Path) -> None:
     assert parent.data.metrics["gaussian.probe_error_px_median"] > 0
     from mlflow import MlflowClient
 
-    kind = MlflowClient(uri).get_experiment_by_name("smoke").tags["mlflow.experimentKind"]
-    assert kind == "custom_model_development"  # the UI opens on the training runs
+    tags = MlflowClient(uri).get_experiment_by_name("smoke").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert set(ui.saved_views(spec.load(SMOKE), now_ms=0)) <= set(tags)  # MLflow's saved views
     assert {"sweep.yaml", "search_space.json", "results.csv", "results.parquet", "fig1c.png"} <= (
         artifact_names(uri, parent.info.run_id)
     )
