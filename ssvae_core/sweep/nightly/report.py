@@ -58,6 +58,7 @@ def history_report(name: str, uri: str, out: Path, nights: int | None = None) ->
     table = comparison.nights.assign(night=comparison.nights["night"].map(names))
     wide = table.pivot(index="cell", columns="night", values="median_px")
     wide = wide[[names[i] for i in range(len(runs)) if names[i] in wide.columns]]
+    wide = wide.reindex([c for c in comparison.cells["cell"] if c in wide.index])  # grid order
     verdicts = pd.DataFrame(
         {"night": [names[i] for i in range(len(runs))],
          "verdict": [run.data.tags.get(history.VERDICT_TAG, "-") for run in runs],
