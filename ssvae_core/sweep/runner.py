@@ -37,8 +37,9 @@ from ssvae_core.balls import Video, simulate
 from ssvae_core.errors import ConfigError
 from ssvae_core.metrics import METRICS
 from ssvae_core.preflight import writable_dir
-from ssvae_core.sweep import cluster, lock, reports, space, tables, ui
+from ssvae_core.sweep import cluster, lock, reports, selection, space, tables, ui
 from ssvae_core.sweep.progress import Progress
+from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.sweep.storage import DEFAULT_STORAGE, sweep_dir
 from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
@@ -284,9 +285,19 @@ def _finish(
     tracker.reconcile({trial: error for trial, error in errors.items() if error})
     searched = [key for key, _ in spec.space]
     cells = tables.cell_table(trials, spec.group_axes, searched)
+    if spec.search is not None:  # the selected configurations, on a video the search never saw
+        scored = selection.score_selected(spec, trials)
+        cells = cells.merge(scored[["cell", "validation_px", "test_px"]], on="cell", how="left")
+        (directory / "selected.csv").write_text(scored.to_csv(index=False))
+        print(f"selected configurations scored on a second video: {directory / 'selected.csv'}")
     files = tables.write(trials, cells, directory)
+    if spec.search is not None:
+        files.append(directory / "selected.csv")
     files += reports.write(spec.report, trials, spec.report_context(), directory)
     summary = directory / "summary.md"
+    if spec.search is not None and summary.exists():
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(selection.SECTION + markdown(scored.drop(columns="trial_id")) + "\n")
     text = summary.read_text(encoding="utf-8") if summary.exists() else ""
     print(text.strip() or tables.format_cells(cells))
     print(f"results: {directory}")

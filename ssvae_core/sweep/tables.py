@@ -89,9 +89,10 @@ def headline_metrics(cells: pd.DataFrame) -> dict[str, float]:
     found = {}
     for _, row in cells.iterrows():
         key = re.sub(r"[^A-Za-z0-9_\-. /:]", "_", str(row["cell"]))
-        value = row["probe_error_px_median"]
-        if pd.notna(value):
-            found[f"{key}.probe_error_px_median"] = float(value)
+        for column in ("probe_error_px_median", "validation_px", "test_px"):
+            value = row.get(column)
+            if value is not None and pd.notna(value):
+                found[f"{key}.{column}"] = float(value)
     return found
 
 
@@ -101,7 +102,7 @@ def format_cells(cells: pd.DataFrame) -> str:
         "cell", "trials", "probe_error_px_median", "probe_error_px_mean", "probe_error_px_std",
         "probe_error_px_best",
         "mi_estimate_mean", "lengthscale_mean", "seconds_mean", "n_diverged", "n_stopped",
-        "n_error",
+        "n_error", "validation_px", "test_px",
     ]  # fmt: skip
     shown = cells[[c for c in columns if c in cells] + [c for c in cells if c.startswith("best.")]]
     renamed = shown.rename(

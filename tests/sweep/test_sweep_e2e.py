@@ -84,6 +84,16 @@ def test_diverged_trials_are_recorded_and_the_optuna_asha_sweep_goes_on(workdir:
     cells = pd.read_csv(workdir / "runs" / "diverge" / "results.csv").set_index("cell")
     assert cells.loc["diverge", "n_diverged"] == 2 and cells.loc["gaussian", "n_diverged"] == 0
     assert 0.02 <= cells.loc["gaussian", "best.coupling.lengthscale"] <= 0.5
+    # the search's choice, trained again on a second video: validation and test apart
+    chosen = pd.read_csv(workdir / "runs" / "diverge" / "selected.csv").set_index("cell")
+    assert list(chosen.index) == ["gaussian"]  # the diverged cell has nothing to select
+    assert chosen.loc["gaussian", "validation_px"] == cells.loc["gaussian", "probe_error_px_best"]
+    assert chosen.loc["gaussian", "test_px"] > 0 and chosen.loc["gaussian", "test_px"] == (
+        cells.loc["gaussian", "test_px"]
+    )
+    assert chosen.loc["gaussian", "bias_px"] == pytest.approx(
+        chosen.loc["gaussian", "validation_px"] - chosen.loc["gaussian", "test_px"]
+    )
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     _, children = sweep_runs(uri, "diverge")
     assert len(children) == 4 and "RUNNING" not in {c.info.status for c in children}
