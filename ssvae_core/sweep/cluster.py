@@ -11,6 +11,7 @@ cluster that scales, ``resources.wait_for_nodes_s`` is how long to wait for such
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from typing import Any
@@ -39,8 +40,24 @@ def _host_port(address: str) -> tuple[str, int]:
     return host, int(port) if port.isdigit() else (10001 if client else 6379)
 
 
+# Library chatter a user cannot act on: MLflow's schema creation, Ray's start-up lines, Tune's
+# experiment box and result-file notes (the sweep prints its own progress lines instead).
+QUIET_LOGGERS = (
+    "mlflow.store.db.utils", "alembic", "ray.tune", "ray.train",
+    "ray._private.authentication.authentication_token_setup",
+)  # fmt: skip
+
+
+def quiet_libraries() -> None:
+    """Silence `QUIET_LOGGERS` below warnings (Ray's token-auth note: `connect` says it once)."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter: silent at verbose 0
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def connect(address: str | None) -> bool:
     """Start or join Ray (see the module doc); True if this call started it."""
+    quiet_libraries()
     if ray.is_initialized():
         return False
     if address not in (None, "auto", "local"):
@@ -53,10 +70,22 @@ def connect(address: str | None) -> bool:
                 f"{CONNECT_TIMEOUT_S:.0f} s ({err}); is the cluster up (ray status)?"
             ) from None
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ClusterUnavailable(f"--address {address}: {first[:300]}") from None
+    where = "on this machine" if address in (None, "local") else f"at {address}"
+    print(
+        f"Ray: {'started' if address in (None, 'local') else 'joined'} {where}, token "
+        "authentication on (Ray's default; a driver joining by address needs "
+        "RAY_AUTH_MODE=token and the cluster's token)",
+        flush=True,
+    )
     return True
 
 
