@@ -23,10 +23,17 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
 
+DOCKERFILES := docker/Dockerfile docker/mlflow.Dockerfile tests/deploy/podman/postgres.Dockerfile
+
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint $(DOCKERFILES)
+	# `config` only interpolates and checks the file: the secrets directory need not exist.
+	SSVAE_SECRETS_DIR=/nonexistent $(VENV)/bin/docker-compose -f docker/compose.yaml config -q
+	SSVAE_SECRETS_DIR=/nonexistent BASE_IMAGE=lint $(VENV)/bin/docker-compose \
+	  -f docker/compose.yaml -f tests/deploy/podman/compose.e2e.yaml config -q
 
 # The Fig. 1C study on local Ray + MLflow at sqlite:///mlflow.db (run `mlflow ui` here after).
 # Each `make sweep` is a new study; `ssvae sweep FILE --name NAME --resume` continues one.
