@@ -67,10 +67,6 @@ POLICY_BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         _replace_in_head_start("--dashboard-host=127.0.0.1", ""),
         "lacks --dashboard-host=127.0.0.1",
     ),
-    "Ray Client server on": (
-        _replace_in_head_start("--ray-client-server-port=0", "--ray-client-server-port=10001"),
-        "the Ray Client server is on",
-    ),
     "token auth not turned on": (_drop_auth_mode, "token auth is not turned on"),
     "token auth disabled": (
         _replace_in_head_start("ray start --head", "RAY_AUTH_MODE=disabled ray start --head"),
