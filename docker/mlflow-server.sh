@@ -27,8 +27,14 @@ secrets_dir="${SSVAE_SECRETS_DIR:-/run/secrets}"
 
 secret() {  # secret NAME -> the file's content; exits 78 (EX_CONFIG) when missing or empty
     if [ ! -s "$secrets_dir/$1" ]; then
-        echo "mlflow-server: secret '$1' is missing or empty: put it in $secrets_dir/$1" \
-            "(see docker/compose.yaml's header); refusing to start" >&2
+        echo "mlflow-server: secret '$1' is missing or empty (or $secrets_dir is not open to" \
+            "uid $(id -u)): put it in $secrets_dir/$1 (see docker/compose.yaml's header);" \
+            "refusing to start" >&2
+        exit 78
+    fi
+    if [ ! -r "$secrets_dir/$1" ]; then
+        echo "mlflow-server: secret '$1' is not readable by uid $(id -u): make" \
+            "$secrets_dir/$1 readable (mode 644 in a 700 directory); refusing to start" >&2
         exit 78
     fi
     tr -d '\r\n' < "$secrets_dir/$1"
