@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_checks import REPO, shared_kuberay_dir
+from deploy_checks import REPO, shared_kuberay_dir, unavailable
 
 # The sweep tests' helpers (free_port, wait_for, sweep_runs, ...) serve here too.
 sys.path.insert(0, str(REPO / "tests" / "sweep"))
@@ -17,7 +17,7 @@ def kuberay_crds() -> Path:
     """The directory of KubeRay's CRD files (shared/kuberay beside the checkout, as in CI)."""
     crds = shared_kuberay_dir()
     if not (crds / "ray.io_rayclusters.yaml").exists():
-        pytest.skip(
+        unavailable(
             f"KubeRay CRDs not found at {crds} (a plain clone has no shared/; CI has it, or set "
             "SSVAE_SHARED_DIR to a directory holding kuberay/ray.io_*.yaml)"
         )

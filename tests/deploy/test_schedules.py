@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from deploy_checks import CLUSTER, REPO
+from deploy_checks import CLUSTER, REPO, unavailable
 
 SCHEDULE = CLUSTER / "schedule"
 FIELD_RANGES = [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12),
@@ -124,7 +124,7 @@ def systemd_problems(directory: Path, units: list[str]) -> list[str]:
 @pytest.fixture
 def units(tmp_path: Path) -> Path:
     if shutil.which("systemd-analyze") is None:
-        pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
+        unavailable("systemd-analyze is not installed (Debian: apt-get install systemd)")
     for name in ("ssvae-nightly.service", "ssvae-nightly.timer"):
         (tmp_path / name).write_text(_filled((SCHEDULE / name).read_text(), REPO))
     return tmp_path
