@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # multi-GB CUDA build. On a machine with a GPU the project's `torch>=2.4` range decides.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: venv test test-fast lint sweep fig1c studies estimators bench bench-sweep clean
+.PHONY: venv test test-fast test-e2e lint sweep fig1c studies estimators bench bench-sweep clean
 
 venv: $(STAMP)
 
@@ -18,15 +18,29 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not e2e"
+
+# The deployment end to end (tests/deploy, marker e2e; docs/deploy.md): `ray up`/`ray submit`/
+# `ray down` of cluster/local.yaml over an sshd on loopback, inside its own PID namespace, and
+# docker/compose.yaml's stack built and run on podman. Root and the Debian packages .ci/run
+# installs; run alone (another `ray stop` on the machine would end its cluster). About 15 min.
+test-e2e: venv
+	$(PY) -m pytest -q -m e2e tests/deploy --durations=0
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
+
+DOCKERFILES := docker/Dockerfile docker/mlflow.Dockerfile tests/deploy/podman/postgres.Dockerfile
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint $(DOCKERFILES)
+	# `config` only interpolates and checks the file: the secrets directory need not exist.
+	SSVAE_SECRETS_DIR=/nonexistent $(VENV)/bin/docker-compose -f docker/compose.yaml config -q
+	SSVAE_SECRETS_DIR=/nonexistent BASE_IMAGE=lint $(VENV)/bin/docker-compose \
+	  -f docker/compose.yaml -f tests/deploy/podman/compose.e2e.yaml config -q
 
 # The Fig. 1C study on local Ray + MLflow at sqlite:///mlflow.db (run `mlflow ui` here after).
 # Each `make sweep` is a new study; `ssvae sweep FILE --name NAME --resume` continues one.

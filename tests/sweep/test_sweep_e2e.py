@@ -88,8 +88,9 @@ def test_diverged_trials_are_recorded_and_the_optuna_asha_sweep_goes_on(workdir:
     chosen = pd.read_csv(workdir / "runs" / "diverge" / "selected.csv").set_index("cell")
     assert list(chosen.index) == ["gaussian"]  # the diverged cell has nothing to select
     assert chosen.loc["gaussian", "validation_px"] == cells.loc["gaussian", "probe_error_px_best"]
-    assert chosen.loc["gaussian", "test_px"] > 0 and chosen.loc["gaussian", "test_px"] == (
-        cells.loc["gaussian", "test_px"]
+    assert (
+        chosen.loc["gaussian", "test_px"] > 0
+        and chosen.loc["gaussian", "test_px"] == (cells.loc["gaussian", "test_px"])
     )
     assert chosen.loc["gaussian", "bias_px"] == pytest.approx(
         chosen.loc["gaussian", "validation_px"] - chosen.loc["gaussian", "test_px"]
