@@ -2,19 +2,26 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-# Here the CPU build of torch comes from local disk; a bare `torch` requirement would pull a
-# multi-GB CUDA build. On a machine with a GPU the project's `torch>=2.4` range decides.
-TORCH_CPU ?= torch==2.13.0
+# Without a GPU, the CPU build of torch: a bare `torch` requirement would pull a multi-GB CUDA
+# build. `torch==2.13.0+cpu` is found where pip is configured with local wheels (this machine's
+# find-links); elsewhere it comes from PyTorch's CPU index. With a GPU the project's `torch>=2.4`
+# range decides. Both are overridable: make venv TORCH_CPU=torch==2.14.1+cpu.
+TORCH_CPU       ?= torch==2.13.0+cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: venv test test-fast test-e2e lint sweep fig1c studies estimators bench bench-sweep clean
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	if ! command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q $(TORCH_CPU); fi
-	$(PY) -m pip install -q -e '.[sweep,dev]'
+	@echo "[venv 1/4] $(VENV): python3 -m venv"; test -x $(PY) || python3 -m venv $(VENV)
+	@echo "[venv 2/4] pip itself"; $(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1; then echo "[venv 3/4] a GPU: torch from pyproject"; \
+	else echo "[venv 3/4] no GPU: $(TORCH_CPU)"; \
+	  $(PY) -m pip install -q $(TORCH_CPU) 2>/dev/null \
+	  || $(PY) -m pip install -q $(TORCH_CPU) --extra-index-url $(TORCH_CPU_INDEX); fi
+	@echo "[venv 4/4] ssvae with the sweep and dev extras (about 1 min)"
+	$(PY) -m pip install -q --progress-bar off -e '.[sweep,dev]'
 	touch $(STAMP)
 
 test: venv
