@@ -23,9 +23,9 @@ from trainer import compare
 
 PEAK_RSS = """
 import json, resource, sys, torch
-from ssvae_core import config
+from ssvae_core import loader
 from ssvae_core.train import fit
-cfg = config.load(sys.argv[1], None, ["train.epochs=1", "train.device=" + sys.argv[2]])
+cfg = loader.load(sys.argv[1], None, ["train.epochs=1", "train.device=" + sys.argv[2]])
 fit(cfg)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0

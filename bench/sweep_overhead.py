@@ -35,8 +35,9 @@ import ray
 import torch
 
 from ssvae_core.balls import Video, simulate
+from ssvae_core.frames import frames_to_tensor
 from ssvae_core.sweep import runner, spec, tracking
-from ssvae_core.train import fit, frames_to_tensor
+from ssvae_core.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
 # The smoke trials are ~0.1 s of compute each, so the smoke ratio is all fixed cost; the
@@ -127,7 +128,8 @@ def _quiet_run(sweep: spec.SweepSpec, workdir: Path) -> tuple[float, pd.DataFram
 
 def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
     torch.set_num_threads(1)
-    video = simulate(sweep.cells[0].config.data, sweep.cells[0].config.data.seed)
+    data = sweep.cells[0].config.data
+    video = simulate(data.balls, data.seed)
     fit(sweep.cells[0].config, video=video)  # warm-up, as a warm worker would be
     tic = time.perf_counter()
     fit_seconds = []
@@ -167,12 +169,12 @@ def measure_memory() -> dict[str, float]:
     data = base.cells[0].config.data
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        videos = {data: simulate(data, data.seed)}
+        videos = {data: simulate(data.balls, data.seed)}
         zero_copy = ray.get(_reads_shared_copy.remote(ray.put(videos)))
     finally:
         ray.shutdown()
     out: dict[str, float] = {
-        "video MiB": data.n_frames * data.size * data.size * 3 / 2**20,
+        "video MiB": data.balls.n_frames * data.balls.size * data.balls.size * 3 / 2**20,
         "trial frames alias the object store copy (1 = yes)": float(zero_copy),
     }
     for concurrent in (1, 4):

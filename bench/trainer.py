@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ssvae_core import config
+from ssvae_core import config, loader
 from ssvae_core.balls import Video, simulate
+from ssvae_core.batches import ssl_batches
 from ssvae_core.couplings import build_coupling
 from ssvae_core.encoder import CentreOfMassEncoder
+from ssvae_core.frames import frames_to_tensor, resolve_device
 from ssvae_core.objectives import infonce_loss
-from ssvae_core.train import _Run, frames_to_tensor, resolve_device
+from ssvae_core.train import _Run
 
 
 class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -72,16 +74,21 @@ def straightforward(cfg: config.RunConfig, video: Video, steps: int) -> float:
 
 
 def ours(cfg: config.RunConfig, video: Video, steps: int) -> float:
-    """Pairs per second of `ssvae_core.train` over `steps` steps (no probe)."""
+    """Pairs per second of `ssvae_core.train`'s own step over `steps` steps (no probe)."""
     device = resolve_device(cfg.train.device)
     run = _Run(cfg, frames_to_tensor(video, device), torch.from_numpy(video.positions))
-    batch = cfg.train.batch_size
-    order = torch.randperm(len(video.frames) - 1, generator=run.generator)
+    n_frames, batch = len(video.frames), cfg.train.batch_size
+    negatives = cfg.objective.n_negatives
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        while True:
+            yield from ssl_batches(n_frames, batch, negatives, run.generator)
+
+    stream = batches()
     tic = time.perf_counter()
-    for i in range(steps):
-        start = (i * batch) % (len(order) - batch)
-        loss, _ = run.ssl_step(order[start : start + batch])
-        run.optimizer.zero_grad()
+    for _ in range(steps):
+        loss, _ = run.ssl_step(*next(stream))
+        run.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         run.optimizer.step()
     _sync(device)
@@ -95,8 +102,8 @@ def _sync(device: torch.device) -> None:
 
 def compare(preset: str, steps: int, rounds: int, device: str = "auto") -> dict[str, float]:
     """Best-of-`rounds` pairs/s of both loops on `preset`, and their ratio."""
-    cfg = config.load(preset, None, [f"train.device={device}"])
-    video = simulate(cfg.data, cfg.data.seed)
+    cfg = loader.load(preset, None, [f"train.device={device}"])
+    video = simulate(cfg.data.balls, cfg.data.seed)
     loops: dict[str, Callable[[config.RunConfig, Video, int], float]] = {
         "straightforward": straightforward,
         "ssvae": ours,
