@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import gzip
 import json
 import os
 import re
@@ -37,10 +38,23 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+VENDORED_KUBERAY = REPO / "tests" / "deploy" / "kuberay"  # the same CRDs, gzipped
+
+
 def shared_kuberay_dir() -> Path:
-    """KubeRay's CRDs (``shared/kuberay``): $SSVAE_SHARED_DIR/kuberay or beside the checkout."""
+    """KubeRay's CRDs as shipped: $SSVAE_SHARED_DIR/kuberay, or ``shared/kuberay`` beside the
+    checkout; where neither exists, the gzipped copies in tests/deploy/kuberay."""
     shared = os.environ.get("SSVAE_SHARED_DIR")
-    return (Path(shared) if shared else REPO.parent / "shared") / "kuberay"
+    crds = (Path(shared) if shared else REPO.parent / "shared") / "kuberay"
+    return crds if shared or crds.is_dir() else VENDORED_KUBERAY
+
+
+def crd_text(crd_dir: Path, kind: str) -> str:
+    """The CRD file of `kind` (RayCluster, RayJob, RayCronJob), plain or gzipped."""
+    path = crd_dir / f"ray.io_{kind.lower()}s.yaml"
+    if path.exists():
+        return path.read_text()
+    return gzip.decompress(path.with_suffix(".yaml.gz").read_bytes()).decode()
 
 
 def load_yaml_documents(path: Path) -> list[Any]:
@@ -142,7 +156,7 @@ def _closed(schema: Any) -> Any:
 def crd_schema(crd_dir: Path, kind: str) -> dict[str, Any]:
     """The ``ray.io/v1`` openAPIV3Schema of `kind` from the CRD file in `crd_dir`."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are 1-1.4 MB of YAML
-    crd = yaml.load((crd_dir / f"ray.io_{kind.lower()}s.yaml").read_text(), Loader=loader)
+    crd = yaml.load(crd_text(crd_dir, kind), Loader=loader)
     [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return dict(_closed(version["schema"]["openAPIV3Schema"]))
 

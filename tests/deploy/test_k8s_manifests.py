@@ -1,6 +1,7 @@
-"""cluster/k8s/: KubeRay resources against the CRD schemas in shared/kuberay, the Kubernetes ones
-against Kubernetes' OpenAPI schemas (kubernetes-validate, offline), and both against the
-security defaults. Every check is shown rejecting a broken copy.
+"""cluster/k8s/: KubeRay resources against the CRD schemas (shared/kuberay, or the gzipped copy
+in tests/deploy/kuberay), the Kubernetes ones against Kubernetes' OpenAPI schemas
+(kubernetes-validate, offline), and both against the security defaults. Every check is shown
+rejecting a broken copy.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ pytest.importorskip("kubernetes_validate")
 
 from deploy_checks import (
     CLUSTER,
+    VENDORED_KUBERAY,
     crd_problems,
+    crd_text,
     kuberay_policy_problems,
     kubernetes_policy_problems,
     kubernetes_problems,
@@ -45,6 +48,14 @@ def _kuberay(kind: str) -> dict[str, Any]:
     """A deep copy of the one shipped `kind` (not the RayJob inside the ConfigMap)."""
     [resource] = [r for name, r in _resources() if r.get("kind") == kind and ":" not in name]
     return copy.deepcopy(resource)
+
+
+@pytest.mark.parametrize("kind", ["RayCluster", "RayJob", "RayCronJob"])
+def test_the_gzipped_crds_are_the_shipped_ones(kind: str, kuberay_crds: Path) -> None:
+    """tests/deploy/kuberay holds KubeRay's files unchanged (checked where shared/ exists)."""
+    if kuberay_crds == VENDORED_KUBERAY:
+        pytest.skip("no shared/kuberay here to compare the gzipped copies with")
+    assert crd_text(VENDORED_KUBERAY, kind) == crd_text(kuberay_crds, kind)
 
 
 def test_the_expected_manifests_are_shipped() -> None:
