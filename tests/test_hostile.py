@@ -3,7 +3,7 @@
 Every case runs the command in a fresh working directory and checks its exit status, that
 the message names what is wrong, that no traceback reaches the user, and that it answers
 within its time limit (nothing hangs). ``python tests/test_hostile.py`` runs the matrix and
-prints the table of the README's reliability section.
+prints the table of docs/reliability.md (the README shows a part of it).
 
 Cases that need a read-only or a full filesystem run inside their own mount namespace
 (``unshare -m``, root); where that is not allowed they are skipped, saying so.
