@@ -222,6 +222,8 @@ def _trial_walls(result_json: Path) -> list[tuple[int, float]]:
     """
     rows = [json.loads(line) for line in result_json.read_text().splitlines() if line.strip()]
     rows = [row for row in rows if not row.get("final")]
+    if not rows:  # stopped before its first report
+        return []
     start = max(row["timestamp"] - row["time_total_s"] for row in rows)
     return [(int(row["epoch"]), start + row["time_total_s"]) for row in rows]
 
@@ -232,6 +234,8 @@ def packed_throughput(directory: Path, cfg: RunConfig) -> tuple[float, int, list
     begins, ends, pairs, devices = [], [], 0, []
     for result_json in sorted(directory.glob("grid/*/result.json")):
         walls = _trial_walls(result_json)
+        if not walls:
+            continue
         begins.append(walls[0][1])
         ends.append(walls[-1][1])
         pairs += walls[-1][0] * pairs_per_epoch(cfg)
@@ -258,7 +262,7 @@ def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> list[Row]:
             return [Row("sweeps: Ray sees no GPU", "FAIL: ray.cluster_resources() has no GPU")]
         smoke = "".join(f", {k}: {v}" for k, v in SMOKE.items()) if setup.quick else ""
         with tempfile.TemporaryDirectory() as scratch:
-            for k in ks:
+            for done, k in enumerate(ks):
                 cpu = min(1.0, math.floor(cpus / k * 100) / 100)  # k=32 on 16 cores: 0.5
                 name = f"sweep {setup.scale} k={k} (gpu {1 / k:g}, cpu {cpu:g} each)"
                 if setup.left() < 60:
@@ -266,7 +270,8 @@ def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> list[Row]:
                     continue
                 text = SWEEP.format(
                     name=f"gpu-k{k}", epochs=epochs, smoke=smoke, cpu=cpu, gpu=1 / k,
-                    seeds=", ".join(map(str, range(k))), budget=max(30.0, setup.left() - 30),
+                    seeds=", ".join(map(str, range(k))),
+                    budget=max(30.0, (setup.left() - 30) / (len(ks) - done)),  # a share each
                 )  # fmt: skip
                 sweep = spec.parse(text)
                 uri = f"sqlite:///{Path(scratch) / 'mlflow.db'}"
@@ -278,8 +283,12 @@ def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> list[Row]:
                     continue
                 want = "cuda" if setup.device == "cuda" else "cpu"
                 on = sum(d == want for d in devices)
-                ok = n == k and on == k and int((result.trials["status"] == "ok").sum()) == k
-                note = "" if ok else f" FAIL: {n} trials ran, {on} on {want}"
+                statuses = result.trials["status"].value_counts().to_dict()
+                note = "" if n == k and on == k else f" FAIL: {n} trials ran, {on} on {want}"
+                if set(statuses) - {"ok", "stopped"}:
+                    note += f" FAIL: trials {statuses}"
+                elif statuses.get("stopped"):  # the sweep's share of the budget ran out
+                    note += f" ({statuses['stopped']} stopped by the budget: over what ran)"
                 note += "" if math.isfinite(rate) else " FAIL: no time span measured"
                 rows.append(
                     Row(f"{name}: aggregate pairs/s, {on}/{k} on {want}", f"{rate:.0f}{note}")
