@@ -6,6 +6,9 @@ gather there and a conversion to float, never a copy from the host.
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -14,10 +17,44 @@ from ssvae_core.balls import Video
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when there is one, else CPU; ``cpu`` / ``cuda`` as named."""
+    """``auto`` -> CUDA when there is one, else CPU; ``cpu`` / ``cuda`` as named.
+
+    ``auto`` in a process given a GPU (``CUDA_VISIBLE_DEVICES`` names one: a Ray trial with
+    ``resources.gpu``) that torch cannot see trains on the CPU, and says so once per process
+    (`GpuNotUsedWarning`): a GPU share held and unused is a sweep far slower than planned.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+        if visible and visible != "-1":  # "" or "-1": no GPU was given to this process
+            build = torch.version.cuda  # None: a CPU build of torch
+            why = f"torch {torch.__version__} is a CPU build" if build is None else (
+                f"torch {torch.__version__} (CUDA {build}) finds no usable driver or device"
+            )  # fmt: skip
+            _warn_gpu_not_used(
+                f"train.device: auto, and CUDA_VISIBLE_DEVICES={visible} gives this process a "
+                f"GPU, but torch sees no CUDA device ({why}), so this run trains on the CPU; "
+                "install a CUDA build of torch, or set train.device: cpu (and resources.gpu: 0 "
+                "in a sweep) to stop holding the GPU"
+            )
+        return torch.device("cpu")
     return torch.device(name)
+
+
+class GpuNotUsedWarning(RuntimeWarning):
+    """A GPU was given to this process and torch cannot use it: the run trains on the CPU."""
+
+
+_warned: dict[str, bool] = {"gpu_not_used": False}
+
+
+def _warn_gpu_not_used(message: str) -> None:
+    """`GpuNotUsedWarning` the first time only in this process (a Ray worker that trains
+    trial after trial says it once)."""
+    if not _warned["gpu_not_used"]:
+        _warned["gpu_not_used"] = True
+        warnings.warn(message, GpuNotUsedWarning, stacklevel=3)
 
 
 def frames_to_tensor(video: Video, device: torch.device | str) -> Tensor:

@@ -164,6 +164,7 @@ def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any
         row |= {"status": status, **{k: metrics.get(k, math.nan) for k in FINAL_METRICS}}
         row |= {"epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s", math.nan)}
         row |= {k: metrics.get(k, "") for k in ("mlflow_run_id", "mlflow_pending")}
+        row |= {k: metrics.get(k, "") for k in ("device", "cuda_visible_devices")}
         row["error"] = "" if result.error is None else plain_error(result.error)
         rows.append(row)
     return rows

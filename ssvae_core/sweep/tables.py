@@ -2,7 +2,8 @@
 
 One row per trial (`trial_rows` in the runner): its grid axes and searched values, ``status``
 (``ok`` | ``diverged`` | ``stopped`` by the scheduler or budget | ``error``), final
-``probe_error_px``, ``mi_estimate``, learned ``lengthscale``, ``seconds`` and its MLflow run.
+``probe_error_px``, ``mi_estimate``, learned ``lengthscale``, ``seconds``, its MLflow run, and
+where it trained (``device``: cuda or cpu; ``cuda_visible_devices``: the GPU Ray gave it).
 
 `cell_table` aggregates trials per grid cell - the grid axes without the replicate axes
 (``train.seed``), e.g. method, or coupling x N x estimator - over seeds (and search trials):

@@ -16,6 +16,7 @@ and a checkpoint holding whatever MLflow could not take yet.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import tempfile
 import warnings
@@ -27,7 +28,8 @@ import torch
 from ray import tune
 
 from ssvae_core.balls import Video, simulate
-from ssvae_core.config import DataConfig
+from ssvae_core.config import DataConfig, RunConfig
+from ssvae_core.frames import resolve_device
 from ssvae_core.metrics import SEARCHABLE
 from ssvae_core.sweep import tracking, ui
 from ssvae_core.sweep.runlog import RunLog
@@ -42,6 +44,16 @@ NO_METRICS: dict[str, float] = dict.fromkeys(SEARCHABLE, math.nan)
 def _mlflow_fields(runlog: RunLog) -> dict[str, Any]:
     """What the driver's table wants to know about the trial's MLflow run."""
     return {"mlflow_run_id": runlog.run_id or "", "mlflow_pending": len(runlog.pending())}
+
+
+def placement(cfg: RunConfig) -> dict[str, str]:
+    """Where the trial trains: ``device``, what ``train.device`` resolves to in this process
+    (``auto`` -> cuda or cpu), and ``cuda_visible_devices``, the GPUs Ray gave it ("" without
+    a ``resources.gpu`` share; four trials at ``gpu: 0.25`` name the same one)."""
+    return {
+        "device": resolve_device(cfg.train.device).type,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+    }
 
 
 def run_name(params: Mapping[str, Any]) -> str:
@@ -83,6 +95,7 @@ def train_trial(
     video = videos.get(cfg.data)
     if video is None:  # a searched data.* key: this trial's own video
         video = simulate(cfg.data.balls, cfg.data.seed)
+    where = placement(cfg)
     work = Path(tempfile.mkdtemp(prefix="ssvae-trial-"))
     try:
         checkpoint = tune.get_checkpoint()
@@ -94,7 +107,7 @@ def train_trial(
 
         def report(row: dict[str, Any], _checkpoint_dir: str | None) -> None:
             tracking.log_epoch(runlog, row)
-            metrics = {**NO_METRICS, **row, "status": "running", **_mlflow_fields(runlog)}
+            metrics = {**NO_METRICS, **row, "status": "running", **_mlflow_fields(runlog), **where}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
         result = fit(cfg, report=report, checkpoint_dir=str(work), video=video)
@@ -102,7 +115,7 @@ def train_trial(
             shutil.rmtree(work / "artifacts", ignore_errors=True)  # logged: no need to carry
         final = {**NO_METRICS, **result.history[-1], **result.metrics(), "final": True}
         final["epoch"] = len(result.history) - 1
-        final |= _mlflow_fields(runlog)
+        final |= _mlflow_fields(runlog) | where
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
     finally:
         shutil.rmtree(work, ignore_errors=True)

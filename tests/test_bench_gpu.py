@@ -1,0 +1,65 @@
+"""`bench/gpu.py --device cpu --quick`: every section of the GPU benchmark at smoke size, on
+the CPU, with section (c)'s sweeps packed on one GPU declared to Ray; the table's rows exist,
+their numbers are finite, the resume check passes and the fused rows say "not built"."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def table(stdout: str) -> dict[str, list[str]]:
+    """The markdown table printed last: measurement -> [value, goal]."""
+    lines = stdout.rstrip().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("| measurement |"))
+    rows = [line.strip("|").split("|") for line in lines[start + 2 :]]
+    assert all(len(row) == 3 for row in rows), rows
+    return {row[0].strip(): [cell.strip() for cell in row[1:]] for row in rows}
+
+
+def number(value: str) -> float:
+    found = re.match(r"-?[0-9.]+(e-?[0-9]+)?", value)
+    assert found, f"{value!r} is not a number"
+    return float(found.group(0))
+
+
+@pytest.mark.slow
+def test_gpu_bench_quick_on_cpu_prints_every_row_finite(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu.py"), "--device", "cpu", "--quick"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = table(done.stdout)
+    expected_numbers = [
+        "fit smoke, cpu: pairs/s (training epochs)",
+        "fit smoke, cpu: s per epoch (median)",
+        "fit smoke, cpu: s for 30 epochs (extrapolated from 3; in a warm process)",
+        "fit smoke, cpu: peak memory MiB (process peak RSS; no CUDA)",
+        "sweep smoke k=1 (gpu 1, cpu 1 each): aggregate pairs/s, 1/1 on cpu",
+        "sweep smoke k=4 (gpu 0.25, cpu 1 each): aggregate pairs/s, 4/4 on cpu",
+        "sweep k=4: x one trial alone",
+    ]
+    for name in expected_numbers:
+        assert name in rows, f"no row {name!r} in {list(rows)}"
+        value = number(rows[name][0])
+        assert math.isfinite(value) and value > 0, (name, rows[name])
+    [resume] = [name for name in rows if name.startswith("resume smoke, cpu: 2 + 2 epochs")]
+    assert rows[resume][0].startswith("ok"), rows[resume]
+    assert rows["fused trials K=16: aggregate pairs/s"][0] == "not built"
+    assert rows["fused trials K=64: aggregate pairs/s"][0] == "not built"
+    assert not any("FAIL" in value for value, _ in rows.values())
+    # the last thing printed is the table
+    assert done.stdout.rstrip().splitlines()[-1].startswith("| fused trials K=64")

@@ -1,0 +1,58 @@
+"""`frames.resolve_device`: ``auto`` without CUDA trains on the CPU, and says so once when a
+GPU was given to the process (``CUDA_VISIBLE_DEVICES``, as Ray sets it for a GPU share)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from ssvae_core import frames
+
+
+@pytest.fixture
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch sees no CUDA device (true on a CPU build; forced on a GPU machine), and this
+    process has not warned yet."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setitem(frames._warned, "gpu_not_used", False)
+
+
+def _resolve_twice(name: str) -> tuple[list[torch.device], list[warnings.WarningMessage]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        devices = [frames.resolve_device(name), frames.resolve_device(name)]
+    return devices, [w for w in caught if issubclass(w.category, frames.GpuNotUsedWarning)]
+
+
+def test_auto_with_a_gpu_given_but_no_cuda_trains_on_cpu_and_warns_once(
+    no_cuda: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    devices, caught = _resolve_twice("auto")
+    assert devices == [torch.device("cpu")] * 2
+    assert len(caught) == 1  # once per process, however many runs it trains
+    message = str(caught[0].message)
+    assert "CUDA_VISIBLE_DEVICES=1" in message and "trains on the CPU" in message
+    assert "train.device: cpu" in message  # what to do about it
+
+
+@pytest.mark.parametrize("visible", [None, "", "-1"])
+def test_auto_without_a_gpu_given_is_silent(
+    no_cuda: None, monkeypatch: pytest.MonkeyPatch, visible: str | None
+) -> None:
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    devices, caught = _resolve_twice("auto")
+    assert devices == [torch.device("cpu")] * 2 and caught == []
+
+
+def test_cpu_named_is_silent_even_with_a_gpu_given(
+    no_cuda: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    devices, caught = _resolve_twice("cpu")
+    assert devices == [torch.device("cpu")] * 2 and caught == []
