@@ -3,7 +3,8 @@
 - video: time to simulate and render the paper-size video (900 × 256 × 256);
 - trainer: pairs per second of `ssvae_core.train` against a straightforward PyTorch loop
   (`bench/trainer.py`), at the `small` and `paper` presets, measured side by side;
-- memory: peak resident memory of one `fit` (a few steps) per preset, each in a fresh process.
+- memory: peak resident memory of one `fit` (a few steps) per preset, each in a fresh process;
+- levers: batch norm in tensor ops, `torch.compile`, start-up (`bench/levers.py`).
 
     python bench/run.py [--quick]
 """
@@ -16,9 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_video import bench_video
+from levers import batch_norm, compiled, start_up
 from trainer import compare
 
 PEAK_RSS = """
@@ -60,6 +64,9 @@ def main() -> None:
     for preset in ("small", "paper"):
         memory = peak_memory(preset, args.device)
         rows += [(f"memory {preset} {k}", f"{v:.0f}") for k, v in memory.items()]
+    torch.set_num_threads(1)
+    lever_rows = {**batch_norm(2 if args.quick else 5), **compiled(2 if args.quick else 5)}
+    rows += [(f"lever {k}", f"{v:.4g}") for k, v in {**lever_rows, **start_up(3)}.items()]
     width = max(len(k) for k, _ in rows)
     print(f"\n{'benchmark':<{width}}  value")
     for key, value in rows:

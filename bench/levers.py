@@ -1,0 +1,137 @@
+"""Speed levers for the CPU trainer, each measured on against off in one run (issue 13).
+
+- batch norm: `nn.BatchNorm2d` (PyTorch's native kernel) against the same statistics in a few
+  tensor ops over the channels-last rows, forward + backward on one step's frames
+  [60, 6, 64, 64] (the `small` preset's first layer);
+- `torch.compile` of the centre-of-mass encoder against eager, per step (forward + backward),
+  and the compile time the first step pays;
+- start-up: importing the command line, importing the trainer (torch), and the first
+  optimiser a process builds (PyTorch imports `torch._dynamo` there).
+
+One torch thread, best of `--rounds` rounds, the variants alternating so machine noise hits
+them alike. A ratio above 1 means the lever is faster.
+
+    python bench/levers.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ssvae_core.encoder import CentreOfMassEncoder
+
+FRAMES = (60, 3, 64, 64)  # one `small` step: 2B distinct frames at most, B = 30
+MAPS = (60, 6, 64, 64)  # after the first convolution (hidden = 6)
+
+
+def _best_ms(work: Callable[[], object], rounds: int, repeats: int = 10) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            work()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best * 1e3
+
+
+def batch_norm_rows(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
+    """Training-mode batch norm of x [N, C, H, W] (channels-last) as rows [N*H*W, C]."""
+    n, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(-1, c)
+    var, mean = torch.var_mean(rows, dim=0, correction=0)
+    out = (rows - mean) * (torch.rsqrt(var + eps) * weight) + bias
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def batch_norm(rounds: int) -> dict[str, float]:
+    x = torch.randn(MAPS).contiguous(memory_format=torch.channels_last).requires_grad_()
+    native = nn.BatchNorm2d(MAPS[1])
+    weight = torch.ones(MAPS[1], requires_grad=True)
+    bias = torch.zeros(MAPS[1], requires_grad=True)
+    diff = (native(x) - batch_norm_rows(x, weight, bias)).abs().max().item()
+    times = dict.fromkeys(("native", "rows"), float("inf"))
+    for _ in range(rounds):  # alternate
+        times["native"] = min(times["native"], _best_ms(lambda: native(x).sum().backward(), 1))
+        rows = lambda: batch_norm_rows(x, weight, bias).sum().backward()  # noqa: E731
+        times["rows"] = min(times["rows"], _best_ms(rows, 1))
+    return {
+        "batch norm native ms (fwd+bwd)": times["native"],
+        "batch norm tensor ops ms (fwd+bwd)": times["rows"],
+        "batch norm lever gain (native / ops)": times["native"] / times["rows"],
+        "batch norm max |difference|": diff,
+    }
+
+
+def compiled(rounds: int) -> dict[str, float]:
+    encoder = CentreOfMassEncoder().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    frames = torch.rand(FRAMES).contiguous(memory_format=torch.channels_last)
+
+    def step(model: Callable[[Tensor], Tensor]) -> None:
+        model(frames).square().sum().backward()
+
+    start = time.perf_counter()
+    try:
+        fast = torch.compile(encoder)
+        step(fast)
+    except Exception as err:  # no compiler here: the lever does not apply
+        print(f"[levers] torch.compile unavailable: {type(err).__name__}", file=sys.stderr)
+        return {"compile: unavailable": 1.0}
+    first = time.perf_counter() - start
+    times = dict.fromkeys(("eager", "compiled"), float("inf"))
+    for _ in range(rounds):
+        times["eager"] = min(times["eager"], _best_ms(lambda: step(encoder), 1))
+        times["compiled"] = min(times["compiled"], _best_ms(lambda: step(fast), 1))
+    return {
+        "encoder step eager ms": times["eager"],
+        "encoder step compiled ms": times["compiled"],
+        "compile lever gain (eager / compiled)": times["eager"] / times["compiled"],
+        "compile: first step s": first,
+    }
+
+
+START_UP = {
+    "start-up: import ssvae_core.cli s": "import ssvae_core.cli",
+    "start-up: import ssvae_core.train s": "import ssvae_core.train",
+    "start-up: first torch.optim.SGD s": (
+        "import torch, time; p = [torch.nn.Parameter(torch.zeros(1))]; t = time.perf_counter(); "
+        "torch.optim.SGD(p, lr=0.1); print(time.perf_counter() - t)"
+    ),
+}
+
+
+def start_up(rounds: int) -> dict[str, float]:
+    out = {}
+    for name, code in START_UP.items():
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", code], check=True, capture_output=True, text=True
+            )
+            took = time.perf_counter() - start
+            best = min(best, float(done.stdout) if done.stdout.strip() else took)
+        out[name] = best
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = {**batch_norm(args.rounds), **compiled(args.rounds), **start_up(3)}
+    width = max(map(len, rows))
+    print(f"\n{'lever':<{width}}  value")
+    for key, value in rows.items():
+        print(f"{key:<{width}}  {value:.4g}")
+
+
+if __name__ == "__main__":
+    main()
