@@ -84,7 +84,7 @@ class Setup:
 
 
 def pairs_per_epoch(cfg: RunConfig) -> int:
-    """Training pairs in one epoch: (T - 1) // B batches of B pairs (`train._Run`)."""
+    """Training pairs in one epoch: (T - 1) // B batches of B pairs (`train.Run`)."""
     return (cfg.data.n_frames - 1) // cfg.train.batch_size * cfg.train.batch_size
 
 

@@ -28,7 +28,7 @@ from ssvae_core.couplings import build_coupling
 from ssvae_core.encoder import CentreOfMassEncoder
 from ssvae_core.frames import frames_to_tensor, resolve_device
 from ssvae_core.objectives import infonce_loss
-from ssvae_core.train import _Run
+from ssvae_core.train import Run
 
 
 class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -76,7 +76,7 @@ def straightforward(cfg: config.RunConfig, video: Video, steps: int) -> float:
 def ours(cfg: config.RunConfig, video: Video, steps: int) -> float:
     """Pairs per second of `ssvae_core.train`'s own step over `steps` steps (no probe)."""
     device = resolve_device(cfg.train.device)
-    run = _Run(cfg, frames_to_tensor(video, device), torch.from_numpy(video.positions))
+    run = Run(cfg, frames_to_tensor(video, device), torch.from_numpy(video.positions))
     n_frames, batch = len(video.frames), cfg.train.batch_size
     negatives = cfg.objective.n_negatives
 
@@ -87,7 +87,7 @@ def ours(cfg: config.RunConfig, video: Video, steps: int) -> float:
     stream = batches()
     tic = time.perf_counter()
     for _ in range(steps):
-        loss, _ = run.ssl_step(*next(stream))
+        loss, _ = run.step(*next(stream))
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         run.optimizer.step()

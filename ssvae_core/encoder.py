@@ -107,8 +107,10 @@ class StochasticEncoder(nn.Module):
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x -> z [B, D]; a sample in training mode, the mean in eval mode."""
         mu = self.mean(x)
-        if not self.training:
-            return mu
+        return self.sample(mu, generator) if self.training else mu
+
+    def sample(self, mu: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """z = mu + σ ε for means mu [B, D], ε drawn from `generator` (on the CPU)."""
         noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype).to(mu.device)
         return mu + self.sigma * noise
 

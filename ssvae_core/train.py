@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +88,7 @@ class RunResult:
         }
 
 
-class _Run:
+class Run:
     """The mutable state of one run: modules, optimiser, generator, history."""
 
     def __init__(self, cfg: RunConfig, frames: Tensor, positions: Tensor) -> None:
@@ -130,11 +130,26 @@ class _Run:
         kwargs = {"generator": self.generator} if self.cfg.encoder.stochastic else {}
         return self.encoder(frames, **kwargs)[inverse.to(self.frames.device)]
 
-    def ssl_step(self, index: Tensor, keep: Tensor | None) -> tuple[Tensor, float]:
-        """Loss and MI estimate of one `ssl_batches` batch: index [2B + K], keep [B, B]."""
+    def step_index(self, index: Tensor) -> Tensor:
+        """The frames a step encodes, of a `ssl_batches` index [2B + K]: all of them for SSL,
+        the B base frames for ``supervised`` (its targets are the true centres)."""
+        return index if self.cfg.train.mode == "ssl" else index[: self.cfg.train.batch_size]
+
+    def step(self, index: Tensor, keep: Tensor | None) -> tuple[Tensor, float]:
+        """Loss and MI estimate (NaN when supervised) of one `ssl_batches` batch."""
+        return self.step_loss(self._encode(self.step_index(index)), index, keep)
+
+    def step_loss(self, z: Tensor, index: Tensor, keep: Tensor | None) -> tuple[Tensor, float]:
+        """The loss of one step from z [len(step_index(index)), D], the step's frames encoded
+        (`fused` encodes many runs' frames at once and calls this per run)."""
+        if self.cfg.train.mode == "ssl":
+            return self._ssl_loss(z, keep)
+        return self._supervised_loss(z, index)
+
+    def _ssl_loss(self, z: Tensor, keep: Tensor | None) -> tuple[Tensor, float]:
+        """Eq. 3 (or `objectives.ESTIMATORS`) on log_f [B, B + K] = coupling(z_base, z_cand)."""
         assert self.coupling is not None
         batch = self.cfg.train.batch_size
-        z = self._encode(index)  # [2B + K, D]
         log_f = self.coupling(z[:batch], z[batch:])  # [B, B + K]
         if keep is not None:
             log_f = mask_scores(log_f, keep.to(log_f.device))
@@ -143,7 +158,7 @@ class _Run:
             estimate = float(ESTIMATORS[estimator](log_f))
         return LOSSES[estimator](log_f), estimate
 
-    def _divergence(self, loss: float, epoch: int, step: int) -> str:
+    def divergence(self, loss: float, epoch: int, step: int) -> str:
         """Why the loss is not finite: before any update the learning rate cannot be the
         cause, so the message names the settings that shape the scores instead."""
         where = f"loss became {loss} at epoch {epoch}, step {step}"
@@ -156,39 +171,41 @@ class _Run:
             )
         return f"{where} (train.lr={self.cfg.train.lr}); try a smaller train.lr"
 
-    def supervised_step(self, index: Tensor, keep: Tensor | None) -> tuple[Tensor, float]:
-        """MSE from z to the true centres of the base frames of one batch (index [2B + K]), in
-        encoder coordinates [-1, 1]; the targets and negatives are unused.
+    def _supervised_loss(self, z: Tensor, index: Tensor) -> tuple[Tensor, float]:
+        """MSE from z [B, D] (the base frames of `index`) to their true centres, in encoder
+        coordinates [-1, 1]; the targets and negatives are unused.
 
         The centre-of-mass readout already is a position, so no head is needed: map k is
         trained to sit on ball k (the balls' colours tell them apart).
         """
         base = index[: self.cfg.train.batch_size]
-        z = self._encode(base)
         size = self.cfg.data.size
         target = (self.positions[base.to(self.positions.device)] * (2.0 / size) - 1.0).flatten(1)
         return nn.functional.mse_loss(z, target), float("nan")
 
     # -- epochs ---------------------------------------------------------------------------
+    def batches(self) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """One epoch of `ssl_batches` from the run's generator."""
+        ssl = self.cfg.train.mode == "ssl"
+        negatives = self.cfg.objective.n_negatives if ssl else None
+        return ssl_batches(len(self.frames), self.cfg.train.batch_size, negatives, self.generator)
+
+    def update(self) -> None:
+        """One optimiser and schedule step on the gradients in place."""
+        self.optimizer.step()
+        self.schedule.step()
+
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the (T - 1) consecutive pairs in random batches."""
-        step = self.ssl_step if self.cfg.train.mode == "ssl" else self.supervised_step
-        batches = ssl_batches(
-            len(self.frames),
-            self.cfg.train.batch_size,
-            self.cfg.objective.n_negatives if self.cfg.train.mode == "ssl" else None,
-            self.generator,
-        )
         losses, estimates = [], []
         self.encoder.train()
-        for number, (index, keep) in enumerate(batches, start=1):
-            loss, estimate = step(index, keep)
+        for number, (index, keep) in enumerate(self.batches(), start=1):
+            loss, estimate = self.step(index, keep)
             if not torch.isfinite(loss):
-                raise _Diverged(self._divergence(loss.item(), epoch, number))
+                raise Diverged(self.divergence(loss.item(), epoch, number))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
-            self.schedule.step()
+            self.update()
             losses.append(loss.item())
             estimates.append(estimate)
         return {"loss": float(np.mean(losses)), "mi_estimate": float(np.mean(estimates))}
@@ -201,30 +218,41 @@ class _Run:
         return {"probe_error_px": self.probe.probe_error_px, "probe_r2": self.probe.r2}
 
     # -- the run ---------------------------------------------------------------------------
+    @property
+    def epochs(self) -> int:
+        """Epochs this run trains (none for ``untrained``)."""
+        return 0 if self.cfg.train.mode == "untrained" else self.cfg.train.epochs
+
     def train(self, report: Report | None, checkpoint_dir: str | None) -> tuple[str, str]:
         """Every epoch left (all but those a checkpoint holds); -> (status, message)."""
-        cfg = self.cfg
-        epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs
-        for epoch in range(len(self.history), epochs + 1):
+        for epoch in range(len(self.history), self.epochs + 1):
             tic = time.perf_counter()
             try:
                 row: dict[str, float] = {"epoch": epoch, **self.train_epoch(epoch)}
-            except _Diverged as err:
+            except Diverged as err:
                 log.warning("run diverged: %s", err)
                 return "diverged", str(err)
-            if (ls := learned_lengthscale(self.coupling)) is not None:
-                row["lengthscale"] = ls
-            if (sigma := learned_sigma(self.encoder)) is not None:
-                row["sigma"] = sigma
-            if epoch % cfg.probe.every_epochs == 0 or epoch == epochs:
-                row |= self.run_probe()  # only where measured: no value carried between
-            row["epoch_seconds"] = time.perf_counter() - tic
-            self.history.append(row)
-            if checkpoint_dir is not None:
-                self.save(checkpoint_dir)
-            if report is not None:
-                report(dict(row), checkpoint_dir)
+            self.end_epoch(row, tic, report, checkpoint_dir)
         return "ok", ""
+
+    def end_epoch(
+        self, row: dict[str, float], tic: float, report: Report | None, checkpoint_dir: str | None
+    ) -> None:
+        """Complete an epoch's `row` (L, sigma, the probe where due, its seconds since `tic`),
+        append it to the history, checkpoint, report."""
+        epoch = int(row["epoch"])
+        if (ls := learned_lengthscale(self.coupling)) is not None:
+            row["lengthscale"] = ls
+        if (sigma := learned_sigma(self.encoder)) is not None:
+            row["sigma"] = sigma
+        if epoch % self.cfg.probe.every_epochs == 0 or epoch == self.epochs:
+            row |= self.run_probe()  # only where measured: no value carried between
+        row["epoch_seconds"] = time.perf_counter() - tic
+        self.history.append(row)
+        if checkpoint_dir is not None:
+            self.save(checkpoint_dir)
+        if report is not None:
+            report(dict(row), checkpoint_dir)
 
     def result(self, status: str, message: str, seconds: float) -> RunResult:
         """The run's `RunResult`: its final probe and, for an SSL run, its ELBO (eq. 20)."""
@@ -293,8 +321,8 @@ class _Run:
         return True
 
 
-class _Diverged(RuntimeError):
-    pass
+class Diverged(RuntimeError):
+    """A loss that is not finite; the message says where and what to change."""
 
 
 def fit(
@@ -318,7 +346,7 @@ def fit(
     device = resolve_device(cfg.train.device)
     frames = frames_to_tensor(video, device)
     positions = torch.from_numpy(video.positions).to(device)
-    run = _Run(cfg, frames, positions)
+    run = Run(cfg, frames, positions)
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)
         if run.load(checkpoint_dir):

@@ -16,7 +16,7 @@ from ssvae_core.couplings import COUPLINGS
 from ssvae_core.frames import encode_all, frames_to_tensor
 from ssvae_core.metrics import representation_step
 from ssvae_core.objectives import ESTIMATORS
-from ssvae_core.train import _Run, fit
+from ssvae_core.train import Run, fit
 
 
 def with_(cfg: config.RunConfig, **sections: dict[str, Any]) -> config.RunConfig:
@@ -154,14 +154,14 @@ def test_n_negatives_sets_the_score_matrix(
 ) -> None:
     cfg = with_(tiny_cfg, objective={"n_negatives": n_negatives, "estimator": "infonce"})
     frames = torch.from_numpy(tiny_video.frames).permute(0, 3, 1, 2).contiguous()
-    run = _Run(cfg, frames, torch.from_numpy(tiny_video.positions))
+    run = Run(cfg, frames, torch.from_numpy(tiny_video.positions))
     seen: dict[str, torch.Tensor] = {}
     assert run.coupling is not None
     run.coupling.register_forward_hook(lambda m, args, out: seen.update(z_prime=args[1]))
     encoded: list[int] = []
     run.encoder.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
     index, keep = next(ssl_batches(len(frames), 10, n_negatives, torch.Generator().manual_seed(0)))
-    _loss, estimate = run.ssl_step(index, keep)
+    _loss, estimate = run.step(index, keep)
     extra = max(0, n_negatives - 9)
     assert seen["z_prime"].shape[0] == 10 + extra
     assert encoded[0] <= 20 + extra
@@ -171,11 +171,11 @@ def test_n_negatives_sets_the_score_matrix(
 
 def test_each_frame_is_encoded_once_per_step(tiny_cfg: config.RunConfig, tiny_video: Video) -> None:
     frames = torch.from_numpy(tiny_video.frames).permute(0, 3, 1, 2).contiguous()
-    run = _Run(tiny_cfg, frames, torch.from_numpy(tiny_video.positions))
+    run = Run(tiny_cfg, frames, torch.from_numpy(tiny_video.positions))
     encoded: list[int] = []
     run.encoder.register_forward_hook(lambda m, args, out: encoded.append(len(args[0])))
     base = torch.arange(10)  # a chain: frames 0..10, each target is the next base
-    run.ssl_step(torch.cat([base, base + 1]), None)
+    run.step(torch.cat([base, base + 1]), None)
     assert encoded == [11]
 
 
