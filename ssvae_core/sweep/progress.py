@@ -27,7 +27,7 @@ class Progress(tune.Callback):
 
     def __init__(self, spec: SweepSpec, tuner_run: str) -> None:
         self.spec, self.tuner_run, self.started = spec, tuner_run, time.monotonic()
-        self.total = spec.search.num_samples if spec.search else len(spec.cells)
+        self.total = spec.search.num_samples if spec.search else len(spec.groups)
 
     def setup(self, *args: Any, **info: Any) -> None:
         """At the start of every fit, a restored one too: the clock starts now."""
@@ -36,6 +36,8 @@ class Progress(tune.Callback):
     def _line(self, trial: Any, text: str) -> None:
         params = self.spec.trial_params(trial.config)
         label = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or trial.trial_id
+        if self.spec.search is None and (fused := len(self.spec.members(trial.config["cell"]))) > 1:
+            label += f" +{fused - 1} fused"  # a fused trial's figures: the mean of its members
         elapsed = time.monotonic() - self.started
         print(f"[{elapsed:5.0f}s] {self.tuner_run} | {label} | {text}", flush=True)
 

@@ -150,23 +150,30 @@ def plain_error(error: BaseException) -> str:
 
 
 def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any]]:
-    """One row per trial of a Tuner run's ResultGrid (see `tables`)."""
+    """One row per trial of a Tuner run's ResultGrid (see `tables`); a fused trial
+    (``resources.fuse``) gives one row per cell it trained, from its own summary."""
     rows = []
     for result in grid:
         metrics, params = result.metrics or {}, result.config or {}
-        if result.error is not None:
-            status = "error"
-        else:
-            status = str(metrics.get("status")) if metrics.get("final") else "stopped"
-        row: dict[str, Any] = {"tuner_run": tuner_run, "trial_id": _trial_id(result)}
-        row |= spec.cells[int(params["cell"])].row(spec.axes)
-        row |= {key: params.get(key) for key, _ in spec.space}
-        row |= {"status": status, **{k: metrics.get(k, math.nan) for k in FINAL_METRICS}}
-        row |= {"epochs": metrics.get("epoch"), "seconds": metrics.get("time_total_s", math.nan)}
-        row |= {k: metrics.get(k, "") for k in ("mlflow_run_id", "mlflow_pending")}
-        row |= {k: metrics.get(k, "") for k in ("device", "cuda_visible_devices")}
-        row["error"] = "" if result.error is None else plain_error(result.error)
-        rows.append(row)
+        final = bool(metrics.get("final"))
+        members = metrics.get("members") or {}
+        cells = spec.members(int(params["cell"])) if spec.search is None else (params["cell"],)
+        for cell in cells:
+            own = members.get(str(cell), metrics if len(cells) == 1 else {})
+            if result.error is not None:
+                status = "error"
+            else:
+                status = str(own.get("status")) if final and own else "stopped"
+            row: dict[str, Any] = {"tuner_run": tuner_run, "trial_id": _trial_id(result)}
+            row |= spec.cells[int(cell)].row(spec.axes)
+            row |= {key: params.get(key) for key, _ in spec.space}
+            row |= {"status": status, **{k: own.get(k, math.nan) for k in FINAL_METRICS}}
+            row |= {"epochs": own.get("epoch"), "seconds": metrics.get("time_total_s", math.nan)}
+            row |= {k: own.get(k, "") for k in ("mlflow_run_id", "mlflow_pending")}
+            row |= {k: metrics.get(k, "") for k in ("device", "cuda_visible_devices")}
+            row["fused"] = len(cells)
+            row["error"] = "" if result.error is None else plain_error(result.error)
+            rows.append(row)
     return rows
 
 

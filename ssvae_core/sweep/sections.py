@@ -81,15 +81,19 @@ class Resources:
 
     ``wait_for_nodes_s``: on a cluster that adds nodes, how long to wait for one that holds a
     trial before refusing (0: refuse at once when no live node does; `cluster`).
+    ``fuse``: up to this many grid cells of one shape train as one fused model in one Ray
+    trial (`ssvae_core.fused`), each still its own MLflow run, checkpoint and result row.
     """
 
     cpu: float = 1.0
     gpu: float = 0.0
     wait_for_nodes_s: float = 0.0
+    fuse: int = 1
 
     def __post_init__(self) -> None:
         check(self.cpu > 0, "cpu", f"must be > 0, got {self.cpu}")
         check(self.gpu >= 0, "gpu", f"must be >= 0, got {self.gpu}")
+        check(self.fuse >= 1, "fuse", f"must be >= 1, got {self.fuse}")
         check(self.wait_for_nodes_s >= 0, "wait_for_nodes_s", "must be >= 0")
 
 

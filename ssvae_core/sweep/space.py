@@ -2,7 +2,8 @@
 
 A sweep is one or more *Tuner runs* (each a ``tune.Tuner`` under ``SWEEP_DIR/NAME``): the grid
 as one run (``grid``: a ``grid_search`` over the cells' indices, so a grid may be a union of
-products), or, when the spec has a ``search``, one Optuna (TPE) study per grid cell
+products; with ``resources.fuse``, over the first cell of each fused `SweepSpec.groups`),
+or, when the spec has a ``search``, one Optuna (TPE) study per grid cell
 (``cell-000``, ...), whose searched keys are Ray Tune domains that `OptunaSearch` converts. A
 trial's Ray config holds its ``cell`` and its searched values (`SweepSpec.trial_params`).
 Nothing is computed here; Ray is imported here, not in `spec`.
@@ -30,7 +31,7 @@ DOMAINS: dict[str, Callable[[float, float], Any]] = {
 def tuner_runs(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     """(Tuner run name, Ray param space): one grid run, or one Optuna run per grid cell."""
     if spec.search is None:
-        return [("grid", {"cell": tune.grid_search([cell.index for cell in spec.cells])})]
+        return [("grid", {"cell": tune.grid_search([group[0] for group in spec.groups])})]
     domains = {key: DOMAINS[p.dist](p.low, p.high) for key, p in spec.space}
     return [(f"cell-{c.index:03d}", {"cell": c.index, **domains}) for c in spec.cells]
 

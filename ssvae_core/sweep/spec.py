@@ -12,7 +12,7 @@ A sweep file (``sweeps/*.yaml``; its first line is a comment with the command th
       num_samples: 12
       space: {train.lr: {dist: loguniform, low: 1.0e-4, high: 0.1}}
     scheduler: {kind: asha, grace_period: 2, reduction_factor: 3}   # optional
-    resources: {cpu: 1, gpu: 0.25}
+    resources: {cpu: 1, gpu: 0.25}   # fuse: K trains up to K grid cells as one model
     budget: {time_budget_s: 3600, max_trials: 200}
     max_concurrent: 4
     max_failures: 3
@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from ssvae_core.config import RunConfig
 from ssvae_core.couplings import coupling_params
 from ssvae_core.errors import ConfigError, check, shown
 from ssvae_core.errors import check_name as choose
+from ssvae_core.fused import fuse_key
 from ssvae_core.metrics import SEARCHABLE
 from ssvae_core.sweep import grid
 from ssvae_core.sweep.grid import METHOD_AXIS
@@ -136,6 +138,17 @@ class SweepSpec:
         loader.merge(values, deepcopy(dict(self.overrides)))
         return loader.from_dict(values, self.base)
 
+    @cached_property
+    def groups(self) -> tuple[tuple[int, ...], ...]:
+        """The cells each Ray trial trains: one each, or with ``resources.fuse: K`` up to K
+        cells of one `fused.fuse_key` (in grid order; a cell that cannot fuse trains alone).
+        A Ray trial is named by its first cell."""
+        return fused_groups(self.cells, self.resources.fuse)
+
+    def members(self, cell: int) -> tuple[int, ...]:
+        """The cells of the Ray trial whose first cell is `cell`."""
+        return next(group for group in self.groups if group[0] == cell)
+
     def trial_params(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's axis values and searched values, from its Ray config (``cell`` + searched)."""
         searched = {key: config[key] for key, _ in self.space if key in config}
@@ -144,6 +157,40 @@ class SweepSpec:
     def report_context(self) -> ReportContext:
         """What the study's report needs to know of this sweep."""
         return ReportContext(self.name, self.group_axes, self.base)
+
+
+def fused_groups(cells: tuple[Cell, ...], fuse: int) -> tuple[tuple[int, ...], ...]:
+    """Cells in groups of up to `fuse` that share a `fused.fuse_key`, in grid order."""
+    if fuse == 1:
+        return tuple((cell.index,) for cell in cells)
+    by_key: dict[Any, list[int]] = {}
+    for cell in cells:
+        key = fuse_key(cell.config)
+        by_key.setdefault(cell.index if key is None else key, []).append(cell.index)
+    chunks = [
+        tuple(members[start : start + fuse])
+        for members in by_key.values()
+        for start in range(0, len(members), fuse)
+    ]
+    return tuple(sorted(chunks))
+
+
+def _check_fuse(spec: SweepSpec) -> None:
+    """``resources.fuse`` packs grid trials; a search or a trial scheduler cannot use it."""
+    if spec.resources.fuse == 1:
+        return
+    check(
+        spec.search is None,
+        "resources.fuse",
+        "fuses grid cells into one trial; a search (Optuna) proposes one trial at a time, "
+        "so set resources.fuse: 1 or drop search",
+    )
+    check(
+        spec.scheduler is None,
+        "resources.fuse",
+        "fuses cells that train together; a scheduler (ASHA) stops single trials, so set "
+        "resources.fuse: 1 or drop scheduler",
+    )
 
 
 def _in(where: str, build: Callable[..., RunConfig], *args: Any) -> RunConfig:
@@ -251,6 +298,7 @@ def parse(
             _in(where, spec.trial_config, {**dict(params), **corner})
     spec = replace(spec, cells=tuple(cells))
     _check_swept_couplings(spec)
+    _check_fuse(spec)
     if spec.scheduler is not None:  # between probes `fit` reports the last probe again
         every = sorted({cell.config.probe.every_epochs for cell in cells})
         check(

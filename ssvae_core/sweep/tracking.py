@@ -35,7 +35,7 @@ from ssvae_core import config, run_files
 from ssvae_core.balls import Video
 from ssvae_core.metrics import finite_numbers
 from ssvae_core.sweep import lock, ui
-from ssvae_core.sweep.runlog import PENDING_FILE, RunLog, client
+from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import RunResult
 
@@ -281,9 +281,12 @@ class SweepTracking:
 
     def sync(self) -> int:
         """Replay every pending log (trials' latest checkpoints, the parent); -> ops left."""
-        checkpoints: dict[Path, list[Path]] = {}
-        for identity in sorted(self.sweep_dir.glob("*/*/checkpoint_*/mlflow_identity.json")):
-            checkpoints.setdefault(identity.parent.parent, []).append(identity.parent)
+        checkpoints: dict[tuple[Path, str], list[Path]] = {}
+        for pattern in ("*/*/checkpoint_*/", "*/*/checkpoint_*/cell-*/"):  # a fused trial's
+            for identity in sorted(self.sweep_dir.glob(pattern + IDENTITY_FILE)):  # cells
+                trial = identity.parent if pattern.endswith("_*/") else identity.parent.parent
+                member = "" if trial == identity.parent else identity.parent.name
+                checkpoints.setdefault((trial.parent, member), []).append(identity.parent)
         left = 0
         for *older, latest in [*checkpoints.values(), [self.sweep_dir]]:
             runlog = RunLog(self.uri, latest)  # the newest checkpoint holds the whole backlog

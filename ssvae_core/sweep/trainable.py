@@ -11,6 +11,8 @@ there, the epoch goes to MLflow, and ``tune.report(metrics, checkpoint=dir)`` pe
 directory. A diverged run is a result: it is reported with ``status=diverged`` and returns
 normally, so the sweep goes on. The last report (``final=True``) carries the run's summary
 and a checkpoint holding whatever MLflow could not take yet.
+
+With ``resources.fuse`` a Ray trial trains a group of cells as one model (`_train_fused`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ray import tune
 from ssvae_core.balls import Video, simulate
 from ssvae_core.config import DataConfig, RunConfig
 from ssvae_core.frames import resolve_device
+from ssvae_core.fused import fit_fused
 from ssvae_core.metrics import SEARCHABLE
 from ssvae_core.sweep import tracking, ui
 from ssvae_core.sweep.runlog import RunLog
@@ -86,6 +89,8 @@ def train_trial(
     and at the end."""
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    if spec.search is None and len(spec.members(int(params["cell"]))) > 1:
+        return _train_fused(params, spec=spec, videos=videos, target=target)
     labels = spec.trial_params(params)
     cfg = spec.trial_config(labels)
     context = tune.get_context()
@@ -116,6 +121,79 @@ def train_trial(
         final = {**NO_METRICS, **result.history[-1], **result.metrics(), "final": True}
         final["epoch"] = len(result.history) - 1
         final |= _mlflow_fields(runlog) | where
+        tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _mean(rows: Any, key: str) -> float:
+    """The mean of `key` over rows that measured it (NaN for none)."""
+    values = [r[key] for r in rows if isinstance(r.get(key), float) and math.isfinite(r[key])]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _train_fused(
+    params: dict[str, Any],
+    *,
+    spec: SweepSpec,
+    videos: Mapping[DataConfig, Video],
+    target: tracking.Target,
+) -> None:
+    """The cells of one fused group (``resources.fuse``) as one model (`fused.fit_fused`):
+    each cell keeps its own MLflow run and its own state in ``cell-NNN/`` of the trial's
+    checkpoint. Ray gets one report per epoch (the members' mean probe and loss, for the
+    progress lines) and a final one whose ``members`` holds each cell's own summary."""
+    cells = spec.members(int(params["cell"]))
+    configs = [spec.cells[c].config for c in cells]
+    trial_id = tune.get_context().get_trial_id()
+    video = videos.get(configs[0].data) or simulate(configs[0].data.balls, configs[0].data.seed)
+    where = placement(configs[0])
+    work = Path(tempfile.mkdtemp(prefix="ssvae-trial-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(str(work))
+        runlogs, dirs = [], []
+        for cell in cells:
+            labels = spec.trial_params({"cell": cell})
+            key = trial_key(spec, {"cell": cell}, trial_id)
+            dirs.append(str(work / key))
+            os.makedirs(dirs[-1], exist_ok=True)
+            colour = ui.cell_colour(spec, cell)
+            trial = (trial_id, run_name(labels))
+            cfg = spec.cells[cell].config
+            runlogs.append(
+                tracking.start_trial(target, Path(dirs[-1]), key, trial, cfg, labels, colour)
+            )
+
+        def member_report(runlog: RunLog) -> Any:
+            return lambda row, _dir: tracking.log_epoch(runlog, row)
+
+        def after_epoch(epoch: int, rows: dict[int, dict[str, Any]]) -> None:
+            mean = {key: _mean(rows.values(), key) for key in ("probe_error_px", "loss")}
+            metrics = {**NO_METRICS, "epoch": epoch, **mean, "status": "running", **where}
+            metrics |= {"fused": len(cells)}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
+
+        results = fit_fused(
+            configs,
+            reports=[member_report(r) for r in runlogs],
+            checkpoint_dirs=dirs,
+            video=video,
+            after_epoch=after_epoch,
+        )
+        members: dict[str, dict[str, Any]] = {}
+        for cell, runlog, result in zip(cells, runlogs, results, strict=True):
+            if tracking.finish_trial(runlog, result, video):
+                shutil.rmtree(runlog.directory / "artifacts", ignore_errors=True)
+            summary = {**NO_METRICS, **result.history[-1], **result.metrics()}
+            summary["epoch"] = len(result.history) - 1
+            members[str(cell)] = summary | _mlflow_fields(runlog) | where
+        ok = sum(m["status"] == "ok" for m in members.values())
+        final = {**NO_METRICS, "final": True, "members": members, "fused": len(cells), **where}
+        final |= {key: _mean(members.values(), key) for key in ("probe_error_px", "loss")}
+        final |= {"epoch": max(m["epoch"] for m in members.values())}
+        final["status"] = "ok" if ok == len(cells) else f"{ok} of {len(cells)} ok"
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
