@@ -14,7 +14,9 @@ what each row means):
 (c) sweeps of `sweeps/paper.yaml`'s trial (``train.device: auto``, ``resources.gpu: 1/k``,
     `runner.run_sweep` with MLflow on sqlite) with k = 1, 4, 16, 32 trials at once on one GPU:
     aggregate pairs/s over the span in which they trained, against k = 1.
-(d) fused trials (K trials in one process, one batched model): not built; printed as such.
+(d) fused trials (`ssvae_core.fused`: K trials of one shape as one model, what
+    ``resources.fuse`` runs) with K = 16 and 64: aggregate pairs/s of one epoch against one
+    trial's epoch alone on the same device (`bench/fused.py`).
 
     bench/gpu.sh                            # on the GPU machine: the table for the README
     python bench/gpu.py --device cpu --quick   # every section at smoke size on the CPU,
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fused import fused_pairs_per_s  # bench/fused.py, beside this script
 
 from ssvae_core import loader
 from ssvae_core.balls import Video, simulate
@@ -306,9 +309,22 @@ def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> list[Row]:
 # -------------------------------------------------------------------- the table
 
 
-def fused_rows(ks: tuple[int, ...]) -> list[Row]:
-    """(d): K trials fused into one process and one batched model is not built here."""
-    return [Row(f"fused trials K={k}: aggregate pairs/s", "not built") for k in ks]
+def bench_fused(setup: Setup, video: Video, ks: tuple[int, ...]) -> list[Row]:
+    """(d): K trials of different seeds fused into one model (`ssvae_core.fused`), one epoch
+    timed (best of 2 after a warm-up) against one trial's epoch alone (`bench/fused.py`)."""
+    rows = []
+    for k in ks:
+        name = f"fused trials K={k}"
+        if setup.left() < 60:
+            rows.append(Row(f"{name}: aggregate pairs/s", "FAIL: no budget left"))
+            continue
+        rates = fused_pairs_per_s(setup.config(1), video, k, rounds=2)
+        rows.append(Row(f"{name}: aggregate pairs/s", f"{rates['fused']:.0f}"))
+        goal = f">= {GOAL_PACKED[1]:g} at K >= {GOAL_PACKED[0]}"
+        rows.append(
+            Row(f"fused K={k}: x one trial alone", f"{rates['fused'] / rates['alone']:.2f}", goal)
+        )
+    return rows
 
 
 def markdown(rows: list[Row]) -> str:
@@ -347,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = _section("fit", lambda: bench_fit(setup, video))
     rows += _section("resume", lambda: bench_resume(setup, video))
     rows += _section("sweeps", lambda: bench_sweeps(setup, ks, epochs=2 if args.quick else 5))
-    rows += fused_rows((16, 64))
+    rows += _section("fused", lambda: bench_fused(setup, video, (16, 64)))
     where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"\n{where}, torch {torch.__version__}, {time.monotonic() - started:.0f} s in all\n")
     print(markdown(rows))

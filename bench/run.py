@@ -5,6 +5,8 @@
   (`bench/trainer.py`), at the `small` and `paper` presets, measured side by side;
 - memory: peak resident memory of one `fit` (a few steps) per preset, each in a fresh process;
 - levers: batch norm in tensor ops, `torch.compile`, start-up (`bench/levers.py`).
+- fused trials: K = 1, 4, 16, 64 runs of `small` as one model against one run alone
+  (`bench/fused.py`; one epoch each, after a warm-up epoch).
 
     python bench/run.py [--quick]
 """
@@ -22,8 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_video import bench_video
+from fused import fused_pairs_per_s
 from levers import batch_norm, compiled, start_up
 from trainer import compare
+
+from ssvae_core import loader
+from ssvae_core.balls import simulate
 
 PEAK_RSS = """
 import json, resource, sys, torch
@@ -67,6 +73,14 @@ def main() -> None:
     torch.set_num_threads(1)
     lever_rows = {**batch_norm(2 if args.quick else 5), **compiled(2 if args.quick else 5)}
     rows += [(f"lever {k}", f"{v:.4g}") for k, v in {**lever_rows, **start_up(3)}.items()]
+    small = loader.load("small", None, ["train.device=cpu"])
+    small_video = simulate(small.data.balls, small.data.seed)
+    for k in (1, 4) if args.quick else (1, 4, 16, 64):
+        r = fused_pairs_per_s(small, small_video, k, rounds=1)
+        pairs = f"{r['fused']:.0f} / {r['alone']:.0f}"
+        rows.append((f"fused small K={k}: pairs/s fused / alone", pairs))
+        rows.append((f"fused small K={k}: x alone", f"{r['fused'] / r['alone']:.2f}"))
+        print(f"[bench] fused K={k}: {r}", file=sys.stderr, flush=True)
     width = max(len(k) for k, _ in rows)
     print(f"\n{'benchmark':<{width}}  value")
     for key, value in rows:

@@ -76,6 +76,8 @@ def masked_batch_norm(h: Tensor, mask: Tensor, norms: Sequence[nn.BatchNorm2d]) 
     """
     _, channels, height, width = h.shape
     per_run = channels // len(norms)
+    if bool(mask.all()):  # no padding: PyTorch's own kernel, as each run alone uses
+        return _native_batch_norm(h, norms)
     rows = mask.to(h.dtype).repeat_interleave(per_run, dim=1)  # [n, K * C]
     count = rows.sum(0)  # [K * C] rows per channel
     # Per row and channel over the pixels, then pooled over each run's rows (stable).
@@ -100,6 +102,33 @@ def masked_batch_norm(h: Tensor, mask: Tensor, norms: Sequence[nn.BatchNorm2d]) 
     return torch.addcmul(shift[:, None, None], h, scale[:, None, None])
 
 
+def _native_batch_norm(h: Tensor, norms: Sequence[nn.BatchNorm2d]) -> Tensor:
+    """`masked_batch_norm` where every row is every run's: one `F.batch_norm` over the K * C
+    channels, the running statistics gathered from and given back to each run's module."""
+    buffers = [(bn.running_mean, bn.running_var) for bn in norms]
+    running_mean = torch.cat([m for m, _ in buffers if m is not None])
+    running_var = torch.cat([v for _, v in buffers if v is not None])
+    momentum = norms[0].momentum if norms[0].momentum is not None else 0.1
+    out = F.batch_norm(
+        h,
+        running_mean,
+        running_var,
+        torch.cat([bn.weight for bn in norms]),
+        torch.cat([bn.bias for bn in norms]),
+        training=True,
+        momentum=momentum,
+        eps=norms[0].eps,
+    )
+    with torch.no_grad():
+        per_run = h.shape[1] // len(norms)
+        for k, (bn, (mean, var)) in enumerate(zip(norms, buffers, strict=True)):
+            assert mean is not None and var is not None
+            mean.copy_(running_mean[k * per_run : (k + 1) * per_run])
+            var.copy_(running_var[k * per_run : (k + 1) * per_run])
+            bn.num_batches_tracked.add_(1)  # type: ignore[union-attr]
+    return out
+
+
 def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[int]) -> Tensor:
     """Fig. 2 for K runs at once: conv, BN, ReLU, conv, BN, sigmoid, centre of mass.
 
@@ -117,6 +146,7 @@ def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[
         if isinstance(layer, nn.Conv2d):
             convs = [c for c in same if isinstance(c, nn.Conv2d)]
             weight = torch.cat([c.weight for c in convs])  # [K * out, in, 3, 3]
+            weight = weight.contiguous(memory_format=torch.channels_last)  # as each run's
             bias = torch.cat([c.bias for c in convs if c.bias is not None])
             h = F.conv2d(h, weight, bias, padding=layer.padding, groups=k)
         elif isinstance(layer, nn.BatchNorm2d):
@@ -155,7 +185,7 @@ class FusedStep:
         return out
 
 
-def _fused_epoch(runs: Sequence[Run], epoch: int) -> list[dict[str, float] | Diverged]:
+def fused_epoch(runs: Sequence[Run], epoch: int) -> list[dict[str, float] | Diverged]:
     """One epoch of every run in `runs` as one model; -> each run's row (loss, MI estimate)
     or its divergence (a diverged run stops; the others go on)."""
     streams = [iter(run.batches()) for run in runs]
@@ -262,7 +292,7 @@ def fit_fused(
             continue
         tic = time.perf_counter()
         ended: dict[int, dict[str, Any]] = {}
-        for i, outcome in zip(due, _fused_epoch([runs[i] for i in due], epoch), strict=True):
+        for i, outcome in zip(due, fused_epoch([runs[i] for i in due], epoch), strict=True):
             if isinstance(outcome, Diverged):
                 log.warning("run %d diverged: %s", i, outcome)
                 status[i] = ("diverged", str(outcome))

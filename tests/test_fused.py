@@ -56,6 +56,15 @@ def test_masked_batch_norm_is_each_runs_own_batch_norm() -> None:
         assert torch.allclose(norms[k].running_mean, bn.running_mean, atol=1e-6)
         assert torch.allclose(norms[k].running_var, bn.running_var, atol=1e-5)
         assert int(norms[k].num_batches_tracked) == 1
+    # no padding: one native kernel over every run's channels, the same per run
+    full = [nn.BatchNorm2d(channels) for _ in counts]
+    out_full = masked_batch_norm(h, torch.ones(7, 3, dtype=torch.bool), full)
+    for k in range(3):
+        block = slice(k * channels, (k + 1) * channels)
+        single = nn.BatchNorm2d(channels)
+        assert torch.allclose(out_full[:, block], single(h[:, block]), atol=1e-5)
+        assert torch.allclose(full[k].running_var, single.running_var, atol=1e-6)
+        assert int(full[k].num_batches_tracked) == 1
     # the padding does not move the statistics: change it and run 1's output is unchanged
     h2 = h.clone()
     h2[3:, channels : 2 * channels] = 1e3
