@@ -146,7 +146,9 @@ def _train_fused(
     cells = spec.members(int(params["cell"]))
     configs = [spec.cells[c].config for c in cells]
     trial_id = tune.get_context().get_trial_id()
-    video = videos.get(configs[0].data) or simulate(configs[0].data.balls, configs[0].data.seed)
+    video = videos.get(configs[0].data)
+    if video is None:  # the runner simulates every cell's video; as `train_trial` does
+        video = simulate(configs[0].data.balls, configs[0].data.seed)
     where = placement(configs[0])
     work = Path(tempfile.mkdtemp(prefix="ssvae-trial-"))
     try:

@@ -55,16 +55,20 @@ def test_smoke_sweep_against_a_real_mlflow_server(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fuse", [1, 2], ids=["trials", "fused"])
 def test_mlflow_outage_mid_sweep_is_replayed_by_sync(
-    workdir: Path, mlflow_server: MlflowServer
+    workdir: Path, mlflow_server: MlflowServer, fuse: int
 ) -> None:
+    """Fused: two Ray trials of two cells each, whose backlogs sit in ``cell-NNN/``."""
     proxy = TcpProxy(mlflow_server.port)
     uri = f"http://127.0.0.1:{proxy.port}"
     body = "grid: {method: [gaussian, bilinear], train.seed: [0, 1]}\nmax_concurrent: 2"
-    spec = write_spec(workdir, "outage", body)
+    body += f"\nresources: {{cpu: 1, fuse: {fuse}}}"
+    name = "outage" if fuse == 1 else "outage-fused"  # one server: an experiment each
+    spec = write_spec(workdir, name, body)
 
     def cut_after_first_checkpoint() -> None:
-        if wait_for(lambda: list(workdir.glob("runs/outage/grid/*/checkpoint_*")), 240, 0.05):
+        if wait_for(lambda: list(workdir.glob(f"runs/{name}/grid/*/checkpoint_*")), 240, 0.05):
             proxy.down()
 
     cutter = threading.Thread(target=cut_after_first_checkpoint, daemon=True)
@@ -72,16 +76,16 @@ def test_mlflow_outage_mid_sweep_is_replayed_by_sync(
     args = ["sweep", str(spec), "--tracking-uri", uri, "--storage-path", "runs"]
     assert cli.main(args) == 0  # the trials went on without MLflow
     cutter.join(timeout=1)
-    trials = pd.read_csv(workdir / "runs" / "outage" / "trials.csv")
+    trials = pd.read_csv(workdir / "runs" / name / "trials.csv")
     assert sorted(trials["status"]) == ["ok"] * 4
     assert trials["mlflow_pending"].sum() > 0  # kept in the trials' checkpoints
-    assert (workdir / "runs" / "outage" / "mlflow_pending.jsonl").exists()  # the parent's
+    assert (workdir / "runs" / name / "mlflow_pending.jsonl").exists()  # the parent's
 
     proxy.up()
     assert (
         cli.main(["sweep", str(spec), "--sync", "--tracking-uri", uri, "--storage-path", "runs"])
         == 0
     )
-    _assert_complete(mlflow_server.uri, "outage", 4)
+    _assert_complete(mlflow_server.uri, name, 4)
     assert not list(workdir.glob("runs/**/mlflow_pending.jsonl"))
     proxy.down()
