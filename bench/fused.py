@@ -39,6 +39,7 @@ def _runs(cfg: RunConfig, video: Video, k: int, device: torch.device) -> list[Ru
 
 
 def pairs_per_epoch(cfg: RunConfig) -> int:
+    """Training pairs in one epoch: (T - 1) // B batches of B pairs (`train.Run`)."""
     return (cfg.data.n_frames - 1) // cfg.train.batch_size * cfg.train.batch_size
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from fused import fused_pairs_per_s  # bench/fused.py, beside this script
+from fused import fused_pairs_per_s, pairs_per_epoch  # bench/fused.py, beside this script
 
 from ssvae_core import loader
 from ssvae_core.balls import Video, simulate
@@ -84,11 +84,6 @@ class Setup:
         if self.quick:
             sets = {**SMOKE, **sets}
         return loader.load("paper", None, [f"{k}={v}" for k, v in sets.items()])
-
-
-def pairs_per_epoch(cfg: RunConfig) -> int:
-    """Training pairs in one epoch: (T - 1) // B batches of B pairs (`train.Run`)."""
-    return (cfg.data.n_frames - 1) // cfg.train.batch_size * cfg.train.batch_size
 
 
 def _peak_memory_mib(device: str) -> tuple[str, float]:

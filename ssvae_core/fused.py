@@ -19,7 +19,6 @@ share a model, and `fit_fused` trains them.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,11 +27,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ssvae_core.balls import Video, simulate
+from ssvae_core.balls import Video
 from ssvae_core.config import RunConfig
 from ssvae_core.encoder import CentreOfMassEncoder, StochasticEncoder, centre_of_mass
-from ssvae_core.frames import as_float, frames_to_tensor, resolve_device
-from ssvae_core.train import Diverged, Report, Run, RunResult
+from ssvae_core.frames import as_float
+from ssvae_core.train import Diverged, Report, Run, RunResult, video_on_device
 
 log = logging.getLogger(__name__)
 
@@ -156,33 +155,27 @@ def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[
     return centre_of_mass(h).view(n, k, -1)
 
 
-class FusedStep:
-    """The shared forward of K runs' steps: each run's distinct frames, padded, encoded once."""
-
-    def __init__(self, runs: Sequence[Run]) -> None:
-        self.runs = runs
-        self.frames = runs[0].frames  # uint8 [T, 3, H, W], channels-last, shared
-
-    def encode(self, indices: Sequence[Tensor]) -> list[Tensor]:
-        """Run k's step frames `indices[k]` [n_k] (repeats allowed) -> z_k [n_k, D], each
-        distinct frame encoded once (and sampled, for a stochastic encoder, from run k's
-        generator, in the order `train.Run._encode` draws)."""
-        uniques = [torch.unique(i, return_inverse=True) for i in indices]
-        counts = [len(u) for u, _ in uniques]
-        width = max(counts)
-        padded = torch.stack([torch.cat([u, u.new_zeros(width - len(u))]) for u, _ in uniques])
-        gathered = self.frames[padded.flatten().to(self.frames.device)]  # [K * n, 3, H, W]
-        k, (c, h, w) = len(self.runs), gathered.shape[1:]
-        pixels = gathered.permute(0, 2, 3, 1).reshape(k, width, h, w, c)  # as stored: NHWC
-        stacked = pixels.permute(1, 2, 3, 0, 4).reshape(width, h, w, k * c).permute(0, 3, 1, 2)
-        means = fused_means([r.encoder for r in self.runs], as_float(stacked), counts)
-        out = []
-        for run, (unique, inverse), mu in zip(self.runs, uniques, means.unbind(1), strict=True):
-            z = mu[: len(unique)]
-            if isinstance(run.encoder, StochasticEncoder):
-                z = run.encoder.sample(z, run.generator)
-            out.append(z[inverse.to(z.device)])
-        return out
+def encode_fused(runs: Sequence[Run], indices: Sequence[Tensor]) -> list[Tensor]:
+    """Run k's step frames `indices[k]` [n_k] (repeats allowed) -> z_k [n_k, D], the runs'
+    distinct frames padded and encoded in one fused pass (each once, and sampled, for a
+    stochastic encoder, from run k's generator, in the order `train.Run._encode` draws)."""
+    frames = runs[0].frames  # uint8 [T, 3, H, W], channels-last, shared
+    uniques = [torch.unique(i, return_inverse=True) for i in indices]
+    counts = [len(u) for u, _ in uniques]
+    width = max(counts)
+    padded = torch.stack([torch.cat([u, u.new_zeros(width - len(u))]) for u, _ in uniques])
+    gathered = frames[padded.flatten().to(frames.device)]  # [K * n, 3, H, W]
+    k, (c, h, w) = len(runs), gathered.shape[1:]
+    pixels = gathered.permute(0, 2, 3, 1).reshape(k, width, h, w, c)  # as stored: NHWC
+    stacked = pixels.permute(1, 2, 3, 0, 4).reshape(width, h, w, k * c).permute(0, 3, 1, 2)
+    means = fused_means([r.encoder for r in runs], as_float(stacked), counts)
+    out = []
+    for run, (unique, inverse), mu in zip(runs, uniques, means.unbind(1), strict=True):
+        z = mu[: len(unique)]
+        if isinstance(run.encoder, StochasticEncoder):
+            z = run.encoder.sample(z, run.generator)
+        out.append(z[inverse.to(z.device)])
+    return out
 
 
 def fused_epoch(runs: Sequence[Run], epoch: int) -> list[dict[str, float] | Diverged]:
@@ -202,7 +195,7 @@ def fused_epoch(runs: Sequence[Run], epoch: int) -> list[dict[str, float] | Dive
             break  # every run has the same number of batches
         members = [runs[i] for i in live]
         indices = [runs[i].step_index(drawn[i][0]) for i in live]  # type: ignore[index]
-        zs = FusedStep(members).encode(indices)
+        zs = encode_fused(members, indices)
         total: Tensor | None = None
         stepped = []
         for i, z in zip(live, zs, strict=True):
@@ -261,26 +254,11 @@ def fit_fused(
     n = len(cfgs)
     reports = list(reports) if reports is not None else [None] * n
     dirs = list(checkpoint_dirs) if checkpoint_dirs is not None else [None] * n
-    cfg = cfgs[0]
-    if video is None:
-        video = simulate(cfg.data.balls, cfg.data.seed)
-    device = resolve_device(cfg.train.device)
-    frames = frames_to_tensor(video, device)
-    positions = torch.from_numpy(video.positions).to(device)
+    frames, positions = video_on_device(cfgs[0], video)
     runs = [Run(c, frames, positions) for c in cfgs]
     first: dict[int, dict[str, Any]] = {}
     for number, (run, report, directory) in enumerate(zip(runs, reports, dirs, strict=True)):
-        if directory is not None:
-            os.makedirs(directory, exist_ok=True)
-            if run.load(directory):
-                log.info("resumed from %s after epoch %d", directory, len(run.history) - 1)
-        if not run.history:  # epoch 0: the initialisation, as `fit` reports it
-            row = {"epoch": 0, **run.run_probe(), "epoch_seconds": 0.0}
-            run.history.append(row)
-            if directory is not None:
-                run.save(directory)
-            if report is not None:
-                report(dict(row), directory)
+        if (row := run.start(report, directory)) is not None:
             first[number] = row
     if first and after_epoch is not None:
         after_epoch(0, first)

@@ -307,6 +307,23 @@ class Run:
         }
         checkpoint.save(directory, state, self.cfg)
 
+    def start(self, report: Report | None, checkpoint_dir: str | None) -> dict[str, Any] | None:
+        """Resume from `checkpoint_dir` if it holds a checkpoint; else epoch 0 (the encoder at
+        its initialisation, probed), saved and reported as any epoch and returned."""
+        if checkpoint_dir is not None:
+            os.makedirs(checkpoint_dir, exist_ok=True)
+            if self.load(checkpoint_dir):
+                log.info("resumed from %s after epoch %d", checkpoint_dir, len(self.history) - 1)
+        if self.history:
+            return None
+        row = {"epoch": 0, **self.run_probe(), "epoch_seconds": 0.0}
+        self.history.append(row)
+        if checkpoint_dir is not None:
+            self.save(checkpoint_dir)
+        if report is not None:
+            report(dict(row), checkpoint_dir)
+        return row
+
     def load(self, directory: str) -> bool:
         """Resume from the checkpoint in `directory`, if any (`checkpoint.load` checks it)."""
         state = checkpoint.load(directory, self.cfg, self.frames.device)
@@ -319,6 +336,15 @@ class Run:
         self.generator.set_state(state["generator"].cpu())  # map_location moved it
         self.history = state["history"]
         return True
+
+
+def video_on_device(cfg: RunConfig, video: Video | None) -> tuple[Tensor, Tensor]:
+    """(frames uint8 [T, 3, H, W], positions [T, K, 2]) on ``cfg.train.device``, of `video`
+    or, if None, of the video `cfg.data` simulates."""
+    if video is None:
+        video = simulate(cfg.data.balls, cfg.data.seed)
+    device = resolve_device(cfg.train.device)
+    return frames_to_tensor(video, device), torch.from_numpy(video.positions).to(device)
 
 
 class Diverged(RuntimeError):
@@ -341,22 +367,7 @@ def fit(
     by default it is simulated from ``cfg.data``.
     """
     started = time.perf_counter()
-    if video is None:
-        video = simulate(cfg.data.balls, cfg.data.seed)
-    device = resolve_device(cfg.train.device)
-    frames = frames_to_tensor(video, device)
-    positions = torch.from_numpy(video.positions).to(device)
-    run = Run(cfg, frames, positions)
-    if checkpoint_dir is not None:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        if run.load(checkpoint_dir):
-            log.info("resumed from %s after epoch %d", checkpoint_dir, len(run.history) - 1)
-    if not run.history:  # epoch 0: the encoder at its initialisation, reported as any epoch
-        row = {"epoch": 0, **run.run_probe(), "epoch_seconds": 0.0}
-        run.history.append(row)
-        if checkpoint_dir is not None:
-            run.save(checkpoint_dir)
-        if report is not None:
-            report(dict(row), checkpoint_dir)
+    run = Run(cfg, *video_on_device(cfg, video))
+    run.start(report, checkpoint_dir)
     status, message = run.train(report, checkpoint_dir)
     return run.result(status, message, time.perf_counter() - started)

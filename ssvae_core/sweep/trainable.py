@@ -22,7 +22,8 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from ssvae_core.metrics import SEARCHABLE
 from ssvae_core.sweep import tracking, ui
 from ssvae_core.sweep.runlog import RunLog
 from ssvae_core.sweep.spec import SweepSpec
-from ssvae_core.train import fit
+from ssvae_core.train import RunResult, fit
 
 # Every report carries every searchable metric (NaN where a run has none, e.g. the MI of an
 # untrained encoder): Ray rejects a result that lacks the metric it tunes.
@@ -78,6 +79,36 @@ def trial_key(spec: SweepSpec, config: Mapping[str, Any], trial_id: str) -> str:
     return f"trial-{trial_id}"
 
 
+def _video(videos: Mapping[DataConfig, Video], cfg: RunConfig) -> Video:
+    """The sweep's shared video of `cfg.data`, or (a searched data.* key) its own."""
+    video = videos.get(cfg.data)
+    return simulate(cfg.data.balls, cfg.data.seed) if video is None else video
+
+
+@contextmanager
+def _work_dir() -> Iterator[Path]:
+    """A local directory holding the trial's latest checkpoint (if Ray restored one); it is
+    removed when the trial ends."""
+    work = Path(tempfile.mkdtemp(prefix="ssvae-trial-"))
+    try:
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            checkpoint.to_directory(str(work))
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _finish(runlog: RunLog, result: RunResult, video: Video, where: dict[str, str]) -> dict:
+    """The run's end sent to MLflow (its files dropped once logged: no need to carry them);
+    -> its summary for Ray: the last epoch's row, `RunResult.metrics`, MLflow's state."""
+    if tracking.finish_trial(runlog, result, video):
+        shutil.rmtree(runlog.directory / "artifacts", ignore_errors=True)
+    summary = {**NO_METRICS, **result.history[-1], **result.metrics()}
+    summary["epoch"] = len(result.history) - 1
+    return summary | _mlflow_fields(runlog) | where
+
+
 def train_trial(
     params: dict[str, Any],
     *,
@@ -97,15 +128,9 @@ def train_trial(
     trial_id = context.get_trial_id()
     name = run_name(labels)
     trial = (trial_id, name if spec.search is None else f"{name} [{trial_id}]")
-    video = videos.get(cfg.data)
-    if video is None:  # a searched data.* key: this trial's own video
-        video = simulate(cfg.data.balls, cfg.data.seed)
+    video = _video(videos, cfg)
     where = placement(cfg)
-    work = Path(tempfile.mkdtemp(prefix="ssvae-trial-"))
-    try:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            checkpoint.to_directory(str(work))
+    with _work_dir() as work:
         key = trial_key(spec, params, trial_id)
         colour = ui.cell_colour(spec, int(params["cell"]))
         runlog = tracking.start_trial(target, work, key, trial, cfg, labels, colour)
@@ -116,14 +141,8 @@ def train_trial(
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(work)))
 
         result = fit(cfg, report=report, checkpoint_dir=str(work), video=video)
-        if tracking.finish_trial(runlog, result, video):
-            shutil.rmtree(work / "artifacts", ignore_errors=True)  # logged: no need to carry
-        final = {**NO_METRICS, **result.history[-1], **result.metrics(), "final": True}
-        final["epoch"] = len(result.history) - 1
-        final |= _mlflow_fields(runlog) | where
+        final = {**_finish(runlog, result, video, where), "final": True}
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _mean(rows: Any, key: str) -> float:
@@ -146,15 +165,9 @@ def _train_fused(
     cells = spec.members(int(params["cell"]))
     configs = [spec.cells[c].config for c in cells]
     trial_id = tune.get_context().get_trial_id()
-    video = videos.get(configs[0].data)
-    if video is None:  # the runner simulates every cell's video; as `train_trial` does
-        video = simulate(configs[0].data.balls, configs[0].data.seed)
+    video = _video(videos, configs[0])
     where = placement(configs[0])
-    work = Path(tempfile.mkdtemp(prefix="ssvae-trial-"))
-    try:
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is not None:
-            checkpoint.to_directory(str(work))
+    with _work_dir() as work:
         runlogs, dirs = [], []
         for cell in cells:
             labels = spec.trial_params({"cell": cell})
@@ -184,18 +197,13 @@ def _train_fused(
             video=video,
             after_epoch=after_epoch,
         )
-        members: dict[str, dict[str, Any]] = {}
-        for cell, runlog, result in zip(cells, runlogs, results, strict=True):
-            if tracking.finish_trial(runlog, result, video):
-                shutil.rmtree(runlog.directory / "artifacts", ignore_errors=True)
-            summary = {**NO_METRICS, **result.history[-1], **result.metrics()}
-            summary["epoch"] = len(result.history) - 1
-            members[str(cell)] = summary | _mlflow_fields(runlog) | where
+        members = {
+            str(cell): _finish(runlog, result, video, where)
+            for cell, runlog, result in zip(cells, runlogs, results, strict=True)
+        }
         ok = sum(m["status"] == "ok" for m in members.values())
         final = {**NO_METRICS, "final": True, "members": members, "fused": len(cells), **where}
         final |= {key: _mean(members.values(), key) for key in ("probe_error_px", "loss")}
         final |= {"epoch": max(m["epoch"] for m in members.values())}
         final["status"] = "ok" if ok == len(cells) else f"{ok} of {len(cells)} ok"
         tune.report(final, checkpoint=tune.Checkpoint.from_directory(str(work)))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
