@@ -1,8 +1,10 @@
 """Speed levers for the CPU trainer, each measured on against off in one run (issue 13).
 
-- batch norm: `nn.BatchNorm2d` (PyTorch's native kernel) against the same statistics in a few
-  tensor ops over the channels-last rows, forward + backward on one step's frames
-  [60, 6, 64, 64] (the `small` preset's first layer);
+- batch norm: `nn.BatchNorm2d` (PyTorch's native kernel) against `ssvae_core.batchnorm`'s
+  rows path, forward + backward on one step's maps [60, 6, 64, 64] (the `small` preset's
+  first layer), and the naive tensor-op version (`var_mean` over the rows) for reference;
+- the host allocator (`ssvae_core.allocator`): `ssvae_core.train`'s step in a fresh process
+  with its settings off and on, at `small` and `paper` (pairs/s);
 - `torch.compile` of the centre-of-mass encoder against eager, per step (forward + backward),
   and the compile time the first step pays;
 - start-up: importing the command line, importing the trainer (torch), and the first
@@ -21,10 +23,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from ssvae_core.batchnorm import BatchNorm2d
 from ssvae_core.encoder import CentreOfMassEncoder
 
 FRAMES = (60, 3, 64, 64)  # one `small` step: 2B distinct frames at most, B = 30
@@ -52,21 +56,66 @@ def batch_norm_rows(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) 
 
 def batch_norm(rounds: int) -> dict[str, float]:
     x = torch.randn(MAPS).contiguous(memory_format=torch.channels_last).requires_grad_()
-    native = nn.BatchNorm2d(MAPS[1])
+    grad = torch.randn(MAPS).contiguous(memory_format=torch.channels_last)  # as from ReLU
+    native, rows_path = nn.BatchNorm2d(MAPS[1]), BatchNorm2d(MAPS[1])
     weight = torch.ones(MAPS[1], requires_grad=True)
     bias = torch.zeros(MAPS[1], requires_grad=True)
-    diff = (native(x) - batch_norm_rows(x, weight, bias)).abs().max().item()
-    times = dict.fromkeys(("native", "rows"), float("inf"))
+    diff = (native(x) - rows_path(x)).abs().max().item()
+    variants: dict[str, Callable[[], object]] = {
+        "native": lambda: native(x).backward(grad),
+        "rows": lambda: rows_path(x).backward(grad),
+        "ops": lambda: batch_norm_rows(x, weight, bias).backward(grad),
+    }
+    times = dict.fromkeys(variants, float("inf"))
     for _ in range(rounds):  # alternate
-        times["native"] = min(times["native"], _best_ms(lambda: native(x).sum().backward(), 1))
-        rows = lambda: batch_norm_rows(x, weight, bias).sum().backward()  # noqa: E731
-        times["rows"] = min(times["rows"], _best_ms(rows, 1))
+        for name, work in variants.items():
+            times[name] = min(times[name], _best_ms(work, 1))
     return {
         "batch norm native ms (fwd+bwd)": times["native"],
-        "batch norm tensor ops ms (fwd+bwd)": times["rows"],
-        "batch norm lever gain (native / ops)": times["native"] / times["rows"],
+        "batch norm rows path ms (fwd+bwd)": times["rows"],
+        "batch norm lever gain (native / rows path)": times["native"] / times["rows"],
         "batch norm max |difference|": diff,
+        "batch norm naive tensor ops ms (fwd+bwd)": times["ops"],
     }
+
+
+ALLOCATOR = """
+import json, sys
+if sys.argv[1] == "on":
+    from ssvae_core import allocator
+    allocator.tune_process()
+sys.path.insert(0, sys.argv[4])
+import torch
+from trainer import ours
+from ssvae_core import loader
+from ssvae_core.balls import simulate
+torch.set_num_threads(1)
+cfg = loader.load(sys.argv[2], None, ["train.device=cpu"])
+video = simulate(cfg.data.balls, cfg.data.seed)
+ours(cfg, video, 1)  # warm-up
+print(json.dumps(ours(cfg, video, int(sys.argv[3]))))
+"""
+
+
+def allocator(rounds: int, presets: tuple[tuple[str, int], ...]) -> dict[str, float]:
+    """Pairs/s of `ssvae_core.train`'s step in fresh processes, allocator settings off / on."""
+    bench = str(Path(__file__).resolve().parent)
+    out = {}
+    for preset, steps in presets:
+        best = {"off": 0.0, "on": 0.0}
+        for _ in range(rounds):
+            for mode in best:
+                done = subprocess.run(
+                    [sys.executable, "-c", ALLOCATOR, mode, preset, str(steps), bench],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                best[mode] = max(best[mode], float(done.stdout.strip().splitlines()[-1]))
+        out[f"allocator {preset}: pairs/s off"] = best["off"]
+        out[f"allocator {preset}: pairs/s on"] = best["on"]
+        out[f"allocator {preset}: lever gain (on / off)"] = best["on"] / best["off"]
+    return out
 
 
 def compiled(rounds: int) -> dict[str, float]:
@@ -127,6 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = {**batch_norm(args.rounds), **compiled(args.rounds), **start_up(3)}
+    rows |= allocator(3, (("small", 29), ("paper", 3)))
     width = max(map(len, rows))
     print(f"\n{'lever':<{width}}  value")
     for key, value in rows.items():

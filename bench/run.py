@@ -4,7 +4,10 @@
 - trainer: pairs per second of `ssvae_core.train` against a straightforward PyTorch loop
   (`bench/trainer.py`), at the `small` and `paper` presets, measured side by side;
 - memory: peak resident memory of one `fit` (a few steps) per preset, each in a fresh process;
-- levers: batch norm in tensor ops, `torch.compile`, start-up (`bench/levers.py`).
+- the whole `ssvae train` process against a plain PyTorch script, cold start to printed
+  metrics (`bench/whole_run.py`; `small`, 5 epochs);
+- levers: the batch norm's rows path, the host allocator, `torch.compile`, start-up
+  (`bench/levers.py`).
 - fused trials: K = 1, 4, 16, 64 runs of `small` as one model against one run alone
   (`bench/fused.py`; one epoch each, after a warm-up epoch).
 
@@ -25,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_video import bench_video
 from fused import fused_pairs_per_s
-from levers import batch_norm, compiled, start_up
+from levers import allocator, batch_norm, compiled, start_up
 from trainer import compare
+from whole_run import compare as compare_whole
 
 from ssvae_core import loader
 from ssvae_core.balls import simulate
@@ -67,11 +71,16 @@ def main() -> None:
         result = compare(preset, steps, rounds=2 if args.quick else 3, device=args.device)
         rows += [(f"trainer {preset} {k}", f"{v:.2f}") for k, v in result.items()]
         print(f"[bench] trainer {preset}: {result}", file=sys.stderr, flush=True)
+    whole = compare_whole(epochs=2 if args.quick else 5, rounds=1 if args.quick else 3)
+    rows += [(f"whole run small {k}", f"{v:.2f}") for k, v in whole.items()]
+    print(f"[bench] whole run: {whole}", file=sys.stderr, flush=True)
     for preset in ("small", "paper"):
         memory = peak_memory(preset, args.device)
         rows += [(f"memory {preset} {k}", f"{v:.0f}") for k, v in memory.items()]
     torch.set_num_threads(1)
     lever_rows = {**batch_norm(2 if args.quick else 5), **compiled(2 if args.quick else 5)}
+    presets = (("small", 10), ("paper", 2)) if args.quick else (("small", 29), ("paper", 3))
+    lever_rows |= allocator(1 if args.quick else 3, presets)
     rows += [(f"lever {k}", f"{v:.4g}") for k, v in {**lever_rows, **start_up(3)}.items()]
     small = loader.load("small", None, ["train.device=cpu"])
     small_video = simulate(small.data.balls, small.data.seed)

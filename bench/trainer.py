@@ -1,12 +1,14 @@
 """Trainer throughput: `ssvae_core.train` against a straightforward PyTorch loop, side by side.
 
 The straightforward loop is what one writes first: a `Dataset` of (base, target) pairs read
-from the uint8 video and converted per item, a shuffled `DataLoader`, and the encoder called
-separately on the base and the target frames. Ours keeps the video on the device once
-(channels-last), gathers a batch by index and encodes every distinct frame of the step in one
-pass. Both use the same encoder, coupling, loss, optimiser and thread count; throughput is
-training pairs per second over whole steps (forward, backward, update). Rounds alternate
-between the two and the best round of each is kept, so machine noise hits both alike.
+from the uint8 video and converted per item, a shuffled `DataLoader`, Fig. 2 built from stock
+`torch.nn` layers, and the encoder called separately on the base and the target frames. Ours
+keeps the video on the device once (channels-last), gathers a batch by index, encodes every
+distinct frame of the step in one pass, and normalises on the rows path
+(`ssvae_core.batchnorm`). Both use the same network, coupling, loss, optimiser and thread
+count; throughput is training pairs per second over whole steps (forward, backward, update).
+Rounds alternate between the two and the best round of each is kept, so machine noise hits
+both alike.
 
     python bench/trainer.py --preset small --steps 29 --rounds 3
 """
@@ -19,13 +21,14 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ssvae_core import config, loader
 from ssvae_core.balls import Video, simulate
 from ssvae_core.batches import ssl_batches
 from ssvae_core.couplings import build_coupling
-from ssvae_core.encoder import CentreOfMassEncoder
+from ssvae_core.encoder import centre_of_mass
 from ssvae_core.frames import frames_to_tensor, resolve_device
 from ssvae_core.objectives import infonce_loss
 from ssvae_core.train import Run
@@ -47,11 +50,29 @@ class PairDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return to_tensor(self.frames[t]), to_tensor(self.frames[t + 1])
 
 
+class PlainEncoder(nn.Module):
+    """Fig. 2 in stock `torch.nn` layers: [B, 3, H, W] -> z [B, 6]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, kernel_size=3, padding=1),
+            nn.BatchNorm2d(6),
+            nn.ReLU(),
+            nn.Conv2d(6, 3, kernel_size=3, padding=1),
+            nn.BatchNorm2d(3),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, frames: Tensor) -> Tensor:
+        return centre_of_mass(self.features(frames))
+
+
 def straightforward(cfg: config.RunConfig, video: Video, steps: int) -> float:
     """Pairs per second of the plain loop over `steps` steps."""
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
-    encoder = CentreOfMassEncoder().to(device)
+    encoder = PlainEncoder().to(device)
     coupling = build_coupling(cfg.coupling.kind, 6, **cfg.coupling.params()).to(device)
     params = [*encoder.parameters(), *coupling.parameters()]
     optimizer = torch.optim.SGD(params, lr=cfg.train.lr)

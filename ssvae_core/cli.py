@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ssvae_core import allocator
 from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError
 from ssvae_core.mi_bench import cli as mi_bench_cli
 from ssvae_core.sweep import cli as sweep_cli  # imports no Ray until a sweep runs
@@ -196,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(raw)
     args.argv = raw[1:]  # the subcommand's own arguments, as typed
     func: Callable[[argparse.Namespace], int] = args.func
+    allocator.tune_process()  # before torch is imported: see ssvae_core/allocator.py
     try:
         return func(args)
     except ConfigError as err:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssvae_core.batchnorm import BatchNorm2d
 from ssvae_core.registry import declared_params, lookup
 from ssvae_core.scale import PositiveScale
 
@@ -52,10 +53,10 @@ class CentreOfMassEncoder(nn.Module):
         super().__init__()
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1),
-            nn.BatchNorm2d(hidden),
+            BatchNorm2d(hidden),
             nn.ReLU(),
             nn.Conv2d(hidden, n_maps, kernel_size=3, padding=1),
-            nn.BatchNorm2d(n_maps),
+            BatchNorm2d(n_maps),
             nn.Sigmoid(),
         )
         self.out_dim = 2 * n_maps

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssvae_core.balls import Video
+from ssvae_core.batchnorm import batch_norm_train
 from ssvae_core.config import RunConfig
 from ssvae_core.encoder import CentreOfMassEncoder, StochasticEncoder, centre_of_mass
 from ssvae_core.frames import as_float
@@ -75,7 +76,7 @@ def masked_batch_norm(h: Tensor, mask: Tensor, norms: Sequence[nn.BatchNorm2d]) 
     """
     _, channels, height, width = h.shape
     per_run = channels // len(norms)
-    if bool(mask.all()):  # no padding: PyTorch's own kernel, as each run alone uses
+    if bool(mask.all()):  # no padding: the batch norm each run alone uses
         return _native_batch_norm(h, norms)
     rows = mask.to(h.dtype).repeat_interleave(per_run, dim=1)  # [n, K * C]
     count = rows.sum(0)  # [K * C] rows per channel
@@ -102,19 +103,19 @@ def masked_batch_norm(h: Tensor, mask: Tensor, norms: Sequence[nn.BatchNorm2d]) 
 
 
 def _native_batch_norm(h: Tensor, norms: Sequence[nn.BatchNorm2d]) -> Tensor:
-    """`masked_batch_norm` where every row is every run's: one `F.batch_norm` over the K * C
-    channels, the running statistics gathered from and given back to each run's module."""
+    """`masked_batch_norm` where every row is every run's: one `batch_norm_train` over the
+    K * C channels (the path each run alone takes), the running statistics gathered from and
+    given back to each run's module."""
     buffers = [(bn.running_mean, bn.running_var) for bn in norms]
     running_mean = torch.cat([m for m, _ in buffers if m is not None])
     running_var = torch.cat([v for _, v in buffers if v is not None])
     momentum = norms[0].momentum if norms[0].momentum is not None else 0.1
-    out = F.batch_norm(
+    out = batch_norm_train(
         h,
         running_mean,
         running_var,
         torch.cat([bn.weight for bn in norms]),
         torch.cat([bn.bias for bn in norms]),
-        training=True,
         momentum=momentum,
         eps=norms[0].eps,
     )

@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 
+from ssvae_core import allocator
 from ssvae_core.errors import ConfigError
 from ssvae_core.sweep.sections import Resources
 
@@ -69,6 +70,7 @@ def connect(address: str | None) -> bool:
                 f"--address {address}: nothing answers at {host}:{port} within "
                 f"{CONNECT_TIMEOUT_S:.0f} s ({err}); is the cluster up (ray status)?"
             ) from None
+    os.environ.update(allocator.HUGE_PAGES_ENV)  # for the workers a local start spawns
     try:
         ray.init(
             address=address,

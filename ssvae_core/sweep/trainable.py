@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from ray import tune
 
+from ssvae_core import allocator
 from ssvae_core.balls import Video, simulate
 from ssvae_core.config import DataConfig, RunConfig
 from ssvae_core.frames import resolve_device
@@ -119,6 +120,7 @@ def train_trial(
     """Train the trial of this Ray config (its cell and searched values); report every epoch
     and at the end."""
     torch.set_num_threads(1)
+    allocator.reuse_freed_memory()  # huge pages come with the worker's environment
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     if spec.search is None and len(spec.members(int(params["cell"]))) > 1:
         return _train_fused(params, spec=spec, videos=videos, target=target)
