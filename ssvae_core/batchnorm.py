@@ -38,6 +38,12 @@ def _rows(x: Tensor) -> Tensor:
     return x.permute(0, 2, 3, 1).reshape(n * h, w * c)
 
 
+def _unrows(rows: Tensor, shape: torch.Size) -> Tensor:
+    """The inverse of `_rows`: rows [N * H, W * C] -> [N, C, H, W] channels-last (a view)."""
+    n, c, h, w = shape
+    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
 def _channel_sums(rows: Tensor, channels: int) -> Tensor:
     """Σ over the pixels of rows [N * H, W * C] per channel -> [C] (1ᵀX, then over W)."""
     return (rows.new_ones(rows.shape[0]) @ rows).view(-1, channels).sum(0)
@@ -61,7 +67,7 @@ class _RowsBatchNorm(torch.autograd.Function):
         ctx.save_for_backward(centred, inv_std, weight)
         ctx.shape = x.shape  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(mean, var)
-        return out.view(n, h, w, c).permute(0, 3, 1, 2), mean, var
+        return _unrows(out, x.shape), mean, var
 
     @staticmethod
     @once_differentiable
@@ -78,8 +84,7 @@ class _RowsBatchNorm(torch.autograd.Function):
         # ∂L/∂x = a g − a Σg / M − (x − mean) a σ⁻² Σ(g (x − mean)) / M
         grad_x = torch.addcmul((-scale * grad_sum / pixels).repeat(w), grad, scale.repeat(w))
         grad_x.addcmul_(centred, (-scale * inv_std.square() * grad_dot / pixels).repeat(w))
-        grad_in = grad_x.view(n, h, w, c).permute(0, 3, 1, 2)
-        return grad_in, grad_dot * inv_std, grad_sum, None
+        return _unrows(grad_x, ctx.shape), grad_dot * inv_std, grad_sum, None
 
 
 def fast_applies(x: Tensor) -> bool:
@@ -125,11 +130,10 @@ def batch_norm_eval(
 ) -> Tensor:
     """Eval-mode batch norm, x [N, C, H, W] channels-last on the CPU: one scale and shift
     per channel [C], tiled along the rows. -> [N, C, H, W] channels-last."""
-    n, c, h, w = x.shape
+    w = x.shape[3]
     scale = weight * torch.rsqrt(running_var + eps)
     shift = bias - running_mean * scale
-    out = torch.addcmul(shift.repeat(w), _rows(x), scale.repeat(w))
-    return out.view(n, h, w, c).permute(0, 3, 1, 2)
+    return _unrows(torch.addcmul(shift.repeat(w), _rows(x), scale.repeat(w)), x.shape)
 
 
 class BatchNorm2d(nn.BatchNorm2d):
