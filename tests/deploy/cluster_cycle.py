@@ -224,6 +224,35 @@ def driver_probe(address: str, env: dict[str, str], token: str | None) -> dict[s
     return {"exit": done.returncode, "connected": "CONNECTED" in done.stdout, "said": said[-2:]}
 
 
+def control_probe(
+    address: str, env: dict[str, str], token: str | None, tries: int = 3
+) -> dict[str, Any]:
+    """`driver_probe` with the cluster's own token, up to `tries` fresh drivers until one
+    connects: the control of the refusals. Ray Client's per-driver server now and then dies as
+    it starts ("Starting Ray client server failed", on a 2-core CI machine), and the next
+    driver connects; a refusal is never retried. -> the last probe, with how many it took and
+    what the failed ones said."""
+    failed: list[list[str]] = []
+    for _ in range(tries):
+        probe = driver_probe(address, env, token)
+        if probe["connected"]:
+            break
+        failed.append(probe["said"])
+        time.sleep(5)
+    return {**probe, "tries": len(failed) + int(probe["connected"]), "failed_tries": failed}
+
+
+def client_server_logs(ray_tmp: Path) -> dict[str, list[str]]:
+    """The last lines of the head's Ray Client logs (proxier and specific servers): what a
+    failed client connection says about itself."""
+    logs = ray_tmp / "session_latest" / "logs"
+    return {
+        path.name: path.read_text(errors="replace").splitlines()[-15:]
+        for path in sorted(logs.glob("ray_client_server*"))
+        if path.stat().st_size
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="a short path (unix sockets)")
@@ -311,10 +340,13 @@ def main() -> int:
             client = f"ray://127.0.0.1:{ports['ray-client-server-port']}"
             addresses = {"gcs": f"127.0.0.1:{ports['port']}", "client": client}
             result["drivers"] = {
-                f"{where}/{kind}": driver_probe(addresses[where], stranger, value)
+                f"{where}/{kind}": (control_probe if kind == "token" else driver_probe)(
+                    addresses[where], stranger, value
+                )
                 for where in addresses
                 for kind, value in tokens.items()
             }
+            result["client_server_logs"] = client_server_logs(work / "ht")
             # What `ray submit` reports when the script exits 3 (as ssvae nightly would).
             (work / "exit3.py").write_text("import sys\nsys.exit(3)\n")
             result["ray_submit_of_exit_3"], _ = run(

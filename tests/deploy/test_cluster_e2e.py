@@ -91,7 +91,11 @@ def cycle(twin: TrackingTwin) -> Iterator[dict[str, Any]]:
         for s in found["listening"]
         if s["address"] not in {"127.0.0.1", "::1"}
     )
-    print(f"\ncluster e2e: {found['seconds']}; listening beyond loopback: {exposed}")
+    tries = {w: found["drivers"][f"{w}/token"].get("tries") for w in ("gcs", "client")}
+    print(
+        f"\ncluster e2e: {found['seconds']}; listening beyond loopback: {exposed}; "
+        f"drivers the control took: {tries}"
+    )
     yield found
     shutil.rmtree(work, ignore_errors=True)
 
@@ -130,13 +134,15 @@ def test_the_dashboard_is_on_loopback_behind_the_token(cycle: dict[str, Any]) ->
 
 def test_a_driver_without_the_right_token_is_refused(cycle: dict[str, Any]) -> None:
     """On the GCS port and the Ray Client port: no token, or a wrong one, and the driver does
-    not connect; the cluster's own token (the control) connects."""
+    not connect; the cluster's own token (the control) connects, within three fresh drivers
+    (cluster_cycle.control_probe: Ray Client's per-driver server now and then fails to start)."""
     drivers = cycle["drivers"]
     for where in ("gcs", "client"):
         for kind in ("no_token", "wrong_token"):
             probe = drivers[f"{where}/{kind}"]
             assert probe["exit"] != 0 and not probe["connected"], (where, kind, probe)
-        assert drivers[f"{where}/token"]["connected"], (where, drivers[f"{where}/token"])
+        logs = cycle.get("client_server_logs", {})
+        assert drivers[f"{where}/token"]["connected"], (where, drivers[f"{where}/token"], logs)
     assert "AuthenticationError" in " ".join(drivers["gcs/no_token"]["said"])
 
 
