@@ -20,6 +20,7 @@ import torch
 from ssvae_core.couplings import COUPLINGS, build_coupling, coupling_params
 from ssvae_core.mi_bench.problems import Problem
 from ssvae_core.objectives import ESTIMATORS, get_estimator, get_loss
+from ssvae_core.optim import Adam
 
 DEFAULT_STEPS = 2000
 DEFAULT_MIS: tuple[float, ...] = (2.0, 4.0, 6.0, 8.0, 10.0)
@@ -80,7 +81,7 @@ def train_estimator(
     parameters = list(critic.parameters())
     if not parameters:  # e.g. a fixed-temperature cosine: nothing to train
         return evaluate(estimator, critic, problem, batch=batch, seed=seed)
-    optimizer = torch.optim.Adam(parameters, lr=lr)
+    optimizer = Adam(parameters, lr=lr)
     train_generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         loss = loss_fn(critic(*problem.sample(batch, train_generator)))
