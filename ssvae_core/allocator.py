@@ -16,8 +16,9 @@ each one. Avoiding it made `ssvae_core.train`'s step 1.36x faster at `small` and
 - PyTorch: ``THP_MEM_ALLOC_ENABLE=1``, its own switch to align blocks of 2 MiB and more to
   2 MiB and ask for transparent huge pages (``madvise``), so a block above 32 MiB faults in
   as one page per 2 MiB rather than per 4 KiB. PyTorch reads it once, at its first
-  allocation: it applies only if set before ``import torch`` (`HUGE_PAGES_ENV` is given to
-  Ray's workers for that reason).
+  allocation: it applies only if set before ``import torch``. `HUGE_PAGES_ENV` goes to Ray's
+  workers for that reason: a local start sets it before ``ray.init``, and on a cluster the
+  image (docker/Dockerfile) and the launcher configs' ~/.bashrc export it.
 
 Neither changes a number: only where the bytes live. Elsewhere than glibc (macOS, musl) the
 glibc settings are skipped.

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,3 +58,20 @@ def test_training_gives_the_same_numbers_with_and_without_them() -> None:
     plain = _python(FIT.replace("sys.argv[1]", "'plain'").replace("sys.argv[2]", repr(cfg)))
     tuned = _python(FIT.replace("sys.argv[1]", "'tuned'").replace("sys.argv[2]", repr(cfg)))
     assert plain == tuned
+
+
+@pytest.mark.parametrize("path", ["docker/Dockerfile", "cluster/local.yaml", "cluster/aws.yaml"])
+def test_every_shipped_way_to_start_ray_gives_its_workers_the_huge_pages_env(path: str) -> None:
+    """A local start sets `HUGE_PAGES_ENV` before ray.init (`sweep.cluster.connect`); on a
+    cluster, the image (the k8s manifests' and compose's) and the launcher's ~/.bashrc do."""
+    from ssvae_core.allocator import HUGE_PAGES_ENV
+
+    text = (Path(__file__).resolve().parents[1] / path).read_text()
+    exported = {
+        word.strip("'\"")
+        for line in text.splitlines()
+        if line.lstrip().startswith("ENV ") or "'export " in line
+        for word in line.split()
+    }
+    for name, value in HUGE_PAGES_ENV.items():
+        assert f"{name}={value}" in exported, (path, sorted(exported))
