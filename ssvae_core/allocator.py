@@ -5,8 +5,9 @@ Every training step allocates and frees the same large tensors (each layer's act
 glibc's defaults, a block freed at the top of the heap is given back to the kernel once more
 than about twice the largest block is free there, and a block above the mmap threshold is
 unmapped on free; either way the next step faults the pages in again and the kernel zeroes
-each one. Avoiding it made `ssvae_core.train`'s step 1.36x faster at `small` and 1.93x at
-`paper` on the 2-core CI machine (README, Benchmarks; `allocator` in `bench/levers.py`).
+each one. Avoiding it made `ssvae_core.train`'s step 1.07x to 1.36x faster at `small` and
+1.93x to 1.95x at `paper` in two runs on the 2-core CI machine (README, Benchmarks;
+`allocator` in `bench/levers.py`).
 
 `tune_process` makes two settings, both for the process that trains:
 
