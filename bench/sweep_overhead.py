@@ -34,6 +34,7 @@ import pandas as pd
 import ray
 import torch
 
+from ssvae_core import allocator
 from ssvae_core.balls import Video, simulate
 from ssvae_core.frames import frames_to_tensor
 from ssvae_core.sweep import runner, spec, tracking
@@ -128,6 +129,7 @@ def _quiet_run(sweep: spec.SweepSpec, workdir: Path) -> tuple[float, pd.DataFram
 
 def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
     torch.set_num_threads(1)
+    allocator.reuse_freed_memory()  # what each trial's worker does (sweep.trainable)
     data = sweep.cells[0].config.data
     video = simulate(data.balls, data.seed)
     fit(sweep.cells[0].config, video=video)  # warm-up, as a warm worker would be
