@@ -54,7 +54,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         preflight.writable_dir(args.checkpoint_dir, "--checkpoint-dir")
     from tqdm import tqdm
 
-    from ssvae_core import run_files
     from ssvae_core.balls import simulate
     from ssvae_core.metrics import json_ready
     from ssvae_core.train import fit
@@ -81,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = fit(cfg, report=progress, checkpoint_dir=args.checkpoint_dir, video=video)
     written = True
     if args.out:
+        from ssvae_core import run_files  # pandas and matplotlib: only to write files
+
         try:
             run_files.write_run(result, video, args.out)
         except OSError as err:  # a disk that filled during training: the metrics still print

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +79,28 @@ def test_train_json_is_the_last_line_and_out_has_the_files(
     names = {p.name for p in out.iterdir()}
     assert {"config.yaml", "metrics.json", "history.csv", "fig1b.png", "fig1de.png"} <= names
     assert json.loads((out / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_train_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """Without --out, `ssvae train` writes nothing and imports neither pandas nor matplotlib;
+    with --out (the control), it does. Never torch._dynamo (`ssvae_core.optim`). Fresh
+    processes: the test run's own imports would hide them."""
+
+    def imported(*extra: str) -> str:
+        argv = ["train", *TINY, "--set", "train.epochs=1", "--quiet", *extra]
+        script = (
+            "import sys\n"
+            "from ssvae_core import cli\n"
+            f"assert cli.main({argv!r}) == 0\n"
+            "watched = {'pandas', 'matplotlib', 'torch._dynamo'}\n"
+            "print('IMPORTED:', *sorted(watched & set(sys.modules)))\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    assert imported() == "IMPORTED:"
+    assert imported("--out", str(tmp_path / "run")) == "IMPORTED: matplotlib pandas"
 
 
 def test_diverged_run_exits_1_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
