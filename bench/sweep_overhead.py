@@ -129,7 +129,9 @@ def _quiet_run(sweep: spec.SweepSpec, workdir: Path) -> tuple[float, pd.DataFram
 
 def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
     torch.set_num_threads(1)
-    allocator.reuse_freed_memory()  # what each trial's worker does (sweep.trainable)
+    # Freed memory kept, as in each trial's worker (sweep.trainable); the workers' huge pages
+    # (HUGE_PAGES_ENV) would have to be set before this script imports torch.
+    allocator.reuse_freed_memory()
     data = sweep.cells[0].config.data
     video = simulate(data.balls, data.seed)
     fit(sweep.cells[0].config, video=video)  # warm-up, as a warm worker would be

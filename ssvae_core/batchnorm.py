@@ -17,7 +17,7 @@ a = weight / σ:
     ∂L/∂x = a ∘ (g − Σg / M − x̂ Σ(g x̂) / M),  ∂L/∂weight = Σ(g x̂),  ∂L/∂bias = Σg.
 
 Measured against the native kernel on [60, 6, 64, 64] (forward + backward, one thread):
-2.3x to 2.9x faster in two runs on the 2-core CI machine (7.4 against 17.3 ms, 5.9 against
+2.3x to 2.9x faster in two runs on the 2-core CI machine (7.4 against 17.3 ms, 5.85 against
 16.7; README, Benchmarks), and closer to a float64 reference (`bench/levers.py`,
 `tests/test_batchnorm.py`). Eval mode is one scale and shift per channel, tiled the same way.
 Elsewhere (CUDA, another layout or dtype) `BatchNorm2d` is PyTorch's own; its state dict is

@@ -5,11 +5,13 @@ Each optimiser declares its own settings with their defaults in its signature
 (`optimizer_params`): ``momentum`` is SGD's, so ``train.momentum`` with Adam is refused.
 
 They are PyTorch's update rules, written out (`SGD` is ``torch.optim.SGD``'s, `Adam`
-``torch.optim.Adam``'s single-tensor path, step for step: the same numbers, bit for bit,
-``tests/test_optim.py``), not ``torch.optim`` itself: building any ``torch.optim.Optimizer``
-imports ``torch._dynamo``, about 1.1 s of every process that trains (`bench/levers.py`,
-``startup``). Their ``state_dict`` has ``torch.optim``'s layout (``state`` by parameter
-index, ``param_groups``), so checkpoints written with ``torch.optim`` load too.
+``torch.optim.Adam``'s single-tensor path, the one it takes on the CPU: the same numbers, bit
+for bit, ``tests/test_optim.py``), not ``torch.optim`` itself: building any
+``torch.optim.Optimizer`` imports ``torch._dynamo``, about 1 s of every process that trains
+(`bench/levers.py`, `start_up`). The cosine schedule is the closed form; PyTorch's
+``CosineAnnealingLR`` steps a recursion that agrees with it to about 1e-15. Their
+``state_dict`` has ``torch.optim``'s layout (``state`` by parameter index, ``param_groups``),
+so checkpoints written with ``torch.optim`` load too.
 """
 
 from __future__ import annotations
@@ -75,9 +77,12 @@ class Optimizer:
 
 
 def _own(value: Any, p: Tensor) -> Any:
-    """A saved tensor as this optimiser's own copy, on `p`'s device (not shared with
-    whoever handed it in); anything else as it is."""
-    return value.detach().to(p.device, copy=True) if isinstance(value, Tensor) else value
+    """A saved tensor as this optimiser's own copy, on `p`'s device and, if floating, in its
+    dtype (not shared with whoever handed it in); anything else as it is."""
+    if not isinstance(value, Tensor):
+        return value
+    dtype = p.dtype if value.is_floating_point() else value.dtype
+    return value.detach().to(device=p.device, dtype=dtype, copy=True)
 
 
 class SGD(Optimizer):

@@ -233,19 +233,20 @@ def control_probe(
     driver connects; a refusal is never retried. -> the last probe, with how many it took and
     what the failed ones said."""
     failed: list[list[str]] = []
-    for _ in range(tries):
-        probe = driver_probe(address, env, token)
-        if probe["connected"]:
-            break
+    probe = driver_probe(address, env, token)
+    while not probe["connected"] and len(failed) + 1 < tries:
         failed.append(probe["said"])
         time.sleep(5)
-    return {**probe, "tries": len(failed) + int(probe["connected"]), "failed_tries": failed}
+        probe = driver_probe(address, env, token)
+    return {**probe, "tries": len(failed) + 1, "failed_tries": failed}
 
 
 def client_server_logs(ray_tmp: Path) -> dict[str, list[str]]:
     """The last lines of the head's Ray Client logs (proxier and specific servers): what a
-    failed client connection says about itself."""
-    logs = ray_tmp / "session_latest" / "logs"
+    failed client connection says about itself. Ray keeps its files in ``$RAY_TMPDIR/ray``."""
+    logs = ray_tmp / "ray" / "session_latest" / "logs"
+    if not logs.is_dir():
+        return {"(none)": [f"no {logs}"]}
     return {
         path.name: path.read_text(errors="replace").splitlines()[-15:]
         for path in sorted(logs.glob("ray_client_server*"))

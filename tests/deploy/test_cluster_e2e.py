@@ -144,6 +144,7 @@ def test_a_driver_without_the_right_token_is_refused(cycle: dict[str, Any]) -> N
         logs = cycle.get("client_server_logs", {})
         assert drivers[f"{where}/token"]["connected"], (where, drivers[f"{where}/token"], logs)
     assert "AuthenticationError" in " ".join(drivers["gcs/no_token"]["said"])
+    assert "(none)" not in cycle["client_server_logs"]  # a failure would show the head's logs
 
 
 def test_ray_submit_reports_any_failure_as_exit_status_1(cycle: dict[str, Any]) -> None:
