@@ -68,7 +68,7 @@ class Optimizer:
             raise ValueError(f"{len(group['params'])} parameters saved, {len(self.params)} here")
         self.lr = float(group["lr"])
         self.state = [
-            self._loaded({k: _own(v, p) for k, v in saved["state"].get(i, {}).items()})
+            self._loaded({k: _own(v, p, k != "step") for k, v in saved["state"].get(i, {}).items()})
             for i, p in enumerate(self.params)
         ]
 
@@ -76,12 +76,13 @@ class Optimizer:
         return dict(state)
 
 
-def _own(value: Any, p: Tensor) -> Any:
-    """A saved tensor as this optimiser's own copy, on `p`'s device and, if floating, in its
-    dtype (not shared with whoever handed it in); anything else as it is."""
+def _own(value: Any, p: Tensor, cast: bool) -> Any:
+    """A saved tensor as this optimiser's own copy (not shared with whoever handed it in), on
+    `p`'s device and, if `cast` and floating, in `p`'s dtype (as torch.optim does for all but
+    the step count, kept exact in its own dtype); anything else as it is."""
     if not isinstance(value, Tensor):
         return value
-    dtype = p.dtype if value.is_floating_point() else value.dtype
+    dtype = p.dtype if cast and value.is_floating_point() else value.dtype
     return value.detach().to(device=p.device, dtype=dtype, copy=True)
 
 

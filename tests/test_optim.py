@@ -114,6 +114,19 @@ def test_a_checkpoint_of_torch_optim_loads_and_continues_the_same(case: str) -> 
         assert torch.equal(a, b)
 
 
+def test_loaded_buffers_take_the_parameters_dtype_and_the_step_stays_exact() -> None:
+    p = nn.Parameter(torch.zeros(3, dtype=torch.float16))
+    opt = optim.Adam([p], 0.05)
+    saved = {
+        "state": {0: {"step": torch.tensor(3001.0), "exp_avg": torch.ones(3),
+                      "exp_avg_sq": torch.ones(3)}},
+        "param_groups": [{"lr": 0.05, "params": [0]}],
+    }  # fmt: skip
+    opt.load_state_dict(saved)
+    assert opt.state[0]["step"] == 3001  # float16 would round it to 3000
+    assert opt.state[0]["exp_avg"].dtype == torch.float16
+
+
 def test_a_state_for_other_parameters_is_refused() -> None:
     opt = optim.SGD(_model().parameters(), 0.05, momentum=0.9)
     other = optim.SGD([nn.Parameter(torch.zeros(2))], 0.05, momentum=0.9)
