@@ -7,6 +7,11 @@
    Ray's ``time_total_s`` against the sum of bare `fit` times), which excludes start-up.
    The smoke trials are ~0.1 s of compute, so a second, medium sweep (the same 2 x 2 grid
    at the `small` preset, 10 epochs) shows the overhead once trials do real work.
+   Where the rest goes: each trial's bare fit against its time in the sweep; the floor the
+   trials' own lengths set (their fit times started in Ray's order, longest first, on
+   `concurrency` slots, with no overhead: a grid of uneven trials cannot beat it); and the CPU
+   seconds of every process of the sweep by kind (trials, driver, Ray's daemons) against the
+   CPU seconds the wall time offered.
 2. Memory. Four trials on a paper-size video (256x256 px), once one at a time and once four
    at a time; the peak, over the run, of the summed proportional set size (PSS: shared pages
    counted once) of the driver and every process below it (Ray's GCS, raylet, workers), and
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import tempfile
 import threading
@@ -37,7 +43,7 @@ import torch
 from ssvae_core import allocator
 from ssvae_core.balls import Video, simulate
 from ssvae_core.frames import frames_to_tensor
-from ssvae_core.sweep import runner, spec, tracking
+from ssvae_core.sweep import runner, space, spec, tracking
 from ssvae_core.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +96,68 @@ def _is_worker(pid: int) -> bool:
         return False
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds `pid` has used so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _kind(pid: int) -> str:
+    """What a process of the sweep is: the driver, a Ray worker, or its program's name
+    (``raylet``, ``gcs_server``, ``log_monitor.py``, ...)."""
+    if pid == os.getpid():
+        return "driver (Tune's loop, MLflow parent, tables)"
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "?"
+    if argv[0].startswith(b"ray::"):
+        return "Ray workers (the trials)"
+    script = next((a for a in argv[1:] if a.endswith(b".py")), argv[0])
+    return os.path.basename(script.decode(errors="replace")) or "?"
+
+
+class CpuTime:
+    """Samples, every `interval` s, the CPU seconds of this process and its descendants;
+    `by_kind()` sums each process's last reading by `_kind` (a process that ends between
+    two samples loses at most `interval` s of its time)."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.seen: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU s at its last sample)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for pid in [os.getpid(), *_descendants(os.getpid())]:
+                # read each time: a worker starts as setup_worker.py, then names itself ray::
+                _, last = self.seen.get(pid, ("", 0.0))
+                kind = _kind(pid)
+                if kind != "?":
+                    self.seen[pid] = (kind, max(last, _cpu_seconds(pid)))
+            self._stop.wait(self.interval)
+
+    def by_kind(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for pid, (kind, seconds) in self.seen.items():
+            seconds -= self.before if pid == os.getpid() else 0.0
+            totals[kind] = totals.get(kind, 0.0) + seconds
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+    def __enter__(self) -> CpuTime:
+        self.before = _cpu_seconds(os.getpid())  # the driver's time before the sweep
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class PeakMemory:
     """Samples the summed PSS of this process and its descendants every `interval` s."""
 
@@ -114,6 +182,15 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def makespan(seconds: list[float], slots: int) -> float:
+    """The wall time of jobs of these lengths started in this order, each on the first free
+    one of `slots` (as Ray starts a grid's trials): the floor for a sweep with no overhead."""
+    free = [0.0] * slots
+    for length in seconds:
+        free[free.index(min(free))] += length
+    return max(free)
 
 
 def _quiet_run(sweep: spec.SweepSpec, workdir: Path) -> tuple[float, pd.DataFrame]:
@@ -143,10 +220,21 @@ def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
         fit_seconds.append(time.perf_counter() - start)
     sequential = time.perf_counter() - tic
     concurrency = min(sweep.execution.max_concurrent or os.cpu_count() or 1, os.cpu_count() or 1)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, CpuTime() as cpu:
         wall, trials = _quiet_run(sweep, Path(scratch))
     ideal = sequential / concurrency
     name = sweep.name
+    # Ray starts the trials longest first: the floor is that order with no overhead at all
+    groups = {group[0]: group for group in sweep.groups}
+    ray_order = [sum(fit_seconds[c] for c in groups[first]) for first in space.longest_first(sweep)]
+    floor = makespan(ray_order, concurrency)
+    print(f"\n{name}: each trial, bare fit s against its time in the sweep (Ray's time_total_s)")
+    keys = [key for key, _ in sweep.axes]
+    in_sweep = {tuple(str(v) for v in row): s for *row, s in trials[[*keys, "seconds"]].values}
+    for cell, bare in zip(sweep.cells, fit_seconds, strict=True):
+        ray_s = in_sweep.get(tuple(str(v) for v in cell.row(sweep.axes).values()), math.nan)
+        print(f"  {cell.label:<48} {bare:7.2f} {ray_s:7.2f}  {ray_s / bare:5.2f}x")
+    where = {f"{name}: CPU s, {kind}": seconds for kind, seconds in cpu.by_kind().items()}
     return {
         f"{name}: trials": len(sweep.cells),
         f"{name}: concurrency": concurrency,
@@ -157,6 +245,9 @@ def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
         f"{name}: in-trial ratio (sum time_total_s / sum fit s)": (
             trials["seconds"].sum() / sum(fit_seconds)
         ),
+        f"{name}: the trials' own tail, fit s in Ray's start order / ideal": floor / ideal,
+        f"{name}: CPU s available (wall x {os.cpu_count()} cores)": wall * (os.cpu_count() or 1),
+        **where,
     }
 
 

@@ -338,6 +338,31 @@ class Run:
         return True
 
 
+PROBE_PASS = 1 / 3  # a frame's forward pass alone (the probe), against a training pass
+
+
+def relative_cost(cfg: RunConfig) -> float:
+    """What a run will cost, before it runs: frame passes times pixels per frame.
+
+    A training pass (forward and backward) counts 1: each of the ((T - 1) // B) steps of an
+    epoch encodes `Run.step_index`'s frames, 2B + max(0, N - (B - 1)) for SSL and B for
+    ``supervised``; ``untrained`` trains no epoch. Each probe (epoch 0, every
+    ``probe.every_epochs`` and the last) encodes all T frames forward, `PROBE_PASS` each.
+    A sweep starts its costliest trials first with it (`sweep.space.longest_first`).
+    """
+    t, batch = cfg.data.n_frames, cfg.train.batch_size
+    epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs
+    if cfg.train.mode == "ssl":
+        negatives = cfg.objective.n_negatives or batch - 1
+        per_step = 2 * batch + max(0, negatives - (batch - 1))
+    else:
+        per_step = batch
+    every = cfg.probe.every_epochs
+    probes = 1 + epochs // every + (epochs % every > 0)
+    passes = epochs * ((t - 1) // batch) * per_step + probes * t * PROBE_PASS
+    return passes * cfg.data.size**2
+
+
 def video_on_device(cfg: RunConfig, video: Video | None) -> tuple[Tensor, Tensor]:
     """(frames uint8 [T, 3, H, W], positions [T, K, 2]) on ``cfg.train.device``, of `video`
     or, if None, of the video `cfg.data` simulates."""

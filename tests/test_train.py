@@ -16,7 +16,7 @@ from ssvae_core.couplings import COUPLINGS
 from ssvae_core.frames import encode_all, frames_to_tensor
 from ssvae_core.metrics import representation_step
 from ssvae_core.objectives import ESTIMATORS
-from ssvae_core.train import Run, fit
+from ssvae_core.train import PROBE_PASS, Run, fit, relative_cost
 
 
 def with_(cfg: config.RunConfig, **sections: dict[str, Any]) -> config.RunConfig:
@@ -177,6 +177,42 @@ def test_each_frame_is_encoded_once_per_step(tiny_cfg: config.RunConfig, tiny_vi
     base = torch.arange(10)  # a chain: frames 0..10, each target is the next base
     run.step(torch.cat([base, base + 1]), None)
     assert encoded == [11]
+
+
+@pytest.mark.parametrize(
+    ("mode", "n_negatives", "every"),
+    [
+        ("ssl", None, 1),
+        ("ssl", 25, 2),
+        ("ssl", 4, 3),
+        ("supervised", None, 2),
+        ("untrained", None, 1),
+    ],
+)
+def test_relative_cost_counts_the_frames_a_run_encodes(
+    mode: str, n_negatives: int | None, every: int, tiny_cfg: config.RunConfig, tiny_video: Video
+) -> None:
+    cfg = with_(
+        tiny_cfg,
+        train={"mode": mode, "epochs": 3},
+        objective={"n_negatives": n_negatives},
+        probe={"every_epochs": every},
+    )
+    frames = torch.from_numpy(tiny_video.frames).permute(0, 3, 1, 2).contiguous()
+    run = Run(cfg, frames, torch.from_numpy(tiny_video.positions))
+    per_epoch = sum(len(run.step_index(index)) for index, _ in run.batches())  # the sampler's
+    history = fit(cfg, video=tiny_video).history
+    probes = sum("probe_error_px" in row for row in history)  # the probes that ran
+    trained = len(history) - 1
+    expected = trained * per_epoch + probes * len(frames) * PROBE_PASS
+    assert relative_cost(cfg) == pytest.approx(expected * cfg.data.size**2)
+
+
+def test_relative_cost_orders_the_controls_below_ssl(tiny_cfg: config.RunConfig) -> None:
+    costs = {m: relative_cost(with_(tiny_cfg, train={"mode": m})) for m in config.TRAIN_MODES}
+    assert costs["untrained"] < costs["supervised"] < costs["ssl"]
+    bigger = with_(tiny_cfg, data={"size": 64, "diameter": 12})
+    assert relative_cost(bigger) == pytest.approx(4 * costs["ssl"])
 
 
 # ---------------------------------------------------------------- ELBO at the end (eqs. 18-22)

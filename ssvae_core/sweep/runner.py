@@ -150,9 +150,10 @@ def plain_error(error: BaseException) -> str:
 
 
 def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any]]:
-    """One row per trial of a Tuner run's ResultGrid (see `tables`); a fused trial
-    (``resources.fuse``) gives one row per cell it trained, from its own summary."""
-    rows = []
+    """One row per trial of a Tuner run's ResultGrid (see `tables`), in grid order (Ray
+    starts them `space.longest_first`); a fused trial (``resources.fuse``) gives one row per
+    cell it trained, from its own summary."""
+    rows: list[tuple[int, dict[str, Any]]] = []
     for result in grid:
         metrics, params = result.metrics or {}, result.config or {}
         final = bool(metrics.get("final"))
@@ -173,8 +174,8 @@ def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any
             row |= {k: metrics.get(k, "") for k in ("device", "cuda_visible_devices")}
             row["fused"] = len(cells)
             row["error"] = "" if result.error is None else plain_error(result.error)
-            rows.append(row)
-    return rows
+            rows.append((int(cell), row))
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A sweep is one or more *Tuner runs* (each a ``tune.Tuner`` under ``SWEEP_DIR/NAME``): the grid
 as one run (``grid``: a ``grid_search`` over the cells' indices, so a grid may be a union of
-products; with ``resources.fuse``, over the first cell of each fused `SweepSpec.groups`),
+products; with ``resources.fuse``, over the first cell of each fused `SweepSpec.groups`;
+in either case the costliest first, `longest_first`),
 or, when the spec has a ``search``, one Optuna (TPE) study per grid cell
 (``cell-000``, ...), whose searched keys are Ray Tune domains that `OptunaSearch` converts. A
 trial's Ray config holds its ``cell`` and its searched values (`SweepSpec.trial_params`).
@@ -19,6 +20,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ssvae_core.sweep.spec import SweepSpec
+from ssvae_core.train import relative_cost
 
 # A search dimension (`sections.DISTRIBUTIONS`) -> a Ray Tune domain; int bounds inclusive.
 DOMAINS: dict[str, Callable[[float, float], Any]] = {
@@ -31,9 +33,25 @@ DOMAINS: dict[str, Callable[[float, float], Any]] = {
 def tuner_runs(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     """(Tuner run name, Ray param space): one grid run, or one Optuna run per grid cell."""
     if spec.search is None:
-        return [("grid", {"cell": tune.grid_search([group[0] for group in spec.groups])})]
+        return [("grid", {"cell": tune.grid_search(longest_first(spec))})]
     domains = {key: DOMAINS[p.dist](p.low, p.high) for key, p in spec.space}
     return [(f"cell-{c.index:03d}", {"cell": c.index, **domains}) for c in spec.cells]
+
+
+def longest_first(spec: SweepSpec) -> list[int]:
+    """The grid's Ray trials (each named by its first cell), the costliest first
+    (`train.relative_cost`, summed over a fused trial's cells; ties in grid order).
+
+    Ray starts a grid's trials in this order, each on the first free slot: longest first, the
+    last to start are short, and the sweep does not end on one long trial running alone
+    beside idle slots. Results are unchanged (each trial's own seed); tables stay in grid
+    order (`runner.trial_rows`).
+    """
+
+    def cost(group: tuple[int, ...]) -> float:
+        return sum(relative_cost(spec.cells[cell].config) for cell in group)
+
+    return [group[0] for group in sorted(spec.groups, key=cost, reverse=True)]
 
 
 def searcher(spec: SweepSpec) -> OptunaSearch | None:

@@ -219,3 +219,39 @@ def test_the_cluster_script_runs_ssvae_sweep_with_address_auto(
     assert calls == [["sweep", str(SMOKE), "--resume", "--address", "auto"]]
     assert script.main(["sweeps/smoke.yaml", "--address", "10.0.0.1:6379"]) == 0
     assert calls[-1][-2:] == ["--address", "10.0.0.1:6379"]
+
+
+def test_a_grid_starts_its_costliest_trials_first_and_tables_keep_grid_order(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from ssvae_core.sweep.runner import trial_rows
+
+    body = "grid: {method: [untrained, supervised, gaussian], train.seed: [0, 1]}"
+    sweep = spec.load(write_spec(tmp_path, "order", body))
+    labels = [cell.label for cell in sweep.cells]
+    order = space.longest_first(sweep)
+    started = [sweep.cells[c].params[0][1] for c in order]
+    assert started == ["gaussian"] * 2 + ["supervised"] * 2 + ["untrained"] * 2
+    assert order[:2] == [4, 5]  # equal cost: grid order
+    ((_, params),) = space.tuner_runs(sweep)
+    assert params["cell"] == {"grid_search": order}
+    # Ray's ResultGrid lists trials in the order they started; the table is in grid order
+    results = [
+        SimpleNamespace(metrics={"final": True, "status": "ok"}, config={"cell": c}, error=None,
+                        path=f"/x/train_trial_{c:05x}_{c:05d}_cell")
+        for c in order
+    ]  # fmt: skip
+    rows = trial_rows(sweep, "grid", results)
+    assert [f"method={r['method']}, train.seed={r['train.seed']}" for r in rows] == labels
+
+
+def test_a_fused_trial_costs_all_its_cells(tmp_path: Path) -> None:
+    body = """\
+        grid: {method: [gaussian], train.seed: [0, 1, 2, 3, 4]}
+        resources: {fuse: 3}
+        """
+    sweep = spec.load(write_spec(tmp_path, "fused-order", body))
+    assert sweep.groups == ((0, 1, 2), (3, 4))
+    assert space.longest_first(sweep) == [0, 3]
