@@ -7,6 +7,8 @@
   with its settings off and on, at `small` and `paper` (pairs/s);
 - `torch.compile` of the centre-of-mass encoder against eager, per step (forward + backward),
   and the compile time the first step pays;
+- the probe's batch (`ssvae_core.frames.frames_per_batch`): 300 paper-size frames encoded
+  without gradients in batches of 256 against 16, each in a fresh process (seconds, peak RSS);
 - start-up: importing the command line, importing the trainer (torch), and the first
   optimiser a process builds: ``torch.optim``'s imports `torch._dynamo`, `ssvae_core.optim`'s
   (the same rules, written out) does not.
@@ -20,6 +22,7 @@ them alike. A ratio above 1 means the lever is faster.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -146,6 +149,51 @@ def compiled(rounds: int) -> dict[str, float]:
     }
 
 
+PROBE_BATCH = """
+import json, resource, sys, time, torch
+from ssvae_core import allocator, loader
+from ssvae_core.frames import encode_all
+from ssvae_core.train import Run, video_on_device
+allocator.reuse_freed_memory()  # as `ssvae` and every trial
+torch.set_num_threads(1)
+cfg = loader.load("paper", None, ["data.n_frames=300", "train.device=cpu"])
+run = Run(cfg, *video_on_device(cfg, None))
+batch = int(sys.argv[1])
+tic = time.perf_counter()
+z = encode_all(run.encoder, run.frames, batch=batch or None)
+seconds = time.perf_counter() - tic
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"s": seconds, "peak": peak, "z": float(z.sum())}))
+"""
+
+
+def probe_batch(rounds: int) -> dict[str, float]:
+    """The probe's encoding of 300 paper-size frames (256 px) in a fresh process: in batches
+    of 256 frames (as before) against `frames.frames_per_batch` (16 here); seconds, peak RSS,
+    and whether the representations are the same."""
+    best = {"256": {"s": float("inf"), "peak": 0.0}, "0": {"s": float("inf"), "peak": 0.0}}
+    sums = {}
+    for _ in range(rounds):
+        for batch, seen in best.items():
+            done = subprocess.run(
+                [sys.executable, "-c", PROBE_BATCH, batch],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            got = json.loads(done.stdout.strip().splitlines()[-1])
+            seen["s"], seen["peak"] = min(seen["s"], got["s"]), got["peak"]
+            sums[batch] = got["z"]
+    return {
+        "probe 256 px, 300 frames: s in batches of 256": best["256"]["s"],
+        "probe 256 px, 300 frames: s in batches of 16 (frames_per_batch)": best["0"]["s"],
+        "probe batch lever gain (256 / 16)": best["256"]["s"] / best["0"]["s"],
+        "probe 256 px: peak RSS MiB, batches of 256": best["256"]["peak"],
+        "probe 256 px: peak RSS MiB, batches of 16": best["0"]["peak"],
+        "probe batch: same representations (1 = yes)": float(sums["256"] == sums["0"]),
+    }
+
+
 START_UP = {
     "start-up: import ssvae_core.cli s": "import ssvae_core.cli",
     "start-up: import ssvae_core.train s": "import ssvae_core.train",
@@ -183,6 +231,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = {**batch_norm(args.rounds), **compiled(args.rounds), **start_up(3)}
     rows |= allocator(3, (("small", 29), ("paper", 3)))
+    rows |= probe_batch(3)
     width = max(map(len, rows))
     print(f"\n{'lever':<{width}}  value")
     for key, value in rows.items():

@@ -6,7 +6,8 @@
 - memory: peak resident memory of one `fit` (a few steps) per preset, each in a fresh process;
 - the whole `ssvae train` process against a plain PyTorch script, cold start to printed
   metrics (`bench/whole_run.py`; `small`, 5 epochs);
-- levers: the batch norm's rows path, the host allocator, `torch.compile`, start-up
+- levers: the batch norm's rows path, the host allocator, `torch.compile`, the probe's
+  batch, start-up
   (`bench/levers.py`).
 - fused trials: K = 1, 4, 16, 64 runs of `small` as one model against one run alone
   (`bench/fused.py`; one epoch each, after a warm-up epoch).
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_video import bench_video
 from fused import fused_pairs_per_s
-from levers import allocator, batch_norm, compiled, start_up
+from levers import allocator, batch_norm, compiled, probe_batch, start_up
 from trainer import compare
 from whole_run import compare as compare_whole
 
@@ -81,6 +82,7 @@ def main() -> None:
     lever_rows = {**batch_norm(2 if args.quick else 5), **compiled(2 if args.quick else 5)}
     presets = (("small", 10), ("paper", 2)) if args.quick else (("small", 29), ("paper", 3))
     lever_rows |= allocator(1 if args.quick else 3, presets)
+    lever_rows |= probe_batch(1 if args.quick else 3)
     rows += [(f"lever {k}", f"{v:.4g}") for k, v in {**lever_rows, **start_up(3)}.items()]
     small = loader.load("small", None, ["train.device=cpu"])
     small_video = simulate(small.data.balls, small.data.seed)

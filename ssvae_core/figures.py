@@ -30,6 +30,7 @@ from matplotlib.patches import Circle
 from torch import nn
 
 from ssvae_core.balls import PALETTE, Video, render
+from ssvae_core.frames import frames_per_batch
 from ssvae_core.probe import ProbeResult
 
 
@@ -160,10 +161,11 @@ def prior_heatmap(
         return encoder(x)
 
     z = encode(video.frames[frame : frame + 1])  # [1, D]
+    batch = frames_per_batch(size, size, device)
     log_f = torch.cat(
         [
-            coupling(z, encode(render(candidates[i : i + 256], size, diameter, video.colours)))
-            for i in range(0, len(candidates), 256)
+            coupling(z, encode(render(candidates[i : i + batch], size, diameter, video.colours)))
+            for i in range(0, len(candidates), batch)
         ],
         dim=1,
     )  # [1, G]

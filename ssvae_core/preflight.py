@@ -17,15 +17,17 @@ import torch
 
 from ssvae_core.config import RunConfig
 from ssvae_core.errors import ConfigError
+from ssvae_core.frames import frames_per_batch
 
 MEMORY_SHARE = 0.8  # a run may plan on this share of the machine's memory
 FLOAT = 4  # bytes per float32
 # Per pixel of an encoded frame, the floats kept for the backward pass of Fig. 2: the input,
 # 6 feature maps before and after batch norm and ReLU, 3 maps before and after the sigmoid;
-# without gradients (the probe's encoding) about two layers at a time. The estimate leaves out
-# torch's own runtime (~0.5 GB): it refuses what cannot fit, it does not plan tight runs.
-# Against the peak RSS of one epoch in README's benchmarks: 1.3 GB estimated, 1.5 GB at the paper
-# preset; 0.08 GB estimated, 1.3 GB measured at the small one (the runtime dominates there).
+# without gradients (the probe's encoding, `frames.frames_per_batch` frames at a time) about two
+# layers at a time. The estimate leaves out torch's own runtime (~0.3 GB): it refuses what
+# cannot fit, it does not plan tight runs. Against the peak RSS of one epoch of `fit` on the CPU
+# (README's benchmarks): 0.77 GiB estimated, 0.92 GiB measured at the paper preset; 0.08 GiB
+# estimated, 0.38 GiB measured at the small one (the runtime dominates there).
 ACTIVATIONS_PER_PIXEL = 3 + 6 * 3 + 3 * 3
 NO_GRAD_PER_PIXEL = 3 + 6 + 6
 
@@ -54,7 +56,9 @@ def estimate(cfg: RunConfig) -> dict[str, int]:
     n_negatives = cfg.objective.n_negatives or train.batch_size - 1
     encoded = 2 * train.batch_size + max(0, n_negatives - (train.batch_size - 1))
     step = encoded * pixels * ACTIVATIONS_PER_PIXEL * FLOAT
-    probe = min(256, data.n_frames) * pixels * NO_GRAD_PER_PIXEL * FLOAT  # encode_all
+    on_cpu = train.device == "cpu" or (train.device == "auto" and not torch.cuda.is_available())
+    per_pass = frames_per_batch(data.size, data.size, torch.device("cpu" if on_cpu else "cuda"))
+    probe = min(per_pass, data.n_frames) * pixels * NO_GRAD_PER_PIXEL * FLOAT  # encode_all
     hidden = cfg.encoder.used().get("hidden", 0)
     weights = (
         4 * (pixels * 3 * hidden + hidden * hidden) * FLOAT if cfg.encoder.kind == "mlp" else 0

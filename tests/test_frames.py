@@ -56,3 +56,27 @@ def test_cpu_named_is_silent_even_with_a_gpu_given(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     devices, caught = _resolve_twice("cpu")
     assert devices == [torch.device("cpu")] * 2 and caught == []
+
+
+def test_a_pass_without_gradients_encodes_about_a_million_pixels_at_once_on_the_cpu() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert frames.frames_per_batch(64, 64, cpu) == 256  # the small preset: as before
+    assert frames.frames_per_batch(256, 256, cpu) == 16  # the paper's
+    assert frames.frames_per_batch(4096, 4096, cpu) == 1
+    assert frames.frames_per_batch(256, 256, cuda) == frames.GPU_FRAMES_PER_BATCH
+
+
+def test_encode_all_gives_the_same_numbers_whatever_the_batch() -> None:
+    from ssvae_core.encoder import CentreOfMassEncoder
+
+    torch.manual_seed(0)
+    encoder = CentreOfMassEncoder().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    video = torch.randint(0, 256, (37, 3, 256, 256), dtype=torch.uint8)
+    video = video.contiguous(memory_format=torch.channels_last)
+    encoder(frames.as_float(video[:8]))  # training mode: running statistics move off 0 and 1
+    seen: list[int] = []
+    encoder.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    z = frames.encode_all(encoder, video)
+    assert seen == [16, 16, 5]  # 16 frames of 256 x 256 px a pass
+    assert encoder.training  # its mode given back
+    assert (z == frames.encode_all(encoder, video, batch=37)).all()  # eval mode: per frame
