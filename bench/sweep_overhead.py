@@ -16,7 +16,8 @@
    at a time; the peak, over the run, of the summed proportional set size (PSS: shared pages
    counted once) of the driver and every process below it (Ray's GCS, raylet, workers), and
    of the trial workers alone. Target: 4-at-a-time <= 1.5x one-at-a-time (the video is put in
-   Ray's object store once and every trial reads that copy).
+   Ray's object store once and every trial reads that copy). Also the four as one fused trial
+   (``resources.fuse: 4``): one process, so one torch runtime instead of four.
 
     python bench/sweep_overhead.py                 # both (about 3-4 minutes on 2 cores)
     python bench/sweep_overhead.py --only time     # or: --only memory
@@ -272,11 +273,15 @@ def measure_memory() -> dict[str, float]:
         "video MiB": data.balls.n_frames * data.balls.size * data.balls.size * 3 / 2**20,
         "trial frames alias the object store copy (1 = yes)": float(zero_copy),
     }
-    for concurrent in (1, 4):
+    # (label, Ray's CPUs = trials at a time, resources.fuse): 4 processes, or 4 trials fused
+    # into one (`ssvae_core.fused`: one process, one torch runtime)
+    for label, concurrent, fuse in (("1 at a time", 1, 1), ("4 at a time", 4, 1),
+                                    ("4 fused in one trial", 1, 4)):  # fmt: skip
         sweep = dataclasses.replace(
             base,
-            name=f"memory-{concurrent}",
+            name=f"memory-{concurrent}-{fuse}",
             execution=dataclasses.replace(base.execution, max_concurrent=concurrent),
+            resources=dataclasses.replace(base.resources, fuse=fuse),
         )
         ray.init(num_cpus=concurrent, include_dashboard=False, log_to_driver=False)
         try:
@@ -284,12 +289,12 @@ def measure_memory() -> dict[str, float]:
                 _quiet_run(sweep, Path(scratch))
         finally:
             ray.shutdown()
-        out[f"peak PSS, {concurrent} at a time, all MiB"] = peak.total_mib
-        out[f"peak PSS, {concurrent} at a time, workers MiB"] = peak.workers_mib
-    out["ratio all (target <= 1.5)"] = (
-        out["peak PSS, 4 at a time, all MiB"] / out["peak PSS, 1 at a time, all MiB"]
-    )
-    out["ratio workers"] = (
+        out[f"peak PSS, {label}, all MiB"] = peak.total_mib
+        out[f"peak PSS, {label}, workers MiB"] = peak.workers_mib
+    one = out["peak PSS, 1 at a time, all MiB"]
+    out["ratio all, 4 at a time (target <= 1.5)"] = out["peak PSS, 4 at a time, all MiB"] / one
+    out["ratio all, 4 fused"] = out["peak PSS, 4 fused in one trial, all MiB"] / one
+    out["ratio workers, 4 at a time"] = (
         out["peak PSS, 4 at a time, workers MiB"] / out["peak PSS, 1 at a time, workers MiB"]
     )
     return out
