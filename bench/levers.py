@@ -9,6 +9,8 @@
   and the compile time the first step pays;
 - the probe's batch (`ssvae_core.frames.frames_per_batch`): 300 paper-size frames encoded
   without gradients in batches of 256 against 16, each in a fresh process (seconds, peak RSS);
+- oneDNN's instruction set for Fig. 2's convolutions (AVX-512 against AVX2), in fresh
+  processes: measured, not kept;
 - start-up: importing the command line, importing the trainer (torch), and the first
   optimiser a process builds: ``torch.optim``'s imports `torch._dynamo`, `ssvae_core.optim`'s
   (the same rules, written out) does not.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -149,8 +152,57 @@ def compiled(rounds: int) -> dict[str, float]:
     }
 
 
+CONV_ISA = """
+import json, time, torch
+from torch import nn
+torch.set_num_threads(1)
+cl = torch.channels_last
+torch.manual_seed(0)
+x = torch.rand(60, 3, 64, 64).contiguous(memory_format=cl)
+convs = [nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 3, 3, padding=1)]
+for conv in convs:
+    conv.to(memory_format=cl)
+def step():
+    h = convs[0](x)
+    convs[1](h).square().sum().backward()
+for _ in range(3):
+    step()
+best = float("inf")
+for _ in range(5):
+    tic = time.perf_counter()
+    for _ in range(10):
+        step()
+    best = min(best, (time.perf_counter() - tic) / 10)
+print(json.dumps({"ms": best * 1e3, "grad": float(convs[0].weight.grad.double().sum())}))
+"""
+
+
+def conv_isa(rounds: int) -> dict[str, float]:
+    """Fig. 2's two convolutions (forward + backward, one `small` step) in fresh processes,
+    oneDNN free to use AVX-512 (its default here) against capped at AVX2
+    (``ONEDNN_MAX_CPU_ISA=AVX2``): its AVX-512 kernels block output channels by 16, and Fig. 2
+    has 6 and 3. Not kept: it changes the rounding, and suits this CPU only."""
+    best = {"default": float("inf"), "AVX2": float("inf")}
+    grads = {}
+    for _ in range(rounds):
+        for isa in best:
+            env = {**os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa != "default" else {})}
+            done = subprocess.run(
+                [sys.executable, "-c", CONV_ISA], check=True, capture_output=True, text=True,
+                env=env,
+            )  # fmt: skip
+            got = json.loads(done.stdout.strip().splitlines()[-1])
+            best[isa], grads[isa] = min(best[isa], got["ms"]), got["grad"]
+    return {
+        "convolutions ms (fwd+bwd), oneDNN default (AVX-512 here)": best["default"],
+        "convolutions ms (fwd+bwd), ONEDNN_MAX_CPU_ISA=AVX2": best["AVX2"],
+        "conv ISA lever gain (default / AVX2), not kept": best["default"] / best["AVX2"],
+        "conv ISA: same gradients to the bit (1 = yes)": float(grads["default"] == grads["AVX2"]),
+    }
+
+
 PROBE_BATCH = """
-import json, resource, sys, time, torch
+import json, sys, time, torch
 from ssvae_core import allocator, loader
 from ssvae_core.frames import encode_all
 from ssvae_core.train import Run, video_on_device
@@ -162,7 +214,8 @@ batch = int(sys.argv[1])
 tic = time.perf_counter()
 z = encode_all(run.encoder, run.frames, batch=batch or None)
 seconds = time.perf_counter() - tic
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, this process's own peak: ru_maxrss would report the parent's size at the fork
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
 print(json.dumps({"s": seconds, "peak": peak, "z": float(z.sum())}))
 """
 
@@ -231,7 +284,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = {**batch_norm(args.rounds), **compiled(args.rounds), **start_up(3)}
     rows |= allocator(3, (("small", 29), ("paper", 3)))
-    rows |= probe_batch(3)
+    rows |= probe_batch(3) | conv_isa(3)
     width = max(map(len, rows))
     print(f"\n{'lever':<{width}}  value")
     for key, value in rows.items():

@@ -3,11 +3,11 @@
 - video: time to simulate and render the paper-size video (900 × 256 × 256);
 - trainer: pairs per second of `ssvae_core.train` against a straightforward PyTorch loop
   (`bench/trainer.py`), at the `small` and `paper` presets, measured side by side;
-- memory: peak resident memory of one `fit` (a few steps) per preset, each in a fresh process;
+- memory: peak resident memory (VmHWM) of one epoch of `fit` per preset, each in a fresh process;
 - the whole `ssvae train` process against a plain PyTorch script, cold start to printed
   metrics (`bench/whole_run.py`; `small`, 5 epochs);
 - levers: the batch norm's rows path, the host allocator, `torch.compile`, the probe's
-  batch, start-up
+  batch, oneDNN's instruction set (not kept), start-up
   (`bench/levers.py`).
 - fused trials: K = 1, 4, 16, 64 runs of `small` as one model against one run alone
   (`bench/fused.py`; one epoch each, after a warm-up epoch).
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_video import bench_video
 from fused import fused_pairs_per_s
-from levers import allocator, batch_norm, compiled, probe_batch, start_up
+from levers import allocator, batch_norm, compiled, conv_isa, probe_batch, start_up
 from trainer import compare
 from whole_run import compare as compare_whole
 
@@ -37,12 +37,13 @@ from ssvae_core import loader
 from ssvae_core.balls import simulate
 
 PEAK_RSS = """
-import json, resource, sys, torch
+import json, sys, torch
 from ssvae_core import loader
 from ssvae_core.train import fit
 cfg = loader.load(sys.argv[1], None, ["train.epochs=1", "train.device=" + sys.argv[2]])
 fit(cfg)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, this process's own peak: ru_maxrss would report the parent's size at the fork
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
 cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
 print(json.dumps({"peak_rss_mib": peak, "peak_cuda_mib": cuda}))
 """
@@ -82,7 +83,7 @@ def main() -> None:
     lever_rows = {**batch_norm(2 if args.quick else 5), **compiled(2 if args.quick else 5)}
     presets = (("small", 10), ("paper", 2)) if args.quick else (("small", 29), ("paper", 3))
     lever_rows |= allocator(1 if args.quick else 3, presets)
-    lever_rows |= probe_batch(1 if args.quick else 3)
+    lever_rows |= probe_batch(1 if args.quick else 3) | conv_isa(1 if args.quick else 3)
     rows += [(f"lever {k}", f"{v:.4g}") for k, v in {**lever_rows, **start_up(3)}.items()]
     small = loader.load("small", None, ["train.device=cpu"])
     small_video = simulate(small.data.balls, small.data.seed)
