@@ -5,7 +5,7 @@
    run back to back with `train.fit` in one process on the shared video, divided by the
    sweep's concurrency. Target: ratio <= 1.10. Also the ratio inside the trials (the sum of
    Ray's ``time_total_s`` against the sum of bare `fit` times), which excludes start-up.
-   The smoke trials are ~0.1 s of compute, so a second, medium sweep (the same 2 x 2 grid
+   The smoke trials are ~0.06 s of compute, so a second, medium sweep (the same 2 x 2 grid
    at the `small` preset, 10 epochs) shows the overhead once trials do real work.
    Where the rest goes: each trial's bare fit against its time in the sweep; the floor the
    trials' own lengths set (their fit times started in Ray's order, longest first, on
@@ -19,7 +19,7 @@
    Ray's object store once and every trial reads that copy). Also the four as one fused trial
    (``resources.fuse: 4``): one process, so one torch runtime instead of four.
 
-    python bench/sweep_overhead.py                 # both (about 3-4 minutes on 2 cores)
+    python bench/sweep_overhead.py                 # both (about 10 minutes on 2 cores)
     python bench/sweep_overhead.py --only time     # or: --only memory
 
 The MLflow store is a sqlite file in a temporary directory, created before timing starts.
@@ -48,7 +48,7 @@ from ssvae_core.sweep import runner, space, spec, tracking
 from ssvae_core.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
-# The smoke trials are ~0.1 s of compute each, so the smoke ratio is all fixed cost; the
+# The smoke trials are ~0.06 s of compute each, so the smoke ratio is all fixed cost; the
 # same 2 x 2 grid at the `small` preset with 10 epochs (~15 s a trial) shows the amortised one.
 MEDIUM_SPEC = """\
 name: medium
@@ -90,11 +90,22 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _is_worker(pid: int) -> bool:
+# Ray's own agents also name themselves ray::...; they are daemons, not trial workers
+RAY_AGENTS = (b"ray::DashboardAgent", b"ray::RuntimeEnvAgent")
+
+
+def _title(pid: int) -> bytes:
+    """The process's argv[0] (Ray's workers set it to ``ray::...``); b"" if it is gone."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
     except OSError:
-        return False
+        return b""
+
+
+def _is_worker(pid: int) -> bool:
+    """A Ray worker process (a trial's, or one idle for the next), not one of Ray's agents."""
+    title = _title(pid)
+    return title.startswith(b"ray::") and not title.startswith(RAY_AGENTS)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -115,8 +126,10 @@ def _kind(pid: int) -> str:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    if argv[0].startswith(b"ray::"):
+    if _is_worker(pid):
         return "Ray workers (the trials)"
+    if argv[0].startswith(RAY_AGENTS):
+        return argv[0].decode().removeprefix("ray::")
     script = next((a for a in argv[1:] if a.endswith(b".py")), argv[0])
     return os.path.basename(script.decode(errors="replace")) or "?"
 
@@ -225,9 +238,9 @@ def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
         wall, trials = _quiet_run(sweep, Path(scratch))
     ideal = sequential / concurrency
     name = sweep.name
-    # Ray starts the trials longest first: the floor is that order with no overhead at all
+    # the floor: the bare fit times in Ray's start order, with no overhead at all
     groups = {group[0]: group for group in sweep.groups}
-    ray_order = [sum(fit_seconds[c] for c in groups[first]) for first in space.longest_first(sweep)]
+    ray_order = [sum(fit_seconds[c] for c in groups[first]) for first in space.start_order(sweep)]
     floor = makespan(ray_order, concurrency)
     print(f"\n{name}: each trial, bare fit s against its time in the sweep (Ray's time_total_s)")
     keys = [key for key, _ in sweep.axes]

@@ -154,6 +154,7 @@ def prior_heatmap(
     candidates = np.repeat(video.positions[frame + 1][None], grid * grid, axis=0)  # [G, K, 2]
     candidates[:, ball, 0], candidates[:, ball, 1] = cx.ravel(), cy.ravel()
     device = next(encoder.parameters()).device
+    was_training = encoder.training
     encoder.eval()
 
     def encode(frames: np.ndarray) -> torch.Tensor:  # [n, H, W, 3] uint8 -> [n, D]
@@ -169,6 +170,7 @@ def prior_heatmap(
         ],
         dim=1,
     )  # [1, G]
+    encoder.train(was_training)
     return torch.softmax(log_f[0], dim=0).reshape(grid, grid).cpu().numpy()
 
 

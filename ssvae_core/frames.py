@@ -74,9 +74,10 @@ def as_float(frames: Tensor) -> Tensor:
 
 # Frames a pass without gradients (the probe, Fig. 1D/E) encodes at once. On a GPU, many. On
 # the CPU about a million pixels (256 frames at 64 px, 16 at 256 px): a layer's output is then
-# 24 MiB (6 maps, float32), which the cache holds and glibc's heap keeps. At 256 px, 16 frames
-# took 0.72 s for 300 frames against 1.87 s in batches of 256, with a third of the peak memory
-# (432 against 1291 MiB), the same numbers to the bit (README, Benchmarks; `bench/levers.py`).
+# 24 MiB (6 maps, float32), which the cache holds and glibc's heap keeps. At 256 px, 300
+# frames took 0.77 s in batches of 16 against 1.89 s in batches of 256, with a third of the
+# peak memory (419 against 1291 MiB), the same numbers to the bit (README, Benchmarks;
+# `bench/levers.py`).
 GPU_FRAMES_PER_BATCH = 256
 CPU_PIXELS_PER_BATCH = 2**20
 

@@ -345,10 +345,11 @@ def relative_cost(cfg: RunConfig) -> float:
     """What a run will cost, before it runs: frame passes times pixels per frame.
 
     A training pass (forward and backward) counts 1: each of the ((T - 1) // B) steps of an
-    epoch encodes `Run.step_index`'s frames, 2B + max(0, N - (B - 1)) for SSL and B for
-    ``supervised``; ``untrained`` trains no epoch. Each probe (epoch 0, every
-    ``probe.every_epochs`` and the last) encodes all T frames forward, `PROBE_PASS` each.
-    A sweep starts its costliest trials first with it (`sweep.space.longest_first`).
+    epoch passes `Run.step_index`'s frames to the encoder, 2B + max(0, N - (B - 1)) for SSL
+    and B for ``supervised`` (at most: a frame that appears twice is encoded once);
+    ``untrained`` trains no epoch. Each probe (epoch 0, every ``probe.every_epochs`` and the
+    last) encodes all T frames forward, `PROBE_PASS` each. A sweep starts its costliest trials
+    first with it (`sweep.space.longest_first`).
     """
     t, batch = cfg.data.n_frames, cfg.train.batch_size
     epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs

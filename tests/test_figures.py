@@ -70,9 +70,12 @@ def untrained(tiny_video: Video) -> tuple[torch.nn.Module, torch.nn.Module]:
 def test_the_prior_heatmap_is_a_distribution_over_the_lattice(
     tiny_video: Video, untrained: tuple[torch.nn.Module, torch.nn.Module]
 ) -> None:
+    encoder = untrained[0]
+    assert encoder.training
     heat = figures.prior_heatmap(*untrained, tiny_video, frame=0, grid=16)
     assert heat.shape == (16, 16) and (heat >= 0).all()
     assert heat.sum() == pytest.approx(1.0, abs=1e-5)
+    assert encoder.training  # drawn in eval mode, then given back its mode
 
 
 def test_fig1de_names_the_coral_ball_and_has_a_probability_colour_bar_and_a_legend(

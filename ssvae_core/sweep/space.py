@@ -3,7 +3,7 @@
 A sweep is one or more *Tuner runs* (each a ``tune.Tuner`` under ``SWEEP_DIR/NAME``): the grid
 as one run (``grid``: a ``grid_search`` over the cells' indices, so a grid may be a union of
 products; with ``resources.fuse``, over the first cell of each fused `SweepSpec.groups`;
-in either case the costliest first, `longest_first`),
+in either case the costliest first, `longest_first`, unless a scheduler runs),
 or, when the spec has a ``search``, one Optuna (TPE) study per grid cell
 (``cell-000``, ...), whose searched keys are Ray Tune domains that `OptunaSearch` converts. A
 trial's Ray config holds its ``cell`` and its searched values (`SweepSpec.trial_params`).
@@ -33,9 +33,18 @@ DOMAINS: dict[str, Callable[[float, float], Any]] = {
 def tuner_runs(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
     """(Tuner run name, Ray param space): one grid run, or one Optuna run per grid cell."""
     if spec.search is None:
-        return [("grid", {"cell": tune.grid_search(longest_first(spec))})]
+        return [("grid", {"cell": tune.grid_search(start_order(spec))})]
     domains = {key: DOMAINS[p.dist](p.low, p.high) for key, p in spec.space}
     return [(f"cell-{c.index:03d}", {"cell": c.index, **domains}) for c in spec.cells]
+
+
+def start_order(spec: SweepSpec) -> list[int]:
+    """The grid's Ray trials (each named by its first cell) in the order Ray starts them:
+    `longest_first`, or grid order under a scheduler (ASHA compares trials as they reach
+    each rung, so the order is part of its decisions; the file's order keeps them)."""
+    if spec.scheduler is not None:
+        return [group[0] for group in spec.groups]
+    return longest_first(spec)
 
 
 def longest_first(spec: SweepSpec) -> list[int]:
@@ -44,8 +53,9 @@ def longest_first(spec: SweepSpec) -> list[int]:
 
     Ray starts a grid's trials in this order, each on the first free slot: longest first, the
     last to start are short, and the sweep does not end on one long trial running alone
-    beside idle slots. Results are unchanged (each trial's own seed); tables stay in grid
-    order (`runner.trial_rows`).
+    beside idle slots. A trial's own numbers do not depend on the order (its seed); which
+    trials a ``budget.time_budget_s`` leaves unfinished does. Tables stay in grid order
+    (`runner.trial_rows`).
     """
 
     def cost(group: tuple[int, ...]) -> float:

@@ -247,11 +247,26 @@ def test_a_grid_starts_its_costliest_trials_first_and_tables_keep_grid_order(
     assert [f"method={r['method']}, train.seed={r['train.seed']}" for r in rows] == labels
 
 
-def test_a_fused_trial_costs_all_its_cells(tmp_path: Path) -> None:
+def test_under_a_scheduler_a_grid_starts_in_grid_order(tmp_path: Path) -> None:
     body = """\
-        grid: {method: [gaussian], train.seed: [0, 1, 2, 3, 4]}
+        grid: {method: [untrained, gaussian], train.seed: [0, 1]}
+        scheduler: {kind: asha}
+        """
+    sweep = spec.load(write_spec(tmp_path, "asha-order", body))
+    assert space.longest_first(sweep) == [2, 3, 0, 1]  # what it would be without ASHA
+    assert space.start_order(sweep) == [0, 1, 2, 3]
+    ((_, params),) = space.tuner_runs(sweep)
+    assert params["cell"] == {"grid_search": [0, 1, 2, 3]}
+
+
+def test_a_fused_trial_costs_all_its_cells(tmp_path: Path) -> None:
+    # a 3-epoch cell alone (its epochs set it apart), then three 2-epoch cells fused: 3 < 6
+    body = """\
+        grid:
+          - {train.epochs: [3], train.seed: [0]}
+          - {train.epochs: [2], train.seed: [0, 1, 2]}
         resources: {fuse: 3}
         """
     sweep = spec.load(write_spec(tmp_path, "fused-order", body))
-    assert sweep.groups == ((0, 1, 2), (3, 4))
-    assert space.longest_first(sweep) == [0, 3]
+    assert sweep.groups == ((0,), (1, 2, 3))
+    assert space.longest_first(sweep) == [1, 0]
