@@ -151,7 +151,7 @@ def plain_error(error: BaseException) -> str:
 
 def trial_rows(spec: SweepSpec, tuner_run: str, grid: Any) -> list[dict[str, Any]]:
     """One row per trial of a Tuner run's ResultGrid (see `tables`), in grid order (Ray
-    starts them `space.longest_first`); a fused trial (``resources.fuse``) gives one row per
+    starts them in `space.start_order`); a fused trial (``resources.fuse``) gives one row per
     cell it trained, from its own summary."""
     rows: list[tuple[int, dict[str, Any]]] = []
     for result in grid:
