@@ -228,7 +228,7 @@ def probe_batch(rounds: int) -> dict[str, float]:
     `rounds`), peak RSS (the largest), and whether the representations are the same to the bit
     (a hash of their bytes)."""
     best = {"256": {"s": float("inf"), "peak": 0.0}, "0": {"s": float("inf"), "peak": 0.0}}
-    sums = {}
+    digests = {}
     for _ in range(rounds):
         for batch, seen in best.items():
             done = subprocess.run(
@@ -239,14 +239,14 @@ def probe_batch(rounds: int) -> dict[str, float]:
             )
             got = json.loads(done.stdout.strip().splitlines()[-1])
             seen["s"], seen["peak"] = min(seen["s"], got["s"]), max(seen["peak"], got["peak"])
-            sums[batch] = got["z"]
+            digests[batch] = got["z"]
     return {
         "probe 256 px, 300 frames: s in batches of 256": best["256"]["s"],
         "probe 256 px, 300 frames: s in batches of 16 (frames_per_batch)": best["0"]["s"],
         "probe batch lever gain (256 / 16)": best["256"]["s"] / best["0"]["s"],
         "probe 256 px: peak RSS MiB, batches of 256": best["256"]["peak"],
         "probe 256 px: peak RSS MiB, batches of 16": best["0"]["peak"],
-        "probe batch: same representations (1 = yes)": float(sums["256"] == sums["0"]),
+        "probe batch: same representations (1 = yes)": float(digests["256"] == digests["0"]),
     }
 
 

@@ -102,10 +102,14 @@ def _title(pid: int) -> bytes:
         return b""
 
 
-def _is_worker(pid: int) -> bool:
-    """A Ray worker process (a trial's, or one idle for the next), not one of Ray's agents."""
-    title = _title(pid)
+def _worker_title(title: bytes) -> bool:
+    """Whether argv[0] `title` is a Ray worker's (a trial's, or one idle for the next), not
+    one of Ray's agents."""
     return title.startswith(b"ray::") and not title.startswith(RAY_AGENTS)
+
+
+def _is_worker(pid: int) -> bool:
+    return _worker_title(_title(pid))
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -126,7 +130,7 @@ def _kind(pid: int) -> str:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return "?"
-    if _is_worker(pid):
+    if _worker_title(argv[0]):
         return "Ray workers (the trials)"
     if argv[0].startswith(RAY_AGENTS):
         return argv[0].decode().removeprefix("ray::")
