@@ -11,6 +11,8 @@
   without gradients in batches of 256 against 16, each in a fresh process (seconds, peak RSS);
 - oneDNN's instruction set for Fig. 2's convolutions (AVX-512 against AVX2), in fresh
   processes: measured, not kept;
+- Fig. 2's convolutions by the C kernels (`ssvae_core.conv3x3`, NCHW) against oneDNN in
+  channels-last, forward + backward, and each one's error against float64;
 - start-up: importing the command line, importing the trainer (torch), and the first
   optimiser a process builds: ``torch.optim``'s imports `torch._dynamo`, `ssvae_core.optim`'s
   (the same rules, written out) does not.
@@ -24,6 +26,7 @@ them alike. A ratio above 1 means the lever is faster.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
@@ -35,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ssvae_core import conv3x3
 from ssvae_core.batchnorm import BatchNorm2d
 from ssvae_core.encoder import CentreOfMassEncoder
 
@@ -202,6 +206,54 @@ def conv_isa(rounds: int) -> dict[str, float]:
     }
 
 
+def native_conv(rounds: int) -> dict[str, float]:
+    """Fig. 2's two convolutions, forward + backward on one `small` step ([60, 3, 64, 64] ->
+    6 -> 3 maps): oneDNN in channels-last (PyTorch's fastest layout for them) against the C
+    kernels in NCHW, and the largest error of each one's weight gradients against float64,
+    relative to the gradient's largest entry."""
+    if conv3x3.library() is None:
+        return {"native conv: C kernels not built (no C compiler)": float("nan")}
+    torch.manual_seed(0)
+    made = [nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 3, 3, padding=1)]  # float32 weights
+    exact = [copy.deepcopy(conv).double() for conv in made]
+    x = torch.rand(FRAMES)
+
+    def step(convs: list[nn.Module], frames: Tensor) -> list[Tensor]:
+        for conv in convs:
+            conv.zero_grad()
+        convs[1](convs[0](frames)).square().sum().backward()
+        return [conv.weight.grad for conv in convs]  # type: ignore[misc]
+
+    want = step(exact, x.double())
+    cl = torch.channels_last
+    variants = {
+        "oneDNN": (nn.Conv2d, x.contiguous(memory_format=cl), cl),
+        "C": (conv3x3.Conv2d, x, torch.contiguous_format),
+    }
+    times, errors, models = {}, {}, {}
+    for name, (kind, frames, layout) in variants.items():
+        convs = [kind(3, 6, 3, padding=1), kind(6, 3, 3, padding=1)]
+        for conv, original in zip(convs, made, strict=True):
+            conv.load_state_dict(original.state_dict())
+            conv.to(memory_format=layout)
+        models[name] = (convs, frames)
+        errors[name] = max(
+            ((g.double() - w).abs().max() / w.abs().max()).item()
+            for g, w in zip(step(convs, frames), want, strict=True)
+        )
+        times[name] = float("inf")
+    for _ in range(rounds):  # alternate
+        for name, (convs, frames) in models.items():
+            times[name] = min(times[name], _best_ms(lambda c=convs, f=frames: step(c, f), 1))
+    return {
+        "native conv: ms (fwd+bwd), oneDNN channels-last": times["oneDNN"],
+        "native conv: ms (fwd+bwd), C kernels NCHW": times["C"],
+        "native conv lever gain (oneDNN / C)": times["oneDNN"] / times["C"],
+        "native conv: weight-gradient error vs float64, oneDNN": errors["oneDNN"],
+        "native conv: weight-gradient error vs float64, C kernels": errors["C"],
+    }
+
+
 PROBE_BATCH = """
 import hashlib, json, sys, time, torch
 from ssvae_core import allocator, loader
@@ -287,7 +339,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = {**batch_norm(args.rounds), **compiled(args.rounds), **start_up(3)}
     rows |= allocator(3, (("small", 29), ("paper", 3)))
-    rows |= probe_batch(3) | conv_isa(3)
+    rows |= probe_batch(3) | conv_isa(3) | native_conv(args.rounds)
     width = max(map(len, rows))
     print(f"\n{'lever':<{width}}  value")
     for key, value in rows.items():

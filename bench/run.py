@@ -7,7 +7,7 @@
 - the whole `ssvae train` process against a plain PyTorch script, cold start to printed
   metrics (`bench/whole_run.py`; `small`, 5 epochs);
 - levers: the batch norm's rows path, the host allocator, `torch.compile`, the probe's
-  batch, oneDNN's instruction set (not kept), start-up
+  batch, oneDNN's instruction set (not kept), the C convolutions, start-up
   (`bench/levers.py`).
 - fused trials: K = 1, 4, 16, 64 runs of `small` as one model against one run alone
   (`bench/fused.py`; one epoch each, after a warm-up epoch).
@@ -29,7 +29,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_video import bench_video
 from fused import fused_pairs_per_s
-from levers import allocator, batch_norm, compiled, conv_isa, probe_batch, start_up
+from levers import (
+    allocator,
+    batch_norm,
+    compiled,
+    conv_isa,
+    native_conv,
+    probe_batch,
+    start_up,
+)
 from trainer import compare
 from whole_run import compare as compare_whole
 
@@ -84,6 +92,7 @@ def main() -> None:
     presets = (("small", 10), ("paper", 2)) if args.quick else (("small", 29), ("paper", 3))
     lever_rows |= allocator(1 if args.quick else 3, presets)
     lever_rows |= probe_batch(1 if args.quick else 3) | conv_isa(1 if args.quick else 3)
+    lever_rows |= native_conv(2 if args.quick else 5)
     rows += [(f"lever {k}", f"{v:.4g}") for k, v in {**lever_rows, **start_up(3)}.items()]
     small = loader.load("small", None, ["train.device=cpu"])
     small_video = simulate(small.data.balls, small.data.seed)

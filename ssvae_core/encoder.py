@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ssvae_core.batchnorm import BatchNorm2d
+from ssvae_core.conv3x3 import Conv2d
 from ssvae_core.registry import declared_params, lookup
 from ssvae_core.scale import PositiveScale
 
@@ -52,10 +53,10 @@ class CentreOfMassEncoder(nn.Module):
     def __init__(self, in_channels: int = 3, hidden: int = 6, n_maps: int = 3) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1),
+            Conv2d(in_channels, hidden, kernel_size=3, padding=1),
             BatchNorm2d(hidden),
             nn.ReLU(),
-            nn.Conv2d(hidden, n_maps, kernel_size=3, padding=1),
+            Conv2d(hidden, n_maps, kernel_size=3, padding=1),
             BatchNorm2d(n_maps),
             nn.Sigmoid(),
         )

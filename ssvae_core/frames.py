@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ssvae_core.balls import Video
+from ssvae_core.conv3x3 import memory_format
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,13 +59,12 @@ def _warn_gpu_not_used(message: str) -> None:
 
 
 def frames_to_tensor(video: Video, device: torch.device | str) -> Tensor:
-    """The video's frames once on the device. uint8 [T, 3, H, W], channels-last in memory.
-
-    Channels-last is the frames' own [T, H, W, 3] layout, and the layout in which the small
-    convolutions of Fig. 2 run fastest on CPU (about 1.5× in `bench/`).
-    """
+    """The video's frames once on the device. uint8 [T, 3, H, W], in the layout Fig. 2 runs
+    fastest in there (`conv3x3.memory_format`): contiguous NCHW on the CPU where the C kernels
+    load, else channels-last (the frames' own [T, H, W, 3] layout)."""
+    device = torch.device(device)
     frames = torch.from_numpy(video.frames).permute(0, 3, 1, 2)
-    return frames.to(device).contiguous(memory_format=torch.channels_last)
+    return frames.to(device).contiguous(memory_format=memory_format(device))
 
 
 def as_float(frames: Tensor) -> Tensor:

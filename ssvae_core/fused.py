@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from ssvae_core.balls import Video
 from ssvae_core.batchnorm import batch_norm_train
 from ssvae_core.config import RunConfig
+from ssvae_core.conv3x3 import conv2d, memory_format
 from ssvae_core.encoder import CentreOfMassEncoder, StochasticEncoder, centre_of_mass
 from ssvae_core.frames import as_float
 from ssvae_core.train import Diverged, Report, Run, RunResult, video_on_device
@@ -132,7 +132,8 @@ def _native_batch_norm(h: Tensor, norms: Sequence[nn.BatchNorm2d]) -> Tensor:
 def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[int]) -> Tensor:
     """Fig. 2 for K runs at once: conv, BN, ReLU, conv, BN, sigmoid, centre of mass.
 
-    frames: float [n, K * 3, H, W] (run k's frames in channels 3k..3k+2, channels-last),
+    frames: float [n, K * 3, H, W] (run k's frames in channels 3k..3k+2, in the layout of
+    `conv3x3.memory_format`),
     counts: run k's rows (the rest padding). -> mean representations [n, K, 2M].
     """
     runs = [_layers(e) for e in encoders]
@@ -146,9 +147,9 @@ def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[
         if isinstance(layer, nn.Conv2d):
             convs = [c for c in same if isinstance(c, nn.Conv2d)]
             weight = torch.cat([c.weight for c in convs])  # [K * out, in, 3, 3]
-            weight = weight.contiguous(memory_format=torch.channels_last)  # as each run's
+            weight = weight.contiguous(memory_format=memory_format(h.device))  # as each run's
             bias = torch.cat([c.bias for c in convs if c.bias is not None])
-            h = F.conv2d(h, weight, bias, padding=layer.padding, groups=k)
+            h = conv2d(h, weight, bias, groups=k)
         elif isinstance(layer, nn.BatchNorm2d):
             h = masked_batch_norm(h, mask, [b for b in same if isinstance(b, nn.BatchNorm2d)])
         else:  # ReLU, sigmoid: elementwise, the same for every run
@@ -160,7 +161,7 @@ def encode_fused(runs: Sequence[Run], indices: Sequence[Tensor]) -> list[Tensor]
     """Run k's step frames `indices[k]` [n_k] (repeats allowed) -> z_k [n_k, D], the runs'
     distinct frames padded and encoded in one fused pass (each once, and sampled, for a
     stochastic encoder, from run k's generator, in the order `train.Run._encode` draws)."""
-    frames = runs[0].frames  # uint8 [T, 3, H, W], channels-last, shared
+    frames = runs[0].frames  # uint8 [T, 3, H, W], shared
     uniques = [torch.unique(i, return_inverse=True) for i in indices]
     counts = [len(u) for u, _ in uniques]
     width = max(counts)
@@ -169,6 +170,7 @@ def encode_fused(runs: Sequence[Run], indices: Sequence[Tensor]) -> list[Tensor]
     k, (c, h, w) = len(runs), gathered.shape[1:]
     pixels = gathered.permute(0, 2, 3, 1).reshape(k, width, h, w, c)  # as stored: NHWC
     stacked = pixels.permute(1, 2, 3, 0, 4).reshape(width, h, w, k * c).permute(0, 3, 1, 2)
+    stacked = stacked.contiguous(memory_format=memory_format(frames.device))
     means = fused_means([r.encoder for r in runs], as_float(stacked), counts)
     out = []
     for run, (unique, inverse), mu in zip(runs, uniques, means.unbind(1), strict=True):

@@ -31,6 +31,7 @@ from ssvae_core import checkpoint
 from ssvae_core.balls import Video, simulate
 from ssvae_core.batches import ssl_batches
 from ssvae_core.config import RunConfig
+from ssvae_core.conv3x3 import memory_format
 from ssvae_core.couplings import build_coupling
 from ssvae_core.elbo import evaluate_elbo
 from ssvae_core.encoder import build_encoder
@@ -104,7 +105,7 @@ class Run:
                 stochastic=cfg.encoder.stochastic,
                 **cfg.encoder.params(),
             ).to(device)
-            self.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.encoder.to(memory_format=memory_format(device))  # type: ignore[call-overload]
             dim = int(self.encoder.out_dim)  # type: ignore[arg-type]
             self.coupling: nn.Module | None = None
             if cfg.train.mode == "ssl":

@@ -1,0 +1,161 @@
+/* 3x3 convolutions of float32 NCHW images with few channels (Fig. 2: 3 -> 6 -> 3), on the CPU.
+ *
+ * Stride 1, zero padding 1, `groups` independent groups of ci input and co output channels.
+ * Vectorised along the image rows: each output row is LANES pixels at a time, one register
+ * per output channel (up to BLOCK of them), so every input value loaded feeds BLOCK
+ * multiply-adds. Built and loaded by ssvae_core/native.py; called by ssvae_core/conv3x3.py,
+ * which checks every shape, dtype and layout before it calls (nothing here checks them).
+ *
+ *   y[n, o, r, c]  = b[o] + sum_{i, kh, kw} x[n, i, r + kh - 1, c + kw - 1] w[o, i, kh, kw]
+ *   dw[o, i, kh, kw] = sum_{n, r, c} g[n, o, r, c] x[n, i, r + kh - 1, c + kw - 1],
+ *   db[o] = sum g[n, o, ., .]
+ * (the input gradient is the forward of g with w flipped and transposed: conv3x3.py).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 8
+#define BLOCK 8
+typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
+
+static inline vec load(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
+static inline void store(float *p, vec v) { memcpy(p, &v, sizeof v); }
+
+/* Rows r - 1, r, r + 1 of the ci planes at x (each H x W) into pad[i][kh][1 + c], zero
+ * outside the image; pad rows are `stride` floats (>= W rounded up to LANES, plus LANES). */
+static void fill(float *pad, const float *x, long ci, long r, long H, long W, long stride) {
+    memset(pad, 0, sizeof(float) * ci * 3 * stride);
+    for (long i = 0; i < ci; i++)
+        for (long kh = 0; kh < 3; kh++) {
+            long src = r + kh - 1;
+            if (src >= 0 && src < H)
+                memcpy(pad + (i * 3 + kh) * stride + 1, x + (i * H + src) * W, sizeof(float) * W);
+        }
+}
+
+/* One image's output channels [o, o + CO) (CO <= BLOCK): x its ci input planes, w [CO, ci, 3,
+ * 3], b [CO] or NULL, y its CO output planes. */
+#define FORWARD(CO)                                                                          \
+    static void forward_##CO(const float *x, const float *w, const float *b, float *y,      \
+                             long ci, long H, long W, float *pad, long stride) {            \
+        for (long r = 0; r < H; r++) {                                                       \
+            fill(pad, x, ci, r, H, W, stride);                                               \
+            for (long c = 0; c < W; c += LANES) {                                            \
+                vec acc[CO];                                                                 \
+                for (int o = 0; o < CO; o++) acc[o] = (vec){0} + (b ? b[o] : 0.0f);          \
+                for (long i = 0; i < ci; i++)                                                \
+                    for (int kh = 0; kh < 3; kh++)                                           \
+                        for (int kw = 0; kw < 3; kw++) {                                     \
+                            vec v = load(pad + (i * 3 + kh) * stride + c + kw);              \
+                            const float *wk = w + (i * 3 + kh) * 3 + kw;                     \
+                            for (int o = 0; o < CO; o++) acc[o] += v * wk[o * ci * 9];       \
+                        }                                                                    \
+                long m = W - c < LANES ? W - c : LANES;                                      \
+                for (int o = 0; o < CO; o++) {                                               \
+                    float out[LANES], *to = y + (o * H + r) * W + c;                         \
+                    if (m == LANES) {                                                        \
+                        store(to, acc[o]);                                                   \
+                    } else {                                                                 \
+                        store(out, acc[o]);                                                  \
+                        memcpy(to, out, sizeof(float) * m);                                  \
+                    }                                                                        \
+                }                                                                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+/* One image's part of dw and db for output channels [o, o + CO): adds LANES partial sums
+ * per weight to dw [CO, ci, 3, 3][LANES] and per bias to db [CO][LANES]. gbuf: CO rows of
+ * `stride` floats, zero past W. */
+#define WEIGHT_GRAD(CO)                                                                      \
+    static void weight_grad_##CO(const float *x, const float *g, vec *dw, vec *db, long ci,  \
+                                 long H, long W, float *pad, float *gbuf, long stride) {     \
+        for (long r = 0; r < H; r++) {                                                       \
+            fill(pad, x, ci, r, H, W, stride);                                               \
+            for (int o = 0; o < CO; o++) {                                                   \
+                memcpy(gbuf + o * stride, g + (o * H + r) * W, sizeof(float) * W);          \
+                vec s = {0};                                                                 \
+                for (long c = 0; c < W; c += LANES) s += load(gbuf + o * stride + c);       \
+                db[o] += s;                                                                  \
+            }                                                                                \
+            for (long k = 0; k < ci * 9; k++) {                                              \
+                const float *px = pad + (k / 3) * stride + k % 3; /* (i * 3 + kh), kw */     \
+                vec acc[CO];                                                                 \
+                for (int o = 0; o < CO; o++) acc[o] = (vec){0};                              \
+                for (long c = 0; c < W; c += LANES) {                                        \
+                    vec v = load(px + c);                                                    \
+                    for (int o = 0; o < CO; o++) acc[o] += v * load(gbuf + o * stride + c);  \
+                }                                                                            \
+                for (int o = 0; o < CO; o++) dw[o * ci * 9 + k] += acc[o];                   \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+FORWARD(1) FORWARD(2) FORWARD(3) FORWARD(4) FORWARD(5) FORWARD(6) FORWARD(7) FORWARD(8)
+WEIGHT_GRAD(1) WEIGHT_GRAD(2) WEIGHT_GRAD(3) WEIGHT_GRAD(4)
+WEIGHT_GRAD(5) WEIGHT_GRAD(6) WEIGHT_GRAD(7) WEIGHT_GRAD(8)
+
+typedef void (*forward_fn)(const float *, const float *, const float *, float *, long, long,
+                           long, float *, long);
+typedef void (*weight_grad_fn)(const float *, const float *, vec *, vec *, long, long, long,
+                               float *, float *, long);
+static const forward_fn FORWARDS[BLOCK + 1] = {
+    0, forward_1, forward_2, forward_3, forward_4, forward_5, forward_6, forward_7, forward_8};
+static const weight_grad_fn WEIGHT_GRADS[BLOCK + 1] = {
+    0, weight_grad_1, weight_grad_2, weight_grad_3, weight_grad_4,
+    weight_grad_5, weight_grad_6, weight_grad_7, weight_grad_8};
+
+static long row_stride(long W) { return (W + LANES - 1) / LANES * LANES + LANES; }
+
+/* y [n, groups * co, H, W] = conv(x [n, groups * ci, H, W], w [groups * co, ci, 3, 3]) + b.
+ * b may be NULL. Returns 0, or 1 when scratch memory could not be had. */
+int conv3x3_forward(const float *x, const float *w, const float *b, float *y, long n,
+                    long groups, long ci, long co, long H, long W) {
+    long stride = row_stride(W), plane = H * W;
+    float *pad = malloc(sizeof(float) * ci * 3 * stride);
+    if (!pad) return 1;
+    for (long img = 0; img < n; img++)
+        for (long grp = 0; grp < groups; grp++)
+            for (long o = 0; o < co; o += BLOCK) {
+                long m = co - o < BLOCK ? co - o : BLOCK;
+                long out = grp * co + o;
+                FORWARDS[m](x + (img * groups + grp) * ci * plane, w + out * ci * 9,
+                            b ? b + out : 0, y + (img * groups * co + out) * plane, ci, H, W,
+                            pad, stride);
+            }
+    free(pad);
+    return 0;
+}
+
+/* The weight and bias gradients of conv3x3_forward over n images, as LANES partial sums:
+ * part [groups * co * ci * 9 + groups * co][LANES] (weights, then biases), each image summed
+ * on its own and added in image order. Returns 0, or 1 when scratch memory could not be had. */
+int conv3x3_weight_grad(const float *x, const float *g, float *part, long n, long groups,
+                        long ci, long co, long H, long W) {
+    long stride = row_stride(W), plane = H * W, weights = groups * co * ci * 9;
+    long total = weights + groups * co;
+    float *pad = malloc(sizeof(float) * ci * 3 * stride);
+    float *gbuf = calloc(BLOCK * stride, sizeof(float));
+    vec *image = aligned_alloc(sizeof(vec), sizeof(vec) * total); /* vec needs its alignment */
+    vec *sum = aligned_alloc(sizeof(vec), sizeof(vec) * total);
+    if (!pad || !gbuf || !image || !sum) {
+        free(pad); free(gbuf); free(image); free(sum);
+        return 1;
+    }
+    memset(sum, 0, sizeof(vec) * total);
+    for (long img = 0; img < n; img++) {
+        memset(image, 0, sizeof(vec) * total);
+        for (long grp = 0; grp < groups; grp++)
+            for (long o = 0; o < co; o += BLOCK) {
+                long m = co - o < BLOCK ? co - o : BLOCK;
+                long out = grp * co + o;
+                WEIGHT_GRADS[m](x + (img * groups + grp) * ci * plane,
+                                g + (img * groups * co + out) * plane, image + out * ci * 9,
+                                image + weights + out, ci, H, W, pad, gbuf, stride);
+            }
+        for (long k = 0; k < total; k++) sum[k] += image[k];
+    }
+    memcpy(part, sum, sizeof(vec) * total);
+    free(pad); free(gbuf); free(image); free(sum);
+    return 0;
+}

@@ -1,0 +1,207 @@
+"""The 3×3 convolutions of Fig. 2 at twice PyTorch's speed on the CPU (C kernels, NCHW).
+
+Fig. 2's layers have 3 and 6 channels. oneDNN, PyTorch's CPU convolution, blocks channels by
+8 or 16 and runs these at a small fraction of the CPU's speed; ``conv3x3.c`` instead runs along
+the image rows, eight pixels per register, one register per output channel. Measured on
+[60, C, 64, 64] at one thread against oneDNN in channels-last, its fastest layout (README,
+Benchmarks; `bench/levers.py`): forward, input and weight gradients about 2× faster, and the
+weight gradient about 30× closer to a float64 reference (each image is summed on its own).
+
+The kernels read and write contiguous NCHW, so on the CPU the frames and Fig. 2 run in that
+layout wherever the kernels load (`memory_format`); elsewhere (CUDA, no C compiler,
+``SSVAE_NATIVE=0``) `Conv2d` is PyTorch's own, in channels-last, and a model's state dict is
+`nn.Conv2d`'s either way, so checkpoints do not change.
+
+Threads: images are split over `torch.get_num_threads()` threads (ctypes releases the GIL);
+the weight gradient is summed over fixed blocks of images in float64, so it is the same to the
+bit at any thread count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+from ssvae_core import native
+
+LANES = 8  # partial sums per weight (conv3x3.c: LANES)
+BLOCK_PIXELS = 2**16  # the weight gradient's images are summed in blocks of at least this
+
+
+def library() -> ctypes.CDLL | None:
+    """The built kernels with their signatures, or None (`native.load`)."""
+    lib = native.load("conv3x3")
+    if lib is not None and lib.conv3x3_forward.argtypes is None:
+        p, n = ctypes.c_void_p, ctypes.c_long
+        lib.conv3x3_forward.argtypes = [p, p, p, p, n, n, n, n, n, n]
+        lib.conv3x3_weight_grad.argtypes = [p, p, p, n, n, n, n, n, n]
+        lib.conv3x3_forward.restype = lib.conv3x3_weight_grad.restype = ctypes.c_int
+    return lib
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """The layout of frames and Fig. 2 on `device`: contiguous NCHW on the CPU where the C
+    kernels load, else channels-last (oneDNN's and cuDNN's faster one for these layers)."""
+    if device.type == "cpu" and native.enabled() and library() is not None:
+        return torch.contiguous_format
+    return torch.channels_last
+
+
+def applies(x: Tensor, weight: Tensor, groups: int = 1) -> bool:
+    """Whether the C kernels take conv(x, weight): float32 on the CPU, x [N, groups * ci, H, W]
+    contiguous NCHW, weight [groups * co, ci, 3, 3], and the kernels built."""
+    return (
+        x.dim() == 4
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and x.is_contiguous()
+        and weight.shape[2:] == (3, 3)
+        and x.shape[1] == groups * weight.shape[1]
+        and weight.shape[0] % groups == 0
+        and x.numel() > 0
+        and native.enabled()
+        and library() is not None
+    )
+
+
+_pool: dict[int, ThreadPoolExecutor] = {}
+
+
+def _parallel(calls: list[partial[int]]) -> None:
+    """Run the zero-argument C calls on `torch.get_num_threads()` threads; raise on a
+    failed one (out of memory in the kernel's scratch)."""
+    threads = min(torch.get_num_threads(), len(calls))
+    if threads <= 1:
+        codes = [call() for call in calls]
+    else:
+        pool = _pool.get(threads) or _pool.setdefault(threads, ThreadPoolExecutor(threads))
+        codes = list(pool.map(partial.__call__, calls))
+    if any(codes):
+        raise MemoryError("conv3x3.c could not allocate its scratch rows")
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    """[0, n) in `parts` contiguous, nearly equal, non-empty ranges."""
+    parts = max(1, min(parts, n))
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _addresses(images: Tensor) -> Callable[[int], int]:
+    """image index -> the address of its first float, in contiguous float32 [N, ...]."""
+    base, floats = images.data_ptr(), images[0].numel()
+    return lambda index: base + 4 * floats * index
+
+
+def forward(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1) -> Tensor:
+    """conv2d(x, weight, bias, padding=1, groups) where `applies`, no autograd.
+
+    x: [N, groups * ci, H, W], weight: [groups * co, ci, 3, 3], bias: [groups * co] or None.
+    -> [N, groups * co, H, W] contiguous.
+    """
+    lib = library()
+    assert lib is not None
+    n, _, h, w = x.shape
+    co, ci = weight.shape[0] // groups, weight.shape[1]
+    weight = weight.contiguous()
+    bias = None if bias is None else bias.contiguous()
+    y = x.new_empty(n, groups * co, h, w)
+    x_at, y_at = _addresses(x), _addresses(y)  # image a's first float
+    b = None if bias is None else bias.data_ptr()
+    shape = (groups, ci, co, h, w)
+    calls = [
+        partial(lib.conv3x3_forward, x_at(a), weight.data_ptr(), b, y_at(a), z - a, *shape)
+        for a, z in _split(n, torch.get_num_threads())
+    ]
+    _parallel(calls)
+    return y
+
+
+def weight_grad(x: Tensor, grad: Tensor, ci: int, groups: int = 1) -> tuple[Tensor, Tensor]:
+    """∂L/∂weight [groups * co, ci, 3, 3] and ∂L/∂bias [groups * co] of `forward` from x and
+    grad [N, groups * co, H, W] (contiguous), summed in float64 over fixed image blocks."""
+    lib = library()
+    assert lib is not None
+    n, _, h, w = x.shape
+    co = grad.shape[1] // groups
+    weights = groups * co * ci * 9
+    per_block = max(1, BLOCK_PIXELS // (h * w))
+    blocks = [(a, min(n, a + per_block)) for a in range(0, n, per_block)]
+    parts = torch.empty(len(blocks), weights + groups * co, LANES)
+    x_at, grad_at, shape = _addresses(x), _addresses(grad), (groups, ci, co, h, w)
+    calls = [
+        partial(lib.conv3x3_weight_grad, x_at(a), grad_at(a), parts[k].data_ptr(), z - a, *shape)
+        for k, (a, z) in enumerate(blocks)
+    ]
+    _parallel(calls)
+    total = parts.double().sum(dim=(0, 2)).float()
+    return total[:weights].view(groups * co, ci, 3, 3), total[weights:]
+
+
+def flipped(weight: Tensor, groups: int = 1) -> Tensor:
+    """The weight whose `forward` is the input gradient: each group's [co, ci, 3, 3] turned
+    to [ci, co, 3, 3] and rotated by 180°. [groups * co, ci, 3, 3] -> [groups * ci, co, 3, 3]."""
+    out, ci = weight.shape[0], weight.shape[1]
+    grouped = weight.reshape(groups, out // groups, ci, 3, 3).transpose(1, 2)
+    return grouped.flip(3, 4).reshape(groups * ci, out // groups, 3, 3).contiguous()
+
+
+class _Conv3x3(torch.autograd.Function):
+    """conv2d(x, weight, bias, padding=1, groups) by the C kernels, with its gradients."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.groups = groups  # type: ignore[attr-defined]
+        ctx.has_bias = bias is not None  # type: ignore[attr-defined]
+        return forward(x, weight, bias, groups)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = forward(grad, flipped(weight, ctx.groups), None, ctx.groups)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            grad_w, grad_b = weight_grad(x, grad, weight.shape[1], ctx.groups)
+        return grad_x, grad_w, grad_b if ctx.has_bias else None, None
+
+
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1) -> Tensor:
+    """`F.conv2d(x, weight, bias, padding=1, groups=groups)` for 3×3 weights, by the C kernels
+    where they apply (`applies`), else by PyTorch. x: [N, groups * ci, H, W]."""
+    if applies(x, weight, groups):
+        return _Conv3x3.apply(x, weight, bias, groups)
+    return nn.functional.conv2d(x, weight, bias, padding=1, groups=groups)
+
+
+class Conv2d(nn.Conv2d):
+    """`nn.Conv2d` whose 3×3, stride-1, zero-padded-by-1 convolutions take the C kernels
+    where they apply (`applies`); every other configuration and input is PyTorch's. The same
+    parameters and state dict."""
+
+    def _native(self) -> bool:
+        return (
+            self.kernel_size == (3, 3)
+            and self.stride == (1, 1)
+            and self.padding == (1, 1)
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._native() and applies(x, self.weight, self.groups):
+            return _Conv3x3.apply(x, self.weight, self.bias, self.groups)
+        return super().forward(x)

@@ -1,0 +1,144 @@
+"""C kernels of the package, built once per machine by the C compiler and loaded with ctypes.
+
+`load("conv3x3")` compiles ``ssvae_core/conv3x3.c`` into the cache directory the first time
+(about half a second) and loads it from there afterwards; the file's name is a hash of the
+source, the compiler flags and the machine, so an edited source or another CPU builds anew.
+Several processes may build at once (each writes its own temporary file and renames it).
+
+Where there is no compiler, the build fails, or ``SSVAE_NATIVE=0``, `load` returns None and the
+caller keeps PyTorch's kernels; the first two say so once per process
+(`NativeUnavailableWarning`), with the reason. A library is loaded only from a directory and a
+file owned by this user (or root) that nobody else can write: a cache another user can write
+to would let them run code in our process.
+
+    SSVAE_NATIVE=0            PyTorch's kernels only (no build, no warning)
+    SSVAE_CACHE_DIR=DIR       where the built libraries live (default ~/.cache/ssvae)
+    CC=...                    the C compiler (default cc)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shlex
+import stat
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+SOURCES = Path(__file__).resolve().parent
+DISABLE_ENV = "SSVAE_NATIVE"
+CACHE_ENV = "SSVAE_CACHE_DIR"
+BUILD_TIMEOUT_S = 120
+
+
+class NativeUnavailableWarning(RuntimeWarning):
+    """A C kernel could not be built or loaded: PyTorch's (slower) kernels run instead."""
+
+
+def enabled() -> bool:
+    """Whether the C kernels may be used at all (``SSVAE_NATIVE`` is not 0)."""
+    return os.environ.get(DISABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    """``$SSVAE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ssvae``, else ``~/.cache/ssvae``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ssvae"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def compile_flags() -> list[str]:
+    """-O3 for a shared library; AVX2 and FMA on an x86 CPU that has both (every x86 server
+    since 2013). Not -march=native: a cache on a shared home may serve several CPU models."""
+    flags = ["-O3", "-std=gnu11", "-shared", "-fPIC"]  # gnu: multiply-adds fused
+    if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= _cpu_flags():
+        flags += ["-mavx2", "-mfma"]
+    return flags
+
+
+def library_path(name: str) -> Path:
+    """Where `name`'s library is cached: a hash of its source, the flags and the machine."""
+    key = hashlib.sha256()
+    key.update((SOURCES / f"{name}.c").read_bytes())
+    key.update(" ".join([*compile_flags(), platform.machine(), platform.system()]).encode())
+    return cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
+
+
+def _trusted(path: Path) -> str | None:
+    """None when `path` is owned by this user or root and not writable by group or others;
+    else why not."""
+    info = path.stat()
+    if info.st_uid not in (os.getuid(), 0):
+        return f"{path} belongs to uid {info.st_uid}, not this user"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"{path} is writable by others (mode {stat.filemode(info.st_mode)})"
+    return None
+
+
+def build(name: str) -> Path:
+    """Compile ``ssvae_core/{name}.c`` into the cache (if not there) -> the library's path.
+    Raises OSError (no compiler, or the directory) or RuntimeError (the compiler failed)."""
+    target = library_path(name)
+    if target.exists():
+        return target
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [*compiler, *compile_flags(), "-o", tmp, str(SOURCES / f"{name}.c")],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(compiler)} failed: {done.stderr.strip()[-400:]}")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+_loaded: dict[str, ctypes.CDLL | None] = {}
+
+
+def load(name: str) -> ctypes.CDLL | None:
+    """The C library `name`, built if need be; None where it cannot be had (then once per
+    process a `NativeUnavailableWarning` saying why, unless ``SSVAE_NATIVE=0``)."""
+    if not enabled():
+        return None
+    if name not in _loaded:
+        try:
+            path = build(name)
+            why = _trusted(path.parent) or _trusted(path)
+            _loaded[name] = None if why else ctypes.CDLL(str(path))
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as error:
+            _loaded[name], why = None, str(error)
+        if why:
+            warnings.warn(
+                f"the C kernels of ssvae_core/{name}.c are not used ({why}), so PyTorch's "
+                "kernels run instead (about 2x slower on the CPU); install a C compiler "
+                f"(apt-get install gcc) or set CC, or set {DISABLE_ENV}=0 to silence this",
+                NativeUnavailableWarning,
+                stacklevel=2,
+            )
+    return _loaded[name]

@@ -1,0 +1,151 @@
+"""The C kernels of Fig. 2's convolutions (`ssvae_core.conv3x3`) against float64 PyTorch."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ssvae_core import conv3x3, native
+from ssvae_core.encoder import CentreOfMassEncoder
+
+
+@pytest.fixture(autouse=True)
+def built() -> None:
+    """The kernels; without a C compiler they cannot run (a failure in CI, which has one)."""
+    if conv3x3.library() is None:
+        if os.environ.get("SSVAE_CI"):
+            pytest.fail("conv3x3.c did not build on the CI machine")
+        pytest.skip("no C compiler: conv3x3.c is not built")
+
+
+def _tensor(*shape: int, seed: int) -> Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def _both(
+    x: Tensor, weight: Tensor, bias: Tensor | None, grad: Tensor, groups: int
+) -> tuple[list[Tensor], list[Tensor]]:
+    """(float64 PyTorch, float32 C kernels): output and the gradients of x, weight, bias."""
+    results = []
+    for dtype, conv in ((torch.float64, F.conv2d), (torch.float32, None)):
+        leaves = [t.detach().to(dtype).requires_grad_() for t in (x, weight)]
+        b = None if bias is None else bias.detach().to(dtype).requires_grad_()
+        if conv is None:
+            assert conv3x3.applies(leaves[0], leaves[1], groups)
+            out = conv3x3.conv2d(leaves[0], leaves[1], b, groups)
+            assert type(out.grad_fn).__name__ == "_Conv3x3Backward"  # the C path ran
+        else:
+            out = conv(leaves[0], leaves[1], b, padding=1, groups=groups)
+        out.backward(grad.to(dtype))
+        found = [out, *(t.grad for t in leaves)]
+        results.append(found + ([] if b is None else [b.grad]))
+    return results[0], results[1]  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("n", "ci", "co", "height", "width", "groups", "bias"),
+    [
+        (4, 3, 6, 16, 16, 1, True),  # Fig. 2's first layer
+        (4, 6, 3, 16, 16, 1, True),  # and its second
+        (3, 6, 3, 9, 17, 1, True),  # a width that is not a multiple of 8
+        (2, 3, 6, 5, 3, 1, True),  # narrower than one register
+        (2, 2, 2, 1, 1, 1, True),  # one pixel: only the centre tap sees the image
+        (2, 3, 11, 7, 12, 1, True),  # more output channels than one block (8)
+        (3, 3, 6, 7, 8, 4, True),  # grouped, as fused runs
+        (2, 6, 3, 8, 10, 1, False),  # no bias
+    ],
+)
+def test_forward_and_gradients_match_float64(
+    n: int, ci: int, co: int, height: int, width: int, groups: int, bias: bool
+) -> None:
+    x = _tensor(n, groups * ci, height, width, seed=0)
+    weight = _tensor(groups * co, ci, 3, 3, seed=1)
+    b = _tensor(groups * co, seed=2) if bias else None
+    grad = _tensor(n, groups * co, height, width, seed=3)
+    exact, ours = _both(x, weight, b, grad, groups)
+    for name, want, got in zip(["out", "dx", "dweight", "dbias"], exact, ours, strict=False):
+        assert got.dtype == torch.float32 and got.shape == want.shape, name
+        # float32 sums of up to n * H * W terms of either sign
+        assert (got.double() - want).abs().max() <= 2e-5 * want.abs().max(), name
+
+
+def test_weight_gradient_is_closer_to_float64_than_onednns() -> None:
+    """Each image summed on its own, then the blocks in float64: on Fig. 2's first layer at
+    `small`'s size the weight gradient is many times closer to the exact one than oneDNN's."""
+    x, grad = _tensor(60, 3, 64, 64, seed=0), _tensor(60, 6, 64, 64, seed=1)
+    exact = torch.nn.grad.conv2d_weight(x, (6, 3, 3, 3), grad, padding=1)
+    cl = torch.channels_last
+    x_cl, grad_cl = (t.float().contiguous(memory_format=cl) for t in (x, grad))
+    onednn = torch.nn.grad.conv2d_weight(x_cl, (6, 3, 3, 3), grad_cl, padding=1)
+    ours, _ = conv3x3.weight_grad(x.float(), grad.float(), ci=3)
+    assert (ours.double() - exact).abs().max() * 5 < (onednn.double() - exact).abs().max()
+
+
+def test_the_same_numbers_at_any_thread_count() -> None:
+    x, grad = _tensor(9, 6, 24, 20, seed=0).float(), _tensor(9, 3, 24, 20, seed=1).float()
+    weight, bias = _tensor(3, 6, 3, 3, seed=2).float(), _tensor(3, seed=3).float()
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append([conv3x3.forward(x, weight, bias), *conv3x3.weight_grad(x, grad, 6)])
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
+
+
+@pytest.mark.parametrize(
+    "case", ["channels_last", "float64", "stride", "padding", "kernel", "dilation", "reflect"]
+)
+def test_other_inputs_and_layers_are_pytorchs(case: str) -> None:
+    """`Conv2d` takes the C kernels only where they compute the same convolution."""
+    settings = {
+        "stride": {"stride": 2},
+        "padding": {"padding": 2},
+        "kernel": {"kernel_size": 5, "padding": 2},
+        "dilation": {"dilation": 2, "padding": 2},
+        "reflect": {"padding_mode": "reflect"},
+    }.get(case, {})
+    theirs = nn.Conv2d(3, 6, **{"kernel_size": 3, "padding": 1, **settings})  # type: ignore[arg-type]
+    ours = conv3x3.Conv2d(3, 6, **{"kernel_size": 3, "padding": 1, **settings})  # type: ignore[arg-type]
+    ours.load_state_dict(theirs.state_dict())
+    x = _tensor(2, 3, 10, 10, seed=0).float()
+    if case == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    if case == "float64":
+        x, theirs, ours = x.double(), theirs.double(), ours.double()
+    out = ours(x)
+    assert type(out.grad_fn).__name__ != "_Conv3x3Backward"
+    assert torch.equal(out, theirs(x))
+
+
+def test_the_c_path_in_fig2_and_its_state_dict_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = CentreOfMassEncoder()
+    convs = [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 2 and all(isinstance(m, conv3x3.Conv2d) for m in convs)
+    plain = nn.Conv2d(3, 6, kernel_size=3, padding=1)
+    assert convs[0].state_dict().keys() == plain.state_dict().keys()
+    frames = torch.rand(4, 3, 16, 16)
+    maps = encoder.maps(frames)
+    assert type(maps.grad_fn.next_functions[0][0].next_functions[0][0]).__name__ == (
+        "_Conv3x3Backward"
+    )  # sigmoid <- batch norm <- the C kernels
+    monkeypatch.setenv(native.DISABLE_ENV, "0")  # the same network on PyTorch's kernels
+    theirs = encoder.maps(frames)
+    assert "_Conv3x3" not in str(theirs.grad_fn.next_functions[0][0].next_functions[0][0])
+    assert torch.allclose(maps, theirs, atol=1e-6)
+
+
+def test_layout_follows_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert conv3x3.memory_format(cpu) == torch.contiguous_format
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    assert conv3x3.memory_format(cpu) == torch.channels_last
+    x, weight = torch.rand(1, 3, 8, 8), torch.rand(6, 3, 3, 3)
+    assert not conv3x3.applies(x, weight)

@@ -1,0 +1,92 @@
+"""Building and loading the C kernels (`ssvae_core.native`): the cache, and every refusal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+from ssvae_core import native
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private cache directory and an empty table of loaded libraries."""
+    if shutil.which(os.environ.get("CC") or "cc") is None and not os.environ.get("SSVAE_CI"):
+        pytest.skip("no C compiler")
+    directory = tmp_path / "cache"
+    monkeypatch.setenv(native.CACHE_ENV, str(directory))
+    monkeypatch.delenv(native.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(native, "_loaded", {})
+    return directory
+
+
+def _load_warnings() -> tuple[object, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lib = native.load("conv3x3")
+    return lib, [str(w.message) for w in caught if w.category is native.NativeUnavailableWarning]
+
+
+def test_built_once_into_a_private_cache_then_loaded_from_it(cache: Path) -> None:
+    lib, said = _load_warnings()
+    assert lib is not None and said == []
+    path = native.library_path("conv3x3")
+    assert path.parent == cache and path.exists()
+    assert cache.stat().st_mode & 0o077 == 0  # only this user
+    built = path.stat().st_mtime_ns
+    native._loaded.clear()
+    assert native.load("conv3x3") is not None
+    assert path.stat().st_mtime_ns == built  # not built again
+    assert [p.name for p in cache.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_another_source_or_flags_build_another_file(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, original = native.library_path("conv3x3"), native.SOURCES
+    sources = tmp_path / "src"
+    sources.mkdir()
+    source = (native.SOURCES / "conv3x3.c").read_text()
+    (sources / "conv3x3.c").write_text(source + "\n/* edited */\n")
+    monkeypatch.setattr(native, "SOURCES", sources)
+    assert native.library_path("conv3x3") != first
+    monkeypatch.setattr(native, "SOURCES", original)
+    assert native.library_path("conv3x3") == first
+    monkeypatch.setattr(native, "compile_flags", lambda: ["-O2", "-shared", "-fPIC"])
+    assert native.library_path("conv3x3") != first
+
+
+@pytest.mark.parametrize(
+    ("compiler", "said"), [("/nonexistent/cc", "No such file"), ("false", "failed")]
+)
+def test_no_compiler_or_a_failed_build_warns_once_and_falls_back(
+    cache: Path, monkeypatch: pytest.MonkeyPatch, compiler: str, said: str
+) -> None:
+    monkeypatch.setenv("CC", compiler)
+    lib, messages = _load_warnings()
+    assert lib is None and len(messages) == 1
+    assert said in messages[0] and "PyTorch's kernels run instead" in messages[0]
+    lib, messages = _load_warnings()
+    assert lib is None and messages == []  # once per process
+    assert not list(cache.glob("*.so")) and not list(cache.glob(".*"))  # nothing half-built
+
+
+@pytest.mark.parametrize("what", ["directory", "file"])
+def test_a_cache_others_can_write_is_not_loaded(cache: Path, what: str) -> None:
+    path = native.build("conv3x3")
+    target = path.parent if what == "directory" else path
+    target.chmod(target.stat().st_mode | 0o022)
+    lib, messages = _load_warnings()
+    assert lib is None and len(messages) == 1 and "writable by others" in messages[0]
+
+
+def test_switched_off_builds_nothing_and_says_nothing(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    lib, messages = _load_warnings()
+    assert lib is None and messages == [] and not cache.exists()
