@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -55,35 +56,54 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last
 
 
-def applies(x: Tensor, weight: Tensor, groups: int = 1) -> bool:
-    """Whether the C kernels take conv(x, weight): float32 on the CPU, x [N, groups * ci, H, W]
-    contiguous NCHW, weight [groups * co, ci, 3, 3], and the kernels built."""
+def applies(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1) -> bool:
+    """Whether the C kernels take conv(x, weight, bias): all float32 on the CPU, x
+    [N, groups * ci, H, W] contiguous NCHW, weight [groups * co, ci, 3, 3], bias None or
+    [groups * co], and the kernels built. The C code checks nothing: every pointer it is given
+    is checked here."""
     return (
         x.dim() == 4
-        and x.device.type == "cpu"
+        and weight.dim() == 4
+        and x.device.type == weight.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and x.is_contiguous()
         and weight.shape[2:] == (3, 3)
         and x.shape[1] == groups * weight.shape[1]
         and weight.shape[0] % groups == 0
         and x.numel() > 0
+        and (bias is None or _bias_fits(bias, weight))
         and native.enabled()
         and library() is not None
     )
 
 
+def _bias_fits(bias: Tensor, weight: Tensor) -> bool:
+    """A float32 CPU bias of one number per output channel of `weight`."""
+    return (
+        bias.device.type == "cpu" and bias.dtype == torch.float32 and bias.shape == weight.shape[:1]
+    )
+
+
 _pool: dict[int, ThreadPoolExecutor] = {}
+os.register_at_fork(after_in_child=_pool.clear)  # a forked child has none of the threads
 
 
-def _parallel(calls: list[partial[int]]) -> None:
-    """Run the zero-argument C calls on `torch.get_num_threads()` threads; raise on a
-    failed one (out of memory in the kernel's scratch)."""
+def _call(call: partial[int], _keep: tuple[Tensor, ...]) -> int:
+    """`call()`; `_keep` holds the tensors whose memory it reads and writes until it returns,
+    even if the caller is interrupted and unwinds first (its task still references them)."""
+    return call()
+
+
+def _parallel(calls: list[partial[int]], keep: tuple[Tensor, ...]) -> None:
+    """Run the zero-argument C calls on `torch.get_num_threads()` threads, `keep` (every
+    tensor they touch) alive until each has returned; raise on a failed one (out of memory
+    in the kernel's scratch)."""
     threads = min(torch.get_num_threads(), len(calls))
     if threads <= 1:
         codes = [call() for call in calls]
     else:
         pool = _pool.get(threads) or _pool.setdefault(threads, ThreadPoolExecutor(threads))
-        codes = list(pool.map(partial.__call__, calls))
+        codes = [task.result() for task in [pool.submit(_call, c, keep) for c in calls]]
     if any(codes):
         raise MemoryError("conv3x3.c could not allocate its scratch rows")
 
@@ -121,7 +141,7 @@ def forward(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1) -> 
         partial(lib.conv3x3_forward, x_at(a), weight.data_ptr(), b, y_at(a), z - a, *shape)
         for a, z in _split(n, torch.get_num_threads())
     ]
-    _parallel(calls)
+    _parallel(calls, (x, weight, y) if bias is None else (x, weight, y, bias))
     return y
 
 
@@ -135,13 +155,13 @@ def weight_grad(x: Tensor, grad: Tensor, ci: int, groups: int = 1) -> tuple[Tens
     weights = groups * co * ci * 9
     per_block = max(1, BLOCK_PIXELS // (h * w))
     blocks = [(a, min(n, a + per_block)) for a in range(0, n, per_block)]
-    parts = torch.empty(len(blocks), weights + groups * co, LANES)
+    parts = torch.empty(len(blocks), weights + groups * co, LANES, dtype=torch.float32)
     x_at, grad_at, shape = _addresses(x), _addresses(grad), (groups, ci, co, h, w)
     calls = [
         partial(lib.conv3x3_weight_grad, x_at(a), grad_at(a), parts[k].data_ptr(), z - a, *shape)
         for k, (a, z) in enumerate(blocks)
     ]
-    _parallel(calls)
+    _parallel(calls, (x, grad, parts))
     total = parts.double().sum(dim=(0, 2)).float()
     return total[:weights].view(groups * co, ci, 3, 3), total[weights:]
 
@@ -171,6 +191,7 @@ class _Conv3x3(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
+        assert grad.dtype == torch.float32 and grad.shape[0] == x.shape[0]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = forward(grad, flipped(weight, ctx.groups), None, ctx.groups)
@@ -182,7 +203,7 @@ class _Conv3x3(torch.autograd.Function):
 def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1) -> Tensor:
     """`F.conv2d(x, weight, bias, padding=1, groups=groups)` for 3×3 weights, by the C kernels
     where they apply (`applies`), else by PyTorch. x: [N, groups * ci, H, W]."""
-    if applies(x, weight, groups):
+    if applies(x, weight, bias, groups):
         return _Conv3x3.apply(x, weight, bias, groups)
     return nn.functional.conv2d(x, weight, bias, padding=1, groups=groups)
 
@@ -192,7 +213,8 @@ class Conv2d(nn.Conv2d):
     where they apply (`applies`); every other configuration and input is PyTorch's. The same
     parameters and state dict."""
 
-    def _native(self) -> bool:
+    def fits(self) -> bool:
+        """3×3, stride 1, zero padding 1, no dilation: the convolution the kernels compute."""
         return (
             self.kernel_size == (3, 3)
             and self.stride == (1, 1)
@@ -202,6 +224,6 @@ class Conv2d(nn.Conv2d):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._native() and applies(x, self.weight, self.groups):
+        if self.fits() and applies(x, self.weight, self.bias, self.groups):
             return _Conv3x3.apply(x, self.weight, self.bias, self.groups)
         return super().forward(x)

@@ -25,11 +25,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ssvae_core.balls import Video
 from ssvae_core.batchnorm import batch_norm_train
 from ssvae_core.config import RunConfig
-from ssvae_core.conv3x3 import conv2d, memory_format
+from ssvae_core.conv3x3 import Conv2d, conv2d, memory_format
 from ssvae_core.encoder import CentreOfMassEncoder, StochasticEncoder, centre_of_mass
 from ssvae_core.frames import as_float
 from ssvae_core.train import Diverged, Report, Run, RunResult, video_on_device
@@ -148,8 +149,12 @@ def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[
             convs = [c for c in same if isinstance(c, nn.Conv2d)]
             weight = torch.cat([c.weight for c in convs])  # [K * out, in, 3, 3]
             weight = weight.contiguous(memory_format=memory_format(h.device))  # as each run's
-            bias = torch.cat([c.bias for c in convs if c.bias is not None])
-            h = conv2d(h, weight, bias, groups=k)
+            biases = [c.bias for c in convs if c.bias is not None]
+            bias = torch.cat(biases) if biases else None
+            if isinstance(layer, Conv2d) and layer.fits():
+                h = conv2d(h, weight, bias, groups=k)
+            else:
+                h = F.conv2d(h, weight, bias, layer.stride, layer.padding, layer.dilation, k)
         elif isinstance(layer, nn.BatchNorm2d):
             h = masked_batch_norm(h, mask, [b for b in same if isinstance(b, nn.BatchNorm2d)])
         else:  # ReLU, sigmoid: elementwise, the same for every run
@@ -168,9 +173,8 @@ def encode_fused(runs: Sequence[Run], indices: Sequence[Tensor]) -> list[Tensor]
     padded = torch.stack([torch.cat([u, u.new_zeros(width - len(u))]) for u, _ in uniques])
     gathered = frames[padded.flatten().to(frames.device)]  # [K * n, 3, H, W]
     k, (c, h, w) = len(runs), gathered.shape[1:]
-    pixels = gathered.permute(0, 2, 3, 1).reshape(k, width, h, w, c)  # as stored: NHWC
+    pixels = gathered.permute(0, 2, 3, 1).reshape(k, width, h, w, c)  # NHWC, as stored
     stacked = pixels.permute(1, 2, 3, 0, 4).reshape(width, h, w, k * c).permute(0, 3, 1, 2)
-    stacked = stacked.contiguous(memory_format=memory_format(frames.device))
     means = fused_means([r.encoder for r in runs], as_float(stacked), counts)
     out = []
     for run, (unique, inverse), mu in zip(runs, uniques, means.unbind(1), strict=True):

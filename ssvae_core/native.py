@@ -9,7 +9,9 @@ Where there is no compiler, the build fails, or ``SSVAE_NATIVE=0``, `load` retur
 caller keeps PyTorch's kernels; the first two say so once per process
 (`NativeUnavailableWarning`), with the reason. A library is loaded only from a directory and a
 file owned by this user (or root) that nobody else can write: a cache another user can write
-to would let them run code in our process.
+to would let them run code in our process. (The directories above it are not checked, and a
+file could change between the check and the load; both need a writer who already has this
+user's or root's rights over the cache's parents.)
 
     SSVAE_NATIVE=0            PyTorch's kernels only (no build, no warning)
     SSVAE_CACHE_DIR=DIR       where the built libraries live (default ~/.cache/ssvae)
@@ -47,9 +49,9 @@ def enabled() -> bool:
 def cache_dir() -> Path:
     """``$SSVAE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ssvae``, else ``~/.cache/ssvae``."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
+        return Path(os.environ[CACHE_ENV]).expanduser().absolute()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "ssvae"
+    return (Path(base).expanduser() / "ssvae").absolute()
 
 
 def _cpu_flags() -> set[str]:
@@ -93,7 +95,8 @@ def _trusted(path: Path) -> str | None:
 
 def build(name: str) -> Path:
     """Compile ``ssvae_core/{name}.c`` into the cache (if not there) -> the library's path.
-    Raises OSError (no compiler, or the directory) or RuntimeError (the compiler failed)."""
+    Raises OSError (no compiler, or the directory), ValueError (an unparsable ``CC``) or
+    RuntimeError (the compiler failed)."""
     target = library_path(name)
     if target.exists():
         return target
@@ -106,6 +109,7 @@ def build(name: str) -> Path:
             [*compiler, *compile_flags(), "-o", tmp, str(SOURCES / f"{name}.c")],
             capture_output=True,
             text=True,
+            errors="replace",
             timeout=BUILD_TIMEOUT_S,
         )
         if done.returncode != 0:
@@ -127,17 +131,20 @@ def load(name: str) -> ctypes.CDLL | None:
     if not enabled():
         return None
     if name not in _loaded:
+        fix = f"set {CACHE_ENV} to a directory only you can write"
         try:
             path = build(name)
             why = _trusted(path.parent) or _trusted(path)
             _loaded[name] = None if why else ctypes.CDLL(str(path))
-        except (OSError, RuntimeError, subprocess.TimeoutExpired) as error:
+        except (OSError, ValueError, RuntimeError, subprocess.TimeoutExpired) as error:
             _loaded[name], why = None, str(error)
+            if not isinstance(error, PermissionError):
+                fix = "install a C compiler (apt-get install gcc) or set CC"
         if why:
             warnings.warn(
                 f"the C kernels of ssvae_core/{name}.c are not used ({why}), so PyTorch's "
-                "kernels run instead (about 2x slower on the CPU); install a C compiler "
-                f"(apt-get install gcc) or set CC, or set {DISABLE_ENV}=0 to silence this",
+                f"kernels run instead (about 2x slower on the CPU); {fix}, or set "
+                f"{DISABLE_ENV}=0 to silence this",
                 NativeUnavailableWarning,
                 stacklevel=2,
             )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 import torch
@@ -35,7 +37,7 @@ def _both(
         leaves = [t.detach().to(dtype).requires_grad_() for t in (x, weight)]
         b = None if bias is None else bias.detach().to(dtype).requires_grad_()
         if conv is None:
-            assert conv3x3.applies(leaves[0], leaves[1], groups)
+            assert conv3x3.applies(leaves[0], leaves[1], b, groups)
             out = conv3x3.conv2d(leaves[0], leaves[1], b, groups)
             assert type(out.grad_fn).__name__ == "_Conv3x3Backward"  # the C path ran
         else:
@@ -86,7 +88,9 @@ def test_weight_gradient_is_closer_to_float64_than_onednns() -> None:
 
 
 def test_the_same_numbers_at_any_thread_count() -> None:
-    x, grad = _tensor(9, 6, 24, 20, seed=0).float(), _tensor(9, 3, 24, 20, seed=1).float()
+    """9 images of 128 × 128 px: three blocks of the weight gradient, over 1 to 3 threads."""
+    x, grad = _tensor(9, 6, 128, 128, seed=0).float(), _tensor(9, 3, 128, 128, seed=1).float()
+    assert conv3x3.BLOCK_PIXELS // (128 * 128) == 4
     weight, bias = _tensor(3, 6, 3, 3, seed=2).float(), _tensor(3, seed=3).float()
     threads = torch.get_num_threads()
     results = []
@@ -125,6 +129,41 @@ def test_other_inputs_and_layers_are_pytorchs(case: str) -> None:
     assert torch.equal(out, theirs(x))
 
 
+def test_what_the_kernels_would_misread_is_left_to_pytorch() -> None:
+    """Every pointer the C code is given is checked first: a bias of another dtype, length or
+    device, a weight elsewhere, or a non-contiguous input goes to `F.conv2d` (which raises
+    where the input is wrong, rather than reading past a buffer)."""
+    x, weight, bias = torch.rand(2, 3, 8, 8), torch.rand(6, 3, 3, 3), torch.rand(6)
+    assert conv3x3.applies(x, weight, bias)
+    refused = {
+        "float64 bias": (x, weight, bias.double()),
+        "short bias": (x, weight, bias[:5]),
+        "bias elsewhere": (x, weight, torch.empty(6, device="meta")),
+        "weight elsewhere": (x, torch.empty(6, 3, 3, 3, device="meta"), None),
+        "float64 weight": (x, weight.double(), None),
+        "channels-last x": (x.contiguous(memory_format=torch.channels_last), weight, None),
+        "5x5 weight": (x, torch.rand(6, 3, 5, 5), None),
+        "wrong groups": (x, torch.rand(6, 1, 3, 3), None),
+        "empty batch": (x[:0], weight, None),
+    }
+    for name, args in refused.items():
+        assert not conv3x3.applies(*args), name
+    with pytest.raises(RuntimeError):  # PyTorch's own error, not a read past the bias
+        conv3x3.conv2d(x, weight, bias[:5])
+
+
+def test_float32_gradients_under_a_float64_default_dtype() -> None:
+    x, grad = torch.rand(3, 3, 9, 9), torch.rand(3, 6, 9, 9)
+    want = conv3x3.weight_grad(x, grad, ci=3)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = conv3x3.weight_grad(x, grad, ci=3)
+    finally:
+        torch.set_default_dtype(default)
+    assert all(torch.equal(a, b) for a, b in zip(want, got, strict=True))
+
+
 def test_the_c_path_in_fig2_and_its_state_dict_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     encoder = CentreOfMassEncoder()
     convs = [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]
@@ -149,3 +188,28 @@ def test_layout_follows_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     assert conv3x3.memory_format(cpu) == torch.channels_last
     x, weight = torch.rand(1, 3, 8, 8), torch.rand(6, 3, 3, 3)
     assert not conv3x3.applies(x, weight)
+
+
+def test_a_forked_child_convolves_on_threads_of_its_own() -> None:
+    """The parent's pool threads do not exist in a forked child: it makes its own (else its
+    first convolution on two threads would wait forever)."""
+    # images large enough that the parent's two calls overlap: both pool threads start
+    x, weight = torch.rand(8, 3, 128, 128), torch.rand(6, 3, 3, 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = conv3x3.forward(x, weight, None)  # the parent's pool, two threads
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only with the same numbers, on two threads
+            torch.set_num_threads(2)
+            os._exit(0 if torch.equal(conv3x3.forward(x, weight, None), want) else 1)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done == (0, 0):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's convolution hung")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+    finally:
+        torch.set_num_threads(threads)

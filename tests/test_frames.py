@@ -8,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from ssvae_core import frames
+from ssvae_core import conv3x3, frames, native
+from ssvae_core.balls import Video
 
 
 @pytest.fixture
@@ -70,9 +71,9 @@ def test_encode_all_gives_the_same_numbers_whatever_the_batch() -> None:
     from ssvae_core.encoder import CentreOfMassEncoder
 
     torch.manual_seed(0)
-    encoder = CentreOfMassEncoder().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    encoder = CentreOfMassEncoder()  # in the layout training uses (`conv3x3.memory_format`)
     video = torch.randint(0, 256, (37, 3, 256, 256), dtype=torch.uint8)
-    video = video.contiguous(memory_format=torch.channels_last)
+    video = video.contiguous(memory_format=torch.channels_last)  # as `frames_to_tensor` gives
     encoder(frames.as_float(video[:8]))  # training mode: running statistics move off 0 and 1
     seen: list[int] = []
     encoder.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
@@ -80,3 +81,16 @@ def test_encode_all_gives_the_same_numbers_whatever_the_batch() -> None:
     assert seen == [16, 16, 5]  # 16 frames of 256 x 256 px a pass
     assert encoder.training  # its mode given back
     assert (z == frames.encode_all(encoder, video, batch=37)).all()  # eval mode: per frame
+
+
+def test_frames_stay_a_view_of_the_video_and_batches_take_fig2s_layout(
+    tiny_video: Video, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_cpu = frames.frames_to_tensor(tiny_video, "cpu")
+    assert on_cpu.data_ptr() == tiny_video.frames.ctypes.data  # no copy of the whole video
+    batch = frames.as_float(on_cpu[[4, 1]])
+    pixels = torch.from_numpy(tiny_video.frames[[4, 1]]).permute(0, 3, 1, 2)
+    assert torch.equal(batch, pixels / 255.0)
+    assert batch.is_contiguous() == (conv3x3.library() is not None)  # NCHW for the C kernels
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    assert frames.as_float(on_cpu[[4, 1]]).is_contiguous(memory_format=torch.channels_last)
