@@ -30,7 +30,7 @@ from matplotlib.patches import Circle
 from torch import nn
 
 from ssvae_core.balls import PALETTE, Video, render
-from ssvae_core.frames import frames_per_batch
+from ssvae_core.frames import as_float, frames_per_batch
 from ssvae_core.probe import ProbeResult
 
 
@@ -158,18 +158,14 @@ def prior_heatmap(
     encoder.eval()
 
     def encode(frames: np.ndarray) -> torch.Tensor:  # [n, H, W, 3] uint8 -> [n, D]
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0).to(device)
-        return encoder(x)
+        return encoder(as_float(torch.from_numpy(frames).permute(0, 3, 1, 2).to(device)))
 
     z = encode(video.frames[frame : frame + 1])  # [1, D]
     batch = frames_per_batch(size, size, device)
-    log_f = torch.cat(
-        [
-            coupling(z, encode(render(candidates[i : i + batch], size, diameter, video.colours)))
-            for i in range(0, len(candidates), batch)
-        ],
-        dim=1,
-    )  # [1, G]
+    log_f = torch.empty(1, len(candidates), device=device)  # [1, G], filled in place
+    for i in range(0, len(candidates), batch):
+        frames = render(candidates[i : i + batch], size, diameter, video.colours)
+        log_f[:, i : i + len(frames)] = coupling(z, encode(frames))
     encoder.train(was_training)
     return torch.softmax(log_f[0], dim=0).reshape(grid, grid).cpu().numpy()
 
