@@ -1,5 +1,9 @@
 """Batch norm at memory speed for channels-last frames on the CPU (the BN layers of Fig. 2).
 
+Fig. 2 runs in channels-last on the CPU only where its C convolutions are off (no C compiler,
+or ``SSVAE_NATIVE=0``; `conv3x3.memory_format`). With them it runs in NCHW, where PyTorch's
+own batch norm is as fast as this one, and `BatchNorm2d` leaves NCHW input to it.
+
 PyTorch's CPU kernel reduces a channels-last [N, C, H, W] tensor along its rows with only
 C = 3 or 6 numbers per pixel, which leaves it several times slower than memory allows: half
 of a `small` training step went to it (issue 13's profile). Here the same training-mode batch

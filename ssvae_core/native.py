@@ -1,7 +1,7 @@
 """C kernels of the package, built once per machine by the C compiler and loaded with ctypes.
 
 `load("conv3x3")` compiles ``ssvae_core/conv3x3.c`` into the cache directory the first time
-(about half a second) and loads it from there afterwards; the file's name is a hash of the
+(about a second) and loads it from there afterwards; the file's name is a hash of the
 source, the compiler flags and the machine, so an edited source or another CPU builds anew.
 Several processes may build at once (each writes its own temporary file and renames it).
 
