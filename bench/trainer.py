@@ -6,9 +6,9 @@ from the uint8 video and converted per item, a shuffled `DataLoader`, Fig. 2 bui
 keeps the video on the device once, gathers a batch by index, encodes every distinct frame of
 the step in one pass, and on the CPU runs Fig. 2's convolutions in C (`ssvae_core.conv3x3`;
 `SSVAE_NATIVE=0` measures it without them, on oneDNN and the batch norm's rows path). Both
-use the same network, coupling, loss, optimiser and thread count; throughput is training pairs per second over whole steps (forward, backward, update).
-Rounds alternate between the two and the best round of each is kept, so machine noise hits
-both alike.
+use the same network, coupling, loss, optimiser and thread count; throughput is training
+pairs per second over whole steps (forward, backward, update). Rounds alternate between the
+two and the best round of each is kept, so machine noise hits both alike.
 
     python bench/trainer.py --preset small --steps 29 --rounds 3
 """
