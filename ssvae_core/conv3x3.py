@@ -51,7 +51,7 @@ def library() -> ctypes.CDLL | None:
 def memory_format(device: torch.device) -> torch.memory_format:
     """The layout of frames and Fig. 2 on `device`: contiguous NCHW on the CPU where the C
     kernels load, else channels-last (oneDNN's and cuDNN's faster one for these layers)."""
-    if device.type == "cpu" and native.enabled() and library() is not None:
+    if device.type == "cpu" and library() is not None:
         return torch.contiguous_format
     return torch.channels_last
 
@@ -72,8 +72,7 @@ def applies(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int =
         and weight.shape[0] % groups == 0
         and x.numel() > 0
         and (bias is None or _bias_fits(bias, weight))
-        and native.enabled()
-        and library() is not None
+        and library() is not None  # None with SSVAE_NATIVE=0 (`native.load`)
     )
 
 
@@ -224,6 +223,6 @@ class Conv2d(nn.Conv2d):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fits() and applies(x, self.weight, self.bias, self.groups):
-            return _Conv3x3.apply(x, self.weight, self.bias, self.groups)
+        if self.fits():  # `conv2d`'s fallback is then this layer's own convolution
+            return conv2d(x, self.weight, self.bias, self.groups)
         return super().forward(x)
