@@ -1,40 +1,44 @@
-"""Batch norm at memory speed for channels-last frames on the CPU (the BN layers of Fig. 2).
+"""Batch norm at memory speed on the CPU (the BN layers of Fig. 2), with Fig. 2's ReLU fused.
 
-Fig. 2 runs in channels-last on the CPU only where its C convolutions are off (no C compiler,
-or ``SSVAE_NATIVE=0``; `conv3x3.memory_format`). With them it runs in NCHW, where PyTorch's
-own batch norm is as fast as this one, and `BatchNorm2d` leaves NCHW input to it.
+Two paths, by the layout Fig. 2 runs in (`conv3x3.memory_format`):
 
-PyTorch's CPU kernel reduces a channels-last [N, C, H, W] tensor along its rows with only
-C = 3 or 6 numbers per pixel, which leaves it several times slower than memory allows: half
-of a `small` training step went to it (issue 13's profile). Here the same training-mode batch
-norm reads the tensor as a matrix X of rows [N * H, W * C] (a view, no copy):
+- **NCHW, where the C kernels load** (``batchnorm.c``). Each (image, channel) plane is
+  contiguous; the forward reads x twice (per-plane sums, pooled per channel in float64 by
+  Chan's formula; then normalise) and writes y once, with the ReLU that follows the first BN
+  of Fig. 2 applied in the same pass (`BatchNorm2d.forward_relu`); the backward reads the
+  output's gradient and x twice and writes ∂L/∂x once, the ReLU's mask recomputed from x.
+  PyTorch's kernel and a separate ReLU take about twice that traffic (README, Benchmarks).
+- **channels-last** (no C compiler, or ``SSVAE_NATIVE=0``). PyTorch's CPU kernel reduces a
+  channels-last [N, C, H, W] tensor along rows of only C = 3 or 6 numbers, several times
+  slower than memory allows (half of a `small` step in issue 13's profile). The rows path
+  reads the tensor as a matrix X of rows [N * H, W * C] (a view, no copy): sums over the rows
+  are one matrix-vector product (1ᵀX, BLAS), folded to C numbers; the variance is two-pass;
+  per-channel scale and shift are tiled W times, so every elementwise op runs over long
+  contiguous rows. Measured against the native kernel on [60, 6, 64, 64] (forward +
+  backward, one thread): 2.3x to 2.9x faster (README, Benchmarks).
 
-- sums over the rows are one matrix-vector product (1ᵀX, BLAS), folded to C numbers;
-- the variance is two-pass, Σ (x − mean)² / M over M = N * H * W pixels (biased, as PyTorch
-  normalises with);
-- per-channel scale and shift are tiled W times, so every elementwise op runs over long
-  contiguous rows.
+Both compute the training-mode batch norm that PyTorch does (biased variance in the
+normalisation, unbiased in the running statistics) and its standard backward (Ioffe and
+Szegedy 2015), with x̂ = (x − mean) / σ, a = weight / σ, M pixels per channel:
 
-The backward is the standard one (Ioffe and Szegedy 2015), with x̂ = (x − mean) / σ,
-a = weight / σ:
+    ∂L/∂x = a ∘ (g − Σg / M − x̂ Σ(g x̂) / M),  ∂L/∂weight = Σ(g x̂),  ∂L/∂bias = Σg,
 
-    ∂L/∂x = a ∘ (g − Σg / M − x̂ Σ(g x̂) / M),  ∂L/∂weight = Σ(g x̂),  ∂L/∂bias = Σg.
-
-Measured against the native kernel on [60, 6, 64, 64] (forward + backward, one thread):
-2.3x to 2.9x faster in two runs on the 2-core CI machine (7.4 against 17.3 ms, 5.85 against
-16.7; README, Benchmarks), and closer to a float64 reference (`bench/levers.py`,
-`tests/test_batchnorm.py`). Eval mode is one scale and shift per channel, tiled the same way.
-Elsewhere (CUDA, another layout or dtype) `BatchNorm2d` is PyTorch's own; its state dict is
-`nn.BatchNorm2d`'s, so checkpoints do not change.
+both closer to a float64 reference than PyTorch's kernel (`tests/test_batchnorm.py`).
+Eval mode is one scale and shift per channel. Elsewhere (CUDA, another dtype or layout)
+`BatchNorm2d` is PyTorch's own; its state dict is `nn.BatchNorm2d`'s, so checkpoints do not
+change.
 """
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
+
+from ssvae_core import native
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -52,6 +56,93 @@ def _unrows(rows: Tensor, shape: torch.Size) -> Tensor:
 def _channel_sums(rows: Tensor, channels: int) -> Tensor:
     """Σ over the pixels of rows [N * H, W * C] per channel -> [C] (1ᵀX, then over W)."""
     return (rows.new_ones(rows.shape[0]) @ rows).view(-1, channels).sum(0)
+
+
+def library() -> ctypes.CDLL | None:
+    """The built kernels of ``batchnorm.c`` with their signatures, or None (`native.load`)."""
+    lib = native.load("batchnorm")
+    if lib is not None and lib.bn_apply.argtypes is None:
+        p, n, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+        lib.bn_plane_stats.argtypes = [p, p, n, n, n, i]
+        lib.bn_apply.argtypes = [p, p, p, p, p, n, n, n, i, i]
+        lib.bn_backward_sums.argtypes = [p, p, p, p, p, p, n, n, n, i, i]
+        lib.bn_backward_apply.argtypes = [p, p, p, p, p, p, p, p, n, n, n, i, i]
+        for kernel in (lib.bn_plane_stats, lib.bn_apply, lib.bn_backward_sums):
+            kernel.restype = None
+        lib.bn_backward_apply.restype = None
+    return lib
+
+
+def native_applies(x: Tensor, weight: Tensor, bias: Tensor) -> bool:
+    """Whether the C kernels take batch norm of x: float32 on the CPU, x [N, C, H, W]
+    contiguous NCHW with more than one pixel per channel, weight and bias [C], and the
+    kernels built. The C code checks nothing: every pointer it is given is checked here."""
+    return (
+        x.dim() == 4
+        and x.device.type == weight.device.type == bias.device.type == "cpu"
+        and x.dtype == weight.dtype == bias.dtype == torch.float32
+        and x.is_contiguous()
+        and x.shape[0] * x.shape[2] * x.shape[3] > 1
+        and weight.shape == bias.shape == x.shape[1:2]
+        and library() is not None  # None with SSVAE_NATIVE=0 (`native.load`)
+    )
+
+
+def _planes(kernel: Any, tensors: tuple[Tensor, ...], *flag: int) -> None:
+    """kernel(each tensor's address, N, C, H * W, *flag, threads) for tensors[0] [N, C, H, W]:
+    the C kernels' common signature (``batchnorm.c``), on PyTorch's threads."""
+    n, c, h, w = tensors[0].shape
+    kernel(*(t.data_ptr() for t in tensors), n, c, h * w, *flag, torch.get_num_threads())
+
+
+class _NativeBatchNorm(torch.autograd.Function):
+    """Training-mode batch norm of NCHW x by ``batchnorm.c``, then a ReLU if `relu`; also
+    returns the batch mean and biased variance [C] (float64, for the running statistics)."""
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, x: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        lib = library()
+        assert lib is not None
+        n, c, h, w = x.shape
+        stats = x.new_empty(n, c, 2, dtype=torch.float64)  # per plane: Σx, Σ(x − its mean)²
+        _planes(lib.bn_plane_stats, (x, stats))
+        sums, m2 = stats.unbind(2)  # [N, C]
+        mean = sums.sum(0) / (n * h * w)
+        between = (sums / (h * w) - mean).square().sum(0) * (h * w)  # Chan et al.
+        var = (m2.sum(0) + between) / (n * h * w)  # biased
+        inv_std = torch.rsqrt(var + eps)
+        centre, scale = mean.float(), (weight.double() * inv_std).float()  # mean, a
+        bias = bias.contiguous()
+        y = torch.empty_like(x)
+        _planes(lib.bn_apply, (x, y, centre, scale, bias), int(relu))
+        ctx.save_for_backward(x, centre, scale, bias, mean, inv_std)
+        ctx.relu = relu  # type: ignore[attr-defined]
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: Any, grad: Tensor, _mean: Tensor, _var: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, None, None]:
+        lib = library()
+        assert lib is not None
+        x, centre, scale, bias, mean, inv_std = ctx.saved_tensors
+        grad = grad.contiguous()
+        n, c, h, w = x.shape
+        relu = int(ctx.relu)
+        sums = x.new_empty(n, c, 2, dtype=torch.float64)  # per plane: Σg', Σg'(x − mean)
+        _planes(lib.bn_backward_sums, (x, grad, sums, centre, scale, bias), relu)
+        grad_sum, grad_dot = sums.sum(0).unbind(1)  # [C]
+        grad_dot -= (mean - centre.double()) * grad_sum  # about the exact mean, not the rounded
+        a, pixels = scale.double(), n * h * w
+        k0 = (-a * grad_sum / pixels).float()
+        k1 = (-a * inv_std.square() * grad_dot / pixels).float()
+        grad_x = torch.empty_like(x)
+        _planes(lib.bn_backward_apply, (x, grad, grad_x, centre, scale, bias, k0, k1), relu)
+        return grad_x, (grad_dot * inv_std).float(), grad_sum.float(), None, None
 
 
 class _RowsBatchNorm(torch.autograd.Function):
@@ -111,48 +202,84 @@ def batch_norm_train(
     bias: Tensor,
     momentum: float,
     eps: float,
+    relu: bool = False,
 ) -> Tensor:
-    """`F.batch_norm(x, ..., training=True)`, on the rows path where `fast_applies(x)`.
+    """`F.batch_norm(x, ..., training=True)`, then `F.relu` if `relu`: by the C kernels on
+    NCHW (`native_applies`), on the rows path on channels-last (`fast_applies`), else by
+    PyTorch.
 
     x: [N, C, H, W]; weight, bias, running_mean, running_var: [C]. The running statistics
     are updated in place as PyTorch does: mean and unbiased variance, blended by `momentum`.
     """
-    if not fast_applies(x):
-        return nn.functional.batch_norm(
+    in_c = native_applies(x, weight, bias)  # the ReLU included
+    if in_c:
+        out, mean, var = _NativeBatchNorm.apply(x, weight, bias, eps, relu)
+    elif fast_applies(x):
+        out, mean, var = _RowsBatchNorm.apply(x, weight, bias, eps)
+    else:
+        out = nn.functional.batch_norm(
             x, running_mean, running_var, weight, bias, True, momentum, eps
         )
-    out, mean, var = _RowsBatchNorm.apply(x, weight, bias, eps)
+        return nn.functional.relu(out) if relu else out
     if running_mean is not None and running_var is not None:
         pixels = x.numel() // x.shape[1]
         with torch.no_grad():
-            running_mean.lerp_(mean, momentum)
-            running_var.lerp_(var * (pixels / (pixels - 1)), momentum)
-    return out
+            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+            running_var.lerp_((var * (pixels / (pixels - 1))).to(running_var.dtype), momentum)
+    return nn.functional.relu(out) if relu and not in_c else out
 
 
 def batch_norm_eval(
-    x: Tensor, running_mean: Tensor, running_var: Tensor, weight: Tensor, bias: Tensor, eps: float
+    x: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    eps: float,
+    relu: bool = False,
 ) -> Tensor:
-    """Eval-mode batch norm, x [N, C, H, W] channels-last on the CPU: one scale and shift
-    per channel [C], tiled along the rows. -> [N, C, H, W] channels-last."""
-    w = x.shape[3]
+    """Eval-mode batch norm of x [N, C, H, W], then `F.relu` if `relu`: one scale and shift
+    per channel [C], by the C kernels on NCHW where no gradient is wanted, tiled along the
+    rows on channels-last, else by PyTorch. -> [N, C, H, W] in x's layout."""
     scale = weight * torch.rsqrt(running_var + eps)
-    shift = bias - running_mean * scale
-    return _unrows(torch.addcmul(shift.repeat(w), _rows(x), scale.repeat(w)), x.shape)
+    if not torch.is_grad_enabled() and native_applies(x, weight, bias):
+        lib = library()
+        assert lib is not None
+        out = torch.empty_like(x)
+        channels = (running_mean.contiguous(), scale.contiguous(), bias.contiguous())
+        _planes(lib.bn_apply, (x, out, *channels), int(relu))
+        return out
+    if fast_applies(x):
+        w = x.shape[3]
+        shift = bias - running_mean * scale
+        out = _unrows(torch.addcmul(shift.repeat(w), _rows(x), scale.repeat(w)), x.shape)
+    else:
+        out = nn.functional.batch_norm(x, running_mean, running_var, weight, bias, False, 0.0, eps)
+    return nn.functional.relu(out) if relu else out
 
 
 class BatchNorm2d(nn.BatchNorm2d):
-    """`nn.BatchNorm2d` on the rows path where it applies (`fast_applies`), in training and
-    in eval mode. The same parameters, buffers and state dict; other inputs are PyTorch's.
-    """
+    """`nn.BatchNorm2d` by the C kernels (NCHW) or on the rows path (channels-last) where
+    they apply, in training and in eval mode; `forward_relu` adds the ReLU in the same pass.
+    The same parameters, buffers and state dict; other inputs and modules without affine
+    parameters or running statistics are PyTorch's."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.affine and self.track_running_stats and fast_applies(x)):
-            return super().forward(x)
+        """Batch norm of x [N, C, H, W] -> [N, C, H, W]."""
+        return self._normalise(x, relu=False)
+
+    def forward_relu(self, x: Tensor) -> Tensor:
+        """`F.relu(self(x))`, both in one pass over memory where the C kernels take it."""
+        return self._normalise(x, relu=True)
+
+    def _normalise(self, x: Tensor, relu: bool) -> Tensor:
+        if not (self.affine and self.track_running_stats):
+            out = super().forward(x)
+            return nn.functional.relu(out) if relu else out
         assert self.running_mean is not None and self.running_var is not None
         if not self.training:
             return batch_norm_eval(
-                x, self.running_mean, self.running_var, self.weight, self.bias, self.eps
+                x, self.running_mean, self.running_var, self.weight, self.bias, self.eps, relu
             )
         assert self.num_batches_tracked is not None
         self.num_batches_tracked.add_(1)
@@ -160,5 +287,12 @@ class BatchNorm2d(nn.BatchNorm2d):
         if momentum is None:  # a cumulative average, as nn.BatchNorm2d
             momentum = 1.0 / float(self.num_batches_tracked)
         return batch_norm_train(
-            x, self.running_mean, self.running_var, self.weight, self.bias, momentum, self.eps
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            momentum,
+            self.eps,
+            relu,
         )

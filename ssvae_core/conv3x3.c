@@ -3,8 +3,10 @@
  * Stride 1, zero padding 1, `groups` independent groups of ci input and co output channels.
  * Vectorised along the image rows: each output row is LANES pixels at a time, one register
  * per output channel (up to BLOCK of them), so every input value loaded feeds BLOCK
- * multiply-adds. Built and loaded by ssvae_core/native.py; called by ssvae_core/conv3x3.py,
- * which checks every shape, dtype and layout before it calls (nothing here checks them).
+ * multiply-adds. Images (or blocks of them) are split over OpenMP threads: built with
+ * -fopenmp against the libgomp PyTorch has loaded, they are PyTorch's own intra-op threads.
+ * Built and loaded by ssvae_core/native.py; called by ssvae_core/conv3x3.py, which checks
+ * every shape, dtype and layout before it calls (nothing here checks them).
  *
  *   y[n, o, r, c]  = b[o] + sum_{i, kh, kw} x[n, i, r + kh - 1, c + kw - 1] w[o, i, kh, kw]
  *   dw[o, i, kh, kw] = sum_{n, r, c} g[n, o, r, c] x[n, i, r + kh - 1, c + kw - 1],
@@ -107,31 +109,37 @@ static const weight_grad_fn WEIGHT_GRADS[BLOCK + 1] = {
 
 static long row_stride(long W) { return (W + LANES - 1) / LANES * LANES + LANES; }
 
-/* y [n, groups * co, H, W] = conv(x [n, groups * ci, H, W], w [groups * co, ci, 3, 3]) + b.
- * b may be NULL. Returns 0, or 1 when scratch memory could not be had. */
+/* y [n, groups * co, H, W] = conv(x [n, groups * ci, H, W], w [groups * co, ci, 3, 3]) + b,
+ * b may be NULL; images split over `threads` OpenMP threads (PyTorch's own). Returns 0, or 1
+ * when scratch memory could not be had. */
 int conv3x3_forward(const float *x, const float *w, const float *b, float *y, long n,
-                    long groups, long ci, long co, long H, long W) {
+                    long groups, long ci, long co, long H, long W, int threads) {
     long stride = row_stride(W), plane = H * W;
-    float *pad = malloc(sizeof(float) * ci * 3 * stride);
-    if (!pad) return 1;
-    for (long img = 0; img < n; img++)
-        for (long grp = 0; grp < groups; grp++)
-            for (long o = 0; o < co; o += BLOCK) {
-                long m = co - o < BLOCK ? co - o : BLOCK;
-                long out = grp * co + o;
-                FORWARDS[m](x + (img * groups + grp) * ci * plane, w + out * ci * 9,
-                            b ? b + out : 0, y + (img * groups * co + out) * plane, ci, H, W,
-                            pad, stride);
-            }
-    free(pad);
-    return 0;
+    int failed = 0;
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+    {
+        float *pad = malloc(sizeof(float) * ci * 3 * stride);
+        failed = !pad;
+#pragma omp for schedule(static)
+        for (long img = 0; img < n; img++)
+            for (long grp = 0; pad && grp < groups; grp++)
+                for (long o = 0; o < co; o += BLOCK) {
+                    long m = co - o < BLOCK ? co - o : BLOCK;
+                    long out = grp * co + o;
+                    FORWARDS[m](x + (img * groups + grp) * ci * plane, w + out * ci * 9,
+                                b ? b + out : 0, y + (img * groups * co + out) * plane, ci, H,
+                                W, pad, stride);
+                }
+        free(pad);
+    }
+    return failed;
 }
 
 /* The weight and bias gradients of conv3x3_forward over n images, as LANES partial sums:
  * part [groups * co * ci * 9 + groups * co][LANES] (weights, then biases), each image summed
  * on its own and added in image order. Returns 0, or 1 when scratch memory could not be had. */
-int conv3x3_weight_grad(const float *x, const float *g, float *part, long n, long groups,
-                        long ci, long co, long H, long W) {
+static int weight_grad_block(const float *x, const float *g, float *part, long n, long groups,
+                             long ci, long co, long H, long W) {
     long stride = row_stride(W), plane = H * W, weights = groups * co * ci * 9;
     long total = weights + groups * co;
     float *pad = malloc(sizeof(float) * ci * 3 * stride);
@@ -158,4 +166,22 @@ int conv3x3_weight_grad(const float *x, const float *g, float *part, long n, lon
     memcpy(part, sum, sizeof(vec) * total);
     free(pad); free(gbuf); free(image); free(sum);
     return 0;
+}
+
+/* weight_grad_block of each block of `per_block` images (the last may be shorter) into
+ * parts [blocks][groups * co * ci * 9 + groups * co][LANES], the blocks split over `threads`
+ * OpenMP threads: the same numbers at any thread count. Returns 0, or 1 when scratch memory
+ * could not be had. */
+int conv3x3_weight_grad(const float *x, const float *g, float *parts, long n, long per_block,
+                        long groups, long ci, long co, long H, long W, int threads) {
+    long plane = H * W, blocks = (n + per_block - 1) / per_block;
+    long total = groups * co * ci * 9 + groups * co;
+    int failed = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)
+    for (long k = 0; k < blocks; k++) {
+        long a = k * per_block, count = n - a < per_block ? n - a : per_block;
+        failed |= weight_grad_block(x + a * groups * ci * plane, g + a * groups * co * plane,
+                                    parts + k * total * LANES, count, groups, ci, co, H, W);
+    }
+    return failed;
 }

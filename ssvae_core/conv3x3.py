@@ -13,19 +13,14 @@ layout wherever the kernels load (`memory_format`); elsewhere (CUDA, no C compil
 ``SSVAE_NATIVE=0``) `Conv2d` is PyTorch's own, in channels-last, and a model's state dict is
 `nn.Conv2d`'s either way, so checkpoints do not change.
 
-Threads: images are split over `torch.get_num_threads()` threads (ctypes releases the GIL);
-the weight gradient is summed over fixed blocks of images in float64, so it is the same to the
-bit at any thread count.
+Threads: images are split over `torch.get_num_threads()` of PyTorch's own OpenMP threads
+(`native`); the weight gradient is summed over fixed blocks of images in float64, so it is the
+same to the bit at any thread count.
 """
 
 from __future__ import annotations
 
 import ctypes
-import itertools
-import os
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 import torch
@@ -42,9 +37,9 @@ def library() -> ctypes.CDLL | None:
     """The built kernels with their signatures, or None (`native.load`)."""
     lib = native.load("conv3x3")
     if lib is not None and lib.conv3x3_forward.argtypes is None:
-        p, n = ctypes.c_void_p, ctypes.c_long
-        lib.conv3x3_forward.argtypes = [p, p, p, p, n, n, n, n, n, n]
-        lib.conv3x3_weight_grad.argtypes = [p, p, p, n, n, n, n, n, n]
+        p, n, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
+        lib.conv3x3_forward.argtypes = [p, p, p, p, n, n, n, n, n, n, i]
+        lib.conv3x3_weight_grad.argtypes = [p, p, p, n, n, n, n, n, n, n, i]
         lib.conv3x3_forward.restype = lib.conv3x3_weight_grad.restype = ctypes.c_int
     return lib
 
@@ -84,41 +79,9 @@ def _bias_fits(bias: Tensor, weight: Tensor) -> bool:
     )
 
 
-_pool: dict[int, ThreadPoolExecutor] = {}
-os.register_at_fork(after_in_child=_pool.clear)  # a forked child has none of the threads
-
-
-def _call(call: partial[int], _keep: tuple[Tensor, ...]) -> int:
-    """`call()`; `_keep` holds the tensors whose memory it reads and writes until it returns,
-    even if the caller is interrupted and unwinds first (its task still references them)."""
-    return call()
-
-
-def _parallel(calls: list[partial[int]], keep: tuple[Tensor, ...]) -> None:
-    """Run the zero-argument C calls on `torch.get_num_threads()` threads, `keep` (every
-    tensor they touch) alive until each has returned; raise on a failed one (out of memory
-    in the kernel's scratch)."""
-    threads = min(torch.get_num_threads(), len(calls))
-    if threads <= 1:
-        codes = [call() for call in calls]
-    else:
-        pool = _pool.get(threads) or _pool.setdefault(threads, ThreadPoolExecutor(threads))
-        codes = [task.result() for task in [pool.submit(_call, c, keep) for c in calls]]
-    if any(codes):
+def _check(code: int) -> None:
+    if code:
         raise MemoryError("conv3x3.c could not allocate its scratch rows")
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    """[0, n) in `parts` contiguous, nearly equal, non-empty ranges."""
-    parts = max(1, min(parts, n))
-    bounds = [n * k // parts for k in range(parts + 1)]
-    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
-
-
-def _addresses(images: Tensor) -> Callable[[int], int]:
-    """image index -> the address of its first float, in contiguous float32 [N, ...]."""
-    base, floats = images.data_ptr(), images[0].numel()
-    return lambda index: base + 4 * floats * index
 
 
 def forward(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1) -> Tensor:
@@ -132,16 +95,11 @@ def forward(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1) -> 
     n, _, h, w = x.shape
     co, ci = weight.shape[0] // groups, weight.shape[1]
     weight = weight.contiguous()
-    bias = None if bias is None else bias.contiguous()
+    b = None if bias is None else bias.contiguous().data_ptr()
     y = x.new_empty(n, groups * co, h, w)
-    x_at, y_at = _addresses(x), _addresses(y)  # image a's first float
-    b = None if bias is None else bias.data_ptr()
-    shape = (groups, ci, co, h, w)
-    calls = [
-        partial(lib.conv3x3_forward, x_at(a), weight.data_ptr(), b, y_at(a), z - a, *shape)
-        for a, z in _split(n, torch.get_num_threads())
-    ]
-    _parallel(calls, (x, weight, y) if bias is None else (x, weight, y, bias))
+    threads = torch.get_num_threads()
+    shape = (n, groups, ci, co, h, w, threads)
+    _check(lib.conv3x3_forward(x.data_ptr(), weight.data_ptr(), b, y.data_ptr(), *shape))
     return y
 
 
@@ -154,14 +112,10 @@ def weight_grad(x: Tensor, grad: Tensor, ci: int, groups: int = 1) -> tuple[Tens
     co = grad.shape[1] // groups
     weights = groups * co * ci * 9
     per_block = max(1, BLOCK_PIXELS // (h * w))
-    blocks = [(a, min(n, a + per_block)) for a in range(0, n, per_block)]
-    parts = torch.empty(len(blocks), weights + groups * co, LANES, dtype=torch.float32)
-    x_at, grad_at, shape = _addresses(x), _addresses(grad), (groups, ci, co, h, w)
-    calls = [
-        partial(lib.conv3x3_weight_grad, x_at(a), grad_at(a), parts[k].data_ptr(), z - a, *shape)
-        for k, (a, z) in enumerate(blocks)
-    ]
-    _parallel(calls, (x, grad, parts))
+    blocks = -(-n // per_block)
+    parts = torch.empty(blocks, weights + groups * co, LANES, dtype=torch.float32)
+    shape = (n, per_block, groups, ci, co, h, w, torch.get_num_threads())
+    _check(lib.conv3x3_weight_grad(x.data_ptr(), grad.data_ptr(), parts.data_ptr(), *shape))
     total = parts.double().sum(dim=(0, 2)).float()
     return total[:weights].view(groups * co, ci, 3, 3), total[weights:]
 

@@ -63,8 +63,13 @@ class CentreOfMassEncoder(nn.Module):
         self.out_dim = 2 * n_maps
 
     def maps(self, frames: Tensor) -> Tensor:
-        """The K sigmoid feature maps. [B, 3, H, W] -> [B, K, H, W]."""
-        return self.features(frames)
+        """The K sigmoid feature maps. [B, 3, H, W] -> [B, K, H, W].
+
+        `features` in order, except that the first batch norm applies the ReLU after it in
+        the same pass over memory (`BatchNorm2d.forward_relu`; the same numbers)."""
+        conv1, norm1, _relu, conv2, norm2, sigmoid = self.features
+        assert isinstance(norm1, BatchNorm2d)
+        return sigmoid(norm2(conv2(norm1.forward_relu(conv1(frames)))))
 
     def forward(self, frames: Tensor) -> Tensor:
         """[B, 3, H, W] -> z [B, 2K]."""

@@ -6,12 +6,17 @@ source, the compiler flags and the machine, so an edited source or another CPU b
 Several processes may build at once (each writes its own temporary file and renames it).
 
 Where there is no compiler, the build fails, or ``SSVAE_NATIVE=0``, `load` returns None and the
-caller keeps PyTorch's kernels; the first two say so once per process
+caller keeps PyTorch's kernels; the first two say so once per process, for all libraries
 (`NativeUnavailableWarning`), with the reason. A library is loaded only from a directory and a
 file owned by this user (or root) that nobody else can write: a cache another user can write
 to would let them run code in our process. (The directories above it are not checked, and a
 file could change between the check and the load; both need a writer who already has this
 user's or root's rights over the cache's parents.)
+
+The kernels split their work with OpenMP (``-fopenmp``). Loaded after ``import torch``, a
+library's libgomp is the one PyTorch already holds (the same soname), so its threads are
+PyTorch's intra-op threads: callers pass `torch.get_num_threads()`, and nothing else
+competes for the cores. ctypes releases the GIL while C runs.
 
     SSVAE_NATIVE=0            PyTorch's kernels only (no build, no warning)
     SSVAE_CACHE_DIR=DIR       where the built libraries live (default ~/.cache/ssvae)
@@ -32,6 +37,7 @@ import warnings
 from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parent
+KERNELS = ("conv3x3", "batchnorm")  # the package's C sources, SOURCES / f"{name}.c"
 DISABLE_ENV = "SSVAE_NATIVE"
 CACHE_ENV = "SSVAE_CACHE_DIR"
 BUILD_TIMEOUT_S = 120
@@ -66,9 +72,10 @@ def _cpu_flags() -> set[str]:
 
 
 def compile_flags() -> list[str]:
-    """-O3 for a shared library; AVX2 and FMA on an x86 CPU that has both (every x86 server
-    since 2013). Not -march=native: a cache on a shared home may serve several CPU models."""
-    flags = ["-O3", "-std=gnu11", "-shared", "-fPIC"]  # gnu: multiply-adds fused
+    """-O3 for a shared library with OpenMP; AVX2 and FMA on an x86 CPU that has both (every
+    x86 server since 2013). Not -march=native: a cache on a shared home may serve several
+    CPU models."""
+    flags = ["-O3", "-std=gnu11", "-shared", "-fPIC", "-fopenmp"]  # gnu: multiply-adds fused
     if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= _cpu_flags():
         flags += ["-mavx2", "-mfma"]
     return flags
@@ -123,6 +130,7 @@ def build(name: str) -> Path:
 
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_warned: set[str] = set()  # non-empty once a process has said why a library is not used
 
 
 def load(name: str) -> ctypes.CDLL | None:
@@ -140,9 +148,10 @@ def load(name: str) -> ctypes.CDLL | None:
             _loaded[name], why = None, str(error)
             if not isinstance(error, PermissionError):
                 fix = "install a C compiler (apt-get install gcc) or set CC"
-        if why:
+        if why and not _warned:
+            _warned.add(name)
             warnings.warn(
-                f"the C kernels of ssvae_core/{name}.c are not used ({why}), so PyTorch's "
+                f"ssvae_core's C kernels are not used ({name}.c: {why}), so PyTorch's "
                 f"kernels run instead (about 2x slower on the CPU); {fix}, or set "
                 f"{DISABLE_ENV}=0 to silence this",
                 NativeUnavailableWarning,

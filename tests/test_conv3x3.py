@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssvae_core import conv3x3, native
+from ssvae_core.batchnorm import BatchNorm2d
 from ssvae_core.encoder import CentreOfMassEncoder
 
 
@@ -190,19 +191,21 @@ def test_layout_follows_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not conv3x3.applies(x, weight)
 
 
-def test_a_forked_child_convolves_on_threads_of_its_own() -> None:
-    """The parent's pool threads do not exist in a forked child: it makes its own (else its
-    first convolution on two threads would wait forever)."""
-    # images large enough that the parent's two calls overlap: both pool threads start
+def test_a_forked_child_convolves_as_pytorchs_own_ops_do() -> None:
+    """The kernels run on PyTorch's OpenMP threads, whose pool does not survive a fork: a
+    forked child computes on one thread, as PyTorch's own ops need there (DataLoader workers
+    set it), and gets the parent's numbers."""
     x, weight = torch.rand(8, 3, 128, 128), torch.rand(6, 3, 3, 3)
+    norm = BatchNorm2d(6)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        want = conv3x3.forward(x, weight, None)  # the parent's pool, two threads
+        want = norm.forward_relu(conv3x3.forward(x, weight, None))  # the pool in use
         pid = os.fork()
-        if pid == 0:  # the child: exit 0 only with the same numbers, on two threads
-            torch.set_num_threads(2)
-            os._exit(0 if torch.equal(conv3x3.forward(x, weight, None), want) else 1)
+        if pid == 0:  # the child: exit 0 only with the same numbers
+            torch.set_num_threads(1)
+            got = norm.forward_relu(conv3x3.forward(x, weight, None))
+            os._exit(0 if torch.equal(got, want) else 1)
         deadline = time.monotonic() + 20
         while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
             time.sleep(0.05)

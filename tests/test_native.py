@@ -21,13 +21,14 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(native.CACHE_ENV, str(directory))
     monkeypatch.delenv(native.DISABLE_ENV, raising=False)
     monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native, "_warned", set())
     return directory
 
 
-def _load_warnings() -> tuple[object, list[str]]:
+def _load_warnings(name: str = "conv3x3") -> tuple[object, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        lib = native.load("conv3x3")
+        lib = native.load(name)
     return lib, [str(w.message) for w in caught if w.category is native.NativeUnavailableWarning]
 
 
@@ -72,6 +73,8 @@ def test_no_compiler_or_a_failed_build_warns_once_and_falls_back(
     assert said in messages[0] and "PyTorch's kernels run instead" in messages[0]
     lib, messages = _load_warnings()
     assert lib is None and messages == []  # once per process
+    lib, messages = _load_warnings("batchnorm")
+    assert lib is None and messages == []  # and once for all the kernels
     assert not list(cache.glob("*.so")) and not list(cache.glob(".*"))  # nothing half-built
 
 
@@ -90,3 +93,10 @@ def test_switched_off_builds_nothing_and_says_nothing(
     monkeypatch.setenv(native.DISABLE_ENV, "0")
     lib, messages = _load_warnings()
     assert lib is None and messages == [] and not cache.exists()
+
+
+def test_every_c_source_is_a_kernel_the_image_builds() -> None:
+    """docker/Dockerfile builds `native.KERNELS`: a new .c file must be listed there."""
+    assert sorted(native.KERNELS) == sorted(p.stem for p in native.SOURCES.glob("*.c"))
+    dockerfile = (native.SOURCES.parent / "docker" / "Dockerfile").read_text()
+    assert "native.build, native.KERNELS" in dockerfile
