@@ -13,6 +13,9 @@
   processes: measured, not kept;
 - Fig. 2's convolutions by the C kernels (`ssvae_core.conv3x3`, NCHW) against oneDNN in
   channels-last, forward + backward, and each one's error against float64;
+- Fig. 2's first batch norm and ReLU by the C kernels (``batchnorm.c``, one pass each way)
+  against PyTorch's batch norm and ReLU, both NCHW, forward + backward, and each one's error
+  against float64;
 - start-up: importing the command line, importing the trainer (torch), and the first
   optimiser a process builds: ``torch.optim``'s imports `torch._dynamo`, `ssvae_core.optim`'s
   (the same rules, written out) does not.
@@ -38,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ssvae_core import conv3x3
+from ssvae_core import batchnorm, conv3x3
 from ssvae_core.batchnorm import BatchNorm2d
 from ssvae_core.encoder import CentreOfMassEncoder
 
@@ -254,6 +257,54 @@ def native_conv(rounds: int) -> dict[str, float]:
     }
 
 
+def native_batch_norm(rounds: int) -> dict[str, float]:
+    """Fig. 2's first batch norm and its ReLU, forward + backward on one `small` step's maps
+    [60, 6, 64, 64] in NCHW (the layout the C convolutions give): PyTorch's `nn.BatchNorm2d`
+    then `torch.relu` against `BatchNorm2d.forward_relu` by the C kernels; and the largest
+    error of each one's input and weight gradients against float64, relative to their
+    largest entry."""
+    if batchnorm.library() is None:
+        return {"native batch norm: C kernels not built (no C compiler)": float("nan")}
+    torch.manual_seed(0)
+    x = (torch.randn(MAPS) * 2 + 3).requires_grad_()  # a conv output: offset mean
+    grad = torch.randn(MAPS)
+    exact_norm = nn.BatchNorm2d(MAPS[1]).double()
+    with torch.no_grad():
+        exact_norm.weight.uniform_(0.5, 2.0)
+        exact_norm.bias.normal_()
+    pytorch, ours = nn.BatchNorm2d(MAPS[1]), BatchNorm2d(MAPS[1])
+    pytorch.load_state_dict(exact_norm.state_dict())
+    ours.load_state_dict(exact_norm.state_dict())
+    variants: dict[str, Callable[[Tensor], Tensor]] = {
+        "PyTorch": lambda v: torch.relu(pytorch(v)),
+        "C": ours.forward_relu,
+    }
+    xd = x.detach().double().requires_grad_()
+    torch.relu(exact_norm(xd)).backward(grad.double())
+    want = [xd.grad, exact_norm.weight.grad]
+    times, errors = {}, {}
+    for name, norm in (("PyTorch", pytorch), ("C", ours)):
+        x.grad = None
+        variants[name](x).backward(grad)
+        got = [x.grad, norm.weight.grad]
+        errors[name] = max(
+            ((g.double() - w).abs().max() / w.abs().max()).item()  # type: ignore[union-attr]
+            for g, w in zip(got, want, strict=True)
+        )
+        times[name] = float("inf")
+    for _ in range(rounds):  # alternate
+        for name, work in variants.items():
+            ms = _best_ms(lambda w=work: w(x).backward(grad), 1)
+            times[name] = min(times[name], ms)
+    return {
+        "native batch norm + ReLU: ms (fwd+bwd), PyTorch NCHW": times["PyTorch"],
+        "native batch norm + ReLU: ms (fwd+bwd), C kernels NCHW": times["C"],
+        "native batch norm lever gain (PyTorch / C)": times["PyTorch"] / times["C"],
+        "native batch norm: gradient error vs float64, PyTorch": errors["PyTorch"],
+        "native batch norm: gradient error vs float64, C kernels": errors["C"],
+    }
+
+
 PROBE_BATCH = """
 import hashlib, json, sys, time, torch
 from ssvae_core import allocator, loader
@@ -340,6 +391,7 @@ def main() -> None:
     rows = {**batch_norm(args.rounds), **compiled(args.rounds), **start_up(3)}
     rows |= allocator(3, (("small", 29), ("paper", 3)))
     rows |= probe_batch(3) | conv_isa(3) | native_conv(args.rounds)
+    rows |= native_batch_norm(args.rounds)
     width = max(map(len, rows))
     print(f"\n{'lever':<{width}}  value")
     for key, value in rows.items():

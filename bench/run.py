@@ -7,7 +7,8 @@
 - the whole `ssvae train` process against a plain PyTorch script, cold start to printed
   metrics (`bench/whole_run.py`; `small`, 5 epochs);
 - levers: the batch norm's rows path, the host allocator, `torch.compile`, the probe's
-  batch, oneDNN's instruction set (not kept), the C convolutions, start-up
+  batch, oneDNN's instruction set (not kept), the C convolutions, the C batch norm and
+  ReLU, start-up
   (`bench/levers.py`).
 - fused trials: K = 1, 4, 16, 64 runs of `small` as one model against one run alone
   (`bench/fused.py`; one epoch each, after a warm-up epoch).
@@ -34,6 +35,7 @@ from levers import (
     batch_norm,
     compiled,
     conv_isa,
+    native_batch_norm,
     native_conv,
     probe_batch,
     start_up,
@@ -93,6 +95,7 @@ def main() -> None:
     lever_rows |= allocator(1 if args.quick else 3, presets)
     lever_rows |= probe_batch(1 if args.quick else 3) | conv_isa(1 if args.quick else 3)
     lever_rows |= native_conv(2 if args.quick else 5)
+    lever_rows |= native_batch_norm(2 if args.quick else 5)
     rows += [(f"lever {k}", f"{v:.4g}") for k, v in {**lever_rows, **start_up(3)}.items()]
     small = loader.load("small", None, ["train.device=cpu"])
     small_video = simulate(small.data.balls, small.data.seed)
