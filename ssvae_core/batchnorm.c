@@ -10,9 +10,11 @@
  *   ∂L/∂x = a g' - a Σg' / M - (x - mean) a σ⁻² Σ(g' (x - mean)) / M,
  *   ∂L/∂weight = σ⁻¹ Σ g' (x - mean),  ∂L/∂bias = Σ g',
  *
- * where g' is the output's gradient g, zero where the ReLU was: the mask is recomputed from x
+ * where g' is the output's gradient g, zero where the ReLU was. The mask is recomputed from x
  * with the forward's own operations, so it is the forward's to the bit (NaN passes, as in
- * PyTorch's ReLU). Planes are split over `threads` OpenMP threads (PyTorch's own, as in
+ * PyTorch's ReLU). `mean` and `bias` below are what batchnorm.py passes: the mean rounded to
+ * float32, and the bias less the shift that rounding makes; batchnorm.py corrects the
+ * backward's sums to match. Planes are split over `threads` OpenMP threads (PyTorch's own, as in
  * conv3x3.c); each plane's sums are LANES float partial sums added into double every 512
  * floats, so no number depends on the thread count.
  */
@@ -21,6 +23,9 @@
 /* (x - mean) a + bias must round the same in the forward and in the backward's ReLU mask,
  * in vector and scalar code alike: no fused multiply-adds in this file. */
 #pragma GCC optimize("fp-contract=off")
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
 
 #define LANES 8
 typedef float vec __attribute__((vector_size(LANES * sizeof(float))));

@@ -7,7 +7,9 @@ Two paths, by the layout Fig. 2 runs in (`conv3x3.memory_format`):
   Chan's formula; then normalise) and writes y once, with the ReLU that follows the first BN
   of Fig. 2 applied in the same pass (`BatchNorm2d.forward_relu`); the backward reads the
   output's gradient and x twice and writes ∂L/∂x once, the ReLU's mask recomputed from x.
-  PyTorch's kernel and a separate ReLU take about twice that traffic (README, Benchmarks).
+  Against PyTorch's batch norm and ReLU on one `small` step's [60, 6, 64, 64] maps (forward
+  + backward, one thread; `make bench` on 2026-12-06, README, Benchmarks): 2.44 against
+  6.03 ms (2.47×). Planes are split over PyTorch's own threads (`native`).
 - **channels-last** (no C compiler, or ``SSVAE_NATIVE=0``). PyTorch's CPU kernel reduces a
   channels-last [N, C, H, W] tensor along rows of only C = 3 or 6 numbers, several times
   slower than memory allows (half of a `small` step in issue 13's profile). The rows path
@@ -23,7 +25,9 @@ Szegedy 2015), with x̂ = (x − mean) / σ, a = weight / σ, M pixels per chann
 
     ∂L/∂x = a ∘ (g − Σg / M − x̂ Σ(g x̂) / M),  ∂L/∂weight = Σ(g x̂),  ∂L/∂bias = Σg,
 
-both closer to a float64 reference than PyTorch's kernel (`tests/test_batchnorm.py`).
+within a few float32 roundings of a float64 reference, and no further from it than PyTorch's
+kernel on maps like a convolution's (`tests/test_batchnorm.py`; where the mean is 10⁵ times
+the spread, the C path's ∂L/∂x is 2x further, 5e-5 against 2e-5 of its largest entry).
 Eval mode is one scale and shift per channel. Elsewhere (CUDA, another dtype or layout)
 `BatchNorm2d` is PyTorch's own; its state dict is `nn.BatchNorm2d`'s, so checkpoints do not
 change.
@@ -61,29 +65,33 @@ def _channel_sums(rows: Tensor, channels: int) -> Tensor:
 def library() -> ctypes.CDLL | None:
     """The built kernels of ``batchnorm.c`` with their signatures, or None (`native.load`)."""
     lib = native.load("batchnorm")
-    if lib is not None and lib.bn_apply.argtypes is None:
+    if lib is not None and lib.bn_apply.argtypes is None:  # set last, below
         p, n, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        lib.bn_plane_stats.argtypes = [p, p, n, n, n, i]
-        lib.bn_apply.argtypes = [p, p, p, p, p, n, n, n, i, i]
-        lib.bn_backward_sums.argtypes = [p, p, p, p, p, p, n, n, n, i, i]
-        lib.bn_backward_apply.argtypes = [p, p, p, p, p, p, p, p, n, n, n, i, i]
         for kernel in (lib.bn_plane_stats, lib.bn_apply, lib.bn_backward_sums):
             kernel.restype = None
         lib.bn_backward_apply.restype = None
+        lib.bn_plane_stats.argtypes = [p, p, n, n, n, i]
+        lib.bn_backward_sums.argtypes = [p, p, p, p, p, p, n, n, n, i, i]
+        lib.bn_backward_apply.argtypes = [p, p, p, p, p, p, p, p, n, n, n, i, i]
+        lib.bn_apply.argtypes = [p, p, p, p, p, n, n, n, i, i]
     return lib
 
 
-def native_applies(x: Tensor, weight: Tensor, bias: Tensor) -> bool:
-    """Whether the C kernels take batch norm of x: float32 on the CPU, x [N, C, H, W]
-    contiguous NCHW with more than one pixel per channel, weight and bias [C], and the
-    kernels built. The C code checks nothing: every pointer it is given is checked here."""
+def native_applies(x: Tensor, *per_channel: Tensor) -> bool:
+    """Whether the C kernels take batch norm of x with `per_channel` (weight, bias, and in
+    eval mode the running statistics): all float32 on the CPU, x [N, C, H, W] contiguous
+    NCHW with more than one pixel per channel, each of `per_channel` [C], and the kernels
+    built. The C code checks nothing: every pointer it is given is checked here."""
     return (
         x.dim() == 4
-        and x.device.type == weight.device.type == bias.device.type == "cpu"
-        and x.dtype == weight.dtype == bias.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
         and x.is_contiguous()
         and x.shape[0] * x.shape[2] * x.shape[3] > 1
-        and weight.shape == bias.shape == x.shape[1:2]
+        and all(
+            t.device.type == "cpu" and t.dtype == torch.float32 and t.shape == x.shape[1:2]
+            for t in per_channel
+        )
         and library() is not None  # None with SSVAE_NATIVE=0 (`native.load`)
     )
 
@@ -113,11 +121,14 @@ class _NativeBatchNorm(torch.autograd.Function):
         between = (sums / (h * w) - mean).square().sum(0) * (h * w)  # Chan et al.
         var = (m2.sum(0) + between) / (n * h * w)  # biased
         inv_std = torch.rsqrt(var + eps)
-        centre, scale = mean.float(), (weight.double() * inv_std).float()  # mean, a
-        bias = bias.contiguous()
+        # y = (x − c) a + shift with c the float32 mean; shift = bias − (mean − c) a carries
+        # what c rounded off, so y is (x − mean) a + bias to float32 precision
+        centre, a = mean.float(), weight.double() * inv_std
+        shift = (bias.double() - (mean - centre.double()) * a).float()
+        scale = a.float()
         y = torch.empty_like(x)
-        _planes(lib.bn_apply, (x, y, centre, scale, bias), int(relu))
-        ctx.save_for_backward(x, centre, scale, bias, mean, inv_std)
+        _planes(lib.bn_apply, (x, y, centre, scale, shift), int(relu))
+        ctx.save_for_backward(x, centre, scale, shift, mean, inv_std)
         ctx.relu = relu  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -129,19 +140,21 @@ class _NativeBatchNorm(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor, None, None]:
         lib = library()
         assert lib is not None
-        x, centre, scale, bias, mean, inv_std = ctx.saved_tensors
+        x, centre, scale, shift, mean, inv_std = ctx.saved_tensors
         grad = grad.contiguous()
         n, c, h, w = x.shape
         relu = int(ctx.relu)
-        sums = x.new_empty(n, c, 2, dtype=torch.float64)  # per plane: Σg', Σg'(x − mean)
-        _planes(lib.bn_backward_sums, (x, grad, sums, centre, scale, bias), relu)
+        sums = x.new_empty(n, c, 2, dtype=torch.float64)  # per plane: Σg', Σg'(x − c)
+        _planes(lib.bn_backward_sums, (x, grad, sums, centre, scale, shift), relu)
         grad_sum, grad_dot = sums.sum(0).unbind(1)  # [C]
-        grad_dot -= (mean - centre.double()) * grad_sum  # about the exact mean, not the rounded
+        offset = mean - centre.double()  # what the float32 centre c rounded off
+        grad_dot -= offset * grad_sum  # Σg'(x − mean)
         a, pixels = scale.double(), n * h * w
-        k0 = (-a * grad_sum / pixels).float()
-        k1 = (-a * inv_std.square() * grad_dot / pixels).float()
+        k1 = -a * inv_std.square() * grad_dot / pixels
+        k0 = -a * grad_sum / pixels - offset * k1  # so k0 + (x − c) k1 has (x − mean) k1
         grad_x = torch.empty_like(x)
-        _planes(lib.bn_backward_apply, (x, grad, grad_x, centre, scale, bias, k0, k1), relu)
+        channels = (centre, scale, shift, k0.float(), k1.float())
+        _planes(lib.bn_backward_apply, (x, grad, grad_x, *channels), relu)
         return grad_x, (grad_dot * inv_std).float(), grad_sum.float(), None, None
 
 
@@ -241,16 +254,17 @@ def batch_norm_eval(
     """Eval-mode batch norm of x [N, C, H, W], then `F.relu` if `relu`: one scale and shift
     per channel [C], by the C kernels on NCHW where no gradient is wanted, tiled along the
     rows on channels-last, else by PyTorch. -> [N, C, H, W] in x's layout."""
-    scale = weight * torch.rsqrt(running_var + eps)
-    if not torch.is_grad_enabled() and native_applies(x, weight, bias):
+    if not torch.is_grad_enabled() and native_applies(x, running_mean, running_var, weight, bias):
         lib = library()
         assert lib is not None
         out = torch.empty_like(x)
-        channels = (running_mean.contiguous(), scale.contiguous(), bias.contiguous())
+        scale = (weight * torch.rsqrt(running_var + eps)).contiguous()
+        channels = (running_mean.contiguous(), scale, bias.contiguous())
         _planes(lib.bn_apply, (x, out, *channels), int(relu))
         return out
     if fast_applies(x):
         w = x.shape[3]
+        scale = weight * torch.rsqrt(running_var + eps)
         shift = bias - running_mean * scale
         out = _unrows(torch.addcmul(shift.repeat(w), _rows(x), scale.repeat(w)), x.shape)
     else:
@@ -273,6 +287,7 @@ class BatchNorm2d(nn.BatchNorm2d):
         return self._normalise(x, relu=True)
 
     def _normalise(self, x: Tensor, relu: bool) -> Tensor:
+        self._check_input_dim(x)
         if not (self.affine and self.track_running_stats):
             out = super().forward(x)
             return nn.functional.relu(out) if relu else out

@@ -36,11 +36,11 @@ BLOCK_PIXELS = 2**16  # the weight gradient's images are summed in blocks of at 
 def library() -> ctypes.CDLL | None:
     """The built kernels with their signatures, or None (`native.load`)."""
     lib = native.load("conv3x3")
-    if lib is not None and lib.conv3x3_forward.argtypes is None:
+    if lib is not None and lib.conv3x3_forward.argtypes is None:  # set last, below
         p, n, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
-        lib.conv3x3_forward.argtypes = [p, p, p, p, n, n, n, n, n, n, i]
-        lib.conv3x3_weight_grad.argtypes = [p, p, p, n, n, n, n, n, n, n, i]
         lib.conv3x3_forward.restype = lib.conv3x3_weight_grad.restype = ctypes.c_int
+        lib.conv3x3_weight_grad.argtypes = [p, p, p, n, n, n, n, n, n, n, i]
+        lib.conv3x3_forward.argtypes = [p, p, p, p, n, n, n, n, n, n, i]
     return lib
 
 
@@ -95,7 +95,8 @@ def forward(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1) -> 
     n, _, h, w = x.shape
     co, ci = weight.shape[0] // groups, weight.shape[1]
     weight = weight.contiguous()
-    b = None if bias is None else bias.contiguous().data_ptr()
+    bias = None if bias is None else bias.contiguous()  # held until C returns, not a bare address
+    b = None if bias is None else bias.data_ptr()
     y = x.new_empty(n, groups * co, h, w)
     threads = torch.get_num_threads()
     shape = (n, groups, ci, co, h, w, threads)

@@ -216,3 +216,15 @@ def test_a_forked_child_convolves_as_pytorchs_own_ops_do() -> None:
         assert os.waitstatus_to_exitcode(done[1]) == 0
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_strided_bias_is_read_while_its_copy_is_alive() -> None:
+    """`forward` keeps the contiguous copy of a strided bias until C has read it (a bare
+    address of a freed copy read the next allocation's bytes)."""
+    x, weight = torch.rand(4, 3, 16, 16), torch.rand(6, 3, 3, 3)
+    bias = (torch.rand(12) + 100)[::2]
+    assert conv3x3.applies(x, weight, bias)
+    for _ in range(20):
+        torch.testing.assert_close(
+            conv3x3.conv2d(x, weight, bias), F.conv2d(x, weight, bias, padding=1)
+        )
