@@ -8,8 +8,9 @@ Two paths, by the layout Fig. 2 runs in (`conv3x3.memory_format`):
   of Fig. 2 applied in the same pass (`BatchNorm2d.forward_relu`); the backward reads the
   output's gradient and x twice and writes ∂L/∂x once, the ReLU's mask recomputed from x.
   Against PyTorch's batch norm and ReLU on one `small` step's [60, 6, 64, 64] maps (forward
-  + backward, one thread; `make bench` on 2026-12-06, README, Benchmarks): 2.44 against
-  6.03 ms (2.47×). Planes are split over PyTorch's own threads (`native`).
+  + backward, one thread; `make bench` on 2026-12-06 at 1ad14bc, README, Benchmarks): 2.59
+  against 6.03 ms (2.33×; 2.47× in the run before). Planes are split over PyTorch's own
+  threads (`native`).
 - **channels-last** (no C compiler, or ``SSVAE_NATIVE=0``). PyTorch's CPU kernel reduces a
   channels-last [N, C, H, W] tensor along rows of only C = 3 or 6 numbers, several times
   slower than memory allows (half of a `small` step in issue 13's profile). The rows path

@@ -16,7 +16,11 @@ user's or root's rights over the cache's parents.)
 The kernels split their work with OpenMP (``-fopenmp``). Loaded after ``import torch``, a
 library's libgomp is the one PyTorch already holds (the same soname), so its threads are
 PyTorch's intra-op threads: callers pass `torch.get_num_threads()`, and nothing else
-competes for the cores. ctypes releases the GIL while C runs.
+competes for the cores. ctypes releases the GIL while C runs. GNU OpenMP's pool does not
+survive a fork: a forked child computes on one thread (`torch.set_num_threads(1)`), for these
+kernels as for PyTorch's own ops. Where PyTorch bundles another OpenMP runtime (a renamed
+libgomp, or Intel's), the kernels get a pool of their own beside it: correct, but the two
+compete for the cores.
 
     SSVAE_NATIVE=0            PyTorch's kernels only (no build, no warning)
     SSVAE_CACHE_DIR=DIR       where the built libraries live (default ~/.cache/ssvae)
