@@ -5,7 +5,7 @@ Fig. 2's layers have 3 and 6 channels. oneDNN, PyTorch's CPU convolution, blocks
 the image rows, eight pixels per register, one register per output channel. Measured on one
 `small` step ([60, 3, 64, 64] -> 6 -> 3 maps, forward + backward) at one thread against oneDNN
 in channels-last, its fastest layout (`make bench` on 2026-12-06 at 1ad14bc; README,
-Benchmarks; `bench/levers.py`): 9.65 against 19.18 ms (1.99×; 1.86× in the run before), and
+Benchmarks; `bench/levers.py`): 9.65 against 19.18 ms (1.99×; 1.80× in the run before), and
 weight gradients 7.5e-8 from float64 against 1.2e-5, relative to their largest entry (each
 image is summed on its own).
 
