@@ -4,8 +4,9 @@ The straightforward loop is what one writes first: a `Dataset` of (base, target)
 from the uint8 video and converted per item, a shuffled `DataLoader`, Fig. 2 built from stock
 `torch.nn` layers, and the encoder called separately on the base and the target frames. Ours
 keeps the video on the device once, gathers a batch by index, encodes every distinct frame of
-the step in one pass, and on the CPU runs Fig. 2's convolutions in C (`ssvae_core.conv3x3`;
-`SSVAE_NATIVE=0` measures it without them, on oneDNN and the batch norm's rows path). Both
+the step in one pass, and on the CPU runs Fig. 2's convolutions and batch norms in C
+(`ssvae_core.conv3x3`, `ssvae_core.batchnorm`, the first ReLU fused; `SSVAE_NATIVE=0`
+measures it without them, on oneDNN and the batch norm's rows path). Both
 use the same network, coupling, loss, optimiser and thread count; throughput is training
 pairs per second over whole steps (forward, backward, update). Rounds alternate between the
 two and the best round of each is kept, so machine noise hits both alike.
