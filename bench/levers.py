@@ -59,6 +59,24 @@ def _best_ms(work: Callable[[], object], rounds: int, repeats: int = 10) -> floa
     return best * 1e3
 
 
+def _alternating_ms(variants: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Each variant's best ms over `rounds` rounds, the variants alternating within a round
+    so machine noise hits them alike."""
+    times = dict.fromkeys(variants, float("inf"))
+    for _ in range(rounds):
+        for name, work in variants.items():
+            times[name] = min(times[name], _best_ms(work, 1))
+    return times
+
+
+def _relative_error(got: list[Tensor], want: list[Tensor]) -> float:
+    """The largest |got − want| of any pair, relative to that pair's largest |want|."""
+    return max(
+        ((g.double() - w).abs().max() / w.abs().max()).item()
+        for g, w in zip(got, want, strict=True)
+    )
+
+
 def batch_norm_rows(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """Training-mode batch norm of x [N, C, H, W] (channels-last) as rows [N*H*W, C]."""
     n, c, h, w = x.shape
@@ -80,10 +98,7 @@ def batch_norm(rounds: int) -> dict[str, float]:
         "rows": lambda: rows_path(x).backward(grad),
         "ops": lambda: batch_norm_rows(x, weight, bias).backward(grad),
     }
-    times = dict.fromkeys(variants, float("inf"))
-    for _ in range(rounds):  # alternate
-        for name, work in variants.items():
-            times[name] = min(times[name], _best_ms(work, 1))
+    times = _alternating_ms(variants, rounds)
     return {
         "batch norm native ms (fwd+bwd)": times["native"],
         "batch norm rows path ms (fwd+bwd)": times["rows"],
@@ -233,21 +248,15 @@ def native_conv(rounds: int) -> dict[str, float]:
         "oneDNN": (nn.Conv2d, x.contiguous(memory_format=cl), cl),
         "C": (conv3x3.Conv2d, x, torch.contiguous_format),
     }
-    times, errors, models = {}, {}, {}
+    errors, works = {}, {}
     for name, (kind, frames, layout) in variants.items():
         convs = [kind(3, 6, 3, padding=1), kind(6, 3, 3, padding=1)]
         for conv, original in zip(convs, made, strict=True):
             conv.load_state_dict(original.state_dict())
             conv.to(memory_format=layout)
-        models[name] = (convs, frames)
-        errors[name] = max(
-            ((g.double() - w).abs().max() / w.abs().max()).item()
-            for g, w in zip(step(convs, frames), want, strict=True)
-        )
-        times[name] = float("inf")
-    for _ in range(rounds):  # alternate
-        for name, (convs, frames) in models.items():
-            times[name] = min(times[name], _best_ms(lambda c=convs, f=frames: step(c, f), 1))
+        errors[name] = _relative_error(step(convs, frames), want)
+        works[name] = lambda c=convs, f=frames: step(c, f)
+    times = _alternating_ms(works, rounds)
     return {
         "native conv: ms (fwd+bwd), oneDNN channels-last": times["oneDNN"],
         "native conv: ms (fwd+bwd), C kernels NCHW": times["C"],
@@ -275,27 +284,20 @@ def native_batch_norm(rounds: int) -> dict[str, float]:
     pytorch, ours = nn.BatchNorm2d(MAPS[1]), BatchNorm2d(MAPS[1])
     pytorch.load_state_dict(exact_norm.state_dict())
     ours.load_state_dict(exact_norm.state_dict())
-    variants: dict[str, Callable[[Tensor], Tensor]] = {
-        "PyTorch": lambda v: torch.relu(pytorch(v)),
-        "C": ours.forward_relu,
+    variants: dict[str, tuple[nn.BatchNorm2d, Callable[[Tensor], Tensor]]] = {
+        "PyTorch": (pytorch, lambda v: torch.relu(pytorch(v))),
+        "C": (ours, ours.forward_relu),
     }
     xd = x.detach().double().requires_grad_()
     torch.relu(exact_norm(xd)).backward(grad.double())
     want = [xd.grad, exact_norm.weight.grad]
-    times, errors = {}, {}
-    for name, norm in (("PyTorch", pytorch), ("C", ours)):
+    errors, works = {}, {}
+    for name, (norm, apply) in variants.items():
         x.grad = None
-        variants[name](x).backward(grad)
-        got = [x.grad, norm.weight.grad]
-        errors[name] = max(
-            ((g.double() - w).abs().max() / w.abs().max()).item()  # type: ignore[union-attr]
-            for g, w in zip(got, want, strict=True)
-        )
-        times[name] = float("inf")
-    for _ in range(rounds):  # alternate
-        for name, work in variants.items():
-            ms = _best_ms(lambda w=work: w(x).backward(grad), 1)
-            times[name] = min(times[name], ms)
+        apply(x).backward(grad)
+        errors[name] = _relative_error([x.grad, norm.weight.grad], want)  # type: ignore[list-item]
+        works[name] = lambda f=apply: f(x).backward(grad)
+    times = _alternating_ms(works, rounds)
     return {
         "native batch norm + ReLU: ms (fwd+bwd), PyTorch NCHW": times["PyTorch"],
         "native batch norm + ReLU: ms (fwd+bwd), C kernels NCHW": times["C"],
