@@ -255,17 +255,16 @@ def batch_norm_eval(
     """Eval-mode batch norm of x [N, C, H, W], then `F.relu` if `relu`: one scale and shift
     per channel [C], by the C kernels on NCHW where no gradient is wanted, tiled along the
     rows on channels-last, else by PyTorch. -> [N, C, H, W] in x's layout."""
+    scale = weight * torch.rsqrt(running_var + eps)  # [C], a new contiguous tensor
     if not torch.is_grad_enabled() and native_applies(x, running_mean, running_var, weight, bias):
         lib = library()
         assert lib is not None
         out = torch.empty_like(x)
-        scale = (weight * torch.rsqrt(running_var + eps)).contiguous()
         channels = (running_mean.contiguous(), scale, bias.contiguous())
         _planes(lib.bn_apply, (x, out, *channels), int(relu))
         return out
     if fast_applies(x):
         w = x.shape[3]
-        scale = weight * torch.rsqrt(running_var + eps)
         shift = bias - running_mean * scale
         out = _unrows(torch.addcmul(shift.repeat(w), _rows(x), scale.repeat(w)), x.shape)
     else:
