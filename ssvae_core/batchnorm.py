@@ -26,9 +26,12 @@ Szegedy 2015), with x̂ = (x − mean) / σ, a = weight / σ, M pixels per chann
 
     ∂L/∂x = a ∘ (g − Σg / M − x̂ Σ(g x̂) / M),  ∂L/∂weight = Σ(g x̂),  ∂L/∂bias = Σg,
 
-within a few float32 roundings of a float64 reference, and no further from it than PyTorch's
-kernel on maps like a convolution's (`tests/test_batchnorm.py`; where the mean is 10⁵ times
-the spread, the C path's ∂L/∂x is 2x further, 5e-5 against 2e-5 of its largest entry).
+within a few float32 roundings of a float64 reference, about as close as PyTorch's kernel
+(`tests/test_batchnorm.py`). On maps like a convolution's, over 600 random weights and
+biases (the test's NCHW shapes, with and without the ReLU; a `/tmp` script), the C path was
+within the larger of PyTorch's error and 1.5e-7 of the largest entry in 592, and at most
+1.26× that in the other 8. Where the mean is 10⁵ times the spread, its ∂L/∂x is 2x further
+from float64 than PyTorch's (5e-5 against 2e-5 of its largest entry).
 Eval mode is one scale and shift per channel. Elsewhere (CUDA, another dtype or layout)
 `BatchNorm2d` is PyTorch's own; its state dict is `nn.BatchNorm2d`'s, so checkpoints do not
 change.
