@@ -73,13 +73,14 @@ def as_float(frames: Tensor) -> Tensor:
 
 
 # Frames a pass without gradients (the probe, Fig. 1D/E) encodes at once. On a GPU, many. On
-# the CPU about a million pixels (256 frames at 64 px, 16 at 256 px): a layer's output is then
-# 24 MiB (6 maps, float32), which the cache holds and glibc's heap keeps. At 256 px, 300
-# frames took 0.77 s in batches of 16 against 1.89 s in batches of 256, with a third of the
-# peak memory (419 against 1291 MiB), the same numbers to the bit (README, Benchmarks;
-# `bench/levers.py`).
+# the CPU about a quarter of a million pixels (64 frames at 64 px, 4 at 256 px): a layer's
+# output is then 6 MiB (6 maps, float32), which the cache holds and glibc's heap keeps (the
+# heap keeps its largest size for the trial's life: `allocator`). At 256 px, 300 frames took
+# 0.375 s in batches of 4, 0.475 s in batches of 16 and 1.89 s in batches of 256 (one thread),
+# the process growing by 17, 97 and about 870 MiB; the same numbers to the bit (README,
+# Benchmarks; `bench/levers.py`).
 GPU_FRAMES_PER_BATCH = 256
-CPU_PIXELS_PER_BATCH = 2**20
+CPU_PIXELS_PER_BATCH = 2**18
 
 
 def frames_per_batch(height: int, width: int, device: torch.device) -> int:
