@@ -40,6 +40,8 @@ change.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -107,23 +109,42 @@ def _planes(kernel: Any, tensors: tuple[Tensor, ...], *flag: int) -> None:
     kernel(*(t.data_ptr() for t in tensors), n, c, h * w, *flag, torch.get_num_threads())
 
 
+def _pixels(valid: Tensor | None, n: int, plane: int) -> Tensor | int:
+    """Pixels per channel: every plane's, or the valid planes' ([C], float64)."""
+    return n * plane if valid is None else valid.sum(0) * plane
+
+
 class _NativeBatchNorm(torch.autograd.Function):
     """Training-mode batch norm of NCHW x by ``batchnorm.c``, then a ReLU if `relu`; also
-    returns the batch mean and biased variance [C] (float64, for the running statistics)."""
+    returns the batch mean and biased variance [C] (float64, for the running statistics).
+
+    valid: None, or float64 [N, C] of 0 and 1: the planes x[i, c] with 0 are padding, outside
+    channel c's statistics (normalised like the others, with no gradient)."""
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, x: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: bool
+        ctx: FunctionCtx,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        eps: float,
+        relu: bool,
+        valid: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         lib = library()
         assert lib is not None
         n, c, h, w = x.shape
         stats = x.new_empty(n, c, 2, dtype=torch.float64)  # per plane: Σx, Σ(x − its mean)²
         _planes(lib.bn_plane_stats, (x, stats))
+        if valid is not None:  # padding planes count for nothing
+            stats *= valid[:, :, None]
         sums, m2 = stats.unbind(2)  # [N, C]
-        mean = sums.sum(0) / (n * h * w)
-        between = (sums / (h * w) - mean).square().sum(0) * (h * w)  # Chan et al.
-        var = (m2.sum(0) + between) / (n * h * w)  # biased
+        pixels = _pixels(valid, n, h * w)
+        mean = sums.sum(0) / pixels
+        between = (sums / (h * w) - mean).square()  # Chan et al.
+        if valid is not None:
+            between *= valid
+        var = (m2.sum(0) + between.sum(0) * (h * w)) / pixels  # biased
         inv_std = torch.rsqrt(var + eps)
         # y = (x − c) a + shift with c the float32 mean; shift = bias − (mean − c) a carries
         # what c rounded off, so y is (x − mean) a + bias to float32 precision
@@ -132,7 +153,7 @@ class _NativeBatchNorm(torch.autograd.Function):
         scale = a.float()
         y = torch.empty_like(x)
         _planes(lib.bn_apply, (x, y, centre, scale, shift), int(relu))
-        ctx.save_for_backward(x, centre, scale, shift, mean, inv_std)
+        ctx.save_for_backward(x, centre, scale, shift, mean, inv_std, valid)
         ctx.relu = relu  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -141,25 +162,50 @@ class _NativeBatchNorm(torch.autograd.Function):
     @once_differentiable
     def backward(
         ctx: Any, grad: Tensor, _mean: Tensor, _var: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor, None, None]:
+    ) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
         lib = library()
         assert lib is not None
-        x, centre, scale, shift, mean, inv_std = ctx.saved_tensors
+        x, centre, scale, shift, mean, inv_std, valid = ctx.saved_tensors
         grad = grad.contiguous()
         n, c, h, w = x.shape
         relu = int(ctx.relu)
         sums = x.new_empty(n, c, 2, dtype=torch.float64)  # per plane: Σg', Σg'(x − c)
         _planes(lib.bn_backward_sums, (x, grad, sums, centre, scale, shift), relu)
+        if valid is not None:
+            sums *= valid[:, :, None]
         grad_sum, grad_dot = sums.sum(0).unbind(1)  # [C]
         offset = mean - centre.double()  # what the float32 centre c rounded off
         grad_dot -= offset * grad_sum  # Σg'(x − mean)
-        a, pixels = scale.double(), n * h * w
+        a, pixels = scale.double(), _pixels(valid, n, h * w)
         k1 = -a * inv_std.square() * grad_dot / pixels
         k0 = -a * grad_sum / pixels - offset * k1  # so k0 + (x − c) k1 has (x − mean) k1
         grad_x = torch.empty_like(x)
         channels = (centre, scale, shift, k0.float(), k1.float())
         _planes(lib.bn_backward_apply, (x, grad, grad_x, *channels), relu)
-        return grad_x, (grad_dot * inv_std).float(), grad_sum.float(), None, None
+        if valid is not None:  # a padding plane's x is no input of the statistics
+            grad_x.view(n, c, h * w)[valid == 0] = 0
+        return grad_x, (grad_dot * inv_std).float(), grad_sum.float(), None, None, None
+
+
+def _rebuild_relu(node: Any) -> Tensor:
+    """The forward's output again, from the tensors `node` (a `_NativeBatchNorm` with the
+    ReLU, before its own backward) keeps: the same kernel on the same numbers."""
+    lib = library()
+    assert lib is not None
+    x, centre, scale, shift, *_ = node.saved_tensors
+    y = torch.empty_like(x)
+    _planes(lib.bn_apply, (x, y, centre, scale, shift), 1)
+    return y
+
+
+def relu_rebuild(y: Tensor) -> Callable[[], Tensor] | None:
+    """For y = `batch_norm_train(x, ..., relu=True)` by the C kernels: a function that gives
+    y again, to the bit, from what the batch norm's backward keeps anyway (x and [C]
+    numbers), for `recompute.rebuilt`; None for any other y (PyTorch's or the rows path)."""
+    node = y.grad_fn
+    if isinstance(node, _NativeBatchNorm._backward_cls) and node.relu:  # type: ignore[attr-defined]
+        return partial(_rebuild_relu, node)
+    return None
 
 
 class _RowsBatchNorm(torch.autograd.Function):
@@ -230,7 +276,7 @@ def batch_norm_train(
     """
     in_c = native_applies(x, weight, bias)  # the ReLU included
     if in_c:
-        out, mean, var = _NativeBatchNorm.apply(x, weight, bias, eps, relu)
+        out, mean, var = _NativeBatchNorm.apply(x, weight, bias, eps, relu, None)
     elif fast_applies(x):
         out, mean, var = _RowsBatchNorm.apply(x, weight, bias, eps)
     else:
@@ -244,6 +290,21 @@ def batch_norm_train(
             running_mean.lerp_(mean.to(running_mean.dtype), momentum)
             running_var.lerp_((var * (pixels / (pixels - 1))).to(running_var.dtype), momentum)
     return nn.functional.relu(out) if relu and not in_c else out
+
+
+def padded_batch_norm_train(
+    x: Tensor, rows: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode batch norm (then a ReLU if `relu`) of NCHW x [N, C, H, W] by the C
+    kernels (`native_applies`), channel c over its first rows[c] images only: the rest is
+    padding, normalised with the others but outside the statistics and without gradient.
+    rows: int [C], each in 1..N. -> (out [N, C, H, W], batch mean [C], biased variance [C]),
+    the statistics in float64, for running statistics updated by the caller."""
+    assert native_applies(x, weight, bias) and rows.shape == x.shape[1:2]
+    images = torch.arange(x.shape[0], device=x.device)[:, None]
+    valid = (images < rows.to(x.device)[None, :]).double()  # [N, C]
+    out, mean, var = _NativeBatchNorm.apply(x, weight, bias, eps, relu, valid)
+    return out, mean, var
 
 
 def batch_norm_eval(

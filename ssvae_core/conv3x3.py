@@ -149,10 +149,11 @@ class _Conv3x3(torch.autograd.Function):
         grad = grad.contiguous()
         assert grad.dtype == torch.float32 and grad.shape[0] == x.shape[0]
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = forward(grad, flipped(weight, ctx.groups), None, ctx.groups)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             grad_w, grad_b = weight_grad(x, grad, weight.shape[1], ctx.groups)
+        del x  # before ∂L/∂x is allocated: where x was computed again (`recompute`), freed
+        if ctx.needs_input_grad[0]:
+            grad_x = forward(grad, flipped(weight, ctx.groups), None, ctx.groups)
         return grad_x, grad_w, grad_b if ctx.has_bias else None, None
 
 

@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssvae_core.batchnorm import BatchNorm2d
+from ssvae_core.batchnorm import BatchNorm2d, relu_rebuild
 from ssvae_core.conv3x3 import Conv2d
+from ssvae_core.recompute import rebuilt
 from ssvae_core.registry import declared_params, lookup
 from ssvae_core.scale import PositiveScale
 
@@ -66,10 +67,16 @@ class CentreOfMassEncoder(nn.Module):
         """The K sigmoid feature maps. [B, 3, H, W] -> [B, K, H, W].
 
         `features` in order, except that the first batch norm applies the ReLU after it in
-        the same pass over memory (`BatchNorm2d.forward_relu`; the same numbers)."""
+        the same pass over memory (`BatchNorm2d.forward_relu`), and that the backward
+        computes that ReLU's output again rather than keep it (`recompute`, where the C
+        kernels made it). The same numbers either way."""
         conv1, norm1, _relu, conv2, norm2, sigmoid = self.features
         assert isinstance(norm1, BatchNorm2d)
-        return sigmoid(norm2(conv2(norm1.forward_relu(conv1(frames)))))
+        hidden = norm1.forward_relu(conv1(frames))
+        with rebuilt(hidden, relu_rebuild(hidden)):
+            out = conv2(hidden)
+        del hidden  # freed here, not kept to the end of the forward
+        return sigmoid(norm2(out))
 
     def forward(self, frames: Tensor) -> Tensor:
         """[B, 3, H, W] -> z [B, 2K]."""

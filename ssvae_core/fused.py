@@ -28,11 +28,17 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssvae_core.balls import Video
-from ssvae_core.batchnorm import batch_norm_train
+from ssvae_core.batchnorm import (
+    batch_norm_train,
+    native_applies,
+    padded_batch_norm_train,
+    relu_rebuild,
+)
 from ssvae_core.config import RunConfig
 from ssvae_core.conv3x3 import Conv2d, conv2d, memory_format
 from ssvae_core.encoder import CentreOfMassEncoder, StochasticEncoder, centre_of_mass
 from ssvae_core.frames import as_float
+from ssvae_core.recompute import rebuilt
 from ssvae_core.train import Diverged, Report, Run, RunResult, video_on_device
 
 log = logging.getLogger(__name__)
@@ -68,58 +74,61 @@ def _layers(encoder: nn.Module) -> CentreOfMassEncoder:
     return core
 
 
-def masked_batch_norm(h: Tensor, mask: Tensor, norms: Sequence[nn.BatchNorm2d]) -> Tensor:
-    """Batch norm (training mode) of K runs' channels, each over its own rows only.
+def masked_batch_norm(
+    h: Tensor, mask: Tensor, norms: Sequence[nn.BatchNorm2d], relu: bool = False
+) -> Tensor:
+    """Batch norm (training mode) of K runs' channels, each over its own rows only, then a
+    ReLU if `relu`.
 
     h: [n, K * C, H, W], run k's channels in block k; mask: [n, K] bool, which rows are run
-    k's (the rest is padding); norms: run k's `BatchNorm2d` (C channels), whose running
-    statistics are updated as alone (unbiased variance, its momentum). -> [n, K * C, H, W].
+    k's (the rest is padding, at the end); norms: run k's `BatchNorm2d` (C channels), whose
+    running statistics are updated as alone (unbiased variance, its momentum).
+    -> [n, K * C, H, W]. By the C kernels where they apply (padding planes outside the
+    statistics, ReLU in the same pass), else in tensor ops.
     """
     _, channels, height, width = h.shape
     per_run = channels // len(norms)
-    if bool(mask.all()):  # no padding: the batch norm each run alone uses
-        return _native_batch_norm(h, norms)
-    rows = mask.to(h.dtype).repeat_interleave(per_run, dim=1)  # [n, K * C]
-    count = rows.sum(0)  # [K * C] rows per channel
-    # Per row and channel over the pixels, then pooled over each run's rows (stable).
-    row_var, row_mean = torch.var_mean(h, dim=(2, 3), correction=0)  # [n, K * C]
-    mean = (row_mean * rows).sum(0) / count
-    var = ((row_var + (row_mean - mean).square()) * rows).sum(0) / count  # biased
     weight = torch.cat([bn.weight for bn in norms])
     bias = torch.cat([bn.bias for bn in norms])
     eps = norms[0].eps
-    scale = weight * torch.rsqrt(var + eps)
-    shift = bias - mean * scale
+    rows = mask.to(h.dtype).repeat_interleave(per_run, dim=1)  # [n, K * C]
+    count = rows.sum(0)  # [K * C] rows per channel
+    if native_applies(h, weight, bias):
+        out, mean, var = padded_batch_norm_train(h, count.long(), weight, bias, eps, relu)
+    elif bool(mask.all()):  # no padding: the batch norm each run alone uses
+        return _unpadded_batch_norm(h, norms, weight, bias, relu)
+    else:
+        # Per row and channel over the pixels, then pooled over each run's rows (stable).
+        row_var, row_mean = torch.var_mean(h, dim=(2, 3), correction=0)  # [n, K * C]
+        mean = (row_mean * rows).sum(0) / count
+        var = ((row_var + (row_mean - mean).square()) * rows).sum(0) / count  # biased
+        scale = weight * torch.rsqrt(var + eps)
+        out = torch.addcmul((bias - mean * scale)[:, None, None], h, scale[:, None, None])
+        out = F.relu(out) if relu else out
     with torch.no_grad():
-        pixels = count * (height * width)
-        unbiased = var * pixels / (pixels - 1).clamp_min(1)
+        pixels = count.double() * (height * width)
+        unbiased = var.double() * pixels / (pixels - 1).clamp_min(1)
         for k, bn in enumerate(norms):
             block = slice(k * per_run, (k + 1) * per_run)
             momentum = bn.momentum if bn.momentum is not None else 0.1
             assert bn.running_mean is not None and bn.running_var is not None
-            bn.running_mean.lerp_(mean[block], momentum)
-            bn.running_var.lerp_(unbiased[block], momentum)
+            bn.running_mean.lerp_(mean[block].to(bn.running_mean.dtype), momentum)
+            bn.running_var.lerp_(unbiased[block].to(bn.running_var.dtype), momentum)
             bn.num_batches_tracked.add_(1)  # type: ignore[union-attr]
-    return torch.addcmul(shift[:, None, None], h, scale[:, None, None])
+    return out
 
 
-def _native_batch_norm(h: Tensor, norms: Sequence[nn.BatchNorm2d]) -> Tensor:
-    """`masked_batch_norm` where every row is every run's: one `batch_norm_train` over the
-    K * C channels (the path each run alone takes), the running statistics gathered from and
-    given back to each run's module."""
+def _unpadded_batch_norm(
+    h: Tensor, norms: Sequence[nn.BatchNorm2d], weight: Tensor, bias: Tensor, relu: bool
+) -> Tensor:
+    """`masked_batch_norm` where every row is every run's, off the C kernels: one
+    `batch_norm_train` over the K * C channels (the path each run alone takes), the running
+    statistics gathered from and given back to each run's module."""
     buffers = [(bn.running_mean, bn.running_var) for bn in norms]
     running_mean = torch.cat([m for m, _ in buffers if m is not None])
     running_var = torch.cat([v for _, v in buffers if v is not None])
     momentum = norms[0].momentum if norms[0].momentum is not None else 0.1
-    out = batch_norm_train(
-        h,
-        running_mean,
-        running_var,
-        torch.cat([bn.weight for bn in norms]),
-        torch.cat([bn.bias for bn in norms]),
-        momentum=momentum,
-        eps=norms[0].eps,
-    )
+    out = batch_norm_train(h, running_mean, running_var, weight, bias, momentum, norms[0].eps, relu)
     with torch.no_grad():
         per_run = h.shape[1] // len(norms)
         for k, (bn, (mean, var)) in enumerate(zip(norms, buffers, strict=True)):
@@ -130,36 +139,40 @@ def _native_batch_norm(h: Tensor, norms: Sequence[nn.BatchNorm2d]) -> Tensor:
     return out
 
 
+def _fused_conv(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
+    """Run k's convolution `layers[k]` on its channel block of h, all as one grouped one."""
+    convs = [c for c in layers if isinstance(c, nn.Conv2d)]
+    layer, k = convs[0], len(convs)
+    weight = torch.cat([c.weight for c in convs])  # [K * out, in, 3, 3]
+    weight = weight.contiguous(memory_format=memory_format(h.device))  # as each run's
+    biases = [c.bias for c in convs if c.bias is not None]
+    bias = torch.cat(biases) if biases else None
+    if isinstance(layer, Conv2d) and layer.fits():
+        return conv2d(h, weight, bias, groups=k)
+    return F.conv2d(h, weight, bias, layer.stride, layer.padding, layer.dilation, k)
+
+
 def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[int]) -> Tensor:
-    """Fig. 2 for K runs at once: conv, BN, ReLU, conv, BN, sigmoid, centre of mass.
+    """Fig. 2 for K runs at once: conv, BN and ReLU, conv, BN, sigmoid, centre of mass, as
+    `CentreOfMassEncoder.maps` computes each (the first ReLU's output computed again in the
+    backward, not kept, where the C kernels made it: `recompute`).
 
     frames: float [n, K * 3, H, W] (run k's frames in channels 3k..3k+2, in the layout of
     `conv3x3.memory_format`),
     counts: run k's rows (the rest padding). -> mean representations [n, K, 2M].
     """
-    runs = [_layers(e) for e in encoders]
-    n, k = frames.shape[0], len(runs)
+    layers = [_layers(e).features for e in encoders]
+    n, k = frames.shape[0], len(layers)
     mask = torch.arange(n, device=frames.device)[:, None] < torch.tensor(counts)[None, :].to(
         frames.device
     )  # [n, K]
-    h = frames
-    for position, layer in enumerate(runs[0].features):
-        same = [r.features[position] for r in runs]
-        if isinstance(layer, nn.Conv2d):
-            convs = [c for c in same if isinstance(c, nn.Conv2d)]
-            weight = torch.cat([c.weight for c in convs])  # [K * out, in, 3, 3]
-            weight = weight.contiguous(memory_format=memory_format(h.device))  # as each run's
-            biases = [c.bias for c in convs if c.bias is not None]
-            bias = torch.cat(biases) if biases else None
-            if isinstance(layer, Conv2d) and layer.fits():
-                h = conv2d(h, weight, bias, groups=k)
-            else:
-                h = F.conv2d(h, weight, bias, layer.stride, layer.padding, layer.dilation, k)
-        elif isinstance(layer, nn.BatchNorm2d):
-            h = masked_batch_norm(h, mask, [b for b in same if isinstance(b, nn.BatchNorm2d)])
-        else:  # ReLU, sigmoid: elementwise, the same for every run
-            h = layer(h)
-    return centre_of_mass(h).view(n, k, -1)
+    conv1, norm1, _relu, conv2, norm2, sigmoid = zip(*layers, strict=True)
+    hidden = masked_batch_norm(_fused_conv(conv1, frames), mask, norm1, relu=True)
+    with rebuilt(hidden, relu_rebuild(hidden)):
+        out = _fused_conv(conv2, hidden)
+    del hidden  # freed here, not kept to the end of the forward
+    maps = sigmoid[0](masked_batch_norm(out, mask, norm2))  # elementwise: every run's
+    return centre_of_mass(maps).view(n, k, -1)
 
 
 def encode_fused(runs: Sequence[Run], indices: Sequence[Tensor]) -> list[Tensor]:

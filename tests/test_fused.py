@@ -11,6 +11,7 @@ from torch import nn
 
 from ssvae_core import config, loader
 from ssvae_core.balls import Video
+from ssvae_core.batchnorm import library
 from ssvae_core.fused import fit_fused, fuse_key, masked_batch_norm
 from ssvae_core.train import RunResult, fit
 
@@ -71,6 +72,42 @@ def test_masked_batch_norm_is_each_runs_own_batch_norm() -> None:
     out2 = masked_batch_norm(h2, mask, [nn.BatchNorm2d(channels) for _ in counts])
     fresh = masked_batch_norm(h, mask, [nn.BatchNorm2d(channels) for _ in counts])
     assert torch.allclose(out2[:3, channels : 2 * channels], fresh[:3, channels : 2 * channels])
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_padded_c_batch_norm_is_each_runs_own_batch_norm(relu: bool) -> None:
+    if library() is None:
+        pytest.skip("no C compiler: the C kernels could not be built")
+    counts, channels = [5, 3, 7], 4
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(7, 3 * channels, 6, 5, generator=g) * 2 + 1  # NCHW: the C kernels
+    grad = torch.randn(h.shape, generator=g)  # the padding's too: it must not count
+    norms = [nn.BatchNorm2d(channels) for _ in counts]
+    alone = [nn.BatchNorm2d(channels) for _ in counts]
+    for a, b in zip(norms, alone, strict=True):
+        with torch.no_grad():
+            a.weight.uniform_(0.5, 2.0, generator=g)
+            a.bias.uniform_(-1.0, 1.0, generator=g)
+        b.load_state_dict(a.state_dict())
+    mask = torch.arange(7)[:, None] < torch.tensor(counts)[None, :]
+    x = h.clone().requires_grad_()
+    out = masked_batch_norm(x, mask, norms, relu=relu)
+    (out * grad).sum().backward()
+    assert x.grad is not None
+    for k, (n, bn) in enumerate(zip(counts, alone, strict=True)):
+        block = slice(k * channels, (k + 1) * channels)
+        own = h[:n, block].clone().requires_grad_()
+        expected = bn(own)
+        expected = torch.relu(expected) if relu else expected
+        (expected * grad[:n, block]).sum().backward()
+        assert torch.allclose(out[:n, block], expected, atol=1e-5)
+        assert torch.allclose(x.grad[:n, block], own.grad, atol=1e-5)  # type: ignore[arg-type]
+        assert not x.grad[n:, block].any()  # the padding is no input of the statistics
+        assert torch.allclose(norms[k].weight.grad, bn.weight.grad, atol=1e-4)  # type: ignore[arg-type]
+        assert torch.allclose(norms[k].bias.grad, bn.bias.grad, atol=1e-4)  # type: ignore[arg-type]
+        assert torch.allclose(norms[k].running_mean, bn.running_mean, atol=1e-6)
+        assert torch.allclose(norms[k].running_var, bn.running_var, atol=1e-5)
+        assert int(norms[k].num_batches_tracked) == 1
 
 
 @pytest.mark.parametrize(
