@@ -8,7 +8,7 @@
   metrics (`bench/whole_run.py`; `small`, 5 epochs);
 - levers: the batch norm's rows path, the host allocator, `torch.compile`, the probe's
   batch, oneDNN's instruction set (not kept), the C convolutions, the C batch norm and
-  ReLU, the first ReLU's output computed again in the backward, start-up
+  ReLU, the first ReLU's output not kept for the backward, start-up
   (`bench/levers.py`).
 - fused trials: K = 1, 4, 16, 64 runs of `small` as one model against one run alone
   (`bench/fused.py`; one epoch each, after a warm-up epoch).
@@ -38,7 +38,7 @@ from levers import (
     native_batch_norm,
     native_conv,
     probe_batch,
-    recompute,
+    relu_input,
     start_up,
 )
 from trainer import compare
@@ -97,7 +97,7 @@ def main() -> None:
     lever_rows |= probe_batch(1 if args.quick else 3) | conv_isa(1 if args.quick else 3)
     lever_rows |= native_conv(2 if args.quick else 5)
     lever_rows |= native_batch_norm(2 if args.quick else 5)
-    lever_rows |= recompute(1 if args.quick else 3, 2 if args.quick else 4)
+    lever_rows |= relu_input(1 if args.quick else 3, 2 if args.quick else 4)
     rows += [(f"lever {k}", f"{v:.4g}") for k, v in {**lever_rows, **start_up(3)}.items()]
     small = loader.load("small", None, ["train.device=cpu"])
     small_video = simulate(small.data.balls, small.data.seed)

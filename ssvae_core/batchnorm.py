@@ -40,8 +40,6 @@ change.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
@@ -49,6 +47,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ssvae_core import native
+from ssvae_core.conv3x3 import BatchNormReLU
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -187,24 +186,14 @@ class _NativeBatchNorm(torch.autograd.Function):
         return grad_x, (grad_dot * inv_std).float(), grad_sum.float(), None, None, None
 
 
-def _rebuild_relu(node: Any) -> Tensor:
-    """The forward's output again, from the tensors `node` (a `_NativeBatchNorm` with the
-    ReLU, before its own backward) keeps: the same kernel on the same numbers."""
-    lib = library()
-    assert lib is not None
-    x, centre, scale, shift, *_ = node.saved_tensors
-    y = torch.empty_like(x)
-    _planes(lib.bn_apply, (x, y, centre, scale, shift), 1)
-    return y
-
-
-def relu_rebuild(y: Tensor) -> Callable[[], Tensor] | None:
-    """For y = `batch_norm_train(x, ..., relu=True)` by the C kernels: a function that gives
-    y again, to the bit, from what the batch norm's backward keeps anyway (x and [C]
-    numbers), for `recompute.rebuilt`; None for any other y (PyTorch's or the rows path)."""
+def relu_input(y: Tensor) -> BatchNormReLU | None:
+    """For y = `batch_norm_train(x, ..., relu=True)` by the C kernels: y described by what
+    the batch norm's backward keeps anyway (x and three numbers per channel), for a following
+    `conv3x3.conv2d` to keep in y's place (its ``input_from``); None for any other y."""
     node = y.grad_fn
     if isinstance(node, _NativeBatchNorm._backward_cls) and node.relu:  # type: ignore[attr-defined]
-        return partial(_rebuild_relu, node)
+        x, centre, scale, shift, *_ = node.saved_tensors
+        return BatchNormReLU(x, centre, scale, shift)
     return None
 
 

@@ -23,15 +23,37 @@ typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
 static inline vec load(const float *p) { vec v; memcpy(&v, p, sizeof v); return v; }
 static inline void store(float *p, vec v) { memcpy(p, &v, sizeof v); }
 
+/* The input of a convolution that follows a batch norm and its ReLU, computed again from the
+ * batch norm's input: row p [n] := relu((p - mean) a + bias) in place, rounded as
+ * batchnorm.c's bn_apply rounds it (no fused multiply-add; 0 where the sum is <= 0), so the
+ * same floats to the bit. */
+#ifndef __clang__
+__attribute__((optimize("fp-contract=off")))
+#endif
+static void bn_relu_row(float *p, long n, float mean, float a, float bias) {
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+    for (long k = 0; k < n; k++) {
+        float v = (p[k] - mean) * a + bias;
+        p[k] = v <= 0 ? 0.0f : v;
+    }
+}
+
 /* Rows r - 1, r, r + 1 of the ci planes at x (each H x W) into pad[i][kh][1 + c], zero
- * outside the image; pad rows are `stride` floats (>= W rounded up to LANES, plus LANES). */
-static void fill(float *pad, const float *x, long ci, long r, long H, long W, long stride) {
+ * outside the image; pad rows are `stride` floats (>= W rounded up to LANES, plus LANES).
+ * bn: NULL, or {mean, a, bias} [ci] each: x is a batch norm's input, and the rows are its
+ * output after the ReLU (bn_relu_row). */
+static void fill(float *pad, const float *x, long ci, long r, long H, long W, long stride,
+                 const float *const *bn) {
     memset(pad, 0, sizeof(float) * ci * 3 * stride);
     for (long i = 0; i < ci; i++)
         for (long kh = 0; kh < 3; kh++) {
             long src = r + kh - 1;
-            if (src >= 0 && src < H)
-                memcpy(pad + (i * 3 + kh) * stride + 1, x + (i * H + src) * W, sizeof(float) * W);
+            float *row = pad + (i * 3 + kh) * stride + 1;
+            if (src < 0 || src >= H) continue;
+            memcpy(row, x + (i * H + src) * W, sizeof(float) * W);
+            if (bn) bn_relu_row(row, W, bn[0][i], bn[1][i], bn[2][i]);
         }
 }
 
@@ -41,7 +63,7 @@ static void fill(float *pad, const float *x, long ci, long r, long H, long W, lo
     static void forward_##CO(const float *x, const float *w, const float *b, float *y,      \
                              long ci, long H, long W, float *pad, long stride) {            \
         for (long r = 0; r < H; r++) {                                                       \
-            fill(pad, x, ci, r, H, W, stride);                                               \
+            fill(pad, x, ci, r, H, W, stride, 0);                                            \
             for (long c = 0; c < W; c += LANES) {                                            \
                 vec acc[CO];                                                                 \
                 for (int o = 0; o < CO; o++) acc[o] = (vec){0} + (b ? b[o] : 0.0f);          \
@@ -68,12 +90,13 @@ static void fill(float *pad, const float *x, long ci, long r, long H, long W, lo
 
 /* One image's part of dw and db for output channels [o, o + CO): adds LANES partial sums
  * per weight to dw [CO, ci, 3, 3][LANES] and per bias to db [CO][LANES]. gbuf: CO rows of
- * `stride` floats, zero past W. */
+ * `stride` floats, zero past W. bn: as for fill. */
 #define WEIGHT_GRAD(CO)                                                                      \
     static void weight_grad_##CO(const float *x, const float *g, vec *dw, vec *db, long ci,  \
-                                 long H, long W, float *pad, float *gbuf, long stride) {     \
+                                 long H, long W, float *pad, float *gbuf, long stride,       \
+                                 const float *const *bn) {                                   \
         for (long r = 0; r < H; r++) {                                                       \
-            fill(pad, x, ci, r, H, W, stride);                                               \
+            fill(pad, x, ci, r, H, W, stride, bn);                                           \
             for (int o = 0; o < CO; o++) {                                                   \
                 memcpy(gbuf + o * stride, g + (o * H + r) * W, sizeof(float) * W);          \
                 vec s = {0};                                                                 \
@@ -100,7 +123,7 @@ WEIGHT_GRAD(5) WEIGHT_GRAD(6) WEIGHT_GRAD(7) WEIGHT_GRAD(8)
 typedef void (*forward_fn)(const float *, const float *, const float *, float *, long, long,
                            long, float *, long);
 typedef void (*weight_grad_fn)(const float *, const float *, vec *, vec *, long, long, long,
-                               float *, float *, long);
+                               float *, float *, long, const float *const *);
 static const forward_fn FORWARDS[BLOCK + 1] = {
     0, forward_1, forward_2, forward_3, forward_4, forward_5, forward_6, forward_7, forward_8};
 static const weight_grad_fn WEIGHT_GRADS[BLOCK + 1] = {
@@ -137,9 +160,10 @@ int conv3x3_forward(const float *x, const float *w, const float *b, float *y, lo
 
 /* The weight and bias gradients of conv3x3_forward over n images, as LANES partial sums:
  * part [groups * co * ci * 9 + groups * co][LANES] (weights, then biases), each image summed
- * on its own and added in image order. Returns 0, or 1 when scratch memory could not be had. */
+ * on its own and added in image order. bn: NULL, or {mean, a, bias} [groups * ci] each (see
+ * fill). Returns 0, or 1 when scratch memory could not be had. */
 static int weight_grad_block(const float *x, const float *g, float *part, long n, long groups,
-                             long ci, long co, long H, long W) {
+                             long ci, long co, long H, long W, const float *const *bn) {
     long stride = row_stride(W), plane = H * W, weights = groups * co * ci * 9;
     long total = weights + groups * co;
     float *pad = malloc(sizeof(float) * ci * 3 * stride);
@@ -157,9 +181,12 @@ static int weight_grad_block(const float *x, const float *g, float *part, long n
             for (long o = 0; o < co; o += BLOCK) {
                 long m = co - o < BLOCK ? co - o : BLOCK;
                 long out = grp * co + o;
+                const float *own[3] = {0}; /* this group's input channels */
+                for (int j = 0; bn && j < 3; j++) own[j] = bn[j] + grp * ci;
                 WEIGHT_GRADS[m](x + (img * groups + grp) * ci * plane,
                                 g + (img * groups * co + out) * plane, image + out * ci * 9,
-                                image + weights + out, ci, H, W, pad, gbuf, stride);
+                                image + weights + out, ci, H, W, pad, gbuf, stride,
+                                bn ? own : 0);
             }
         for (long k = 0; k < total; k++) sum[k] += image[k];
     }
@@ -170,18 +197,23 @@ static int weight_grad_block(const float *x, const float *g, float *part, long n
 
 /* weight_grad_block of each block of `per_block` images (the last may be shorter) into
  * parts [blocks][groups * co * ci * 9 + groups * co][LANES], the blocks split over `threads`
- * OpenMP threads: the same numbers at any thread count. Returns 0, or 1 when scratch memory
- * could not be had. */
+ * OpenMP threads: the same numbers at any thread count. mean, a, bias: NULL, or [groups * ci]
+ * each, when x is a batch norm's input and the convolution's input was relu((x - mean) a +
+ * bias) (fill). Returns 0, or 1 when scratch memory could not be had. */
 int conv3x3_weight_grad(const float *x, const float *g, float *parts, long n, long per_block,
-                        long groups, long ci, long co, long H, long W, int threads) {
+                        long groups, long ci, long co, long H, long W, const float *mean,
+                        const float *a, const float *bias, int threads) {
     long plane = H * W, blocks = (n + per_block - 1) / per_block;
     long total = groups * co * ci * 9 + groups * co;
+    const float *given[3] = {mean, a, bias};
+    const float *const *bn = mean ? given : 0;
     int failed = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)
     for (long k = 0; k < blocks; k++) {
         long a = k * per_block, count = n - a < per_block ? n - a : per_block;
         failed |= weight_grad_block(x + a * groups * ci * plane, g + a * groups * co * plane,
-                                    parts + k * total * LANES, count, groups, ci, co, H, W);
+                                    parts + k * total * LANES, count, groups, ci, co, H, W,
+                                    bn);
     }
     return failed;
 }

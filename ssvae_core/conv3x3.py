@@ -22,7 +22,7 @@ same to the bit at any thread count.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -40,7 +40,7 @@ def library() -> ctypes.CDLL | None:
     if lib is not None and lib.conv3x3_forward.argtypes is None:  # set last, below
         p, n, i = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
         lib.conv3x3_forward.restype = lib.conv3x3_weight_grad.restype = ctypes.c_int
-        lib.conv3x3_weight_grad.argtypes = [p, p, p, n, n, n, n, n, n, n, i]
+        lib.conv3x3_weight_grad.argtypes = [p, p, p, n, n, n, n, n, n, n, p, p, p, i]
         lib.conv3x3_forward.argtypes = [p, p, p, p, n, n, n, n, n, n, i]
     return lib
 
@@ -80,6 +80,35 @@ def _bias_fits(bias: Tensor, weight: Tensor) -> bool:
     )
 
 
+class BatchNormReLU(NamedTuple):
+    """A convolution's input x as relu((source − centre) · scale + shift) per channel, which
+    the backward computes again as it reads x (`conv2d`'s ``input_from``) rather than keep x:
+    the weight gradient's rows are the batch norm's output, to the bit (the C kernels round as
+    ``batchnorm.c``'s forward does). source: x's shape; the rest float32 [channels]."""
+
+    source: Tensor
+    centre: Tensor
+    scale: Tensor
+    shift: Tensor
+
+    def describes(self, x: Tensor) -> bool:
+        """Whether the C kernels can read x this way: source like x, NCHW contiguous; one
+        contiguous float32 number per channel in each of the rest."""
+        return (
+            self.source.shape == x.shape
+            and self.source.dtype == torch.float32
+            and self.source.device.type == "cpu"
+            and self.source.is_contiguous()
+            and all(
+                t.shape == x.shape[1:2]
+                and t.dtype == torch.float32
+                and t.device.type == "cpu"
+                and t.is_contiguous()
+                for t in (self.centre, self.scale, self.shift)
+            )
+        )
+
+
 def _check(code: int) -> None:
     if code:
         raise MemoryError("conv3x3.c could not allocate its scratch rows")
@@ -105,18 +134,25 @@ def forward(x: Tensor, weight: Tensor, bias: Tensor | None, groups: int = 1) -> 
     return y
 
 
-def weight_grad(x: Tensor, grad: Tensor, ci: int, groups: int = 1) -> tuple[Tensor, Tensor]:
-    """∂L/∂weight [groups * co, ci, 3, 3] and ∂L/∂bias [groups * co] of `forward` from x and
-    grad [N, groups * co, H, W] (contiguous), summed in float64 over fixed image blocks."""
+def weight_grad(
+    x: Tensor | BatchNormReLU, grad: Tensor, ci: int, groups: int = 1
+) -> tuple[Tensor, Tensor]:
+    """∂L/∂weight [groups * co, ci, 3, 3] and ∂L/∂bias [groups * co] of `forward` from x (or
+    how to compute it: `BatchNormReLU`) and grad [N, groups * co, H, W] (contiguous), summed
+    in float64 over fixed image blocks."""
     lib = library()
     assert lib is not None
+    bn = (None, None, None)
+    if isinstance(x, BatchNormReLU):
+        bn = tuple(t.data_ptr() for t in x[1:])  # type: ignore[assignment]
+        x = x.source
     n, _, h, w = x.shape
     co = grad.shape[1] // groups
     weights = groups * co * ci * 9
     per_block = max(1, BLOCK_PIXELS // (h * w))
     blocks = -(-n // per_block)
     parts = torch.empty(blocks, weights + groups * co, LANES, dtype=torch.float32)
-    shape = (n, per_block, groups, ci, co, h, w, torch.get_num_threads())
+    shape = (n, per_block, groups, ci, co, h, w, *bn, torch.get_num_threads())
     _check(lib.conv3x3_weight_grad(x.data_ptr(), grad.data_ptr(), parts.data_ptr(), *shape))
     total = parts.double().sum(dim=(0, 2)).float()
     return total[:weights].view(groups * co, ci, 3, 3), total[weights:]
@@ -131,13 +167,19 @@ def flipped(weight: Tensor, groups: int = 1) -> Tensor:
 
 
 class _Conv3x3(torch.autograd.Function):
-    """conv2d(x, weight, bias, padding=1, groups) by the C kernels, with its gradients."""
+    """conv2d(x, weight, bias, padding=1, groups) by the C kernels, with its gradients; with
+    `input_from` (a `BatchNormReLU` describing x), that is kept for the backward, not x."""
 
     @staticmethod
     def forward(
-        ctx: FunctionCtx, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int
+        ctx: FunctionCtx,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        groups: int,
+        input_from: BatchNormReLU | None,
     ) -> Tensor:
-        ctx.save_for_backward(x, weight)
+        ctx.save_for_backward(weight, *(input_from or (x,)))
         ctx.groups = groups  # type: ignore[attr-defined]
         ctx.has_bias = bias is not None  # type: ignore[attr-defined]
         return forward(x, weight, bias, groups)
@@ -145,23 +187,37 @@ class _Conv3x3(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
+        weight, *kept = ctx.saved_tensors
+        x = kept[0] if len(kept) == 1 else BatchNormReLU(*kept)
         grad = grad.contiguous()
-        assert grad.dtype == torch.float32 and grad.shape[0] == x.shape[0]
+        assert grad.dtype == torch.float32 and grad.shape[0] == kept[0].shape[0]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             grad_w, grad_b = weight_grad(x, grad, weight.shape[1], ctx.groups)
-        del x  # before ∂L/∂x is allocated: where x was computed again (`recompute`), freed
         if ctx.needs_input_grad[0]:
             grad_x = forward(grad, flipped(weight, ctx.groups), None, ctx.groups)
-        return grad_x, grad_w, grad_b if ctx.has_bias else None, None
+        return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None
 
 
-def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, groups: int = 1) -> Tensor:
+def conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    groups: int = 1,
+    input_from: BatchNormReLU | None = None,
+) -> Tensor:
     """`F.conv2d(x, weight, bias, padding=1, groups=groups)` for 3×3 weights, by the C kernels
-    where they apply (`applies`), else by PyTorch. x: [N, groups * ci, H, W]."""
+    where they apply (`applies`), else by PyTorch. x: [N, groups * ci, H, W].
+
+    input_from: how x was computed from a tensor the graph keeps anyway (a batch norm's input:
+    `batchnorm.relu_input`). Where the C kernels take it, the backward keeps that in x's place,
+    so x itself is freed once the caller drops it (at 256 px, 87 MiB less per step) and the
+    weight gradient computes each row of x again as it reads it; the same gradients to the
+    bit. Ignored (x kept) elsewhere."""
     if applies(x, weight, bias, groups):
-        return _Conv3x3.apply(x, weight, bias, groups)
+        if input_from is not None and not input_from.describes(x):
+            input_from = None
+        return _Conv3x3.apply(x, weight, bias, groups, input_from)
     return nn.functional.conv2d(x, weight, bias, padding=1, groups=groups)
 
 
@@ -180,7 +236,8 @@ class Conv2d(nn.Conv2d):
             and self.padding_mode == "zeros"
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, input_from: BatchNormReLU | None = None) -> Tensor:
+        """The convolution of x; input_from: as `conv2d` takes it."""
         if self.fits():  # `conv2d`'s fallback is then this layer's own convolution
-            return conv2d(x, self.weight, self.bias, self.groups)
+            return conv2d(x, self.weight, self.bias, self.groups, input_from)
         return super().forward(x)

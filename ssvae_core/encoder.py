@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ssvae_core.batchnorm import BatchNorm2d, relu_rebuild
+from ssvae_core.batchnorm import BatchNorm2d, relu_input
 from ssvae_core.conv3x3 import Conv2d
-from ssvae_core.recompute import rebuilt
 from ssvae_core.registry import declared_params, lookup
 from ssvae_core.scale import PositiveScale
 
@@ -67,15 +66,15 @@ class CentreOfMassEncoder(nn.Module):
         """The K sigmoid feature maps. [B, 3, H, W] -> [B, K, H, W].
 
         `features` in order, except that the first batch norm applies the ReLU after it in
-        the same pass over memory (`BatchNorm2d.forward_relu`), and that the backward
-        computes that ReLU's output again rather than keep it (`recompute`, where the C
-        kernels made it). The same numbers either way."""
+        the same pass over memory (`BatchNorm2d.forward_relu`), and that the second
+        convolution's backward reads that ReLU's output from the batch norm's input rather
+        than keep it (`conv3x3.conv2d`'s ``input_from``, where the C kernels run both). The
+        same numbers either way."""
         conv1, norm1, _relu, conv2, norm2, sigmoid = self.features
-        assert isinstance(norm1, BatchNorm2d)
+        assert isinstance(norm1, BatchNorm2d) and isinstance(conv2, Conv2d)
         hidden = norm1.forward_relu(conv1(frames))
-        with rebuilt(hidden, relu_rebuild(hidden)):
-            out = conv2(hidden)
-        del hidden  # freed here, not kept to the end of the forward
+        out = conv2(hidden, relu_input(hidden))
+        del hidden  # dropped: where input_from was taken, nothing else holds it
         return sigmoid(norm2(out))
 
     def forward(self, frames: Tensor) -> Tensor:

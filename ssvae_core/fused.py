@@ -32,13 +32,12 @@ from ssvae_core.batchnorm import (
     batch_norm_train,
     native_applies,
     padded_batch_norm_train,
-    relu_rebuild,
+    relu_input,
 )
 from ssvae_core.config import RunConfig
-from ssvae_core.conv3x3 import Conv2d, conv2d, memory_format
+from ssvae_core.conv3x3 import BatchNormReLU, Conv2d, conv2d, memory_format
 from ssvae_core.encoder import CentreOfMassEncoder, StochasticEncoder, centre_of_mass
 from ssvae_core.frames import as_float
-from ssvae_core.recompute import rebuilt
 from ssvae_core.train import Diverged, Report, Run, RunResult, video_on_device
 
 log = logging.getLogger(__name__)
@@ -139,8 +138,11 @@ def _unpadded_batch_norm(
     return out
 
 
-def _fused_conv(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
-    """Run k's convolution `layers[k]` on its channel block of h, all as one grouped one."""
+def _fused_conv(
+    layers: Sequence[nn.Module], h: Tensor, input_from: BatchNormReLU | None = None
+) -> Tensor:
+    """Run k's convolution `layers[k]` on its channel block of h, all as one grouped one
+    (input_from: as `conv3x3.conv2d` takes it)."""
     convs = [c for c in layers if isinstance(c, nn.Conv2d)]
     layer, k = convs[0], len(convs)
     weight = torch.cat([c.weight for c in convs])  # [K * out, in, 3, 3]
@@ -148,14 +150,14 @@ def _fused_conv(layers: Sequence[nn.Module], h: Tensor) -> Tensor:
     biases = [c.bias for c in convs if c.bias is not None]
     bias = torch.cat(biases) if biases else None
     if isinstance(layer, Conv2d) and layer.fits():
-        return conv2d(h, weight, bias, groups=k)
+        return conv2d(h, weight, bias, k, input_from)
     return F.conv2d(h, weight, bias, layer.stride, layer.padding, layer.dilation, k)
 
 
 def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[int]) -> Tensor:
     """Fig. 2 for K runs at once: conv, BN and ReLU, conv, BN, sigmoid, centre of mass, as
-    `CentreOfMassEncoder.maps` computes each (the first ReLU's output computed again in the
-    backward, not kept, where the C kernels made it: `recompute`).
+    `CentreOfMassEncoder.maps` computes each (the first ReLU's output not kept for the
+    backward where the C kernels run: `conv3x3.conv2d`'s ``input_from``).
 
     frames: float [n, K * 3, H, W] (run k's frames in channels 3k..3k+2, in the layout of
     `conv3x3.memory_format`),
@@ -168,9 +170,8 @@ def fused_means(encoders: Sequence[nn.Module], frames: Tensor, counts: Sequence[
     )  # [n, K]
     conv1, norm1, _relu, conv2, norm2, sigmoid = zip(*layers, strict=True)
     hidden = masked_batch_norm(_fused_conv(conv1, frames), mask, norm1, relu=True)
-    with rebuilt(hidden, relu_rebuild(hidden)):
-        out = _fused_conv(conv2, hidden)
-    del hidden  # freed here, not kept to the end of the forward
+    out = _fused_conv(conv2, hidden, relu_input(hidden))
+    del hidden  # dropped: where input_from was taken, nothing else holds it
     maps = sigmoid[0](masked_batch_norm(out, mask, norm2))  # elementwise: every run's
     return centre_of_mass(maps).view(n, k, -1)
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ssvae_core import conv3x3, native
-from ssvae_core.batchnorm import BatchNorm2d
+from ssvae_core.batchnorm import BatchNorm2d, relu_input
 from ssvae_core.encoder import CentreOfMassEncoder
 
 
@@ -228,3 +228,55 @@ def test_a_strided_bias_is_read_while_its_copy_is_alive() -> None:
         torch.testing.assert_close(
             conv3x3.conv2d(x, weight, bias), F.conv2d(x, weight, bias, padding=1)
         )
+
+
+def _bn_relu_then_conv(
+    x: Tensor, weight: Tensor, grad: Tensor, groups: int, described: bool
+) -> tuple[list[Tensor], int]:
+    """BN + ReLU (C kernels) then a C convolution, fwd + bwd; with or without `input_from`.
+    -> (output and every gradient, the bytes the convolution's backward keeps)."""
+    torch.manual_seed(3)
+    bn = BatchNorm2d(x.shape[1])
+    with torch.no_grad():
+        bn.bias.uniform_(-1, 1, generator=torch.Generator().manual_seed(4))
+    leaf = x.detach().clone().requires_grad_()
+    w = weight.detach().clone().requires_grad_()
+    hidden = bn.forward_relu(leaf)
+    out = conv3x3.conv2d(hidden, w, None, groups, relu_input(hidden) if described else None)
+    node = out.grad_fn
+    kept = sum(t.untyped_storage().nbytes() for t in node.saved_tensors)  # type: ignore[union-attr]
+    out.backward(grad)
+    return [out, leaf.grad, w.grad, bn.weight.grad, bn.bias.grad], kept  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(("groups", "width"), [(1, 20), (2, 13), (1, 8)])
+def test_a_batch_norms_output_read_from_its_input_gives_the_same_bits(
+    groups: int, width: int
+) -> None:
+    x = (_tensor(5, 6 * groups, 11, width, seed=0) + 0.3).float()
+    weight = _tensor(3 * groups, 6, 3, 3, seed=1).float()
+    grad = _tensor(5, 3 * groups, 11, width, seed=2).float()
+    kept, kept_bytes = _bn_relu_then_conv(x, weight, grad, groups, described=False)
+    read, read_bytes = _bn_relu_then_conv(x, weight, grad, groups, described=True)
+    assert all(torch.equal(a, b) for a, b in zip(kept, read, strict=True))
+    # what the backward keeps: the batch norm's input (kept by it anyway) instead of its output
+    assert kept_bytes == x.numel() * 4 + weight.numel() * 4
+    assert read_bytes == x.numel() * 4 + weight.numel() * 4 + 3 * x.shape[1] * 4
+
+
+def test_a_wrong_description_gives_another_weight_gradient() -> None:
+    # the check above cannot pass by accident: the kernel reads what the description says
+    g = torch.Generator().manual_seed(0)
+    source = torch.randn(3, 6, 9, 10, generator=g)
+    grad = torch.randn(3, 3, 9, 10, generator=g)
+    centre, scale, shift = torch.zeros(6), torch.ones(6), torch.zeros(6)
+    y = torch.relu(source)
+    described = conv3x3.BatchNormReLU(source, centre, scale, shift)
+    right = conv3x3.weight_grad(described, grad, 6)
+    plain = conv3x3.weight_grad(y, grad, 6)
+    assert all(torch.equal(a, b) for a, b in zip(right, plain, strict=True))
+    shifted = conv3x3.BatchNormReLU(source, centre, scale, shift + 0.5)
+    assert not torch.equal(conv3x3.weight_grad(shifted, grad, 6)[0], right[0])
+    # a description the kernels cannot read is not used: x is kept as it is
+    assert not conv3x3.BatchNormReLU(source.double(), centre, scale, shift).describes(y)
+    assert not conv3x3.BatchNormReLU(source, centre[:3], scale, shift).describes(y)

@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ssvae_core import conv3x3
+from ssvae_core import encoder as encoder_module
 from ssvae_core.encoder import (
     ENCODERS,
     CentreOfMassEncoder,
@@ -88,3 +90,38 @@ def test_each_encoder_takes_only_its_own_settings() -> None:
     with pytest.raises(ValueError, match="takes no 'sigma'"):
         build_encoder("com", (3, 8, 8), sigma=0.1)  # a deterministic encoder has no sigma
     assert build_encoder("mlp", (3, 8, 8), hidden=16).net[1].out_features == 16
+
+
+def _fig2_step(monkeypatch: pytest.MonkeyPatch, read: bool) -> tuple[list[torch.Tensor], str]:
+    """One forward and backward of Fig. 2 on 5 frames; the first ReLU's output read from the
+    batch norm's input by the second convolution (`read`) or kept. -> (z and every gradient,
+    what the second convolution keeps for its backward besides its weight: "relu output",
+    "conv1 output" (which the batch norm keeps anyway) or something else)."""
+    if not read:
+        monkeypatch.setattr(encoder_module, "relu_input", lambda y: None)
+    torch.manual_seed(0)
+    net = CentreOfMassEncoder()
+    frames = torch.rand(5, 3, 24, 20, generator=torch.Generator().manual_seed(1))
+    seen: dict[str, int] = {}
+    conv1, conv2 = net.features[0], net.features[3]
+    conv1.register_forward_hook(lambda m, a, out: seen.update(conv1=out.data_ptr()))
+    conv2.register_forward_hook(
+        lambda m, a, out: seen.update(
+            relu=a[0].data_ptr(), kept=out.grad_fn.saved_tensors[1].data_ptr()
+        )
+    )
+    z = net(frames)
+    (z * torch.arange(6.0)).sum().backward()
+    kept = {seen["relu"]: "relu output", seen["conv1"]: "conv1 output"}.get(seen["kept"], "?")
+    return [z.detach(), *(p.grad for p in net.parameters())], kept  # type: ignore[misc]
+
+
+def test_fig2_does_not_keep_the_first_relus_output_and_computes_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if conv3x3.library() is None:
+        pytest.skip("no C compiler: the C kernels could not be built")
+    read, read_kept = _fig2_step(monkeypatch, read=True)
+    kept, kept_kept = _fig2_step(monkeypatch, read=False)
+    assert all(torch.equal(a, b) for a, b in zip(read, kept, strict=True))
+    assert (read_kept, kept_kept) == ("conv1 output", "relu output")
