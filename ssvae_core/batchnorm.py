@@ -32,6 +32,10 @@ biases (the test's NCHW shapes, with and without the ReLU; a `/tmp` script), the
 within the larger of PyTorch's error and 1.5e-7 of the largest entry in 592, and at most
 1.26× that in the other 8. Where the mean is 10⁵ times the spread, its ∂L/∂x is 2x further
 from float64 than PyTorch's (5e-5 against 2e-5 of its largest entry).
+Fused runs (`fused`) pad each run's frames to a common count: `padded_batch_norm_train`
+leaves the padding planes out of each channel's statistics and gives them no gradient, on
+the same kernels. `relu_input` describes the ReLU's output by the batch norm's input, for the
+convolution after it to keep instead (`conv3x3.conv2d`'s ``input_from``).
 Eval mode is one scale and shift per channel. Elsewhere (CUDA, another dtype or layout)
 `BatchNorm2d` is PyTorch's own; its state dict is `nn.BatchNorm2d`'s, so checkpoints do not
 change.

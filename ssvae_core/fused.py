@@ -9,8 +9,9 @@ are exactly the per-run statistics. Everything else stays each run's own: its `t
 and loss; the K losses are summed, so one backward pass gives each run its own gradients.
 
 Runs encode different numbers of distinct frames per step (`train.Run._encode` encodes each
-frame once); the shorter are padded, and the batch norm counts only each run's own frames, so
-a fused run computes what it would alone, up to the order of floating-point sums.
+frame once); the shorter are padded, and the batch norm counts only each run's own frames (in
+the C kernels where they load: `batchnorm.padded_batch_norm_train`), so a fused run computes
+what it would alone, up to the order of floating-point sums.
 
 Only the centre-of-mass encoder (``encoder.kind: com``) fuses; `fuse_key` says which runs can
 share a model, and `fit_fused` trains them.
