@@ -156,7 +156,8 @@ class _NativeBatchNorm(torch.autograd.Function):
         scale = a.float()
         y = torch.empty_like(x)
         _planes(lib.bn_apply, (x, y, centre, scale, shift), int(relu))
-        ctx.save_for_backward(x, centre, scale, shift, mean, inv_std, valid)
+        padding = () if valid is None else (valid,)
+        ctx.save_for_backward(x, centre, scale, shift, mean, inv_std, *padding)
         ctx.relu = relu  # type: ignore[attr-defined]
         ctx.mark_non_differentiable(mean, var)
         return y, mean, var
@@ -168,7 +169,8 @@ class _NativeBatchNorm(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor, None, None, None]:
         lib = library()
         assert lib is not None
-        x, centre, scale, shift, mean, inv_std, valid = ctx.saved_tensors
+        x, centre, scale, shift, mean, inv_std, *padding = ctx.saved_tensors
+        valid = padding[0] if padding else None
         grad = grad.contiguous()
         n, c, h, w = x.shape
         relu = int(ctx.relu)
@@ -194,8 +196,10 @@ def relu_input(y: Tensor) -> BatchNormReLU | None:
     """For y = `batch_norm_train(x, ..., relu=True)` by the C kernels: y described by what
     the batch norm's backward keeps anyway (x and three numbers per channel), for a following
     `conv3x3.conv2d` to keep in y's place (its ``input_from``); None for any other y."""
+    if torch.compiler.is_compiling():  # reading grad_fn would split a compiled graph
+        return None
     node = y.grad_fn
-    if isinstance(node, _NativeBatchNorm._backward_cls) and node.relu:  # type: ignore[attr-defined]
+    if isinstance(node, _NativeBatchNorm._backward_cls) and node.relu:
         x, centre, scale, shift, *_ = node.saved_tensors
         return BatchNormReLU(x, centre, scale, shift)
     return None
@@ -286,17 +290,18 @@ def batch_norm_train(
 
 
 def padded_batch_norm_train(
-    x: Tensor, rows: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: bool = False
+    x: Tensor, valid: Tensor, weight: Tensor, bias: Tensor, eps: float, relu: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Training-mode batch norm (then a ReLU if `relu`) of NCHW x [N, C, H, W] by the C
-    kernels (`native_applies`), channel c over its first rows[c] images only: the rest is
-    padding, normalised with the others but outside the statistics and without gradient.
-    rows: int [C], each in 1..N. -> (out [N, C, H, W], batch mean [C], biased variance [C]),
-    the statistics in float64, for running statistics updated by the caller."""
-    assert native_applies(x, weight, bias) and rows.shape == x.shape[1:2]
-    images = torch.arange(x.shape[0], device=x.device)[:, None]
-    valid = (images < rows.to(x.device)[None, :]).double()  # [N, C]
-    out, mean, var = _NativeBatchNorm.apply(x, weight, bias, eps, relu, valid)
+    kernels (`native_applies`), channel c over the images where valid[:, c] only: the others
+    are padding, normalised with the rest but outside the statistics and without gradient.
+    valid: bool [N, C], at least one True per channel. -> (out [N, C, H, W], batch mean [C],
+    biased variance [C]), the statistics in float64, for running statistics updated by the
+    caller."""
+    assert native_applies(x, weight, bias) and valid.shape == x.shape[:2]
+    if not bool(valid.any(0).all()):
+        raise ValueError("padded_batch_norm_train: a channel with no valid image has no statistics")
+    out, mean, var = _NativeBatchNorm.apply(x, weight, bias, eps, relu, valid.double())
     return out, mean, var
 
 

@@ -197,15 +197,15 @@ static int weight_grad_block(const float *x, const float *g, float *part, long n
 
 /* weight_grad_block of each block of `per_block` images (the last may be shorter) into
  * parts [blocks][groups * co * ci * 9 + groups * co][LANES], the blocks split over `threads`
- * OpenMP threads: the same numbers at any thread count. mean, a, bias: NULL, or [groups * ci]
- * each, when x is a batch norm's input and the convolution's input was relu((x - mean) a +
- * bias) (fill). Returns 0, or 1 when scratch memory could not be had. */
+ * OpenMP threads: the same numbers at any thread count. mean, scale, bias: NULL, or
+ * [groups * ci] each, when x is a batch norm's input and the convolution's input was
+ * relu((x - mean) scale + bias) (fill). Returns 0, or 1 when scratch memory could not be had. */
 int conv3x3_weight_grad(const float *x, const float *g, float *parts, long n, long per_block,
                         long groups, long ci, long co, long H, long W, const float *mean,
-                        const float *a, const float *bias, int threads) {
+                        const float *scale, const float *bias, int threads) {
     long plane = H * W, blocks = (n + per_block - 1) / per_block;
     long total = groups * co * ci * 9 + groups * co;
-    const float *given[3] = {mean, a, bias};
+    const float *given[3] = {mean, scale, bias};
     const float *const *bn = mean ? given : 0;
     int failed = 0;
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)

@@ -19,9 +19,12 @@ keep its input for the weight gradient. Given the batch norm's input and its thr
 per channel (`conv2d`'s ``input_from``, from `batchnorm.relu_input`), the backward keeps those
 (the batch norm keeps its input anyway), and the weight gradient applies the batch norm and
 ReLU to each row as it reads it, rounded as ``batchnorm.c`` rounds them: the same gradient to
-the bit, 87 MiB less per step at 256 px (6 maps of 58 frames), at no measurable cost (a
-paper-size step 567 against 555 ms, the step's peak 341 against 417 MiB; `bench/levers.py`,
-``relu_input``).
+the bit, 87 MiB less per step at 256 px (6 maps of 58 frames). `make bench` at 85cd46d
+(`bench/levers.py`, ``relu_input``, allocator on): a paper-size step 585.0 against 585.9 ms,
+its own peak 330 against 417 MiB. Against 1ad14bc, side by side (`bench/trainer.py`'s loop
+at `paper`, a `/tmp` script): no difference with the allocator on, as `ssvae` runs (94.7 to
+97.8 against 95.2 to 97.8 pairs/s), about 3.5 % slower with glibc's defaults (47.3 to 48.6
+against 49.2 to 50.4; the kernel computes each row three times, once per output row).
 
 Threads: images are split over `torch.get_num_threads()` of PyTorch's own OpenMP threads
 (`native`); the weight gradient is summed over fixed blocks of images in float64, so it is the
@@ -201,10 +204,10 @@ class _Conv3x3(torch.autograd.Function):
         grad = grad.contiguous()
         assert grad.dtype == torch.float32 and grad.shape[0] == kept[0].shape[0]
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            grad_w, grad_b = weight_grad(x, grad, weight.shape[1], ctx.groups)
         if ctx.needs_input_grad[0]:
             grad_x = forward(grad, flipped(weight, ctx.groups), None, ctx.groups)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            grad_w, grad_b = weight_grad(x, grad, weight.shape[1], ctx.groups)
         return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None
 
 

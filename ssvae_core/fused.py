@@ -94,7 +94,7 @@ def masked_batch_norm(
     rows = mask.to(h.dtype).repeat_interleave(per_run, dim=1)  # [n, K * C]
     count = rows.sum(0)  # [K * C] rows per channel
     if native_applies(h, weight, bias):
-        out, mean, var = padded_batch_norm_train(h, count.long(), weight, bias, eps, relu)
+        out, mean, var = padded_batch_norm_train(h, rows.bool(), weight, bias, eps, relu)
     elif bool(mask.all()):  # no padding: the batch norm each run alone uses
         return _unpadded_batch_norm(h, norms, weight, bias, relu)
     else:

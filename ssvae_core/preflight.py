@@ -28,7 +28,7 @@ FLOAT = 4  # bytes per float32
 # cannot fit, it does not plan tight runs. On the CPU the C kernels keep 6 maps fewer (the
 # ReLU's output: `conv3x3.conv2d`'s input_from); on a GPU every one is kept. Against the peak
 # memory of one epoch of `fit` on the CPU (README's benchmarks, 2026-12-06): 0.77 GiB
-# estimated, 0.75 GiB measured at the paper preset; 0.08 GiB estimated, 0.29 GiB measured at
+# estimated, 0.75 GiB measured at the paper preset; 0.05 GiB estimated, 0.29 GiB measured at
 # the small one (the runtime dominates there).
 ACTIVATIONS_PER_PIXEL = 3 + 6 * 3 + 3 * 3
 NO_GRAD_PER_PIXEL = 3 + 6 + 6

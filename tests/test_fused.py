@@ -110,6 +110,22 @@ def test_padded_c_batch_norm_is_each_runs_own_batch_norm(relu: bool) -> None:
         assert int(norms[k].num_batches_tracked) == 1
 
 
+def test_padding_between_a_runs_rows_is_left_out_as_well() -> None:
+    if library() is None:
+        pytest.skip("no C compiler: the C kernels could not be built")
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(6, 8, 5, 4, generator=g) * 2 + 1  # NCHW: the C kernels
+    mask = torch.tensor([[1, 1], [0, 1], [1, 1], [1, 0], [1, 1], [0, 1]], dtype=torch.bool)
+    norms = [nn.BatchNorm2d(4) for _ in range(2)]
+    out = masked_batch_norm(h, mask, norms)
+    for k in range(2):
+        block, rows = slice(4 * k, 4 * (k + 1)), mask[:, k]
+        expected = nn.BatchNorm2d(4)(h[rows, block])
+        assert torch.allclose(out[rows, block], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="no valid image"):
+        masked_batch_norm(h, torch.zeros(6, 2, dtype=torch.bool), norms)
+
+
 @pytest.mark.parametrize(
     "sections",
     [
