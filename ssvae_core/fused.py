@@ -81,7 +81,7 @@ def masked_batch_norm(
     ReLU if `relu`.
 
     h: [n, K * C, H, W], run k's channels in block k; mask: [n, K] bool, which rows are run
-    k's (the rest is padding, at the end); norms: run k's `BatchNorm2d` (C channels), whose
+    k's (the rest is padding, anywhere); norms: run k's `BatchNorm2d` (C channels), whose
     running statistics are updated as alone (unbiased variance, its momentum).
     -> [n, K * C, H, W]. By the C kernels where they apply (padding planes outside the
     statistics, ReLU in the same pass), else in tensor ops.
