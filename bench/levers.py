@@ -74,6 +74,14 @@ def _alternating_ms(variants: dict[str, Callable[[], object]], rounds: int) -> d
     return times
 
 
+def _fresh(code: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """The last line `code` prints, run in a fresh interpreter (``sys.argv[1:]`` = args)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True, env=env
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
 def _relative_error(got: list[Tensor], want: list[Tensor]) -> float:
     """The largest |got − want| of any pair, relative to that pair's largest |want|."""
     return max(
@@ -139,13 +147,8 @@ def allocator(rounds: int, presets: tuple[tuple[str, int], ...]) -> dict[str, fl
         best = {"off": 0.0, "on": 0.0}
         for _ in range(rounds):
             for mode in best:
-                done = subprocess.run(
-                    [sys.executable, "-c", ALLOCATOR, mode, preset, str(steps), bench],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                best[mode] = max(best[mode], float(done.stdout.strip().splitlines()[-1]))
+                pairs = float(_fresh(ALLOCATOR, mode, preset, str(steps), bench))
+                best[mode] = max(best[mode], pairs)
         out[f"allocator {preset}: pairs/s off"] = best["off"]
         out[f"allocator {preset}: pairs/s on"] = best["on"]
         out[f"allocator {preset}: lever gain (on / off)"] = best["on"] / best["off"]
@@ -215,11 +218,7 @@ def conv_isa(rounds: int) -> dict[str, float]:
     for _ in range(rounds):
         for isa in best:
             env = {**os.environ, **({"ONEDNN_MAX_CPU_ISA": isa} if isa != "default" else {})}
-            done = subprocess.run(
-                [sys.executable, "-c", CONV_ISA], check=True, capture_output=True, text=True,
-                env=env,
-            )  # fmt: skip
-            got = json.loads(done.stdout.strip().splitlines()[-1])
+            got = json.loads(_fresh(CONV_ISA, env=env))
             best[isa], grads[isa] = min(best[isa], got["ms"]), got["grad"]
     return {
         "convolutions ms (fwd+bwd), oneDNN default (AVX-512 here)": best["default"],
@@ -342,13 +341,7 @@ def probe_batch(rounds: int) -> dict[str, float]:
     digests = {}
     for _ in range(rounds):
         for batch, seen in best.items():
-            done = subprocess.run(
-                [sys.executable, "-c", PROBE_BATCH, batch],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            got = json.loads(done.stdout.strip().splitlines()[-1])
+            got = json.loads(_fresh(PROBE_BATCH, batch))
             seen["s"], seen["peak"] = min(seen["s"], got["s"]), max(seen["peak"], got["peak"])
             digests[batch] = got["z"]
     return {
@@ -398,13 +391,7 @@ def relu_input(rounds: int, steps: int = 4) -> dict[str, float]:
     digests = {}
     for _ in range(rounds):
         for mode, seen in best.items():
-            done = subprocess.run(
-                [sys.executable, "-c", RELU_INPUT, mode, str(steps)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            got = json.loads(done.stdout.strip().splitlines()[-1])
+            got = json.loads(_fresh(RELU_INPUT, mode, str(steps)))
             seen["ms"], seen["growth"] = (
                 min(seen["ms"], got["ms"]),
                 max(seen["growth"], got["growth"]),
