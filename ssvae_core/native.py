@@ -7,11 +7,13 @@ Several processes may build at once (each writes its own temporary file and rena
 
 Where there is no compiler, the build fails, or ``SSVAE_NATIVE=0``, `load` returns None and the
 caller keeps PyTorch's kernels; the first two say so once per process, for all libraries
-(`NativeUnavailableWarning`), with the reason. A library is loaded only from a directory and a
-file owned by this user (or root) that nobody else can write: a cache another user can write
-to would let them run code in our process. (The directories above it are not checked, and a
-file could change between the check and the load; both need a writer who already has this
-user's or root's rights over the cache's parents.)
+(`NativeUnavailableWarning`), with the reason. A library is loaded only where no other user
+could have put it or could swap it: the file, its directory and every directory above them (as
+given and as resolved through links) belong to this user or root; the file and its directory
+are writable by nobody else, and a directory above them only with the sticky bit (as ``/tmp``:
+there others cannot rename or remove what is not theirs). A cache another user can write to
+would let them run code in our process. (A file could still change between the check and the
+load; that needs a writer who already has this user's or root's rights.)
 
 The kernels split their work with OpenMP (``-fopenmp``). Loaded after ``import torch``, a
 library's libgomp is the one PyTorch already holds (the same soname), so its threads are
@@ -93,14 +95,19 @@ def library_path(name: str) -> Path:
     return cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
 
 
-def _trusted(path: Path) -> str | None:
-    """None when `path` is owned by this user or root and not writable by group or others;
-    else why not."""
-    info = path.stat()
-    if info.st_uid not in (os.getuid(), 0):
-        return f"{path} belongs to uid {info.st_uid}, not this user"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"{path} is writable by others (mode {stat.filemode(info.st_mode)})"
+def _untrusted(library: Path) -> str | None:
+    """Why another user could have put `library` there or could swap it (the rules in the
+    module doc); None when nobody but this user or root could."""
+    resolved = library.resolve()
+    own = {library, library.parent, resolved, resolved.parent}  # no other writer at all
+    above = [*library.parent.parents, *resolved.parent.parents]  # others only if sticky
+    for path in dict.fromkeys([library, library.parent, resolved, resolved.parent, *above]):
+        info = path.stat()
+        if info.st_uid not in (os.getuid(), 0):
+            return f"{path} belongs to uid {info.st_uid}, not this user"
+        sticky = path not in own and info.st_mode & stat.S_ISVTX
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky:
+            return f"{path} is writable by others (mode {stat.filemode(info.st_mode)})"
     return None
 
 
@@ -146,7 +153,7 @@ def load(name: str) -> ctypes.CDLL | None:
         fix = f"set {CACHE_ENV} to a directory only you can write"
         try:
             path = build(name)
-            why = _trusted(path.parent) or _trusted(path)
+            why = _untrusted(path)
             _loaded[name] = None if why else ctypes.CDLL(str(path))
         except (OSError, ValueError, RuntimeError, subprocess.TimeoutExpired) as error:
             _loaded[name], why = None, str(error)

@@ -87,6 +87,52 @@ def test_a_cache_others_can_write_is_not_loaded(cache: Path, what: str) -> None:
     assert lib is None and len(messages) == 1 and "writable by others" in messages[0]
 
 
+@pytest.mark.parametrize(("mode", "loaded"), [(0o777, False), (0o1777, True), (0o755, True)])
+def test_a_directory_above_the_cache_others_can_write_only_if_sticky(
+    cache: Path, mode: int, loaded: bool
+) -> None:
+    """Above the cache, a directory others can write lets them rename the cache away and put
+    their own in its place, unless its sticky bit stops them (as on /tmp)."""
+    native.build("conv3x3")
+    cache.parent.chmod(mode)
+    lib, messages = _load_warnings()
+    assert (lib is not None) is loaded
+    if not loaded:
+        assert len(messages) == 1 and f"{cache.parent} is writable by others" in messages[0]
+
+
+def test_a_directory_above_the_cache_owned_by_another_user_is_not_trusted(
+    cache: Path, tmp_path: Path
+) -> None:
+    if os.getuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    native.build("conv3x3")
+    os.chown(tmp_path, 4321, -1)
+    try:
+        lib, messages = _load_warnings()
+    finally:
+        os.chown(tmp_path, 0, -1)
+    assert lib is None and f"{tmp_path} belongs to uid 4321" in messages[0]
+
+
+def test_a_link_to_a_cache_is_judged_where_it_points(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directories the library really lies in count, not only the link's."""
+    real = tmp_path / "shared" / "cache"
+    real.mkdir(parents=True, mode=0o700)
+    link = tmp_path / "mine"
+    link.symlink_to(real)
+    monkeypatch.setenv(native.CACHE_ENV, str(link))
+    native.build("conv3x3")
+    assert _load_warnings()[0] is not None
+    native._loaded.clear()
+    native._warned.clear()
+    real.parent.chmod(0o777)
+    lib, messages = _load_warnings()
+    assert lib is None and f"{real.parent} is writable by others" in messages[0]
+
+
 def test_switched_off_builds_nothing_and_says_nothing(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
