@@ -2,7 +2,8 @@
 
 `load("conv3x3")` compiles ``ssvae_core/conv3x3.c`` into the cache directory the first time
 (about a second) and loads it from there afterwards; the file's name is a hash of the
-source, the compiler flags and the machine, so an edited source or another CPU builds anew.
+source, the compiler (the executable ``CC`` resolves to, its size and time), its flags and the
+machine, so an edited source, another compiler or another CPU builds anew.
 Several processes may build at once (each writes its own temporary file and renames it).
 
 Where there is no compiler, the build fails, or ``SSVAE_NATIVE=0``, `load` returns None and the
@@ -36,6 +37,7 @@ import hashlib
 import os
 import platform
 import shlex
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -87,10 +89,25 @@ def compile_flags() -> list[str]:
     return flags
 
 
+def compiler() -> tuple[list[str], str]:
+    """``CC`` (default cc) as a command, and what identifies it: the executable it resolves
+    to (through links), with its size and modification time, so that switching compilers or
+    upgrading one builds anew. Raises ValueError for an unparsable ``CC``."""
+    command = shlex.split(os.environ.get("CC") or "cc")
+    found = shutil.which(command[0]) if command else None
+    if found is None:  # the build will say so
+        return command, " ".join(command)
+    real = os.path.realpath(found)
+    info = os.stat(real)
+    return command, f"{' '.join(command)} {real} {info.st_size} {info.st_mtime_ns}"
+
+
 def library_path(name: str) -> Path:
-    """Where `name`'s library is cached: a hash of its source, the flags and the machine."""
+    """Where `name`'s library is cached: a hash of its source, the compiler, its flags and the
+    machine."""
     key = hashlib.sha256()
     key.update((SOURCES / f"{name}.c").read_bytes())
+    key.update(compiler()[1].encode())
     key.update(" ".join([*compile_flags(), platform.machine(), platform.system()]).encode())
     return cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
 
@@ -119,19 +136,19 @@ def build(name: str) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    compiler = shlex.split(os.environ.get("CC") or "cc")
+    command = compiler()[0]
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         done = subprocess.run(
-            [*compiler, *compile_flags(), "-o", tmp, str(SOURCES / f"{name}.c")],
+            [*command, *compile_flags(), "-o", tmp, str(SOURCES / f"{name}.c")],
             capture_output=True,
             text=True,
             errors="replace",
             timeout=BUILD_TIMEOUT_S,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(compiler)} failed: {done.stderr.strip()[-400:]}")
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-400:]}")
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)
     finally:

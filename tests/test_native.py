@@ -61,6 +61,23 @@ def test_another_source_or_flags_build_another_file(
     assert native.library_path("conv3x3") != first
 
 
+def test_another_compiler_or_an_upgraded_one_builds_another_file(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rounding `conv3x3.c` promises (no fused multiply-add where it says so) depends on
+    the compiler honouring its attributes: a library one compiler built is not another's."""
+    first = native.library_path("conv3x3")
+    wrapper = tmp_path / "my-cc"
+    wrapper.write_text('#!/bin/sh\nexec cc "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    other = native.library_path("conv3x3")
+    assert other != first
+    os.utime(wrapper, ns=(0, 10**18))  # the same file, changed (as an upgrade changes it)
+    assert native.library_path("conv3x3") not in (first, other)
+    assert native.load("conv3x3") is not None  # and it builds and loads through the wrapper
+
+
 @pytest.mark.parametrize(
     ("compiler", "said"), [("/nonexistent/cc", "No such file"), ("false", "failed")]
 )
