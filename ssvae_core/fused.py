@@ -110,12 +110,19 @@ def masked_batch_norm(
         unbiased = var.double() * pixels / (pixels - 1).clamp_min(1)
         for k, bn in enumerate(norms):
             block = slice(k * per_run, (k + 1) * per_run)
-            momentum = bn.momentum if bn.momentum is not None else 0.1
+            momentum = _count_step(bn)
             assert bn.running_mean is not None and bn.running_var is not None
             bn.running_mean.lerp_(mean[block].to(bn.running_mean.dtype), momentum)
             bn.running_var.lerp_(unbiased[block].to(bn.running_var.dtype), momentum)
-            bn.num_batches_tracked.add_(1)  # type: ignore[union-attr]
     return out
+
+
+def _count_step(bn: nn.BatchNorm2d) -> float:
+    """Count a training step in `bn` -> the weight of its statistics in the running ones, as
+    `nn.BatchNorm2d` gives it: its momentum, or 1 / steps (a cumulative average) for None."""
+    assert bn.num_batches_tracked is not None
+    bn.num_batches_tracked.add_(1)
+    return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
 
 
 def _unpadded_batch_norm(
@@ -127,15 +134,14 @@ def _unpadded_batch_norm(
     buffers = [(bn.running_mean, bn.running_var) for bn in norms]
     running_mean = torch.cat([m for m, _ in buffers if m is not None])
     running_var = torch.cat([v for _, v in buffers if v is not None])
-    momentum = norms[0].momentum if norms[0].momentum is not None else 0.1
+    momentum = [_count_step(bn) for bn in norms][0]  # the runs step together: one weight
     out = batch_norm_train(h, running_mean, running_var, weight, bias, momentum, norms[0].eps, relu)
     with torch.no_grad():
         per_run = h.shape[1] // len(norms)
-        for k, (bn, (mean, var)) in enumerate(zip(norms, buffers, strict=True)):
+        for k, (mean, var) in enumerate(buffers):
             assert mean is not None and var is not None
             mean.copy_(running_mean[k * per_run : (k + 1) * per_run])
             var.copy_(running_var[k * per_run : (k + 1) * per_run])
-            bn.num_batches_tracked.add_(1)  # type: ignore[union-attr]
     return out
 
 

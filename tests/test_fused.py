@@ -74,6 +74,25 @@ def test_masked_batch_norm_is_each_runs_own_batch_norm() -> None:
     assert torch.allclose(out2[:3, channels : 2 * channels], fresh[:3, channels : 2 * channels])
 
 
+@pytest.mark.parametrize("padded", [True, False])
+def test_a_cumulative_running_average_is_kept_as_alone(padded: bool) -> None:
+    """``momentum=None`` (a cumulative average over the steps) is each run's own, over steps."""
+    g = torch.Generator().manual_seed(2)
+    counts = [5, 3] if padded else [5, 5]
+    mask = torch.arange(5)[:, None] < torch.tensor(counts)[None, :]
+    norms = [nn.BatchNorm2d(4, momentum=None) for _ in counts]
+    alone = [nn.BatchNorm2d(4, momentum=None) for _ in counts]
+    for _ in range(3):
+        h = torch.randn(5, 8, 6, 5, generator=g) * 2 + 1
+        masked_batch_norm(h, mask, norms)
+        for k, (n, bn) in enumerate(zip(counts, alone, strict=True)):
+            bn(h[:n, 4 * k : 4 * (k + 1)])
+    for fused_bn, bn in zip(norms, alone, strict=True):
+        assert int(fused_bn.num_batches_tracked) == int(bn.num_batches_tracked) == 3
+        assert torch.allclose(fused_bn.running_mean, bn.running_mean, atol=1e-6)
+        assert torch.allclose(fused_bn.running_var, bn.running_var, atol=1e-5)
+
+
 @pytest.mark.parametrize("relu", [False, True])
 def test_padded_c_batch_norm_is_each_runs_own_batch_norm(relu: bool) -> None:
     if library() is None:
