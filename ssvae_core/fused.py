@@ -134,7 +134,9 @@ def _unpadded_batch_norm(
     buffers = [(bn.running_mean, bn.running_var) for bn in norms]
     running_mean = torch.cat([m for m, _ in buffers if m is not None])
     running_var = torch.cat([v for _, v in buffers if v is not None])
-    momentum = [_count_step(bn) for bn in norms][0]  # the runs step together: one weight
+    momentum = 0.0
+    for bn in norms:  # every run counts the step; they step together, so one weight
+        momentum = _count_step(bn)
     out = batch_norm_train(h, running_mean, running_var, weight, bias, momentum, norms[0].eps, relu)
     with torch.no_grad():
         per_run = h.shape[1] // len(norms)
