@@ -11,7 +11,9 @@
    trials' own lengths set (their fit times started in Ray's order, longest first, on
    `concurrency` slots, with no overhead: a grid of uneven trials cannot beat it); and the CPU
    seconds of every process of the sweep by kind (trials, driver, Ray's daemons) against the
-   CPU seconds the wall time offered.
+   CPU seconds the wall time offered: what was left idle, what the workers spent beyond the
+   bare fits, and the ratio no scheduling could beat (every CPU second the sweep spent, on
+   all cores with none ever idle, against the ideal).
 2. Memory. Four trials on a paper-size video (256x256 px), once one at a time and once four
    at a time; the peak, over the run, of the summed proportional set size (PSS: shared pages
    counted once) of the driver and every process below it (Ray's GCS, raylet, workers), and
@@ -112,6 +114,9 @@ def _is_worker(pid: int) -> bool:
     return _worker_title(_title(pid))
 
 
+WORKERS = "Ray workers (the trials)"
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds `pid` has used so far (0 if it is gone)."""
     try:
@@ -131,7 +136,7 @@ def _kind(pid: int) -> str:
     except OSError:
         return "?"
     if _worker_title(argv[0]):
-        return "Ray workers (the trials)"
+        return WORKERS
     if argv[0].startswith(RAY_AGENTS):
         return argv[0].decode().removeprefix("ray::")
     script = next((a for a in argv[1:] if a.endswith(b".py")), argv[0])
@@ -252,7 +257,11 @@ def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
     for cell, bare in zip(sweep.cells, fit_seconds, strict=True):
         ray_s = in_sweep.get(tuple(str(v) for v in cell.row(sweep.axes).values()), math.nan)
         print(f"  {cell.label:<48} {bare:7.2f} {ray_s:7.2f}  {ray_s / bare:5.2f}x")
-    where = {f"{name}: CPU s, {kind}": seconds for kind, seconds in cpu.by_kind().items()}
+    by_kind = cpu.by_kind()
+    where = {f"{name}: CPU s, {kind}": seconds for kind, seconds in by_kind.items()}
+    cores = os.cpu_count() or 1
+    used = sum(by_kind.values())
+    workers = by_kind.get(WORKERS, 0.0)
     return {
         f"{name}: trials": len(sweep.cells),
         f"{name}: concurrency": concurrency,
@@ -264,8 +273,13 @@ def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
             trials["seconds"].sum() / sum(fit_seconds)
         ),
         f"{name}: the trials' own tail, fit s in Ray's start order / ideal": floor / ideal,
-        f"{name}: CPU s available (wall x {os.cpu_count()} cores)": wall * (os.cpu_count() or 1),
+        f"{name}: CPU s available (wall x {cores} cores)": wall * cores,
         **where,
+        f"{name}: CPU s left idle (available - every process above)": wall * cores - used,
+        f"{name}: CPU s the workers spend beyond the bare fits": workers - sequential,
+        # What no scheduling can beat: every CPU second the sweep's processes spent, on all
+        # cores with none ever idle, against the ideal.
+        f"{name}: ratio with no core ever idle (CPU s used / cores / ideal)": used / cores / ideal,
     }
 
 
