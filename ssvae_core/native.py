@@ -5,6 +5,7 @@
 source, the compiler (the executable ``CC`` resolves to, its size and time), its flags and the
 machine, so an edited source, another compiler or another CPU builds anew.
 Several processes may build at once (each writes its own temporary file and renames it).
+`build_all()` builds every kernel for every CPU of the architecture (an image's, once).
 
 Where there is no compiler, the build fails, or ``SSVAE_NATIVE=0``, `load` returns None and the
 caller keeps PyTorch's kernels; the first two say so once per process, for all libraries
@@ -79,12 +80,16 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def compile_flags() -> list[str]:
+X86 = platform.machine() in ("x86_64", "AMD64")
+AVX2 = frozenset({"avx2", "fma"})
+
+
+def compile_flags(cpu: frozenset[str] | None = None) -> list[str]:
     """-O3 for a shared library with OpenMP; AVX2 and FMA on an x86 CPU that has both (every
-    x86 server since 2013). Not -march=native: a cache on a shared home may serve several
-    CPU models."""
+    x86 server since 2013). `cpu`: the CPU's flags (default: this machine's). Not
+    -march=native: a cache on a shared home may serve several CPU models."""
     flags = ["-O3", "-std=gnu11", "-shared", "-fPIC", "-fopenmp"]  # gnu: multiply-adds fused
-    if platform.machine() in ("x86_64", "AMD64") and {"avx2", "fma"} <= _cpu_flags():
+    if X86 and AVX2.issubset(_cpu_flags() if cpu is None else cpu):
         flags += ["-mavx2", "-mfma"]
     return flags
 
@@ -102,13 +107,14 @@ def compiler() -> tuple[list[str], str]:
     return command, f"{' '.join(command)} {real} {info.st_size} {info.st_mtime_ns}"
 
 
-def library_path(name: str) -> Path:
-    """Where `name`'s library is cached: a hash of its source, the compiler, its flags and the
-    machine."""
+def library_path(name: str, flags: list[str] | None = None) -> Path:
+    """Where `name`'s library is cached: a hash of its source, the compiler, its flags
+    (default: `compile_flags` for this CPU) and the machine."""
+    flags = compile_flags() if flags is None else flags
     key = hashlib.sha256()
     key.update((SOURCES / f"{name}.c").read_bytes())
     key.update(compiler()[1].encode())
-    key.update(" ".join([*compile_flags(), platform.machine(), platform.system()]).encode())
+    key.update(" ".join([*flags, platform.machine(), platform.system()]).encode())
     return cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
 
 
@@ -128,11 +134,12 @@ def _untrusted(library: Path) -> str | None:
     return None
 
 
-def build(name: str) -> Path:
-    """Compile ``ssvae_core/{name}.c`` into the cache (if not there) -> the library's path.
-    Raises OSError (no compiler, or the directory), ValueError (an unparsable ``CC``) or
-    RuntimeError (the compiler failed)."""
-    target = library_path(name)
+def build(name: str, flags: list[str] | None = None) -> Path:
+    """Compile ``ssvae_core/{name}.c`` with `flags` (default: `compile_flags` for this CPU)
+    into the cache (if not there) -> the library's path. Raises OSError (no compiler, or the
+    directory), ValueError (an unparsable ``CC``) or RuntimeError (the compiler failed)."""
+    flags = compile_flags() if flags is None else flags
+    target = library_path(name, flags)
     if target.exists():
         return target
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -141,7 +148,7 @@ def build(name: str) -> Path:
     os.close(fd)
     try:
         done = subprocess.run(
-            [*command, *compile_flags(), "-o", tmp, str(SOURCES / f"{name}.c")],
+            [*command, *flags, "-o", tmp, str(SOURCES / f"{name}.c")],
             capture_output=True,
             text=True,
             errors="replace",
@@ -155,6 +162,15 @@ def build(name: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return target
+
+
+def build_all() -> list[Path]:
+    """Every kernel for every CPU of this machine's architecture (x86: with AVX2 and FMA, and
+    without) -> the libraries' paths. For an image: a node loads the one its CPU takes, even
+    where it differs from the machine that built the image (whose user cannot add one)."""
+    cpus = [AVX2, frozenset()] if X86 else [None]
+    flag_sets = {" ".join(compile_flags(cpu)): compile_flags(cpu) for cpu in cpus}.values()
+    return [build(name, flags) for name in KERNELS for flags in flag_sets]
 
 
 _loaded: dict[str, ctypes.CDLL | None] = {}

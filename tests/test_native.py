@@ -162,4 +162,23 @@ def test_every_c_source_is_a_kernel_the_image_builds() -> None:
     """docker/Dockerfile builds `native.KERNELS`: a new .c file must be listed there."""
     assert sorted(native.KERNELS) == sorted(p.stem for p in native.SOURCES.glob("*.c"))
     dockerfile = (native.SOURCES.parent / "docker" / "Dockerfile").read_text()
-    assert "native.build, native.KERNELS" in dockerfile
+    assert "native.build_all()" in dockerfile
+
+
+def test_build_all_serves_a_cpu_unlike_the_builders(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image built on one CPU runs on nodes with others: each loads a build made for it,
+    and none has to build (the image's user could not)."""
+    paths = native.build_all()
+    cpus = [native.AVX2, frozenset()] if native.X86 else [frozenset()]
+    assert len(set(paths)) == len(native.KERNELS) * len(cpus)
+    built = sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir())
+    for cpu in cpus:
+        monkeypatch.setattr(native, "_cpu_flags", lambda cpu=cpu: set(cpu))
+        native._loaded.clear()
+        lib, said = _load_warnings()
+        assert lib is not None and said == []
+        assert native.library_path("conv3x3") in paths
+        assert ("-mavx2" in native.compile_flags()) is (native.X86 and bool(cpu))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in cache.iterdir()) == built
