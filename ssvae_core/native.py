@@ -2,7 +2,7 @@
 
 `load("conv3x3")` compiles ``ssvae_core/conv3x3.c`` into the cache directory the first time
 (about a second) and loads it from there afterwards; the file's name is a hash of the
-source, the compiler (the executable ``CC`` resolves to, its size and time), its flags and the
+source, the compiler (each executable ``CC`` names, its size and time), its flags and the
 machine, so an edited source, another compiler or another CPU builds anew.
 Several processes may build at once (each writes its own temporary file and renames it).
 `build_all()` builds every kernel for every CPU of the architecture (an image's, once).
@@ -10,12 +10,16 @@ Several processes may build at once (each writes its own temporary file and rena
 Where there is no compiler, the build fails, or ``SSVAE_NATIVE=0``, `load` returns None and the
 caller keeps PyTorch's kernels; the first two say so once per process, for all libraries
 (`NativeUnavailableWarning`), with the reason. A library is loaded only where no other user
-could have put it or could swap it: the file, its directory and every directory above them (as
-given and as resolved through links) belong to this user or root; the file and its directory
-are writable by nobody else, and a directory above them only with the sticky bit (as ``/tmp``:
-there others cannot rename or remove what is not theirs). A cache another user can write to
-would let them run code in our process. (A file could still change between the check and the
-load; that needs a writer who already has this user's or root's rights.)
+could have put it or could swap it. Links are resolved first and the library is loaded from
+its real path, so no link can be turned elsewhere after the check. The file, its directory and
+every directory above them belong to this user or root. The file and its directory are
+writable by nobody else; a directory above them only with the sticky bit (as ``/tmp``: there
+others cannot rename or remove what is not theirs). Group-writable counts as nobody else's
+only for the owner's private group (named after them, no other member), as OpenSSH judges
+``~/.ssh``. A cache another user can write to would let them run code in our process. (A
+file could still change between the check and the load; that needs a writer who already has
+this user's or root's rights.) Directories the build creates are not group-writable, whatever
+the umask.
 
 The kernels split their work with OpenMP (``-fopenmp``). Loaded after ``import torch``, a
 library's libgomp is the one PyTorch already holds (the same soname), so its threads are
@@ -34,9 +38,11 @@ compete for the cores.
 from __future__ import annotations
 
 import ctypes
+import grp
 import hashlib
 import os
 import platform
+import pwd
 import shlex
 import shutil
 import stat
@@ -95,16 +101,19 @@ def compile_flags(cpu: frozenset[str] | None = None) -> list[str]:
 
 
 def compiler() -> tuple[list[str], str]:
-    """``CC`` (default cc) as a command, and what identifies it: the executable it resolves
-    to (through links), with its size and modification time, so that switching compilers or
-    upgrading one builds anew. Raises ValueError for an unparsable ``CC``."""
+    """``CC`` (default cc) as a command, and what identifies it: the command, and each word of
+    it that is an executable (``ccache gcc``: both) resolved through links, with its size and
+    modification time, so that switching compilers or upgrading one builds anew. Raises
+    ValueError for an empty or unparsable ``CC``, OSError if an executable cannot be read."""
     command = shlex.split(os.environ.get("CC") or "cc")
-    found = shutil.which(command[0]) if command else None
-    if found is None:  # the build will say so
-        return command, " ".join(command)
-    real = os.path.realpath(found)
-    info = os.stat(real)
-    return command, f"{' '.join(command)} {real} {info.st_size} {info.st_mtime_ns}"
+    if not command:
+        raise ValueError("CC is empty")
+    identity = [" ".join(command)]
+    for word in command:
+        if (found := shutil.which(word)) is not None:  # none at all: the build will say so
+            info = os.stat(real := os.path.realpath(found))
+            identity.append(f"{real} {info.st_size} {info.st_mtime_ns}")
+    return command, "\n".join(identity)
 
 
 def library_path(name: str, flags: list[str] | None = None) -> Path:
@@ -118,20 +127,45 @@ def library_path(name: str, flags: list[str] | None = None) -> Path:
     return cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
 
 
-def _untrusted(library: Path) -> str | None:
-    """Why another user could have put `library` there or could swap it (the rules in the
-    module doc); None when nobody but this user or root could."""
-    resolved = library.resolve()
-    own = {library, library.parent, resolved, resolved.parent}  # no other writer at all
-    above = [*library.parent.parents, *resolved.parent.parents]  # others only if sticky
-    for path in dict.fromkeys([library, library.parent, resolved, resolved.parent, *above]):
-        info = path.stat()
-        if info.st_uid not in (os.getuid(), 0):
-            return f"{path} belongs to uid {info.st_uid}, not this user"
-        sticky = path not in own and info.st_mode & stat.S_ISVTX
-        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky:
-            return f"{path} is writable by others (mode {stat.filemode(info.st_mode)})"
+def _private_group(info: os.stat_result) -> bool:
+    """Whether the group of a file is its owner's alone: their primary group, named after
+    them, with no other member listed (the user-private-group convention)."""
+    try:
+        owner, group = pwd.getpwuid(info.st_uid), grp.getgrgid(info.st_gid)
+    except KeyError:
+        return False
+    return (
+        owner.pw_gid == group.gr_gid
+        and group.gr_name == owner.pw_name
+        and set(group.gr_mem) <= {owner.pw_name}
+    )
+
+
+def _untrusted(real: Path) -> str | None:
+    """Why another user could have put the library at `real` (a resolved path) or could swap
+    it (the rules in the module doc); None when nobody but this user or root could."""
+    try:
+        for depth, path in enumerate([real, *real.parents]):
+            info = path.stat()
+            if info.st_uid not in (os.getuid(), 0):
+                return f"{path} belongs to uid {info.st_uid}, not this user"
+            mode = info.st_mode
+            others = mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not _private_group(info))
+            if others and not (depth >= 2 and mode & stat.S_ISVTX):
+                return f"{path} is writable by others (mode {stat.filemode(mode)})"
+    except OSError as error:
+        return f"{real}: {error}"
     return None
+
+
+def _make_dirs(directory: Path) -> None:
+    """`directory` and any missing directory above it: the last one only for this user, the
+    others readable by all and writable by nobody else, whatever the umask (a umask of 002
+    would leave them group-writable, and the trust check would refuse what it made)."""
+    missing = [d for d in [directory, *directory.parents] if not d.exists()]
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+        path.chmod(0o700 if path == directory else 0o755)
 
 
 def build(name: str, flags: list[str] | None = None) -> Path:
@@ -142,7 +176,7 @@ def build(name: str, flags: list[str] | None = None) -> Path:
     target = library_path(name, flags)
     if target.exists():
         return target
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _make_dirs(target.parent)
     command = compiler()[0]
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
     os.close(fd)
@@ -185,7 +219,7 @@ def load(name: str) -> ctypes.CDLL | None:
     if name not in _loaded:
         fix = f"set {CACHE_ENV} to a directory only you can write"
         try:
-            path = build(name)
+            path = build(name).resolve(strict=True)  # loaded from where it is checked
             why = _untrusted(path)
             _loaded[name] = None if why else ctypes.CDLL(str(path))
         except (OSError, ValueError, RuntimeError, subprocess.TimeoutExpired) as error:

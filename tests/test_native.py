@@ -76,10 +76,19 @@ def test_another_compiler_or_an_upgraded_one_builds_another_file(
     os.utime(wrapper, ns=(0, 10**18))  # the same file, changed (as an upgrade changes it)
     assert native.library_path("conv3x3") not in (first, other)
     assert native.load("conv3x3") is not None  # and it builds and loads through the wrapper
+    # A launcher before the compiler (``ccache gcc``): the compiler behind it counts too.
+    launcher = tmp_path / "launch"
+    launcher.write_text('#!/bin/sh\nexec "$@"\n')
+    launcher.chmod(0o755)
+    monkeypatch.setenv("CC", f"{launcher} {wrapper}")
+    before = native.library_path("conv3x3")
+    os.utime(wrapper, ns=(0, 2 * 10**18))
+    assert native.library_path("conv3x3") != before
 
 
 @pytest.mark.parametrize(
-    ("compiler", "said"), [("/nonexistent/cc", "No such file"), ("false", "failed")]
+    ("compiler", "said"),
+    [("/nonexistent/cc", "No such file"), ("false", "failed"), ("  ", "CC is empty")],
 )
 def test_no_compiler_or_a_failed_build_warns_once_and_falls_back(
     cache: Path, monkeypatch: pytest.MonkeyPatch, compiler: str, said: str
@@ -95,13 +104,45 @@ def test_no_compiler_or_a_failed_build_warns_once_and_falls_back(
     assert not list(cache.glob("*.so")) and not list(cache.glob(".*"))  # nothing half-built
 
 
-@pytest.mark.parametrize("what", ["directory", "file"])
+@pytest.mark.parametrize("what", ["directory", "file", "sticky directory"])
 def test_a_cache_others_can_write_is_not_loaded(cache: Path, what: str) -> None:
+    """The cache directory itself may not lean on the sticky bit: others could add a file
+    under a name not yet built."""
     path = native.build("conv3x3")
-    target = path.parent if what == "directory" else path
-    target.chmod(target.stat().st_mode | 0o022)
+    target = path if what == "file" else path.parent
+    target.chmod(target.stat().st_mode | 0o022 | (0o1000 if what.startswith("sticky") else 0))
     lib, messages = _load_warnings()
     assert lib is None and len(messages) == 1 and "writable by others" in messages[0]
+
+
+def test_group_writable_only_for_the_owners_private_group(cache: Path) -> None:
+    """As OpenSSH judges ~/.ssh: the user-private group (umask 002 systems) is the user's
+    alone; any other group is other users."""
+    if os.getuid() != 0:
+        pytest.skip("giving a directory to another group needs root")
+    native.build("conv3x3")
+    cache.chmod(0o770)
+    assert native._private_group(cache.stat())  # root's group: root alone
+    assert _load_warnings()[0] is not None
+    native._loaded.clear()
+    os.chown(cache, -1, 4321)  # a group of others (here: no such group at all)
+    lib, messages = _load_warnings()
+    assert lib is None and f"{cache} is writable by others" in messages[0]
+
+
+def test_the_directories_a_build_makes_are_not_group_writable_under_umask_002(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / "home" / ".cache" / "ssvae"
+    monkeypatch.setenv(native.CACHE_ENV, str(deep))
+    old = os.umask(0o002)
+    try:
+        lib, messages = _load_warnings()
+    finally:
+        os.umask(old)
+    assert lib is not None and messages == []
+    modes = [oct(d.stat().st_mode & 0o7777) for d in (deep.parent.parent, deep.parent, deep)]
+    assert modes == ["0o755", "0o755", "0o700"]
 
 
 @pytest.mark.parametrize(("mode", "loaded"), [(0o777, False), (0o1777, True), (0o755, True)])
@@ -135,14 +176,16 @@ def test_a_directory_above_the_cache_owned_by_another_user_is_not_trusted(
 def test_a_link_to_a_cache_is_judged_where_it_points(
     cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The directories the library really lies in count, not only the link's."""
+    """The directories the library really lies in count, and it is loaded from there, so the
+    link cannot be turned elsewhere between the check and the load."""
     real = tmp_path / "shared" / "cache"
     real.mkdir(parents=True, mode=0o700)
     link = tmp_path / "mine"
     link.symlink_to(real)
     monkeypatch.setenv(native.CACHE_ENV, str(link))
     native.build("conv3x3")
-    assert _load_warnings()[0] is not None
+    lib = _load_warnings()[0]
+    assert lib is not None and lib._name.startswith(f"{real}/")  # type: ignore[attr-defined]
     native._loaded.clear()
     native._warned.clear()
     real.parent.chmod(0o777)
