@@ -93,10 +93,11 @@ def masked_batch_norm(
     eps = norms[0].eps
     rows = mask.to(h.dtype).repeat_interleave(per_run, dim=1)  # [n, K * C]
     count = rows.sum(0)  # [K * C] rows per channel
+    momenta = [_next_momentum(bn) for bn in norms]
     if native_applies(h, weight, bias):
         out, mean, var = padded_batch_norm_train(h, rows.bool(), weight, bias, eps, relu)
-    elif bool(mask.all()):  # no padding: the batch norm each run alone uses
-        return _unpadded_batch_norm(h, norms, weight, bias, relu)
+    elif bool(mask.all()) and len(set(momenta)) == 1:  # the batch norm each run alone uses
+        return _unpadded_batch_norm(h, norms, weight, bias, relu, momenta[0])
     else:
         # Per row and channel over the pixels, then pooled over each run's rows (stable).
         row_var, row_mean = torch.var_mean(h, dim=(2, 3), correction=0)  # [n, K * C]
@@ -108,35 +109,39 @@ def masked_batch_norm(
     with torch.no_grad():
         pixels = count.double() * (height * width)
         unbiased = var.double() * pixels / (pixels - 1).clamp_min(1)
-        for k, bn in enumerate(norms):
+        for k, (bn, momentum) in enumerate(zip(norms, momenta, strict=True)):
             block = slice(k * per_run, (k + 1) * per_run)
-            momentum = _count_step(bn)
             assert bn.running_mean is not None and bn.running_var is not None
             bn.running_mean.lerp_(mean[block].to(bn.running_mean.dtype), momentum)
             bn.running_var.lerp_(unbiased[block].to(bn.running_var.dtype), momentum)
+            bn.num_batches_tracked.add_(1)  # type: ignore[union-attr]
     return out
 
 
-def _count_step(bn: nn.BatchNorm2d) -> float:
-    """Count a training step in `bn` -> the weight of its statistics in the running ones, as
-    `nn.BatchNorm2d` gives it: its momentum, or 1 / steps (a cumulative average) for None."""
+def _next_momentum(bn: nn.BatchNorm2d) -> float:
+    """The weight of the next step's statistics in `bn`'s running ones, as `nn.BatchNorm2d`
+    gives it: its momentum, or 1 / steps counting that step (a cumulative average) for None."""
+    if bn.momentum is not None:
+        return bn.momentum
     assert bn.num_batches_tracked is not None
-    bn.num_batches_tracked.add_(1)
-    return bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+    return 1.0 / float(bn.num_batches_tracked + 1)
 
 
 def _unpadded_batch_norm(
-    h: Tensor, norms: Sequence[nn.BatchNorm2d], weight: Tensor, bias: Tensor, relu: bool
+    h: Tensor,
+    norms: Sequence[nn.BatchNorm2d],
+    weight: Tensor,
+    bias: Tensor,
+    relu: bool,
+    momentum: float,
 ) -> Tensor:
     """`masked_batch_norm` where every row is every run's, off the C kernels: one
-    `batch_norm_train` over the K * C channels (the path each run alone takes), the running
-    statistics gathered from and given back to each run's module."""
+    `batch_norm_train` over the K * C channels (the path each run alone takes; `momentum`:
+    every run's own), the running statistics gathered from and given back to each run's
+    module."""
     buffers = [(bn.running_mean, bn.running_var) for bn in norms]
     running_mean = torch.cat([m for m, _ in buffers if m is not None])
     running_var = torch.cat([v for _, v in buffers if v is not None])
-    momentum = 0.0
-    for bn in norms:  # every run counts the step; they step together, so one weight
-        momentum = _count_step(bn)
     out = batch_norm_train(h, running_mean, running_var, weight, bias, momentum, norms[0].eps, relu)
     with torch.no_grad():
         per_run = h.shape[1] // len(norms)
@@ -144,6 +149,7 @@ def _unpadded_batch_norm(
             assert mean is not None and var is not None
             mean.copy_(running_mean[k * per_run : (k + 1) * per_run])
             var.copy_(running_var[k * per_run : (k + 1) * per_run])
+            norms[k].num_batches_tracked.add_(1)  # type: ignore[union-attr]
     return out
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ssvae_core import config, loader
+from ssvae_core import config, fused, loader
 from ssvae_core.balls import Video
 from ssvae_core.batchnorm import library
 from ssvae_core.fused import fit_fused, fuse_key, masked_batch_norm
@@ -74,23 +74,45 @@ def test_masked_batch_norm_is_each_runs_own_batch_norm() -> None:
     assert torch.allclose(out2[:3, channels : 2 * channels], fresh[:3, channels : 2 * channels])
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("padded", [True, False])
-def test_a_cumulative_running_average_is_kept_as_alone(padded: bool) -> None:
-    """``momentum=None`` (a cumulative average over the steps) is each run's own, over steps."""
+def test_a_cumulative_running_average_is_kept_as_alone(padded: bool, layout: Any) -> None:
+    """``momentum=None`` (a cumulative average over the steps) is each run's own, over steps,
+    also for runs that have counted different numbers of steps (NCHW takes the C kernels,
+    channels-last the tensor ops: unpadded, the one batch norm over every run's channels)."""
     g = torch.Generator().manual_seed(2)
     counts = [5, 3] if padded else [5, 5]
     mask = torch.arange(5)[:, None] < torch.tensor(counts)[None, :]
     norms = [nn.BatchNorm2d(4, momentum=None) for _ in counts]
     alone = [nn.BatchNorm2d(4, momentum=None) for _ in counts]
-    for _ in range(3):
-        h = torch.randn(5, 8, 6, 5, generator=g) * 2 + 1
+    for steps in range(4):
+        h = (torch.randn(5, 8, 6, 5, generator=g) * 2 + 1).contiguous(memory_format=layout)
+        if steps == 0:  # run 1 alone first: it has counted one step more from here on
+            norms[1](h[:, 4:])
+            alone[1](h[:, 4:])
+            continue
         masked_batch_norm(h, mask, norms)
         for k, (n, bn) in enumerate(zip(counts, alone, strict=True)):
             bn(h[:n, 4 * k : 4 * (k + 1)])
     for fused_bn, bn in zip(norms, alone, strict=True):
-        assert int(fused_bn.num_batches_tracked) == int(bn.num_batches_tracked) == 3
+        assert int(fused_bn.num_batches_tracked) == int(bn.num_batches_tracked)
         assert torch.allclose(fused_bn.running_mean, bn.running_mean, atol=1e-6)
         assert torch.allclose(fused_bn.running_var, bn.running_var, atol=1e-5)
+    assert [int(bn.num_batches_tracked) for bn in norms] == [3, 4]
+
+
+def test_equal_momenta_take_the_one_batch_norm_over_every_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off the C kernels, unpadded runs stepping together share one batch norm call."""
+    calls: list[float] = []
+    original = fused._unpadded_batch_norm
+    monkeypatch.setattr(
+        fused, "_unpadded_batch_norm", lambda *a: calls.append(a[-1]) or original(*a)
+    )
+    h = torch.randn(5, 8, 6, 5).contiguous(memory_format=torch.channels_last)
+    masked_batch_norm(h, torch.ones(5, 2, dtype=torch.bool), [nn.BatchNorm2d(4) for _ in "ab"])
+    assert calls == [0.1]
 
 
 @pytest.mark.parametrize("relu", [False, True])
