@@ -11,9 +11,11 @@
    trials' own lengths set (their fit times started in Ray's order, longest first, on
    `concurrency` slots, with no overhead: a grid of uneven trials cannot beat it); and the CPU
    seconds of every process of the sweep by kind (trials, driver, Ray's daemons) against the
-   CPU seconds the wall time offered: what was left idle, what the workers spent beyond the
-   bare fits, and the ratio no scheduling could beat (every CPU second the sweep spent, on
-   all cores with none ever idle, against the ideal).
+   CPU seconds the wall time offered: what the sweep's processes left unused (an upper bound
+   on idle: other programs count, and a process that ends loses up to one sampling interval),
+   what the workers spent beyond the bare fits' CPU seconds, and the ratio no scheduling could
+   beat (every CPU second the sweep spent, on all cores with none ever idle, against the
+   ideal).
 2. Memory. Four trials on a paper-size video (256x256 px), once one at a time and once four
    at a time; the peak, over the run, of the summed proportional set size (PSS: shared pages
    counted once) of the driver and every process below it (Ray's GCS, raylet, workers), and
@@ -235,13 +237,13 @@ def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
     data = sweep.cells[0].config.data
     video = simulate(data.balls, data.seed)
     fit(sweep.cells[0].config, video=video)  # warm-up, as a warm worker would be
-    tic = time.perf_counter()
+    tic, cpu_tic = time.perf_counter(), time.process_time()
     fit_seconds = []
     for cell in sweep.cells:
         start = time.perf_counter()
         fit(cell.config, video=video)
         fit_seconds.append(time.perf_counter() - start)
-    sequential = time.perf_counter() - tic
+    sequential, sequential_cpu = time.perf_counter() - tic, time.process_time() - cpu_tic
     concurrency = min(sweep.execution.max_concurrent or os.cpu_count() or 1, os.cpu_count() or 1)
     with tempfile.TemporaryDirectory() as scratch, CpuTime() as cpu:
         wall, trials = _quiet_run(sweep, Path(scratch))
@@ -275,11 +277,14 @@ def measure_time(sweep: spec.SweepSpec) -> dict[str, float]:
         f"{name}: the trials' own tail, fit s in Ray's start order / ideal": floor / ideal,
         f"{name}: CPU s available (wall x {cores} cores)": wall * cores,
         **where,
-        f"{name}: CPU s left idle (available - every process above)": wall * cores - used,
-        f"{name}: CPU s the workers spend beyond the bare fits": workers - sequential,
+        f"{name}: CPU s not used by the sweep (idle, or other programs)": wall * cores - used,
+        f"{name}: CPU s of the bare fits (back to back, this process)": sequential_cpu,
+        f"{name}: CPU s the workers spend beyond the bare fits": workers - sequential_cpu,
         # What no scheduling can beat: every CPU second the sweep's processes spent, on all
-        # cores with none ever idle, against the ideal.
-        f"{name}: ratio with no core ever idle (CPU s used / cores / ideal)": used / cores / ideal,
+        # cores with none ever idle (the trials on their `concurrency` slots at most).
+        f"{name}: ratio with no core ever idle (CPU s spent / cores / ideal)": (
+            max(used / cores, workers / concurrency) / ideal
+        ),
     }
 
 
