@@ -1,9 +1,10 @@
 """The GPU, measured: one trial at paper scale, resume on the GPU, trials packed per GPU.
 
-Run on a GPU machine with the project's venv (``bench/gpu.sh``: nothing to install, under
-10 minutes on one H200). Each section is budgeted; a section that fails prints FAIL in its
-row and the others still run. The last thing printed is a markdown table (docs/gpu.md says
-what each row means):
+Run on a GPU machine (``bench/gpu.sh``: nothing to install, under 10 minutes on one H200),
+with the project's venv or a python3 that holds torch. Each section is budgeted; a section
+that fails prints FAIL in its row and the others still run, keeping the rows it had. Each row
+is printed (stderr, flushed) as it is measured, so a run cut short still shows what it got;
+the last thing printed is a markdown table (docs/gpu.md says what each row means):
 
 (a) ``fit`` at the ``paper`` preset: 3 epochs timed, then the 30 epochs of the paper run in
     full when they fit the budget (else extrapolated, and the row says so): pairs/s over the
@@ -13,7 +14,8 @@ what each row means):
     only the 2 epochs left and its losses and probe match within `RESUME_RTOL`.
 (c) sweeps of `sweeps/paper.yaml`'s trial (``train.device: auto``, ``resources.gpu: 1/k``,
     `runner.run_sweep` with MLflow on sqlite) with k = 1, 4, 16, 32 trials at once on one GPU:
-    aggregate pairs/s over the span in which they trained, against k = 1.
+    aggregate pairs/s over the span in which they trained, against k = 1. Skipped (not a
+    failure) where Ray or MLflow is not installed, as on a lent GPU image.
 (d) fused trials (`ssvae_core.fused`: K trials of one shape as one model, what
     ``resources.fuse`` runs) with K = 16 and 64: aggregate pairs/s of one epoch against one
     trial's epoch alone on the same device (`bench/fused.py`).
@@ -26,6 +28,7 @@ what each row means):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -34,7 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +103,7 @@ def _peak_memory_mib(device: str) -> tuple[str, float]:
 # -------------------------------------------------------------------- (a) one trial
 
 
-def bench_fit(setup: Setup, video: Video) -> list[Row]:
+def bench_fit(setup: Setup, video: Video) -> Iterator[Row]:
     """3 epochs timed; the whole paper run when it fits the budget."""
     where = f"fit {setup.scale}, {setup.device}"
     cfg = setup.config(3)
@@ -125,16 +128,14 @@ def bench_fit(setup: Setup, video: Video) -> list[Row]:
         total, how = estimate, "extrapolated from 3"
     pairs_per_s = len(seconds) * pairs_per_epoch(cfg) / sum(seconds)
     memory_name, memory = _peak_memory_mib(setup.device)
-    return [
-        Row(f"{where}: pairs/s (training epochs)", f"{pairs_per_s:.0f}"),
-        Row(f"{where}: s per epoch (median)", f"{epoch_s:.3f}"),
-        Row(
-            f"{where}: s for {PAPER_EPOCHS} epochs ({how}; in a warm process)",
-            f"{total:.1f}",
-            f"<= {GOAL_TRIAL_S:g} at paper scale",
-        ),
-        Row(f"{where}: {memory_name}", f"{memory:.0f}"),
-    ]
+    yield Row(f"{where}: pairs/s (training epochs)", f"{pairs_per_s:.0f}")
+    yield Row(f"{where}: s per epoch (median)", f"{epoch_s:.3f}")
+    yield Row(
+        f"{where}: s for {PAPER_EPOCHS} epochs ({how}; in a warm process)",
+        f"{total:.1f}",
+        f"<= {GOAL_TRIAL_S:g} at paper scale",
+    )
+    yield Row(f"{where}: {memory_name}", f"{memory:.0f}")
 
 
 # -------------------------------------------------------------------- (b) resume
@@ -154,7 +155,7 @@ def _max_rel_diff(a: list[float], b: list[float]) -> float:
     )
 
 
-def bench_resume(setup: Setup, video: Video, epochs: int = 4, stop_after: int = 2) -> list[Row]:
+def bench_resume(setup: Setup, video: Video, epochs: int = 4, stop_after: int = 2) -> Iterator[Row]:
     """`epochs` uninterrupted against `stop_after`, stopped, then resumed to `epochs`."""
     name = f"resume {setup.scale}, {setup.device}: {stop_after} + {epochs - stop_after} epochs "
     name += f"vs {epochs} uninterrupted (rtol {RESUME_RTOL:g})"
@@ -172,7 +173,8 @@ def bench_resume(setup: Setup, video: Video, epochs: int = 4, stop_after: int = 
 
             try:
                 fit(cfg, report=stop, checkpoint_dir=parts, video=video)
-                return [Row(name, "FAIL: the first part was not stopped")]
+                yield Row(name, "FAIL: the first part was not stopped")
+                return
             except _Stop:
                 pass
             trained: list[int] = []
@@ -196,7 +198,7 @@ def bench_resume(setup: Setup, video: Video, epochs: int = 4, stop_after: int = 
     if not diff <= RESUME_RTOL:
         problems.append(f"losses or probe differ from the uninterrupted run's by > {RESUME_RTOL:g}")
     verdict = "FAIL: " + "; ".join(problems) if problems else "ok"
-    return [Row(name, f"{verdict} (max rel diff {diff:.2g})")]
+    yield Row(name, f"{verdict} (max rel diff {diff:.2g})")
 
 
 # -------------------------------------------------------------------- (c) packed sweeps
@@ -243,28 +245,44 @@ def packed_throughput(directory: Path, cfg: RunConfig) -> tuple[float, int, list
     return (pairs / span if span > 0 else math.nan), len(begins), devices
 
 
-def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> list[Row]:
+SWEEP_NEEDS = ("ray", "mlflow")  # the sweep service's own; a lent GPU image has neither
+
+
+def missing(names: tuple[str, ...]) -> list[str]:
+    """The packages of `names` that are not installed here."""
+    return [name for name in names if importlib.util.find_spec(name) is None]
+
+
+def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> Iterator[Row]:
     """`sweeps/paper.yaml`'s trial, k at once on one GPU, for each k in `ks`."""
+    if absent := missing(SWEEP_NEEDS):
+        yield Row(
+            "sweeps (c)",
+            f"skipped: {', '.join(absent)} not installed here (docs/gpu.md: carry them)",
+        )
+        return
     import ray
 
     from ssvae_core.sweep import runner, spec
 
     if setup.device == "cuda":
+        torch.cuda.empty_cache()  # (a)/(b)'s cached blocks, not the trials'
         ray.init(include_dashboard=False, log_to_driver=False)
     else:  # no GPU here: one declared to Ray, so the packing itself runs
         ray.init(num_cpus=max(ks), num_gpus=1, include_dashboard=False, log_to_driver=False)
-    rows, alone = [], math.nan
+    alone = math.nan
     try:
         cpus, gpus = ray.cluster_resources().get("CPU", 1.0), ray.cluster_resources().get("GPU")
         if not gpus:
-            return [Row("sweeps: Ray sees no GPU", "FAIL: ray.cluster_resources() has no GPU")]
+            yield Row("sweeps: Ray sees no GPU", "FAIL: ray.cluster_resources() has no GPU")
+            return
         smoke = "".join(f", {k}: {v}" for k, v in SMOKE.items()) if setup.quick else ""
         with tempfile.TemporaryDirectory() as scratch:
             for done, k in enumerate(ks):
                 cpu = min(1.0, math.floor(cpus / k * 100) / 100)  # k=32 on 16 cores: 0.5
                 name = f"sweep {setup.scale} k={k} (gpu {1 / k:g}, cpu {cpu:g} each)"
                 if setup.left() < 60:
-                    rows.append(Row(name, "skipped: the time budget is spent"))
+                    yield Row(name, "skipped: the time budget is spent")
                     continue
                 text = SWEEP.format(
                     name=f"gpu-k{k}", epochs=epochs, smoke=smoke, cpu=cpu, gpu=1 / k,
@@ -276,50 +294,56 @@ def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> list[Row]:
                 try:
                     result = runner.run_sweep(sweep, tracking_uri=uri, storage_path=scratch)
                     rate, n, devices = packed_throughput(result.directory, sweep.cells[0].config)
+                    statuses = result.trials["status"].value_counts().to_dict()
                 except Exception as err:  # one k failing leaves the others to run
-                    rows.append(Row(name, f"FAIL: {type(err).__name__}: {err}"[:200]))
+                    yield Row(name, f"FAIL: {type(err).__name__}: {err}"[:200])
                     continue
                 want = "cuda" if setup.device == "cuda" else "cpu"
                 on = sum(d == want for d in devices)
-                statuses = result.trials["status"].value_counts().to_dict()
                 note = "" if n == k and on == k else f" FAIL: {n} trials ran, {on} on {want}"
                 if set(statuses) - {"ok", "stopped"}:
                     note += f" FAIL: trials {statuses}"
                 elif statuses.get("stopped"):  # the sweep's share of the budget ran out
                     note += f" ({statuses['stopped']} stopped by the budget: over what ran)"
                 note += "" if math.isfinite(rate) else " FAIL: no time span measured"
-                rows.append(
-                    Row(f"{name}: aggregate pairs/s, {on}/{k} on {want}", f"{rate:.0f}{note}")
-                )
+                yield Row(f"{name}: aggregate pairs/s, {on}/{k} on {want}", f"{rate:.0f}{note}")
                 if k == 1:
                     alone = rate
                 else:
                     goal = f">= {GOAL_PACKED[1]:g} at k >= {GOAL_PACKED[0]}"
-                    rows.append(Row(f"sweep k={k}: x one trial alone", f"{rate / alone:.2f}", goal))
+                    yield Row(f"sweep k={k}: x one trial alone", f"{rate / alone:.2f}", goal)
     finally:
         ray.shutdown()
-    return rows
 
 
 # -------------------------------------------------------------------- the table
 
 
-def bench_fused(setup: Setup, video: Video, ks: tuple[int, ...]) -> list[Row]:
+def bench_fused(setup: Setup, video: Video, ks: tuple[int, ...]) -> Iterator[Row]:
     """(d): K trials of different seeds fused into one model (`ssvae_core.fused`), one epoch
-    timed (best of 2 after a warm-up) against one trial's epoch alone (`bench/fused.py`)."""
-    rows = []
+    timed (best of 2 after a warm-up) against one trial's epoch alone (`bench/fused.py`).
+    Each K on its own: one that fails (out of memory) or would not fit the time left (K/K'
+    times the last one's seconds, and a minute) leaves the others' rows."""
+    last: tuple[int, float] | None = None  # (K, seconds) of the last one measured
     for k in ks:
         name = f"fused trials K={k}"
-        if setup.left() < 60:
-            rows.append(Row(f"{name}: aggregate pairs/s", "FAIL: no budget left"))
+        need = 60.0 + (last[1] * k / last[0] if last else 0.0)
+        if setup.left() < need:
+            left = f"skipped: {setup.left():.0f} s left, about {need:.0f} needed"
+            yield Row(f"{name}: aggregate pairs/s", left)
             continue
-        rates = fused_pairs_per_s(setup.config(1), video, k, rounds=2)
-        rows.append(Row(f"{name}: aggregate pairs/s", f"{rates['fused']:.0f}"))
+        if setup.device == "cuda":
+            torch.cuda.empty_cache()
+        tic = time.monotonic()
+        try:
+            rates = fused_pairs_per_s(setup.config(1), video, k, rounds=2)
+        except Exception as err:  # out of memory at a large K: the smaller K's rows stay
+            yield Row(f"{name}: aggregate pairs/s", f"FAIL: {type(err).__name__}: {err}"[:200])
+            continue
+        last = (k, time.monotonic() - tic)
+        yield Row(f"{name}: aggregate pairs/s", f"{rates['fused']:.0f}")
         goal = f">= {GOAL_PACKED[1]:g} at K >= {GOAL_PACKED[0]}"
-        rows.append(
-            Row(f"fused K={k}: x one trial alone", f"{rates['fused'] / rates['alone']:.2f}", goal)
-        )
-    return rows
+        yield Row(f"fused K={k}: x one trial alone", f"{rates['fused'] / rates['alone']:.2f}", goal)
 
 
 def markdown(rows: list[Row]) -> str:
@@ -328,19 +352,26 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _section(name: str, run: Callable[[], list[Row]]) -> list[Row]:
+def _section(name: str, run: Callable[[], Iterator[Row]]) -> list[Row]:
+    """The rows of one section, each printed (stderr, flushed) as it comes; one that fails
+    keeps the rows it had and adds a FAIL row, and the others still run."""
     print(f"[gpu bench] {name} ...", file=sys.stderr, flush=True)
+    rows: list[Row] = []
     try:
-        return run()
-    except Exception as err:  # a section that fails is a row, the others still run
-        return [Row(name, f"FAIL: {type(err).__name__}: {err}"[:200])]
+        for row in run():
+            print(f"[gpu bench] {row.measurement}: {row.value}", file=sys.stderr, flush=True)
+            rows.append(row)
+    except Exception as err:
+        rows.append(Row(name, f"FAIL: {type(err).__name__}: {err}"[:200]))
+        print(f"[gpu bench] {name}: {rows[-1].value}", file=sys.stderr, flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--quick", action="store_true", help="smoke size (for the CPU test)")
-    parser.add_argument("--budget-s", type=float, default=540.0, help="all sections (default 540)")
+    parser.add_argument("--budget-s", type=float, default=480.0, help="all sections (default 480)")
     args = parser.parse_args(argv)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before cuBLAS starts; for (b)
     if args.device == "cuda" and not torch.cuda.is_available():

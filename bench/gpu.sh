@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The GPU benchmark of issue 13 (bench/gpu.py; docs/gpu.md): installs nothing, under 10 min on
-# one H200, a markdown table printed last. Run from the repository root of a machine where
-# `make venv` has run (it installs torch from pyproject when nvidia-smi answers):
+# one H200, a markdown table printed last (each row also on stderr as it is measured). Run from
+# the repository root, with the project's .venv if there is one (`make venv`), else python3
+# holding torch (a lent GPU image: the sweeps (c) are skipped where Ray or MLflow is missing):
 #   bench/gpu.sh                      # fit, resume, 1/4/16/32 trials per GPU, on CUDA
 #   bench/gpu.sh --device cpu --quick # every section at smoke size, no GPU needed
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1  # rows as they come, even if the run is cut short
 exec "$PYTHON" bench/gpu.py "$@"

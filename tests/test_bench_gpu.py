@@ -4,12 +4,16 @@ their numbers are finite, the resume check passes."""
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,3 +69,59 @@ def test_gpu_bench_quick_on_cpu_prints_every_row_finite(tmp_path: Path) -> None:
     assert not any("FAIL" in value for value, _ in rows.values())
     # the last thing printed is the table
     assert done.stdout.rstrip().splitlines()[-1].startswith("| fused K=64: x one trial alone")
+
+
+@pytest.fixture
+def gpu_bench(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """bench/gpu.py as a module (with bench/ on the path, for its `fused` import)."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    return importlib.import_module("gpu")
+
+
+def test_sweeps_are_skipped_not_failed_where_ray_or_mlflow_is_missing(
+    gpu_bench: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lent GPU image has torch but neither Ray nor MLflow: (c) says so, the rest runs."""
+    assert gpu_bench.missing(("torch", "no_such_package_ssvae")) == ["no_such_package_ssvae"]
+    monkeypatch.setattr(gpu_bench, "SWEEP_NEEDS", ("ray", "no_such_package_ssvae"))
+    setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 60)
+    [row] = gpu_bench._section("sweeps", lambda: gpu_bench.bench_sweeps(setup, (1,), 1))
+    assert row.value.startswith("skipped: no_such_package_ssvae not installed")
+    assert "FAIL" not in row.value
+
+
+def test_a_section_that_fails_keeps_the_rows_it_had(gpu_bench: Any) -> None:
+    def rows() -> Iterator[Any]:
+        yield gpu_bench.Row("first", "1")
+        raise RuntimeError("CUDA out of memory")
+
+    got = gpu_bench._section("fused", rows)
+    assert [(r.measurement, r.value) for r in got] == [
+        ("first", "1"),
+        ("fused", "FAIL: RuntimeError: CUDA out of memory"),
+    ]
+
+
+def test_a_fused_k_that_fails_leaves_the_smaller_ks_rows(
+    gpu_bench: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fake(_cfg: Any, _video: Any, k: int, rounds: int) -> dict[str, float]:
+        if k > 16:
+            raise RuntimeError("CUDA out of memory")
+        return {"fused": 100.0 * k, "alone": 100.0}
+
+    monkeypatch.setattr(gpu_bench, "fused_pairs_per_s", fake)
+    setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 600)
+    rows = [(r.measurement, r.value) for r in gpu_bench.bench_fused(setup, None, (16, 64))]
+    assert rows[:2] == [
+        ("fused trials K=16: aggregate pairs/s", "1600"),
+        ("fused K=16: x one trial alone", "16.00"),
+    ]
+    assert rows[2] == (
+        "fused trials K=64: aggregate pairs/s",
+        "FAIL: RuntimeError: CUDA out of memory",
+    )
+    # and one that would not fit the time left is skipped, not run
+    setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 30)
+    [row] = gpu_bench.bench_fused(setup, None, (16,))
+    assert row.value.startswith("skipped: ") and "FAIL" not in row.value
