@@ -258,7 +258,7 @@ def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> Iterator[Row
     if absent := missing(SWEEP_NEEDS):
         yield Row(
             "sweeps (c)",
-            f"skipped: {', '.join(absent)} not installed here (docs/gpu.md: carry them)",
+            f"skipped: {', '.join(absent)} not installed here",
         )
         return
     import ray
@@ -322,11 +322,16 @@ def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> Iterator[Row
 def bench_fused(setup: Setup, video: Video, ks: tuple[int, ...]) -> Iterator[Row]:
     """(d): K trials of different seeds fused into one model (`ssvae_core.fused`), one epoch
     timed (best of 2 after a warm-up) against one trial's epoch alone (`bench/fused.py`).
-    Each K on its own: one that fails (out of memory) or would not fit the time left (K/K'
-    times the last one's seconds, and a minute) leaves the others' rows."""
+    Each K on its own: one that fails (out of memory) leaves the smaller K's rows, and the
+    larger K are then skipped; so is one that would not fit the time left (K/K' times the
+    last one's seconds, and a minute)."""
     last: tuple[int, float] | None = None  # (K, seconds) of the last one measured
+    failed: int | None = None
     for k in ks:
         name = f"fused trials K={k}"
+        if failed is not None:
+            yield Row(f"{name}: aggregate pairs/s", f"skipped: K={failed} failed")
+            continue
         need = 60.0 + (last[1] * k / last[0] if last else 0.0)
         if setup.left() < need:
             left = f"skipped: {setup.left():.0f} s left, about {need:.0f} needed"
@@ -339,6 +344,7 @@ def bench_fused(setup: Setup, video: Video, ks: tuple[int, ...]) -> Iterator[Row
             rates = fused_pairs_per_s(setup.config(1), video, k, rounds=2)
         except Exception as err:  # out of memory at a large K: the smaller K's rows stay
             yield Row(f"{name}: aggregate pairs/s", f"FAIL: {type(err).__name__}: {err}"[:200])
+            failed = k
             continue
         last = (k, time.monotonic() - tic)
         yield Row(f"{name}: aggregate pairs/s", f"{rates['fused']:.0f}")

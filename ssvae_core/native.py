@@ -70,9 +70,9 @@ def enabled() -> bool:
 def cache_dir() -> Path:
     """``$SSVAE_CACHE_DIR``, else ``$XDG_CACHE_HOME/ssvae``, else ``~/.cache/ssvae``."""
     if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser().absolute()
+        return Path(os.path.abspath(os.path.expanduser(os.environ[CACHE_ENV])))
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return (Path(base).expanduser() / "ssvae").absolute()
+    return Path(os.path.abspath(Path(base).expanduser() / "ssvae"))  # no ".." left
 
 
 def _cpu_flags() -> set[str]:
@@ -104,10 +104,11 @@ def compiler() -> tuple[list[str], str]:
     """``CC`` (default cc) as a command, and what identifies it: the command, and each word of
     it that is an executable (``ccache gcc``: both) resolved through links, with its size and
     modification time, so that switching compilers or upgrading one builds anew. Raises
-    ValueError for an empty or unparsable ``CC``, OSError if an executable cannot be read."""
+    ValueError for a blank (only spaces) or unparsable ``CC``, OSError if an executable
+    cannot be read."""
     command = shlex.split(os.environ.get("CC") or "cc")
     if not command:
-        raise ValueError("CC is empty")
+        raise ValueError("CC is blank")
     identity = [" ".join(command)]
     for word in command:
         if (found := shutil.which(word)) is not None:  # none at all: the build will say so
@@ -129,7 +130,8 @@ def library_path(name: str, flags: list[str] | None = None) -> Path:
 
 def _private_group(info: os.stat_result) -> bool:
     """Whether the group of a file is its owner's alone: their primary group, named after
-    them, with no other member listed (the user-private-group convention)."""
+    them, no other member listed and no other user's primary group (the user-private-group
+    convention)."""
     try:
         owner, group = pwd.getpwuid(info.st_uid), grp.getgrgid(info.st_gid)
     except KeyError:
@@ -138,6 +140,7 @@ def _private_group(info: os.stat_result) -> bool:
         owner.pw_gid == group.gr_gid
         and group.gr_name == owner.pw_name
         and set(group.gr_mem) <= {owner.pw_name}
+        and not any(p.pw_gid == group.gr_gid and p.pw_uid != owner.pw_uid for p in pwd.getpwall())
     )
 
 
@@ -145,6 +148,7 @@ def _untrusted(real: Path) -> str | None:
     """Why another user could have put the library at `real` (a resolved path) or could swap
     it (the rules in the module doc); None when nobody but this user or root could."""
     try:
+        real = real.resolve(strict=True)  # every directory above it, none through a link
         for depth, path in enumerate([real, *real.parents]):
             info = path.stat()
             if info.st_uid not in (os.getuid(), 0):
@@ -159,19 +163,29 @@ def _untrusted(real: Path) -> str | None:
 
 
 def _make_dirs(directory: Path) -> None:
-    """`directory` and any missing directory above it: the last one only for this user, the
-    others readable by all and writable by nobody else, whatever the umask (a umask of 002
-    would leave them group-writable, and the trust check would refuse what it made)."""
+    """`directory` (absolute, no ``..``) and any missing directory above it: the last one
+    only for this user, the others readable by all and writable by nobody else, whatever the
+    umask (a umask of 002 would leave them group-writable, and the trust check would refuse
+    what the build made). Only what this call created is given a mode: one that appears
+    meanwhile is left to the trust check."""
     missing = [d for d in [directory, *directory.parents] if not d.exists()]
     for path in reversed(missing):
-        path.mkdir(exist_ok=True)
-        path.chmod(0o700 if path == directory else 0o755)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, 0o700 if path == directory else 0o755)
+        finally:
+            os.close(fd)
 
 
 def build(name: str, flags: list[str] | None = None) -> Path:
     """Compile ``ssvae_core/{name}.c`` with `flags` (default: `compile_flags` for this CPU)
-    into the cache (if not there) -> the library's path. Raises OSError (no compiler, or the
-    directory), ValueError (an unparsable ``CC``) or RuntimeError (the compiler failed)."""
+    into the cache (if not there) -> the library's path. Raises OSError (the cache
+    directory), ValueError (a blank or unparsable ``CC``) or RuntimeError (no compiler, or
+    it failed)."""
     flags = compile_flags() if flags is None else flags
     target = library_path(name, flags)
     if target.exists():
@@ -181,13 +195,16 @@ def build(name: str, flags: list[str] | None = None) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{name}-", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run(
-            [*command, *flags, "-o", tmp, str(SOURCES / f"{name}.c")],
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=BUILD_TIMEOUT_S,
-        )
+        try:
+            done = subprocess.run(
+                [*command, *flags, "-o", tmp, str(SOURCES / f"{name}.c")],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=BUILD_TIMEOUT_S,
+            )
+        except FileNotFoundError as error:  # no compiler: not the cache's fault
+            raise RuntimeError(f"{command[0]}: {error.strerror} (no C compiler)") from None
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-400:]}")
         os.chmod(tmp, 0o755)
@@ -224,7 +241,7 @@ def load(name: str) -> ctypes.CDLL | None:
             _loaded[name] = None if why else ctypes.CDLL(str(path))
         except (OSError, ValueError, RuntimeError, subprocess.TimeoutExpired) as error:
             _loaded[name], why = None, str(error)
-            if not isinstance(error, PermissionError):
+            if not isinstance(error, OSError):  # an OSError is the cache directory's
                 fix = "install a C compiler (apt-get install gcc) or set CC"
         if why and not _warned:
             _warned.add(name)

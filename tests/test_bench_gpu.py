@@ -17,9 +17,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("ray")
-pytest.importorskip("mlflow")
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +37,8 @@ def number(value: str) -> float:
 
 @pytest.mark.slow
 def test_gpu_bench_quick_on_cpu_prints_every_row_finite(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    pytest.importorskip("mlflow")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "gpu.py"), "--device", "cpu", "--quick"],
@@ -112,7 +111,7 @@ def test_a_fused_k_that_fails_leaves_the_smaller_ks_rows(
 
     monkeypatch.setattr(gpu_bench, "fused_pairs_per_s", fake)
     setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 600)
-    rows = [(r.measurement, r.value) for r in gpu_bench.bench_fused(setup, None, (16, 64))]
+    rows = [(r.measurement, r.value) for r in gpu_bench.bench_fused(setup, None, (16, 64, 128))]
     assert rows[:2] == [
         ("fused trials K=16: aggregate pairs/s", "1600"),
         ("fused K=16: x one trial alone", "16.00"),
@@ -121,6 +120,7 @@ def test_a_fused_k_that_fails_leaves_the_smaller_ks_rows(
         "fused trials K=64: aggregate pairs/s",
         "FAIL: RuntimeError: CUDA out of memory",
     )
+    assert rows[3] == ("fused trials K=128: aggregate pairs/s", "skipped: K=64 failed")
     # and one that would not fit the time left is skipped, not run
     setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 30)
     [row] = gpu_bench.bench_fused(setup, None, (16,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import warnings
 from pathlib import Path
@@ -88,7 +89,7 @@ def test_another_compiler_or_an_upgraded_one_builds_another_file(
 
 @pytest.mark.parametrize(
     ("compiler", "said"),
-    [("/nonexistent/cc", "No such file"), ("false", "failed"), ("  ", "CC is empty")],
+    [("/nonexistent/cc", "No such file"), ("false", "failed"), ("  ", "CC is blank")],
 )
 def test_no_compiler_or_a_failed_build_warns_once_and_falls_back(
     cache: Path, monkeypatch: pytest.MonkeyPatch, compiler: str, said: str
@@ -97,6 +98,7 @@ def test_no_compiler_or_a_failed_build_warns_once_and_falls_back(
     lib, messages = _load_warnings()
     assert lib is None and len(messages) == 1
     assert said in messages[0] and "PyTorch's kernels run instead" in messages[0]
+    assert "install a C compiler" in messages[0]
     lib, messages = _load_warnings()
     assert lib is None and messages == []  # once per process
     lib, messages = _load_warnings("batchnorm")
@@ -115,9 +117,12 @@ def test_a_cache_others_can_write_is_not_loaded(cache: Path, what: str) -> None:
     assert lib is None and len(messages) == 1 and "writable by others" in messages[0]
 
 
-def test_group_writable_only_for_the_owners_private_group(cache: Path) -> None:
+def test_group_writable_only_for_the_owners_private_group(
+    cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As OpenSSH judges ~/.ssh: the user-private group (umask 002 systems) is the user's
-    alone; any other group is other users."""
+    alone; any other group is other users, and so is one another user has as primary group
+    (not listed among its members)."""
     if os.getuid() != 0:
         pytest.skip("giving a directory to another group needs root")
     native.build("conv3x3")
@@ -125,9 +130,37 @@ def test_group_writable_only_for_the_owners_private_group(cache: Path) -> None:
     assert native._private_group(cache.stat())  # root's group: root alone
     assert _load_warnings()[0] is not None
     native._loaded.clear()
+    everyone = native.pwd.getpwall()
+    other = pwd.struct_passwd(("mallory", "x", 4321, 0, "", "/home/mallory", "/bin/sh"))
+    with monkeypatch.context() as patch:
+        patch.setattr(native.pwd, "getpwall", lambda: [*everyone, other])
+        assert not native._private_group(cache.stat())
     os.chown(cache, -1, 4321)  # a group of others (here: no such group at all)
     lib, messages = _load_warnings()
     assert lib is None and f"{cache} is writable by others" in messages[0]
+
+
+def test_a_dotdot_in_the_cache_path_changes_no_existing_directory(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``top/new/../cache`` is ``top/cache``: ``top`` exists and keeps its mode (1777)."""
+    top = tmp_path / "top"
+    top.mkdir()
+    top.chmod(0o1777)
+    monkeypatch.setenv(native.CACHE_ENV, str(top / "new" / ".." / "cache"))
+    assert _load_warnings()[0] is not None
+    assert top.stat().st_mode & 0o7777 == 0o1777
+    assert (top / "cache").is_dir() and not (top / "new").exists()
+
+
+def test_a_cache_path_through_a_file_says_so_not_install_a_compiler(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "a-file" / "cache"))
+    lib, messages = _load_warnings()
+    assert lib is None and len(messages) == 1
+    assert f"set {native.CACHE_ENV}" in messages[0] and "install a C compiler" not in messages[0]
 
 
 def test_the_directories_a_build_makes_are_not_group_writable_under_umask_002(
