@@ -48,18 +48,25 @@ def memory_bytes() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def on_gpu(cfg: RunConfig) -> bool:
+    """Whether the run's tensors go to a CUDA device (``cuda``, or ``auto`` with one)."""
+    device = cfg.train.device
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
 def estimate(cfg: RunConfig) -> dict[str, int]:
-    """Bytes a run needs, by the key that drives each part: the video (``data.n_frames`` x
-    ``data.size``^2 x 3 as uint8, once on the device and once as the simulator's), one
-    step's activations (``train.batch_size``), the encoder's weights (``encoder.hidden``)."""
+    """Bytes a run needs on its device, by the key that drives each part: the video
+    (``data.n_frames`` x ``data.size``^2 x 3 as uint8, on the device; on the CPU also the
+    simulator's copy), one step's activations (``train.batch_size``), the encoder's weights
+    (``encoder.hidden``)."""
     data, train = cfg.data, cfg.train
     pixels = data.size * data.size
-    frames = 2 * data.n_frames * pixels * 3
+    gpu = on_gpu(cfg)
+    frames = (1 if gpu else 2) * data.n_frames * pixels * 3
     n_negatives = cfg.objective.n_negatives or train.batch_size - 1
     encoded = 2 * train.batch_size + max(0, n_negatives - (train.batch_size - 1))
     step = encoded * pixels * ACTIVATIONS_PER_PIXEL * FLOAT
-    on_cpu = train.device == "cpu" or (train.device == "auto" and not torch.cuda.is_available())
-    per_pass = frames_per_batch(data.size, data.size, torch.device("cpu" if on_cpu else "cuda"))
+    per_pass = frames_per_batch(data.size, data.size, torch.device("cuda" if gpu else "cpu"))
     probe = min(per_pass, data.n_frames) * pixels * NO_GRAD_PER_PIXEL * FLOAT  # encode_all
     hidden = cfg.encoder.used().get("hidden", 0)
     weights = (
@@ -73,16 +80,22 @@ def estimate(cfg: RunConfig) -> dict[str, int]:
 
 
 def check_memory(cfg: RunConfig, available: int | None = None) -> None:
-    """Refuse a run whose estimate is beyond `MEMORY_SHARE` of the machine's memory, naming
-    the key with the largest share and the estimate."""
+    """Refuse a run whose estimate is beyond `MEMORY_SHARE` of the memory it trains in (the
+    GPU's for a run on CUDA, else the machine's; `available` instead if given), naming the
+    key with the largest share and the estimate."""
     parts = estimate(cfg)
-    total, limit = sum(parts.values()), MEMORY_SHARE * (available or memory_bytes())
+    where, size = "this machine's", memory_bytes()
+    if on_gpu(cfg):
+        where = f"the GPU's ({torch.cuda.get_device_name(0)})"
+        size = torch.cuda.get_device_properties(0).total_memory
+    size = available or size
+    total, limit = sum(parts.values()), MEMORY_SHARE * size
     if total > limit:
         key = max(parts, key=lambda k: parts[k])
         share = ", ".join(f"{k} {v / 2**30:.3g} GiB" for k, v in parts.items() if v)
         raise ConfigError(
             f"{key}: the run needs about {total / 2**30:.3g} GiB ({share}), more than "
-            f"{MEMORY_SHARE:.0%} of this machine's {(available or memory_bytes()) / 2**30:.3g} GiB"
+            f"{MEMORY_SHARE:.0%} of {where} {size / 2**30:.3g} GiB"
         )
 
 

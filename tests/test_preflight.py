@@ -1,0 +1,55 @@
+"""`preflight.check_memory` on a GPU: the run is measured against the GPU's memory, not the
+machine's (a CUDA device is faked: this machine has none)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ssvae_core import loader, preflight
+from ssvae_core.errors import ConfigError
+
+GIB = 2**30
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA device with 4 GiB, as torch would describe it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _index=0: "Fake GPU")
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda _index=0: SimpleNamespace(total_memory=4 * GIB)
+    )
+
+
+def test_a_run_beyond_the_gpus_memory_is_refused_naming_the_key(fake_gpu: None) -> None:
+    # 20000 paper frames: 3.7 GiB of video on the GPU, more than 80 % of its 4 GiB; the
+    # machine's memory would hold it
+    cfg = loader.load("paper", None, ["train.device=cuda", "data.n_frames=20000"])
+    assert preflight.on_gpu(cfg)
+    with pytest.raises(ConfigError, match=r"^data\.n_frames: .* of the GPU's \(Fake GPU\) 4 GiB"):
+        preflight.check_memory(cfg)
+    on_cpu = loader.load("paper", None, ["train.device=cpu", "data.n_frames=20000"])
+    preflight.check_memory(on_cpu, available=24 * GIB)  # the same run fits the machine
+    preflight.check_memory(loader.load("paper", None, ["train.device=cuda"]))  # paper itself
+
+
+def test_auto_counts_as_the_gpu_only_where_there_is_one(
+    fake_gpu: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = loader.load("paper", None, ["train.device=auto", "data.n_frames=20000"])
+    with pytest.raises(ConfigError, match="the GPU's"):
+        preflight.check_memory(cfg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not preflight.on_gpu(cfg)
+    preflight.check_memory(cfg, available=24 * GIB)
+
+
+def test_the_video_is_counted_once_on_a_gpu_twice_on_the_cpu(fake_gpu: None) -> None:
+    """On the CPU the simulator's copy and the device copy share the memory; on a GPU only
+    the device copy is there."""
+    gpu = preflight.estimate(loader.load("paper", None, ["train.device=cuda"]))
+    cpu = preflight.estimate(loader.load("paper", None, ["train.device=cpu"]))
+    assert cpu["data.n_frames"] == 2 * gpu["data.n_frames"] == 2 * 900 * 256 * 256 * 3
