@@ -49,9 +49,9 @@ def memory_bytes() -> int:
 
 
 def on_gpu(cfg: RunConfig) -> bool:
-    """Whether the run's tensors go to a CUDA device (``cuda``, or ``auto`` with one)."""
-    device = cfg.train.device
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    """Whether the run's tensors go to a CUDA device: ``cuda`` or ``auto``, where torch sees
+    one (``cuda`` without one is `check_device`'s refusal)."""
+    return cfg.train.device in ("cuda", "auto") and torch.cuda.is_available()
 
 
 def estimate(cfg: RunConfig) -> dict[str, int]:

@@ -47,6 +47,19 @@ def test_auto_counts_as_the_gpu_only_where_there_is_one(
     preflight.check_memory(cfg, available=24 * GIB)
 
 
+def test_cuda_where_there_is_none_is_check_devices_refusal_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ssvae data` checks memory only: with no CUDA here it is the machine's memory."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = loader.load("paper", None, ["train.device=cuda"])
+    assert not preflight.on_gpu(cfg)
+    preflight.check_memory(cfg, available=24 * GIB)
+    preflight.check_memory(cfg)
+    with pytest.raises(ConfigError, match=r"^train\.device: cuda, but torch sees no CUDA"):
+        preflight.check_run(cfg)
+
+
 def test_the_video_is_counted_once_on_a_gpu_twice_on_the_cpu(fake_gpu: None) -> None:
     """On the CPU the simulator's copy and the device copy share the memory; on a GPU only
     the device copy is there."""
