@@ -192,6 +192,16 @@ class _NativeBatchNorm(torch.autograd.Function):
         return grad_x, (grad_dot * inv_std).float(), grad_sum.float(), None, None, None
 
 
+def next_momentum(bn: nn.modules.batchnorm._BatchNorm) -> float:
+    """The weight of the next training step's statistics in `bn`'s running ones, as
+    `nn.BatchNorm2d` gives it: its momentum, or 1 / steps counting that step (a cumulative
+    average) for ``momentum=None``."""
+    if bn.momentum is not None:
+        return bn.momentum
+    assert bn.num_batches_tracked is not None
+    return 1.0 / float(bn.num_batches_tracked + 1)
+
+
 def relu_input(y: Tensor) -> BatchNormReLU | None:
     """For y = `batch_norm_train(x, ..., relu=True)` by the C kernels: y described by what
     the batch norm's backward keeps anyway (x and three numbers per channel), for a following
@@ -358,11 +368,9 @@ class BatchNorm2d(nn.BatchNorm2d):
             return batch_norm_eval(
                 x, self.running_mean, self.running_var, self.weight, self.bias, self.eps, relu
             )
+        momentum = next_momentum(self)
         assert self.num_batches_tracked is not None
         self.num_batches_tracked.add_(1)
-        momentum = self.momentum
-        if momentum is None:  # a cumulative average, as nn.BatchNorm2d
-            momentum = 1.0 / float(self.num_batches_tracked)
         return batch_norm_train(
             x,
             self.running_mean,

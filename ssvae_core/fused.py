@@ -32,6 +32,7 @@ from ssvae_core.balls import Video
 from ssvae_core.batchnorm import (
     batch_norm_train,
     native_applies,
+    next_momentum,
     padded_batch_norm_train,
     relu_input,
 )
@@ -93,7 +94,7 @@ def masked_batch_norm(
     eps = norms[0].eps
     rows = mask.to(h.dtype).repeat_interleave(per_run, dim=1)  # [n, K * C]
     count = rows.sum(0)  # [K * C] rows per channel
-    momenta = [_next_momentum(bn) for bn in norms]
+    momenta = [next_momentum(bn) for bn in norms]
     if native_applies(h, weight, bias):
         out, mean, var = padded_batch_norm_train(h, rows.bool(), weight, bias, eps, relu)
     elif bool(mask.all()) and len(set(momenta)) == 1:  # the batch norm each run alone uses
@@ -116,15 +117,6 @@ def masked_batch_norm(
             bn.running_var.lerp_(unbiased[block].to(bn.running_var.dtype), momentum)
             bn.num_batches_tracked.add_(1)  # type: ignore[union-attr]
     return out
-
-
-def _next_momentum(bn: nn.BatchNorm2d) -> float:
-    """The weight of the next step's statistics in `bn`'s running ones, as `nn.BatchNorm2d`
-    gives it: its momentum, or 1 / steps counting that step (a cumulative average) for None."""
-    if bn.momentum is not None:
-        return bn.momentum
-    assert bn.num_batches_tracked is not None
-    return 1.0 / float(bn.num_batches_tracked + 1)
 
 
 def _unpadded_batch_norm(
