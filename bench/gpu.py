@@ -15,7 +15,8 @@ the last thing printed is a markdown table (docs/gpu.md says what each row means
 (c) sweeps of `sweeps/paper.yaml`'s trial (``train.device: auto``, ``resources.gpu: 1/k``,
     `runner.run_sweep` with MLflow on sqlite) with k = 1, 4, 16, 32 trials at once on one GPU:
     aggregate pairs/s over the span in which they trained, against k = 1. Skipped (not a
-    failure) where Ray or MLflow is not installed, as on a lent GPU image.
+    failure) where the `sweep` extra (Ray, Optuna, MLflow) is not installed, as on a lent
+    GPU image.
 (d) fused trials (`ssvae_core.fused`: K trials of one shape as one model, what
     ``resources.fuse`` runs) with K = 16 and 64: aggregate pairs/s of one epoch against one
     trial's epoch alone on the same device (`bench/fused.py`).
@@ -28,7 +29,6 @@ the last thing printed is a markdown table (docs/gpu.md says what each row means
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -245,21 +245,14 @@ def packed_throughput(directory: Path, cfg: RunConfig) -> tuple[float, int, list
     return (pairs / span if span > 0 else math.nan), len(begins), devices
 
 
-SWEEP_NEEDS = ("ray", "mlflow")  # the sweep service's own; a lent GPU image has neither
-
-
-def missing(names: tuple[str, ...]) -> list[str]:
-    """The packages of `names` that are not installed here."""
-    return [name for name in names if importlib.util.find_spec(name) is None]
-
-
 def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> Iterator[Row]:
-    """`sweeps/paper.yaml`'s trial, k at once on one GPU, for each k in `ks`."""
-    if absent := missing(SWEEP_NEEDS):
-        yield Row(
-            "sweeps (c)",
-            f"skipped: {', '.join(absent)} not installed here",
-        )
+    """`sweeps/paper.yaml`'s trial, k at once on one GPU, for each k in `ks`; skipped where
+    the sweep service's own packages are not installed (``ssvae sweep``'s check: a lent GPU
+    image has none of Ray, Optuna and MLflow)."""
+    from ssvae_core.sweep.cli import missing_extra
+
+    if absent := missing_extra():
+        yield Row("sweeps (c)", f"skipped: {absent}")
         return
     import ray
 

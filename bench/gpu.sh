@@ -2,7 +2,7 @@
 # The GPU benchmark of issue 13 (bench/gpu.py; docs/gpu.md): installs nothing, under 10 min on
 # one H200, a markdown table printed last (each row also on stderr as it is measured). Run from
 # the repository root, with the project's .venv if there is one (`make venv`), else python3
-# holding torch (a lent GPU image: the sweeps (c) are skipped where Ray or MLflow is missing):
+# holding torch (a lent GPU image: the sweeps (c) are skipped without the sweep extra):
 #   bench/gpu.sh                      # fit, resume, 1/4/16/32 trials per GPU, on CUDA
 #   bench/gpu.sh --device cpu --quick # every section at smoke size, no GPU needed
 set -euo pipefail

@@ -81,11 +81,12 @@ def test_sweeps_are_skipped_not_failed_where_ray_or_mlflow_is_missing(
     gpu_bench: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A lent GPU image has torch but neither Ray nor MLflow: (c) says so, the rest runs."""
-    assert gpu_bench.missing(("torch", "no_such_package_ssvae")) == ["no_such_package_ssvae"]
-    monkeypatch.setattr(gpu_bench, "SWEEP_NEEDS", ("ray", "no_such_package_ssvae"))
+    from ssvae_core.sweep import cli
+
+    monkeypatch.setattr(cli, "SWEEP_EXTRA", ("ray", "no_such_package_ssvae"))
     setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 60)
     [row] = gpu_bench._section("sweeps", lambda: gpu_bench.bench_sweeps(setup, (1,), 1))
-    assert row.value.startswith("skipped: no_such_package_ssvae not installed")
+    assert row.value.startswith("skipped: this needs the 'sweep' extra (no_such_package_ssvae not")
     assert "FAIL" not in row.value
 
 
