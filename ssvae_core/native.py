@@ -220,8 +220,7 @@ def build_all() -> list[Path]:
     without) -> the libraries' paths. For an image: a node loads the one its CPU takes, even
     where it differs from the machine that built the image (whose user cannot add one)."""
     cpus = [AVX2, frozenset()] if X86 else [None]
-    flag_sets = {" ".join(compile_flags(cpu)): compile_flags(cpu) for cpu in cpus}.values()
-    return [build(name, flags) for name in KERNELS for flags in flag_sets]
+    return [build(name, compile_flags(cpu)) for name in KERNELS for cpu in cpus]
 
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
