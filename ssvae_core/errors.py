@@ -7,8 +7,10 @@ command prints it and exits with `EXIT_BAD_INPUT` before any compute, never a tr
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work ran and failed: a diverged run, an errored trial, a regression
@@ -47,3 +49,11 @@ def check_name(name: Any, key: str, registry: Iterable[str]) -> None:
     """`name` must be one of `registry`; the error names `key` and lists the valid names."""
     valid = list(registry)
     check(isinstance(name, str) and name in valid, key, unknown_name(name, valid))
+
+
+def within(where: str, call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)``, with ``(in WHERE)`` appended to a `ConfigError` (a grid cell, say)."""
+    try:
+        return call(*args)
+    except ConfigError as err:
+        raise ConfigError(f"{err} (in {where})") from None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ssvae_core.config import RunConfig
+from ssvae_core.config import DataConfig, RunConfig
 from ssvae_core.errors import ConfigError
 from ssvae_core.frames import frames_per_batch
 
@@ -54,15 +54,17 @@ def on_gpu(cfg: RunConfig) -> bool:
     return cfg.train.device in ("cuda", "auto") and torch.cuda.is_available()
 
 
-def estimate(cfg: RunConfig) -> dict[str, int]:
-    """Bytes a run needs on its device, by the key that drives each part: the video
-    (``data.n_frames`` x ``data.size``^2 x 3 as uint8, on the device; on the CPU also the
-    simulator's copy), one step's activations (``train.batch_size``), the encoder's weights
-    (``encoder.hidden``)."""
+def video_bytes(data: DataConfig) -> int:
+    """The video's frames: uint8 [``data.n_frames``, ``data.size``, ``data.size``, 3]."""
+    return data.n_frames * data.size * data.size * 3
+
+
+def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
+    """Bytes beyond the video, by the key that drives each: one step's activations
+    (``train.batch_size``) and the encoder's weights (``encoder.hidden``), for `runs` runs
+    trained as one model (`fused`: each run its own batch and weights)."""
     data, train = cfg.data, cfg.train
     pixels = data.size * data.size
-    gpu = on_gpu(cfg)
-    frames = (1 if gpu else 2) * data.n_frames * pixels * 3
     n_negatives = cfg.objective.n_negatives or train.batch_size - 1
     encoded = 2 * train.batch_size + max(0, n_negatives - (train.batch_size - 1))
     step = encoded * pixels * ACTIVATIONS_PER_PIXEL * FLOAT
@@ -72,31 +74,56 @@ def estimate(cfg: RunConfig) -> dict[str, int]:
     weights = (
         4 * (pixels * 3 * hidden + hidden * hidden) * FLOAT if cfg.encoder.kind == "mlp" else 0
     )
-    return {
-        "data.n_frames": frames,
-        "train.batch_size": max(step, probe),
-        "encoder.hidden": weights,
-    }
+    return {"train.batch_size": runs * max(step, probe), "encoder.hidden": runs * weights}
+
+
+def estimate(cfg: RunConfig) -> dict[str, int]:
+    """Bytes a run needs on its device, by the key that drives each part: the video
+    (``data.n_frames``, on the device; on the CPU also the simulator's copy), and `run_bytes`."""
+    gpu = on_gpu(cfg)
+    return {"data.n_frames": (1 if gpu else 2) * video_bytes(cfg.data), **run_bytes(cfg, gpu)}
+
+
+def refuse_beyond(
+    parts: dict[str, int], size: int, where: str, needs: str = "the run", detail: str = ""
+) -> None:
+    """A `ConfigError` if the bytes in `parts` add up to more than `MEMORY_SHARE` of `size`
+    (the memory called `where`), naming the key with the largest part and each part, then
+    `detail` (what was counted)."""
+    total, limit = sum(parts.values()), MEMORY_SHARE * size
+    if total > limit:
+        key = max(parts, key=lambda k: parts[k])
+        share = ", ".join(f"{k} {v / 2**30:.3g} GiB" for k, v in parts.items() if v)
+        raise ConfigError(
+            f"{key}: {needs} needs about {total / 2**30:.3g} GiB ({share}), more than "
+            f"{MEMORY_SHARE:.0%} of {where} {size / 2**30:.3g} GiB" + (detail and f"; {detail}")
+        )
+
+
+def gpu_memory() -> tuple[str, int]:
+    """The first visible CUDA device: ``the GPU's (NAME)`` and its bytes."""
+    name = torch.cuda.get_device_name(0)
+    return f"the GPU's ({name})", torch.cuda.get_device_properties(0).total_memory
 
 
 def check_memory(cfg: RunConfig, available: int | None = None) -> None:
     """Refuse a run whose estimate is beyond `MEMORY_SHARE` of the memory it trains in (the
     GPU's for a run on CUDA, else the machine's; `available` instead if given), naming the
     key with the largest share and the estimate."""
-    parts = estimate(cfg)
-    where, size = "this machine's", memory_bytes()
-    if on_gpu(cfg):
-        where = f"the GPU's ({torch.cuda.get_device_name(0)})"
-        size = torch.cuda.get_device_properties(0).total_memory
-    size = available or size
-    total, limit = sum(parts.values()), MEMORY_SHARE * size
-    if total > limit:
-        key = max(parts, key=lambda k: parts[k])
-        share = ", ".join(f"{k} {v / 2**30:.3g} GiB" for k, v in parts.items() if v)
-        raise ConfigError(
-            f"{key}: the run needs about {total / 2**30:.3g} GiB ({share}), more than "
-            f"{MEMORY_SHARE:.0%} of {where} {size / 2**30:.3g} GiB"
-        )
+    where, size = gpu_memory() if on_gpu(cfg) else ("this machine's", memory_bytes())
+    refuse_beyond(estimate(cfg), available or size, where)
+
+
+def check_gpu_share(cfg: RunConfig, share: float, runs: int = 1) -> None:
+    """Refuse a sweep trial on CUDA (`runs` fused runs, one video) beyond `MEMORY_SHARE` of
+    its ``resources.gpu`` share of the device's memory: four trials at ``gpu: 0.25`` each
+    plan on a quarter."""
+    where, size = gpu_memory()
+    if share < 1:
+        where = f"its resources.gpu share ({share:g}) of {where}"
+        size = int(share * size)
+    parts = {"data.n_frames": video_bytes(cfg.data), **run_bytes(cfg, True, runs)}
+    refuse_beyond(parts, size, where, "a trial")
 
 
 def check_run(cfg: RunConfig) -> None:

@@ -136,6 +136,9 @@ CASES = [
          "train.seed: must be in [0, 2**63 - 1]"),
     Case("data.n_frames=10^9", ["train", "--set", "data.n_frames=1000000000"], 2,
          "data.n_frames: the run needs about"),
+    Case("a sweep's video beyond this machine (data.n_frames: 10^9)", ["sweep", "s.yaml"], 2,
+         "data.n_frames: the sweep needs about", {"s.yaml": f"name: s\n{TINY}".replace(
+             "data.n_frames: 60", "data.n_frames: 1000000000")}),
     Case("data.size=10^5", ["train", "--set", "data.size=100000"], 2,
          "the run needs about"),
     Case("encoder.hidden=10^9", ["train", "--set", "encoder.kind=mlp", "--set",

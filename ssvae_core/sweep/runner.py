@@ -38,6 +38,7 @@ from ssvae_core.errors import ConfigError
 from ssvae_core.metrics import METRICS
 from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import cluster, lock, reports, selection, space, tables, ui
+from ssvae_core.sweep.preflight import check_sweep
 from ssvae_core.sweep.progress import Progress
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.spec import SweepSpec
@@ -205,7 +206,8 @@ def run_sweep(
 ) -> SweepResult:
     """Run (or resume) the sweep (see the module doc); -> its tables and parent run.
 
-    Refused before anything runs: another driver of the same name (`lock.Busy`), a Ray
+    Refused before anything runs: another driver of the same name (`lock.Busy`), a device
+    or memory the sweep cannot have here (`preflight.check_sweep`, `ConfigError`), a Ray
     address that does not answer (`cluster.ClusterUnavailable`), trials no node can hold
     (`ConfigError`), MLflow out of reach (`TrackingUnavailable`). `parent_tags` go on the
     parent run when it is opened (a nightly's ``ssvae.nightly``).
@@ -214,7 +216,7 @@ def run_sweep(
     writable_dir(directory.parent, "--storage-path")  # a read-only folder: now, by name
     with lock.exclusive(directory.parent / f".{directory.name}.lock", f"sweep {directory.name}"):
         _check_state(spec, directory, resume)
-        _check_devices(spec)
+        check_sweep(spec, address)
         started_ray = cluster.connect(address)
         try:
             cluster.check_resources(spec.resources)
@@ -232,16 +234,6 @@ def run_sweep(
             if started_ray:
                 ray.shutdown()
         return _finish(spec, tracker, directory, trials)
-
-
-def _check_devices(spec: SweepSpec) -> None:
-    """A trial set to ``train.device: cuda`` needs a GPU share (``resources.gpu``)."""
-    cuda = [cell.label for cell in spec.cells if cell.config.train.device == "cuda"]
-    if cuda and spec.resources.gpu == 0:
-        raise ConfigError(
-            f"train.device: cuda in grid cell ({cuda[0]}), but resources.gpu is 0, so Ray gives "
-            "the trials no GPU; set resources.gpu (e.g. 0.25) or train.device: auto"
-        )
 
 
 def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> pd.DataFrame:

@@ -32,7 +32,7 @@ run exists. ``overrides`` (``ssvae nightly --set``) apply to every trial, last.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -42,7 +42,7 @@ from typing import Any
 from ssvae_core import config, loader, safe_yaml
 from ssvae_core.config import RunConfig
 from ssvae_core.couplings import coupling_params
-from ssvae_core.errors import ConfigError, check, shown
+from ssvae_core.errors import check, shown, within
 from ssvae_core.errors import check_name as choose
 from ssvae_core.fused import fuse_key
 from ssvae_core.metrics import SEARCHABLE
@@ -138,6 +138,14 @@ class SweepSpec:
         loader.merge(values, deepcopy(dict(self.overrides)))
         return loader.from_dict(values, self.base)
 
+    def corner_configs(self, cell: Cell) -> Iterator[tuple[str, RunConfig]]:
+        """Where and the config of the cell's trials at each corner of the search space (every
+        searched key at its low bound, then each in turn at its high one); none without a
+        search. A config that cannot be built is a `ConfigError` naming the corner."""
+        for corner in _corners(self.space):
+            where = f"search.space at {corner}, grid cell {cell.label}"
+            yield where, within(where, self.trial_config, {**dict(cell.params), **corner})
+
     @cached_property
     def groups(self) -> tuple[tuple[int, ...], ...]:
         """The cells each Ray trial trains: one each, or with ``resources.fuse: K`` up to K
@@ -191,14 +199,6 @@ def _check_fuse(spec: SweepSpec) -> None:
         "fuses cells that train together; a scheduler (ASHA) stops single trials, so set "
         "resources.fuse: 1 or drop scheduler",
     )
-
-
-def _in(where: str, build: Callable[..., RunConfig], *args: Any) -> RunConfig:
-    """``build(*args)``, with ``(in WHERE)`` appended to a `ConfigError`."""
-    try:
-        return build(*args)
-    except ConfigError as err:
-        raise ConfigError(f"{err} (in {where})") from None
 
 
 def _check_swept_couplings(spec: SweepSpec) -> None:
@@ -272,7 +272,7 @@ def parse(
         experiment=experiment,
         description=str(raw.get("description", "")),
         text=text,
-        base=_in("base", loader.from_dict, base_raw, config.PRESETS[preset]),
+        base=within("base", loader.from_dict, base_raw, config.PRESETS[preset]),
         methods=methods,
         axes=axes,
         search=search,
@@ -291,11 +291,9 @@ def parse(
     for index, params in enumerate(grid.cells(blocks)):
         label = ", ".join(f"{k}={v}" for k, v in params) or "base"
         cells.append(
-            Cell(index, params, _in(f"grid cell {label}", spec.trial_config, dict(params)))
+            Cell(index, params, within(f"grid cell {label}", spec.trial_config, dict(params)))
         )
-        for corner in _corners(space):
-            where = f"search.space at {corner}, grid cell {label}"
-            _in(where, spec.trial_config, {**dict(params), **corner})
+        list(spec.corner_configs(cells[-1]))  # each built, so each validated
     spec = replace(spec, cells=tuple(cells))
     _check_swept_couplings(spec)
     _check_fuse(spec)

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from ssvae_core import allocator
+from ssvae_core import allocator, preflight
 from ssvae_core.balls import Video, simulate
 from ssvae_core.config import DataConfig, RunConfig
 from ssvae_core.frames import resolve_device
@@ -59,6 +59,13 @@ def placement(cfg: RunConfig) -> dict[str, str]:
         "device": resolve_device(cfg.train.device).type,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
     }
+
+
+def _check_gpu_share(spec: SweepSpec, cfg: RunConfig, where: dict[str, str], runs: int = 1) -> None:
+    """A trial on CUDA must fit its ``resources.gpu`` share of the GPU Ray gave it (checked
+    by the driver too where the sweep started Ray itself: `sweep.preflight`)."""
+    if where["device"] == "cuda":
+        preflight.check_gpu_share(cfg, spec.resources.gpu, runs)
 
 
 def run_name(params: Mapping[str, Any]) -> str:
@@ -130,8 +137,9 @@ def train_trial(
     trial_id = context.get_trial_id()
     name = run_name(labels)
     trial = (trial_id, name if spec.search is None else f"{name} [{trial_id}]")
-    video = _video(videos, cfg)
     where = placement(cfg)
+    _check_gpu_share(spec, cfg, where)
+    video = _video(videos, cfg)
     with _work_dir() as work:
         key = trial_key(spec, params, trial_id)
         colour = ui.cell_colour(spec, int(params["cell"]))
@@ -167,8 +175,9 @@ def _train_fused(
     cells = spec.members(int(params["cell"]))
     configs = [spec.cells[c].config for c in cells]
     trial_id = tune.get_context().get_trial_id()
-    video = _video(videos, configs[0])
     where = placement(configs[0])
+    _check_gpu_share(spec, configs[0], where, runs=len(cells))
+    video = _video(videos, configs[0])
     with _work_dir() as work:
         runlogs, dirs = [], []
         for cell in cells:

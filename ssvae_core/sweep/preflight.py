@@ -1,0 +1,93 @@
+"""Checks of a sweep against this machine, made before Ray starts: devices and memory.
+
+`ssvae_core.preflight` checks one run; a sweep adds what its trials share. The driver
+simulates each distinct video once and Ray's object store holds a second copy, which every
+trial on the node reads. A sweep started here (no ``--address``) also runs its trials here:
+as many at once as the cores hold (``resources.cpu``, ``max_concurrent``), each with its own
+step's activations, and a trial on CUDA in its ``resources.gpu`` share of the GPU. Each is a
+`ConfigError` naming the key (exit 2). On a cluster the driver cannot see the nodes' memory,
+so a trial on a GPU checks its own share when it starts (`sweep.trainable`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from ssvae_core import preflight
+from ssvae_core.config import DataConfig, RunConfig
+from ssvae_core.errors import ConfigError, within
+from ssvae_core.sweep.spec import SweepSpec
+
+
+def check_sweep(spec: SweepSpec, address: str | None) -> None:
+    """`check_devices`, then `check_memory`; `address` None or ``local``: started here."""
+    check_devices(spec)
+    check_memory(spec, local=address in (None, "local"))
+
+
+def check_devices(spec: SweepSpec) -> None:
+    """A trial set to ``train.device: cuda`` needs a GPU share (``resources.gpu``)."""
+    cuda = [cell.label for cell in spec.cells if cell.config.train.device == "cuda"]
+    if cuda and spec.resources.gpu == 0:
+        raise ConfigError(
+            f"train.device: cuda in grid cell ({cuda[0]}), but resources.gpu is 0, so Ray gives "
+            "the trials no GPU; set resources.gpu (e.g. 0.25) or train.device: auto"
+        )
+
+
+def trials_at_once(spec: SweepSpec, cores: int | None = None) -> int:
+    """How many Ray trials a sweep started on this machine runs at once: as many as its
+    `cores` (default: those this process may use) hold at ``resources.cpu`` each, at most
+    ``max_concurrent`` and the number of Ray trials."""
+    cores = len(os.sched_getaffinity(0)) if cores is None else cores
+    n_trials = len(spec.groups) * (spec.search.num_samples if spec.search else 1)
+    limit = spec.execution.max_concurrent or n_trials
+    return max(1, min(n_trials, limit, int(cores // spec.resources.cpu)))
+
+
+def check_memory(spec: SweepSpec, local: bool, available: int | None = None) -> None:
+    """Refuse a sweep beyond `preflight.MEMORY_SHARE` of this machine's memory (`available`
+    instead if given): its videos twice (the driver's and the object store's copies) and, if
+    `local`, `trials_at_once` copies of its heaviest trial on the CPU (at each corner of a
+    search space; fused cells as one trial). A local trial on CUDA is checked against its
+    ``resources.gpu`` share (`preflight.check_gpu_share`)."""
+    videos: dict[DataConfig, str] = {}
+    for cell in spec.cells:
+        videos.setdefault(cell.config.data, cell.label)
+    parts = {"data.n_frames": 2 * sum(preflight.video_bytes(data) for data in videos)}
+    largest = max(videos, key=preflight.video_bytes)
+    detail = (
+        f"{len(videos)} video(s) (the largest in grid cell {videos[largest]}), each here and "
+        "in Ray's object store"
+    )
+    heaviest: tuple[str, dict[str, int]] | None = None
+    for where, cfg, runs in _trials(spec) if local else ():
+        if spec.resources.gpu > 0 and preflight.on_gpu(cfg):
+            within(where, preflight.check_gpu_share, cfg, spec.resources.gpu, runs)
+            continue
+        trial = preflight.run_bytes(cfg, gpu=False, runs=runs)
+        if cfg.data not in videos:  # a searched data.* key: the trial simulates its own
+            trial["data.n_frames"] = preflight.video_bytes(cfg.data)
+        if heaviest is None or sum(trial.values()) > sum(heaviest[1].values()):
+            heaviest = (where, trial)
+    if heaviest is not None:
+        at_once = trials_at_once(spec)
+        for key, size in heaviest[1].items():
+            parts[key] = parts.get(key, 0) + at_once * size
+        detail += (
+            f", and {at_once} trial(s) at once (resources.cpu, max_concurrent) as heavy as the "
+            f"one in {heaviest[0]}"
+        )
+    size = available or preflight.memory_bytes()
+    preflight.refuse_beyond(parts, size, "this machine's", "the sweep", detail)
+
+
+def _trials(spec: SweepSpec) -> list[tuple[str, RunConfig, int]]:
+    """Each Ray trial's first cell: where, its config, its number of fused runs; in a search
+    also the config at each corner of the space."""
+    trials = []
+    for group in spec.groups:
+        cell = spec.cells[group[0]]
+        trials.append((f"grid cell {cell.label}", cell.config, len(group)))
+        trials += [(where, cfg, 1) for where, cfg in spec.corner_configs(cell)]
+    return trials
