@@ -139,6 +139,11 @@ CASES = [
     Case("a sweep's video beyond this machine (data.n_frames: 10^9)", ["sweep", "s.yaml"], 2,
          "data.n_frames: the sweep needs about", {"s.yaml": f"name: s\n{TINY}".replace(
              "data.n_frames: 60", "data.n_frames: 1000000000")}),
+    Case("mi-bench --from-csv an empty file", ["mi-bench", "--from-csv", "e.csv"], 2,
+         "--from-csv: e.csv: not a readable CSV", {"e.csv": ""}),
+    Case("mi-bench --figure bias.xyz: refused before hours of training",
+         ["mi-bench", "--figure", "bias.xyz"], 2, "--figure: bias.xyz is not an image file"),
+    Case("mi-bench --mis nan", ["mi-bench", "--mis", "2,nan"], 2, "--mis: expected finite"),
     Case("data.size=10^5", ["train", "--set", "data.size=100000"], 2,
          "the run needs about"),
     Case("encoder.hidden=10^9", ["train", "--set", "encoder.kind=mlp", "--set",

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError
+from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError, check, shown
 
 DESCRIPTION = "Score the MI estimators on pairs of known mutual information."
 
@@ -48,25 +50,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark for parsed `args`; -> the exit status (2: bad input, before training)."""
-    import pandas as pd
+    import pandas as pd  # noqa: F401  (imported before the clock starts)
     import torch
 
     from ssvae_core.couplings import COUPLINGS
     from ssvae_core.mi_bench import critics, problems, tables
     from ssvae_core.objectives import ESTIMATORS
 
+    try:
+        check_outputs(args.out, args.csv, args.figure)
+        if args.from_csv is not None:
+            results = tables.with_optimal_recomputed(read_rows(args.from_csv))
+    except ValueError as err:  # ConfigError too
+        print(f"ssvae mi-bench: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.from_csv is not None:
-        results = tables.with_optimal_recomputed(pd.read_csv(args.from_csv))
         header = f"Tables redrawn from `{args.from_csv}`; the {critics.OPTIMAL} rows recomputed."
         write_outputs(results, header, args.out, args.csv, args.figure)
         return EXIT_OK
     steps, n_seeds = (20, 1) if args.smoke_test else (args.steps, args.seeds)
     try:
+        check(args.steps >= 1, "--steps", f"must be >= 1, got {args.steps}")
+        check(args.seeds >= 1, "--seeds", f"must be >= 1, got {args.seeds}")
         tasks = [] if args.tasks == "none" else args.tasks.split(",")
-        mis = [float(mi) for mi in args.mis.split(",")]
-        cases: list[problems.Problem] = [
-            problems.synthetic(t, mi) for t, mi in itertools.product(tasks, mis)
-        ]
+        cases = synthetic_cases(tasks, parse_mis(args.mis))
         cases += [problems.from_npz(path) for path in args.files]
         if not cases:
             raise ConfigError("--tasks: no task and no --files: nothing to score")
@@ -96,6 +103,73 @@ def run(args: argparse.Namespace) -> int:
     )
     write_outputs(results, header, args.out, args.csv, args.figure)
     return EXIT_OK
+
+
+def check_outputs(out: str | None, csv: str | None, figure: str | None) -> None:
+    """Each output can be written, checked before any training (a run takes hours)."""
+    from ssvae_core.preflight import image_path, writable_dir
+
+    for path, key in ((out, "--out"), (csv, "--csv")):
+        if path is not None:
+            check(not Path(path).is_dir(), key, f"{path} is a directory")
+            writable_dir(Path(path).parent, key)
+    if figure is not None:
+        image_path(figure, "--figure")
+
+
+def parse_mis(text: str) -> list[float]:
+    """``--mis``: comma-separated finite numbers of nats."""
+    mis = []
+    for part in text.split(","):
+        try:
+            mis.append(float(part))
+        except ValueError:
+            raise ConfigError(f"--mis: expected numbers of nats, got {shown(part)}") from None
+        check(math.isfinite(mis[-1]), "--mis", f"expected finite numbers, got {shown(part)}")
+    return mis
+
+
+def synthetic_cases(tasks: list[str], mis: list[float]) -> list[Any]:
+    """Each task at each MI; an MI below a task's floor names ``--mis``."""
+    from ssvae_core.mi_bench import problems
+
+    cases = []
+    for task, mi in itertools.product(tasks, mis):
+        try:
+            cases.append(problems.synthetic(task, mi))
+        except ConfigError:
+            raise  # an unknown task
+        except ValueError as err:
+            raise ConfigError(f"--mis: {mi:g} for task {task}: {err}") from None
+    return cases
+
+
+def read_rows(path: str) -> Any:
+    """``--from-csv``: the rows a ``--csv`` wrote (`critics.COLUMNS`), or a `ConfigError`."""
+    import pandas as pd
+
+    from ssvae_core.mi_bench.critics import COLUMNS
+
+    try:
+        rows = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise ConfigError(f"--from-csv: {path}: not a readable CSV ({reason})") from None
+    missing = [column for column in COLUMNS if column not in rows.columns]
+    check(not missing, "--from-csv", f"{path} lacks the columns {', '.join(missing)} of --csv rows")
+    numbers = {c: pd.to_numeric(rows[c], errors="coerce") for c in ("true_mi", "seed", "estimate")}
+    wrong = {
+        "true_mi": numbers["true_mi"].isna(),
+        "seed": numbers["seed"].isna() | (numbers["seed"] != numbers["seed"].round()),
+        "estimate": numbers["estimate"].isna() & rows["estimate"].notna(),  # NaN: it diverged
+    }
+    for column, bad in wrong.items():
+        what = "an integer" if column == "seed" else "a number"
+        first = rows[column][bad].iloc[0] if bad.any() else ""
+        held = "an empty cell" if pd.isna(first) else shown(str(first), 50)
+        check(not bad.any(), "--from-csv", f"{path}: column {column} holds {held}, not {what}")
+    numbers["seed"] = numbers["seed"].astype(int)
+    return rows.assign(**numbers)
 
 
 def write_outputs(

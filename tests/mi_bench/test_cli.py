@@ -48,6 +48,63 @@ def test_bad_input_exits_2_naming_it(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps: must be >= 1, got 0"),
+        (["--seeds", "-1"], "--seeds: must be >= 1, got -1"),
+        (["--mis", "2,inf"], "--mis: expected finite numbers, got 'inf'"),
+        (["--mis", "nan"], "--mis: expected finite numbers, got 'nan'"),
+        (["--mis", "two"], "--mis: expected numbers of nats, got 'two'"),
+        (["--mis", "0.1", "--tasks", "student_t"], "--mis: 0.1 for task student_t: this task's"),
+        (["--out", "{tmp}"], "--out: {tmp} is a directory"),
+        (["--csv", "{tmp}/f/rows.csv"], "--csv: {tmp}/f is a file, not a directory"),
+        (["--figure", "{tmp}/bias.xyz"], "--figure: {tmp}/bias.xyz is not an image file name"),
+        (["--from-csv", "{tmp}/missing.csv"], "--from-csv: {tmp}/missing.csv: not a readable CSV"),
+        (["--from-csv", "{tmp}/f"], "--from-csv: {tmp}/f: not a readable CSV (No columns"),
+        (["--from-csv", "{tmp}"], "--from-csv: {tmp}: not a readable CSV (Is a directory)"),
+        (["--from-csv", "{tmp}/cols.csv"], "cols.csv lacks the columns task, estimator, coupling"),
+        (["--from-csv", "{tmp}/seed.csv"], "seed.csv: column seed holds '1.5', not an integer"),
+        (
+            ["--from-csv", "{tmp}/mi.csv"],
+            "mi.csv: column true_mi holds an empty cell, not a number",
+        ),
+    ],
+)
+def test_bad_input_is_refused_before_any_training(
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Outputs are checked before a run that takes hours, not when it ends; no traceback."""
+    from ssvae_core.mi_bench import critics
+
+    def no_training(*_args: object) -> None:
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(critics, "staircase", no_training)
+    (tmp_path / "f").write_text("")
+    header = "task,estimator,coupling,true_mi,seed,estimate\n"
+    (tmp_path / "cols.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "seed.csv").write_text(header + "gaussian,infonce,bilinear,2,1.5,1.9\n")
+    (tmp_path / "mi.csv").write_text(header + "gaussian,infonce,bilinear,,0,1.9\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+
+
+def test_redrawn_rows_may_hold_an_estimate_that_diverged(tmp_path: Path) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text(
+        "task,estimator,coupling,true_mi,seed,estimate\n"
+        "gaussian,infonce,bilinear,2,0,1.9\ngaussian,infonce,bilinear,2,1,\n"
+    )
+    assert main(["--from-csv", str(rows), "--out", str(tmp_path / "t.md")]) == 0
+    assert "| infonce | bilinear | 1.90 (1 of 2 NaN/inf) |" in (tmp_path / "t.md").read_text()
+
+
 def test_tables_can_be_redrawn_from_the_rows(tmp_path: Path) -> None:
     csv, out, png = tmp_path / "rows.csv", tmp_path / "t.md", tmp_path / "t.png"
     main(["--smoke-test", "--estimators", "infonce", "--couplings", "bilinear", "--mis", "2",
