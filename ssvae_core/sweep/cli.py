@@ -16,7 +16,6 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ssvae_core.errors import (
@@ -146,6 +145,7 @@ def run_report(args: argparse.Namespace) -> int:
     """Run ``ssvae report`` for parsed `args`; -> the exit status (2: no such sweep)."""
     import pandas as pd
 
+    from ssvae_core.preflight import writable_dir
     from ssvae_core.sweep import reports, spec, storage
 
     try:
@@ -157,9 +157,13 @@ def run_report(args: argparse.Namespace) -> int:
             trials = pd.read_csv(table)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise ConfigError(f"{table}: not a trials table ({err})") from None
-        out = Path(args.out or directory)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out: {out} is a file, not a directory")
+        missing = [key for key, _ in sweep.axes if key not in trials.columns]
+        if missing:
+            raise ConfigError(
+                f"{table}: not the trials table of {args.file}: no column for its grid axes "
+                f"{', '.join(missing)}"
+            )
+        out = writable_dir(args.out or directory, "--out")
     except ConfigError as err:
         print(f"ssvae report: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

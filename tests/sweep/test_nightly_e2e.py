@@ -173,6 +173,15 @@ def test_an_unreachable_tracking_server_exits_3_before_any_compute(
     assert not (workdir / "runs" / "n1").exists()
 
 
+def test_history_refuses_an_out_it_cannot_write_before_asking_mlflow(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "f").write_text("")
+    argv = ["nightly", "history", "smoke", "--out", str(workdir / "f" / "h")]
+    assert cli.main([*argv, "--tracking-uri", f"http://127.0.0.1:{free_port()}"]) == 2
+    assert f"--out: cannot write to {workdir / 'f' / 'h'}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -180,6 +189,10 @@ def test_an_unreachable_tracking_server_exits_3_before_any_compute(
         (["--history", "-1"], "--history: must be >= 0"),
         (["--baseline", "0123456789abcdef"], "--baseline: no MLflow run '0123456789abcdef'"),
         (["--name", "../escape"], "--name: expected 1-100 letters"),
+        (["--notify", "file:///etc/passwd"], "--notify: expected an http:// or https:// URL"),
+        (["--notify", "ftp://hooks.example"], "--notify: expected an http:// or https:// URL"),
+        (["--notify", "http://127.0.0.1:99999/x"], "is not a URL (Port out of range"),
+        (["--notify", "https:///path"], "with a host, got 'https:///path'"),
     ],
 )
 def test_bad_input_exits_2_before_any_trial(

@@ -178,6 +178,25 @@ def test_report_command_fails_loudly_on_a_table_it_cannot_read(tmp_path: Path) -
     assert not (directory / "summary.md").exists()
 
 
+def test_report_command_refuses_another_sweeps_table_and_an_out_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 naming the table or ``--out``, before any figure (``--out`` under a file was a
+    traceback; a table without the grid's axes, the study's KeyError with exit 1)."""
+    directory = tmp_path / "stochastic"
+    directory.mkdir()
+    (tmp_path / "f").write_text("")
+    table = {"x": [1], "status": ["ok"], "probe_error_px": [1.0]}
+    pd.DataFrame(table).to_csv(directory / "trials.csv", index=False)
+    argv = ["report", str(REPO / "sweeps" / "stochastic.yaml"), "--storage-path", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "not the trials table of" in capsys.readouterr().err
+    table = {"method": ["deterministic"], "train.seed": [0], "status": ["ok"]}
+    pd.DataFrame(table).to_csv(directory / "trials.csv", index=False)
+    assert cli.main([*argv, "--out", str(tmp_path / "f" / "out")]) == 2
+    assert f"--out: cannot write to {tmp_path / 'f' / 'out'}" in capsys.readouterr().err
+
+
 def _finished(root: Path, name: str, spec_text: str, age: float) -> Path:
     import os
 

@@ -15,8 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, ConfigError
+from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, ConfigError, check, shown
 
 DESCRIPTION = (
     "Run a sweep spec as tonight's nightly ablation and compare it, cell by cell and paired by "
@@ -65,6 +66,12 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("usage: ssvae nightly SPEC ... | ssvae nightly history SPEC_NAME")
         if args.history is not None and args.history < 0:
             raise ConfigError(f"--history: must be >= 0, got {args.history}")
+        if args.notify is not None:
+            check_notify_url(args.notify)
+        if is_history:
+            from ssvae_core.preflight import writable_dir
+
+            writable_dir(history_dir(target[1], args.out), "--out")
         if not is_history:
             safe_yaml.read_yaml_file(target[0], "sweep file (sweeps/NAME.yaml)")
             overrides: dict[str, Any] = {}
@@ -105,11 +112,27 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INFRA
 
 
+def check_notify_url(url: str) -> None:
+    """``--notify``: an http(s) URL with a host and a valid port (not ``file://``, which
+    urllib would open), or a `ConfigError`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError as err:
+        raise ConfigError(f"--notify: {shown(url)} is not a URL ({err})") from None
+    ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    check(ok, "--notify", f"expected an http:// or https:// URL with a host, got {shown(url)}")
+
+
+def history_dir(name: str, out: str | None) -> Path:
+    """Where ``history SPEC_NAME`` writes: ``--out``, else runs/nightly-history/SPEC_NAME."""
+    return Path(out or f"runs/nightly-history/{name}")
+
+
 def _history(name: str, uri: str, args: argparse.Namespace) -> int:
     """The history table and figure of spec `name`'s nightlies, from MLflow alone."""
     from ssvae_core.sweep.nightly.report import history_report
 
-    out = Path(args.out or f"runs/nightly-history/{name}")
-    for path in history_report(name, uri, out, args.history):
+    for path in history_report(name, uri, history_dir(name, args.out), args.history):
         print(path)
     return EXIT_OK
