@@ -71,16 +71,30 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
         loader.dispose()
 
 
-def read_text(path: str | Path, what: str = "file") -> str:
-    """A text file's content; a missing path, a directory or unreadable bytes name the path."""
+def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_YAML_BYTES) -> bytes:
+    """A file's bytes, at most `limit` of them: a larger file (or ``/dev/zero``, a pipe that
+    never ends) is refused after reading ``limit + 1``, never read whole. A missing path, a
+    directory or an unreadable file name the path."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory; expected a {what}")
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it as a {what}: {err}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{path}: larger than {limit} bytes; not a {what}")
+    return data
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A text file's content (`read_bytes`, bounded by `MAX_YAML_BYTES`) as UTF-8."""
+    try:
+        return read_bytes(path, what).decode("utf-8")
+    except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: cannot read it as a {what}: {err}") from None
 
 

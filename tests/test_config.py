@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,18 @@ def test_override_syntax() -> None:
     assert loader.parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
     with pytest.raises(ConfigError, match="expected key=value"):
         loader.parse_override("train.lr")
+
+
+def test_a_config_file_is_read_bounded_never_whole(tmp_path: Path) -> None:
+    """A file over the limit, or one that never ends, is refused after limit + 1 bytes."""
+    from ssvae_core import safe_yaml
+
+    folder = tmp_path
+    (folder / "at.yaml").write_bytes(b"#" * safe_yaml.MAX_YAML_BYTES)
+    (folder / "over.yaml").write_bytes(b"#" * (safe_yaml.MAX_YAML_BYTES + 1))
+    assert safe_yaml.read_text(folder / "at.yaml") == "#" * safe_yaml.MAX_YAML_BYTES
+    for path in (folder / "over.yaml", Path("/dev/zero")):
+        with pytest.raises(ConfigError, match=rf"^{path}: larger than 1000000 bytes"):
+            safe_yaml.read_text(path, "config file")
+    with pytest.raises(ConfigError, match="larger than 10 bytes; not a CSV"):
+        safe_yaml.read_bytes(folder / "at.yaml", "CSV", limit=10)

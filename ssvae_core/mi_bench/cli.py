@@ -13,6 +13,7 @@ those. Also ``python -m ssvae_core.mi_bench ...``.
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import math
 import sys
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError, check, shown
+from ssvae_core.safe_yaml import read_bytes
 
+MAX_ROWS_BYTES = 100_000_000  # a --csv of every task, MI and estimator is about 0.1 MB
 DESCRIPTION = "Score the MI estimators on pairs of known mutual information."
 
 
@@ -151,10 +154,12 @@ def read_rows(path: str) -> Any:
     from ssvae_core.mi_bench.critics import COLUMNS
 
     try:
-        rows = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-        raise ConfigError(f"--from-csv: {path}: not a readable CSV ({reason})") from None
+        data = read_bytes(path, "CSV of mi-bench rows", MAX_ROWS_BYTES)
+        rows = pd.read_csv(io.BytesIO(data))
+    except ConfigError as err:
+        raise ConfigError(f"--from-csv: {err}") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise ConfigError(f"--from-csv: {path}: not a readable CSV ({err})") from None
     missing = [column for column in COLUMNS if column not in rows.columns]
     check(not missing, "--from-csv", f"{path} lacks the columns {', '.join(missing)} of --csv rows")
     numbers = {c: pd.to_numeric(rows[c], errors="coerce") for c in ("true_mi", "seed", "estimate")}

@@ -60,9 +60,13 @@ def test_bad_input_exits_2_naming_it(
         (["--out", "{tmp}"], "--out: {tmp} is a directory"),
         (["--csv", "{tmp}/f/rows.csv"], "--csv: {tmp}/f is a file, not a directory"),
         (["--figure", "{tmp}/bias.xyz"], "--figure: {tmp}/bias.xyz is not an image file name"),
-        (["--from-csv", "{tmp}/missing.csv"], "--from-csv: {tmp}/missing.csv: not a readable CSV"),
+        (
+            ["--from-csv", "{tmp}/missing.csv"],
+            "--from-csv: {tmp}/missing.csv: no such CSV of mi-bench rows",
+        ),
         (["--from-csv", "{tmp}/f"], "--from-csv: {tmp}/f: not a readable CSV (No columns"),
-        (["--from-csv", "{tmp}"], "--from-csv: {tmp}: not a readable CSV (Is a directory)"),
+        (["--from-csv", "{tmp}"], "--from-csv: {tmp}: is a directory; expected a CSV"),
+        (["--from-csv", "/dev/zero"], "--from-csv: /dev/zero: larger than 100000000 bytes"),
         (["--from-csv", "{tmp}/cols.csv"], "cols.csv lacks the columns task, estimator, coupling"),
         (["--from-csv", "{tmp}/seed.csv"], "seed.csv: column seed holds '1.5', not an integer"),
         (
