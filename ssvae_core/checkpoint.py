@@ -76,11 +76,18 @@ def load(
     return state
 
 
+# The lines of torch's weights-only refusal that are advice, not the reason; the first of them
+# suggests loading with weights_only=False, which would run the file's code.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+
+
 def _reason(err: BaseException) -> str:
-    """The line of a load error that says why (torch's names the refused global)."""
+    """The line of a load error that says why: the refused global torch names, else its first
+    line that is not advice (`_TORCH_ADVICE`)."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     named = [line for line in lines if "GLOBAL" in line]
-    return (named or lines or [type(err).__name__])[0][:300]
+    reasons = [line for line in lines if not line.startswith(_TORCH_ADVICE)]
+    return (named or reasons or [type(err).__name__])[0][:300]
 
 
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -40,14 +40,20 @@ def test_a_tampered_checkpoint_is_refused_and_runs_nothing(
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"not a zip", b"PK\x03\x04 truncated"], ids=["empty", "text", "truncated"]
+    "content",
+    [b"", b"not a zip", b"PK\x03\x04 truncated", b"\0" * 64],
+    ids=["empty", "text", "truncated", "zeros"],
 )
 def test_a_file_that_is_not_a_checkpoint_says_so(
     tmp_path: Path, tiny_cfg: RunConfig, content: bytes
 ) -> None:
+    """...and never relays torch's advice to load it with weights_only=False."""
     (tmp_path / CHECKPOINT_FILE).write_bytes(content)
-    with pytest.raises(CheckpointError, match=f"{CHECKPOINT_FILE}: not a valid ssvae checkpoint"):
+    with pytest.raises(
+        CheckpointError, match=f"{CHECKPOINT_FILE}: not a valid ssvae checkpoint"
+    ) as err:
         checkpoint.load(tmp_path, tiny_cfg, torch.device("cpu"))
+    assert "weights_only" not in str(err.value)
 
 
 def test_a_checkpoint_without_a_fingerprint_is_refused(tmp_path: Path, tiny_cfg: RunConfig) -> None:
