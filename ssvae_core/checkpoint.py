@@ -76,17 +76,22 @@ def load(
     return state
 
 
-# The lines of torch's weights-only refusal that are advice, not the reason; the first of them
-# suggests loading with weights_only=False, which would run the file's code.
-_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation")
+# Torch's weights-only refusal opens with this, then gives the reason (on the same line or
+# the next) and advice, which suggests loading with weights_only=False: that would run the
+# file's code, so no line that mentions it is shown.
+_TORCH_PREFIX = "Weights only load failed."
+_TORCH_ADVICE = ("Please file an issue", "Check the documentation", "In PyTorch 2.6")
 
 
 def _reason(err: BaseException) -> str:
     """The line of a load error that says why: the refused global torch names, else its first
-    line that is not advice (`_TORCH_ADVICE`)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line]
-    reasons = [line for line in lines if not line.startswith(_TORCH_ADVICE)]
+    line that is neither empty nor torch's advice (`_TORCH_ADVICE`, ``weights_only``)."""
+    lines = [line.strip().removeprefix(_TORCH_PREFIX).strip() for line in str(err).splitlines()]
+    reasons = [
+        line for line in lines
+        if line and not line.startswith(_TORCH_ADVICE) and "weights_only" not in line
+    ]  # fmt: skip
+    named = [line for line in reasons if "GLOBAL" in line]
     return (named or reasons or [type(err).__name__])[0][:300]
 
 

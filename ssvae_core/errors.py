@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work ran and failed: a diverged run, an errored trial, a regression
@@ -51,7 +51,7 @@ def check_name(name: Any, key: str, registry: Iterable[str]) -> None:
     check(isinstance(name, str) and name in valid, key, unknown_name(name, valid))
 
 
-def within(where: str, call: Callable[..., T], *args: Any) -> T:
+def within(where: str, call: Callable[..., _T], *args: Any) -> _T:
     """``call(*args)``, with ``(in WHERE)`` appended to a `ConfigError` (a grid cell, say)."""
     try:
         return call(*args)

@@ -114,11 +114,13 @@ def check_memory(cfg: RunConfig, available: int | None = None) -> None:
     refuse_beyond(estimate(cfg), available or size, where)
 
 
-def check_gpu_share(cfg: RunConfig, share: float, runs: int = 1) -> None:
+def check_gpu_share(
+    cfg: RunConfig, share: float, runs: int = 1, device: tuple[str, int] | None = None
+) -> None:
     """Refuse a sweep trial on CUDA (`runs` fused runs, one video) beyond `MEMORY_SHARE` of
-    its ``resources.gpu`` share of the device's memory: four trials at ``gpu: 0.25`` each
-    plan on a quarter."""
-    where, size = gpu_memory()
+    its ``resources.gpu`` share of the device's memory (`device`: `gpu_memory`, asked once
+    by a caller checking many trials): four trials at ``gpu: 0.25`` each plan on a quarter."""
+    where, size = device or gpu_memory()
     if share < 1:
         where = f"its resources.gpu share ({share:g}) of {where}"
         size = int(share * size)

@@ -98,3 +98,19 @@ def test_the_command_exits_2_on_another_config(
     assert cli.main(["train", *tiny, "--set", "train.lr=0.02"]) == 2
     err = capsys.readouterr().err
     assert "train.lr: 0.005 in the checkpoint, 0.02 now" in err and "Traceback" not in err
+
+
+def test_the_reason_given_is_torchs_reason_never_its_advice() -> None:
+    """The three forms of torch's weights-only refusal (`torch.serialization`, 2.13): the
+    reason may sit on the first line, after its prefix, or lines below the advice."""
+    from torch.serialization import UNSAFE_MESSAGE
+
+    reason = "torch.nested._internal.nested_tensor must be imported to load this"
+    forms = [
+        f"Weights only load failed. {reason}\n {UNSAFE_MESSAGE}\n",
+        f"Weights only load failed. {UNSAFE_MESSAGE}\nPlease file an issue with the following so "
+        f"that we can make `weights_only=True` compatible: WeightsUnpickler error: \n\n{reason}",
+    ]
+    for message in forms:
+        assert checkpoint._reason(RuntimeError(message)) == reason
+    assert checkpoint._reason(EOFError()) == "EOFError"

@@ -63,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_outputs(args.out, args.csv, args.figure)
         if args.from_csv is not None:
-            results = tables.with_optimal_recomputed(read_rows(args.from_csv))
+            rows = read_rows(args.from_csv)
+            try:
+                results = tables.with_optimal_recomputed(rows)
+            except ValueError as err:  # a task the rows name that this version lacks, say
+                raise ConfigError(f"--from-csv: {args.from_csv}: {err}") from None
     except ValueError as err:  # ConfigError too
         print(f"ssvae mi-bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -149,6 +153,7 @@ def synthetic_cases(tasks: list[str], mis: list[float]) -> list[Any]:
 
 def read_rows(path: str) -> Any:
     """``--from-csv``: the rows a ``--csv`` wrote (`critics.COLUMNS`), or a `ConfigError`."""
+    import numpy as np
     import pandas as pd
 
     from ssvae_core.mi_bench.critics import COLUMNS
@@ -161,15 +166,16 @@ def read_rows(path: str) -> Any:
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise ConfigError(f"--from-csv: {path}: not a readable CSV ({err})") from None
     missing = [column for column in COLUMNS if column not in rows.columns]
-    check(not missing, "--from-csv", f"{path} lacks the columns {', '.join(missing)} of --csv rows")
+    check(not missing, "--from-csv", f"{path}: lacks the columns {', '.join(missing)} of rows")
+    check(len(rows) > 0, "--from-csv", f"{path}: holds no rows")
     numbers = {c: pd.to_numeric(rows[c], errors="coerce") for c in ("true_mi", "seed", "estimate")}
     wrong = {
-        "true_mi": numbers["true_mi"].isna(),
+        "true_mi": ~np.isfinite(numbers["true_mi"]),
         "seed": numbers["seed"].isna() | (numbers["seed"] != numbers["seed"].round()),
         "estimate": numbers["estimate"].isna() & rows["estimate"].notna(),  # NaN: it diverged
     }
     for column, bad in wrong.items():
-        what = "an integer" if column == "seed" else "a number"
+        what = {"seed": "an integer", "true_mi": "a finite number"}.get(column, "a number")
         first = rows[column][bad].iloc[0] if bad.any() else ""
         held = "an empty cell" if pd.isna(first) else shown(str(first), 50)
         check(not bad.any(), "--from-csv", f"{path}: column {column} holds {held}, not {what}")

@@ -37,10 +37,11 @@ def check_devices(spec: SweepSpec) -> None:
 
 def trials_at_once(spec: SweepSpec, cores: int | None = None) -> int:
     """How many Ray trials a sweep started on this machine runs at once: as many as its
-    `cores` (default: those this process may use) hold at ``resources.cpu`` each, at most
-    ``max_concurrent`` and the number of Ray trials."""
-    cores = len(os.sched_getaffinity(0)) if cores is None else cores
-    n_trials = len(spec.groups) * (spec.search.num_samples if spec.search else 1)
+    `cores` (default: the machine's, as many as Ray may count or more) hold at
+    ``resources.cpu`` each, at most ``max_concurrent`` and the trials of one Tuner run (the
+    grid's Ray trials, or a search's ``num_samples``: one cell's search runs at a time)."""
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    n_trials = spec.search.num_samples if spec.search else len(spec.groups)
     limit = spec.execution.max_concurrent or n_trials
     return max(1, min(n_trials, limit, int(cores // spec.resources.cpu)))
 
@@ -49,8 +50,9 @@ def check_memory(spec: SweepSpec, local: bool, available: int | None = None) -> 
     """Refuse a sweep beyond `preflight.MEMORY_SHARE` of this machine's memory (`available`
     instead if given): its videos twice (the driver's and the object store's copies) and, if
     `local`, `trials_at_once` copies of its heaviest trial on the CPU (at each corner of a
-    search space; fused cells as one trial). A local trial on CUDA is checked against its
-    ``resources.gpu`` share (`preflight.check_gpu_share`)."""
+    search space; fused cells as one trial; a searched ``data.*`` key's own video, on any
+    device). A local trial on CUDA is checked against its ``resources.gpu`` share
+    (`preflight.check_gpu_share`), the GPU's memory asked once."""
     videos: dict[DataConfig, str] = {}
     for cell in spec.cells:
         videos.setdefault(cell.config.data, cell.label)
@@ -61,16 +63,18 @@ def check_memory(spec: SweepSpec, local: bool, available: int | None = None) -> 
         "in Ray's object store"
     )
     heaviest: tuple[str, dict[str, int]] | None = None
+    device: tuple[str, int] | None = None
     for where, cfg, runs in _trials(spec) if local else ():
-        if spec.resources.gpu > 0 and preflight.on_gpu(cfg):
-            within(where, preflight.check_gpu_share, cfg, spec.resources.gpu, runs)
-            continue
-        trial = preflight.run_bytes(cfg, gpu=False, runs=runs)
+        on_gpu = spec.resources.gpu > 0 and preflight.on_gpu(cfg)
+        if on_gpu:
+            device = device or preflight.gpu_memory()
+            within(where, preflight.check_gpu_share, cfg, spec.resources.gpu, runs, device)
+        trial: dict[str, int] = {} if on_gpu else preflight.run_bytes(cfg, gpu=False, runs=runs)
         if cfg.data not in videos:  # a searched data.* key: the trial simulates its own
             trial["data.n_frames"] = preflight.video_bytes(cfg.data)
         if heaviest is None or sum(trial.values()) > sum(heaviest[1].values()):
             heaviest = (where, trial)
-    if heaviest is not None:
+    if heaviest is not None and sum(heaviest[1].values()):
         at_once = trials_at_once(spec)
         for key, size in heaviest[1].items():
             parts[key] = parts.get(key, 0) + at_once * size

@@ -62,9 +62,10 @@ def placement(cfg: RunConfig) -> dict[str, str]:
 
 
 def _check_gpu_share(spec: SweepSpec, cfg: RunConfig, where: dict[str, str], runs: int = 1) -> None:
-    """A trial on CUDA must fit its ``resources.gpu`` share of the GPU Ray gave it (checked
-    by the driver too where the sweep started Ray itself: `sweep.preflight`)."""
-    if where["device"] == "cuda":
+    """A trial on CUDA with a ``resources.gpu`` share must fit it (checked by the driver too
+    where the sweep started Ray itself: `sweep.preflight`). Without a share Ray 2.60 still
+    shows the node's GPUs; such a trial plans on no share and is not checked."""
+    if where["device"] == "cuda" and spec.resources.gpu > 0:
         preflight.check_gpu_share(cfg, spec.resources.gpu, runs)
 
 

@@ -67,11 +67,14 @@ def test_bad_input_exits_2_naming_it(
         (["--from-csv", "{tmp}/f"], "--from-csv: {tmp}/f: not a readable CSV (No columns"),
         (["--from-csv", "{tmp}"], "--from-csv: {tmp}: is a directory; expected a CSV"),
         (["--from-csv", "/dev/zero"], "--from-csv: /dev/zero: larger than 100000000 bytes"),
-        (["--from-csv", "{tmp}/cols.csv"], "cols.csv lacks the columns task, estimator, coupling"),
+        (["--from-csv", "{tmp}/cols.csv"], "cols.csv: lacks the columns task, estimator, coupling"),
+        (["--from-csv", "{tmp}/inf.csv"], "inf.csv: column true_mi holds 'inf', not a finite"),
+        (["--from-csv", "{tmp}/header.csv"], "--from-csv: {tmp}/header.csv: holds no rows"),
+        (["--from-csv", "{tmp}/task.csv"], "--from-csv: {tmp}/task.csv: task: unknown name"),
         (["--from-csv", "{tmp}/seed.csv"], "seed.csv: column seed holds '1.5', not an integer"),
         (
             ["--from-csv", "{tmp}/mi.csv"],
-            "mi.csv: column true_mi holds an empty cell, not a number",
+            "mi.csv: column true_mi holds an empty cell, not a finite number",
         ),
     ],
 )
@@ -93,6 +96,10 @@ def test_bad_input_is_refused_before_any_training(
     header = "task,estimator,coupling,true_mi,seed,estimate\n"
     (tmp_path / "cols.csv").write_text("a,b\n1,2\n")
     (tmp_path / "seed.csv").write_text(header + "gaussian,infonce,bilinear,2,1.5,1.9\n")
+    (tmp_path / "inf.csv").write_text(header + "gaussian,infonce,bilinear,inf,0,1.9\n")
+    (tmp_path / "header.csv").write_text(header)
+    optimal = "gaussian,infonce,bilinear,2,0,1.9\ncauchy,infonce,(true log-ratio),2,0,1.9\n"
+    (tmp_path / "task.csv").write_text(header + optimal)
     (tmp_path / "mi.csv").write_text(header + "gaussian,infonce,bilinear,,0,1.9\n")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2

@@ -192,7 +192,8 @@ def test_history_refuses_an_out_it_cannot_write_before_asking_mlflow(
         (["--notify", "file:///etc/passwd"], "--notify: expected an http:// or https:// URL"),
         (["--notify", "ftp://hooks.example"], "--notify: expected an http:// or https:// URL"),
         (["--notify", "http://127.0.0.1:99999/x"], "is not a URL (Port out of range"),
-        (["--notify", "https:///path"], "with a host, got 'https:///path'"),
+        (["--notify", "https:///path"], "with a host and port 1-65535, got 'https:///path'"),
+        (["--notify", "http://127.0.0.1:0/x"], "port 1-65535, got 'http://127.0.0.1:0/x'"),
     ],
 )
 def test_bad_input_exits_2_before_any_trial(

@@ -56,18 +56,16 @@ def test_each_distinct_video_counts_twice_once_per_cell_sharing_it() -> None:
         sweep_preflight.check_memory(one_video, local=False, available=int(2.4 * video))
 
 
-def test_trials_at_once_count_on_a_sweep_started_here() -> None:
+def test_trials_at_once_count_on_a_sweep_started_here(monkeypatch: pytest.MonkeyPatch) -> None:
     # 2.9 GiB of activations a trial (200 pairs of paper frames): 2 at once need 6.2 GiB with
     # the video, beyond 80 % of 7 GiB; one at a time fits, and so does the same sweep on a
     # cluster (the driver holds only the video)
+    monkeypatch.setattr(sweep_preflight.os, "cpu_count", lambda: 2)
     body = "grid: {method: [gaussian, bilinear]}\nresources: {cpu: 1}\n"
     spec = sweep(body, base=", train.batch_size: 200")
-    assert sweep_preflight.trials_at_once(spec, cores=2) == 2
-    if sweep_preflight.trials_at_once(spec) == 2:  # on this 2-core machine
-        with pytest.raises(
-            ConfigError, match=r"^train\.batch_size: the sweep .* 2 trial\(s\) at once"
-        ):
-            sweep_preflight.check_memory(spec, local=True, available=7 * GIB)
+    assert sweep_preflight.trials_at_once(spec) == 2
+    with pytest.raises(ConfigError, match=r"^train\.batch_size: the sweep .* 2 trial\(s\) at once"):
+        sweep_preflight.check_memory(spec, local=True, available=7 * GIB)
     one = sweep(body + "max_concurrent: 1\n", base=", train.batch_size: 200")
     assert sweep_preflight.trials_at_once(one, cores=2) == 1
     sweep_preflight.check_memory(one, local=True, available=7 * GIB)
@@ -85,6 +83,8 @@ def test_trials_at_once_are_what_the_cores_hold_at_most_max_concurrent_and_the_t
     assert sweep_preflight.trials_at_once(sweep(grid + fused), cores=16) == 2
     search = "search: {num_samples: 5, space: {train.lr: {dist: uniform, low: 0.01, high: 0.1}}}\n"
     assert sweep_preflight.trials_at_once(sweep(search), cores=16) == 5
+    # one Optuna Tuner run per grid cell, one after another: 5 at once, not 6 x 5
+    assert sweep_preflight.trials_at_once(sweep(grid + search), cores=64) == 5
 
 
 def test_fused_cells_count_as_one_trial_of_k_runs() -> None:
@@ -127,6 +127,19 @@ def test_a_trial_on_the_gpu_is_checked_against_its_share(fake_gpu: None) -> None
     sweep_preflight.check_memory(quarter, local=False, available=24 * GIB)
 
 
+def test_a_gpu_trials_own_video_counts_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A searched data.* key: the trial simulates its video in host memory, on any device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _index=0: "Huge GPU")
+    memory = SimpleNamespace(total_memory=1000 * GIB)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _index=0: memory)
+    frames = "search: {num_samples: 1, space: {data.n_frames: {dist: int, low: 100, high: %d}}}\n"
+    body = "resources: {gpu: 0.5}\n" + frames
+    sweep_preflight.check_memory(sweep(body % 1000, "auto"), local=True, available=8 * GIB)
+    with pytest.raises(ConfigError, match=r"^data\.n_frames: the sweep needs .*search\.space at"):
+        sweep_preflight.check_memory(sweep(body % 40000, "auto"), local=True, available=8 * GIB)
+
+
 def test_a_trial_checks_its_own_gpu_share_where_it_runs(fake_gpu: None) -> None:
     from ssvae_core.sweep import trainable
 
@@ -135,6 +148,8 @@ def test_a_trial_checks_its_own_gpu_share_where_it_runs(fake_gpu: None) -> None:
     with pytest.raises(ConfigError, match=r"its resources\.gpu share \(0\.25\)"):
         trainable._check_gpu_share(quarter, cfg, {"device": "cuda"})
     trainable._check_gpu_share(quarter, cfg, {"device": "cpu"})  # Ray gave it no GPU
+    # no share, yet Ray 2.60 shows the node's GPUs: it plans on no share, and is not refused
+    trainable._check_gpu_share(sweep(), cfg, {"device": "cuda"})
     trainable._check_gpu_share(sweep("resources: {gpu: 0.5}\n"), cfg, {"device": "cuda"})
     with pytest.raises(ConfigError, match=r"resources\.gpu share \(0\.5\)"):  # two fused runs
         trainable._check_gpu_share(sweep("resources: {gpu: 0.5}\n"), cfg, {"device": "cuda"}, 2)

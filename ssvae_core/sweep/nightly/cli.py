@@ -113,15 +113,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_notify_url(url: str) -> None:
-    """``--notify``: an http(s) URL with a host and a valid port (not ``file://``, which
-    urllib would open), or a `ConfigError`."""
+    """``--notify``: an http(s) URL with a host and a valid port (1-65535; not ``file://``,
+    which urllib would open), or a `ConfigError`."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError for a port out of range)
     except ValueError as err:
         raise ConfigError(f"--notify: {shown(url)} is not a URL ({err})") from None
-    ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-    check(ok, "--notify", f"expected an http:// or https:// URL with a host, got {shown(url)}")
+    ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    check(
+        ok,
+        "--notify",
+        f"expected an http:// or https:// URL with a host and port 1-65535, got {shown(url)}",
+    )
 
 
 def history_dir(name: str, out: str | None) -> Path:
