@@ -74,7 +74,7 @@ def check_memory(spec: SweepSpec, local: bool, available: int | None = None) -> 
             trial["data.n_frames"] = preflight.video_bytes(cfg.data)
         if heaviest is None or sum(trial.values()) > sum(heaviest[1].values()):
             heaviest = (where, trial)
-    if heaviest is not None and sum(heaviest[1].values()):
+    if heaviest is not None and sum(heaviest[1].values()) > 0:
         at_once = trials_at_once(spec)
         for key, size in heaviest[1].items():
             parts[key] = parts.get(key, 0) + at_once * size
