@@ -155,6 +155,8 @@ CASES = [
          "/dev/zero: larger than 1000000 bytes", limit_s=10),
     Case("mi-bench --from-csv /dev/zero", ["mi-bench", "--from-csv", "/dev/zero"], 2,
          "--from-csv: /dev/zero: larger than", limit_s=10),
+    Case("resources.cpu: 0.00001 (finer than Ray schedules)", ["sweep", "s.yaml"], 2,
+         "resources.cpu: must be 0 or >= 0.0001", _sweep("resources: {cpu: 0.00001}\n")),
     Case("data.size=10^5", ["train", "--set", "data.size=100000"], 2,
          "the run needs about"),
     Case("encoder.hidden=10^9", ["train", "--set", "encoder.kind=mlp", "--set",

@@ -75,6 +75,9 @@ class SchedulerSpec:
         check(factor > 1, "reduction_factor", f"must be > 1, got {factor}")
 
 
+RESOURCE_UNIT = 0.0001  # Ray refuses a nonzero share below it (MIN_RESOURCE_GRANULARITY)
+
+
 @dataclass(frozen=True)
 class Resources:
     """Per trial; ``gpu`` may be fractional (0.25: four trials share a GPU).
@@ -93,6 +96,12 @@ class Resources:
     def __post_init__(self) -> None:
         check(self.cpu > 0, "cpu", f"must be > 0, got {self.cpu}")
         check(self.gpu >= 0, "gpu", f"must be >= 0, got {self.gpu}")
+        for key, amount in (("cpu", self.cpu), ("gpu", self.gpu)):
+            check(
+                amount == 0 or amount >= RESOURCE_UNIT,
+                key,
+                f"must be 0 or >= {RESOURCE_UNIT} (the finest share Ray schedules), got {amount}",
+            )
         check(self.fuse >= 1, "fuse", f"must be >= 1, got {self.fuse}")
         check(self.wait_for_nodes_s >= 0, "wait_for_nodes_s", "must be >= 0")
 

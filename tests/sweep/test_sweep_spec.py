@@ -64,6 +64,8 @@ BAD_SPECS = [
         "coupling.lengthscale",
     ),
     ("bad-gpu", "resources: {cpu: 1, gpu: -0.5}", "resources.gpu"),
+    ("gpu-finer-than-ray", "resources: {cpu: 1, gpu: 0.00001}", "resources.gpu"),
+    ("cpu-finer-than-ray", "resources: {cpu: 1.0e-300}", "resources.cpu"),
     ("bad-scheduler", "scheduler: {kind: hyperband}", "scheduler.kind"),
     (
         "asha-on-stale-probe",
