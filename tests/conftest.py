@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -9,6 +12,8 @@ from ssvae_core import config, loader
 from ssvae_core.balls import Video, simulate
 
 torch.set_num_threads(1)
+
+GIB = 2**30
 
 TINY_OVERRIDES = {
     "data": {"n_frames": 120, "size": 32, "diameter": 6},
@@ -25,3 +30,23 @@ def tiny_cfg() -> config.RunConfig:
 @pytest.fixture
 def tiny_video(tiny_cfg: config.RunConfig) -> Video:
     return simulate(tiny_cfg.data, tiny_cfg.data.seed)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``fake_cuda(name, total)``: torch then describes one CUDA device NAME with TOTAL bytes
+    (this machine has none)."""
+
+    def fake(name: str = "Fake GPU", total: int = 4 * GIB) -> None:
+        memory = SimpleNamespace(total_memory=total)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda _index=0: name)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _index=0: memory)
+
+    return fake
+
+
+@pytest.fixture
+def fake_gpu(fake_cuda: Callable[..., None]) -> None:
+    """A CUDA device with 4 GiB, as torch would describe it."""
+    fake_cuda()

@@ -3,8 +3,6 @@ machine's (a CUDA device is faked: this machine has none)."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -12,16 +10,6 @@ from ssvae_core import loader, preflight
 from ssvae_core.errors import ConfigError
 
 GIB = 2**30
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A CUDA device with 4 GiB, as torch would describe it."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _index=0: "Fake GPU")
-    monkeypatch.setattr(
-        torch.cuda, "get_device_properties", lambda _index=0: SimpleNamespace(total_memory=4 * GIB)
-    )
 
 
 def test_a_run_beyond_the_gpus_memory_is_refused_naming_the_key(fake_gpu: None) -> None:

@@ -4,10 +4,9 @@ faked: this machine has none). No Ray is started here."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from collections.abc import Callable
 
 import pytest
-import torch
 
 from ssvae_core import loader, preflight
 from ssvae_core.errors import ConfigError
@@ -21,16 +20,6 @@ PAPER = "name: s\nbase: {preset: paper, train.device: %s%s}\n"  # 900 frames at 
 
 def sweep(body: str = "", device: str = "cpu", base: str = "") -> SweepSpec:
     return spec_module.parse(PAPER % (device, base) + body)
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A CUDA device with 4 GiB, as torch would describe it."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _index=0: "Fake GPU")
-    monkeypatch.setattr(
-        torch.cuda, "get_device_properties", lambda _index=0: SimpleNamespace(total_memory=4 * GIB)
-    )
 
 
 def test_a_video_beyond_this_machine_is_refused_with_or_without_a_cluster() -> None:
@@ -127,12 +116,9 @@ def test_a_trial_on_the_gpu_is_checked_against_its_share(fake_gpu: None) -> None
     sweep_preflight.check_memory(quarter, local=False, available=24 * GIB)
 
 
-def test_a_gpu_trials_own_video_counts_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_gpu_trials_own_video_counts_on_this_machine(fake_cuda: Callable[..., None]) -> None:
     """A searched data.* key: the trial simulates its video in host memory, on any device."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _index=0: "Huge GPU")
-    memory = SimpleNamespace(total_memory=1000 * GIB)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _index=0: memory)
+    fake_cuda("Huge GPU", 1000 * GIB)
     frames = "search: {num_samples: 1, space: {data.n_frames: {dist: int, low: 100, high: %d}}}\n"
     body = "resources: {gpu: 0.5}\n" + frames
     sweep_preflight.check_memory(sweep(body % 1000, "auto"), local=True, available=8 * GIB)
@@ -155,12 +141,9 @@ def test_a_trial_checks_its_own_gpu_share_where_it_runs(fake_gpu: None) -> None:
         trainable._check_gpu_share(sweep("resources: {gpu: 0.5}\n"), cfg, {"device": "cuda"}, 2)
 
 
-def test_the_paper_sweep_fits_a_gpu_at_32_trials(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_paper_sweep_fits_a_gpu_at_32_trials(fake_cuda: Callable[..., None]) -> None:
     """paper.yaml's trials at ``gpu: 1/32`` of an 80 GB device (the GPU script's k = 32)."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _index=0: "H100")
-    memory = SimpleNamespace(total_memory=80 * 10**9)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _index=0: memory)
+    fake_cuda("H100", 80 * 10**9)
     cfg = loader.load("paper", None, ["train.device=cuda"])
     preflight.check_gpu_share(cfg, 1 / 32)
     with pytest.raises(ConfigError):
