@@ -118,7 +118,10 @@ class RunLog:
         return path.read_text().strip() if path.exists() else None
 
     def _resolve(self, mlflow: MlflowClient) -> str:
-        """The run's id: from the id file, else by its key tag, else a new run."""
+        """The run's id: from the id file, else by its key tag, else a new run. Until the id
+        file is written the params are logged again: a run found by its key may have been
+        created just before an outage cut off its params (MLflow takes a param again when
+        its value is the same)."""
         if (run_id := self.run_id) is not None:
             return run_id
         identity = json.loads((self.directory / IDENTITY_FILE).read_text())
@@ -134,9 +137,9 @@ class RunLog:
                 identity["experiment_id"], run_name=identity["name"], tags=identity["tags"]
             )
             run_id = run.info.run_id
-            params = [Param(k, v) for k, v in identity["params"].items()]
-            for start in range(0, len(params), 100):  # MLflow's batch limit
-                mlflow.log_batch(run_id, params=params[start : start + 100])
+        params = [Param(k, v) for k, v in identity["params"].items()]
+        for start in range(0, len(params), 100):  # MLflow's batch limit
+            mlflow.log_batch(run_id, params=params[start : start + 100])
         _write_atomic(self.directory / RUN_ID_FILE, run_id)
         return run_id
 

@@ -71,6 +71,30 @@ def test_an_outage_keeps_operations_pending_and_a_flush_replays_them_once(
     assert len(client.search_runs([experiment_id])) == 1
 
 
+def test_a_run_created_just_before_an_outage_gets_its_params_when_found_again(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server went down between creating the run and logging its params (a flaky CI
+    failure of test_mlflow_outage_mid_sweep_is_replayed_by_sync: a child without params)."""
+    experiment_id = MlflowClient(uri).create_experiment("e")
+    real = MlflowClient.log_batch
+
+    def down_for_params(self: MlflowClient, run_id: str, **kwargs: Any) -> None:
+        if kwargs.get("params"):
+            raise ConnectionError("MLflow went down (injected)")
+        real(self, run_id, **kwargs)
+
+    first = RunLog(uri, tmp_path / "trial")
+    _declare(first, experiment_id)
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "log_batch", down_for_params)
+        assert not first.log("status", status="RUNNING")
+    assert first.run_id is None  # created, but its id never written
+    assert first.flush(force=True)  # MLflow is back
+    [run] = MlflowClient(uri).search_runs([experiment_id])
+    assert run.data.params == {"train.lr": "0.1"} and run.info.run_id == first.run_id
+
+
 def test_a_partial_replay_keeps_the_rest_in_order(
     uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
