@@ -8,7 +8,9 @@ user means it. Imports nothing heavy, so a missing or broken file answers at onc
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -74,17 +76,27 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
 def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_YAML_BYTES) -> bytes:
     """A file's bytes, at most `limit` of them: a larger file (or ``/dev/zero``, a pipe that
     never ends) is refused after reading ``limit + 1``, never read whole. A missing path, a
-    directory or an unreadable file name the path."""
+    directory or an unreadable file name the path. A named pipe nobody writes to is refused,
+    not waited on: it is opened without blocking (``open`` would wait for a writer), and one
+    with no writer reads as empty; ``--config <(cmd)`` still reads what ``cmd`` writes."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory; expected a {what}")
     try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot read it as a {what}: {err}") from None
+    with os.fdopen(fd, "rb") as handle:
+        pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)  # a pipe with a writer is read to its end
+        try:
+            data = handle.read(limit + 1)
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read it as a {what}: {err}") from None
+    if pipe and not data:
+        raise ConfigError(f"{path}: a named pipe with nothing written to it; expected a {what}")
     if len(data) > limit:
         raise ConfigError(f"{path}: larger than {limit} bytes; not a {what}")
     return data

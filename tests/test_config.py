@@ -167,3 +167,49 @@ def test_a_config_file_is_read_bounded_never_whole(tmp_path: Path) -> None:
             safe_yaml.read_text(path, "config file")
     with pytest.raises(ConfigError, match="larger than 10 bytes; not a CSV"):
         safe_yaml.read_bytes(folder / "at.yaml", "CSV", limit=10)
+
+
+def test_a_named_pipe_without_a_writer_is_refused_and_one_with_a_writer_is_read(
+    tmp_path: Path,
+) -> None:
+    """``open`` on a named pipe waits for a writer: a config path that is one must answer at
+    once, not hang; ``--config <(cmd)`` (a pipe with its writer) is still read to its end."""
+    import os
+    import threading
+
+    from ssvae_core import safe_yaml
+
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    answer: list[BaseException] = []
+
+    def refuse() -> None:
+        try:
+            safe_yaml.read_text(fifo, "config file")
+        except ConfigError as err:
+            answer.append(err)
+
+    reader = threading.Thread(target=refuse, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # it hangs in open(): be its writer to release it, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"reading {fifo} waited for a writer")
+    assert [str(err) for err in answer] == [
+        f"{fifo}: a named pipe with nothing written to it; expected a config file"
+    ]
+    read, write = os.pipe()
+    os.write(write, b"train: {lr: 0.5}\n")
+
+    def finish() -> None:  # the writer is still open when the reader opens: it must wait
+        os.write(write, b"seed: 3\n")
+        os.close(write)
+
+    later = threading.Timer(0.2, finish)
+    later.start()
+    try:
+        got = safe_yaml.read_yaml_file(f"/proc/self/fd/{read}", "config file")
+    finally:
+        later.join()
+        os.close(read)
+    assert got == {"train": {"lr": 0.5}, "seed": 3}

@@ -52,6 +52,10 @@ def _sweep(body: str) -> dict[str, str]:
     return {"s.yaml": f"name: s\n{TINY}{body}"}
 
 
+def _named_pipe(tmp: Path) -> None:
+    os.mkfifo(tmp / "p.yaml")  # open() for reading waits until something opens it to write
+
+
 def _checkpoint_of_another_config(tmp: Path) -> None:
     argv = [sys.executable, "-m", "ssvae_core.cli", "train", *TRAIN_TINY, "--checkpoint-dir", "ck"]
     subprocess.run(argv, cwd=tmp, check=True, capture_output=True, timeout=300)
@@ -155,6 +159,10 @@ CASES = [
          "/dev/zero: larger than 1000000 bytes", limit_s=10),
     Case("mi-bench --from-csv /dev/zero", ["mi-bench", "--from-csv", "/dev/zero"], 2,
          "--from-csv: /dev/zero: larger than", limit_s=10),
+    Case("--config a named pipe nobody writes to", ["train", "--config", "p.yaml"], 2,
+         "p.yaml: a named pipe with nothing written to it", limit_s=10, setup=_named_pipe),
+    Case("the sweep file a named pipe nobody writes to", ["sweep", "p.yaml"], 2,
+         "p.yaml: a named pipe with nothing written to it", limit_s=10, setup=_named_pipe),
     Case("resources.cpu: 0.00001 (finer than Ray schedules)", ["sweep", "s.yaml"], 2,
          "resources.cpu: must be 0 or >= 0.0001", _sweep("resources: {cpu: 0.00001}\n")),
     Case("data.size=10^5", ["train", "--set", "data.size=100000"], 2,
