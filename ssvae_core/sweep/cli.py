@@ -105,8 +105,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     from ssvae_core.sweep import cluster, lock, runner, tracking
 
-    uri = tracking.default_uri(args.tracking_uri)
     try:
+        uri = tracking.default_uri(args.tracking_uri)
         if args.sync:
             left = runner.sync_sweep(sweep, uri, root, args.name)
             print(f"MLflow operations still pending: {left}")

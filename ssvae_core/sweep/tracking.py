@@ -23,6 +23,7 @@ import os
 import socket
 import subprocess
 import time
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -33,6 +34,7 @@ from typing import Any
 
 from ssvae_core import config, run_files
 from ssvae_core.balls import Video
+from ssvae_core.errors import ConfigError
 from ssvae_core.metrics import finite_numbers
 from ssvae_core.sweep import lock, ui
 from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client
@@ -42,6 +44,11 @@ from ssvae_core.train import RunResult
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # what a plain `mlflow ui` started here reads
+# the schemes MLflow 3's tracking store registry serves ("": a folder), besides plugins
+TRACKING_SCHEMES = frozenset(
+    {"", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql"}
+    | {"databricks", "databricks-uc", "uc"}
+)
 STATUS_TAG = "ssvae.status"
 # MLflow 3's UI opens an experiment by this tag: training runs, not the GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -65,8 +72,18 @@ class Target:
 
 def default_uri(given: str | None) -> str:
     """``--tracking-uri`` if given, else ``$MLFLOW_TRACKING_URI`` (how the ecosystem, and a
-    cluster, passes it), else `DEFAULT_TRACKING_URI`."""
-    return given or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    cluster, passes it), else `DEFAULT_TRACKING_URI`; a scheme MLflow has no store for is a
+    `ConfigError` naming where it came from, before Ray starts (MLflow itself says so only
+    when the parent run is opened, with a paragraph about its model registry)."""
+    uri = given or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    where = "--tracking-uri" if given else "$MLFLOW_TRACKING_URI"
+    scheme = urllib.parse.urlparse(uri).scheme.lower().split("+")[0]  # postgresql+psycopg2
+    plugins = {entry.name for entry in metadata.entry_points(group="mlflow.tracking_store")}
+    if scheme not in TRACKING_SCHEMES | plugins:
+        known = ", ".join(sorted(TRACKING_SCHEMES - {""}))
+        message = f"no MLflow store for {scheme}:// in {uri!r}; use one of {known}"
+        raise ConfigError(f"{where}: {message}")
+    return uri
 
 
 def resolve_uri(uri: str) -> str:

@@ -77,3 +77,42 @@ def test_sync_of_a_sweep_that_never_ran_says_so(
     assert cli.main(["sweep", str(path), "--storage-path", "runs", "--sync"]) == 2
     assert "--sync: no sweep has run in" in capsys.readouterr().err
     assert not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["sweep", "--tracking-uri", "bogus://x"], {}, "--tracking-uri: no MLflow store for "
+         "bogus:// in 'bogus://x'; use one of databricks, databricks-uc, file, http, https"),
+        (["nightly"], {"MLFLOW_TRACKING_URI": "ftp://h/x"}, "$MLFLOW_TRACKING_URI: no MLflow "
+         "store for ftp://"),
+    ],
+)  # fmt: skip
+def test_a_tracking_uri_mlflow_has_no_store_for_is_refused_before_ray(
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    environ: dict[str, str],
+    message: str,
+) -> None:
+    import ray
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    from ssvae_core import cli as ssvae
+
+    path = write_spec(workdir, "uri", "grid: {train.seed: [0]}\n")
+    assert ssvae.main([argv[0], str(path), *argv[1:], "--storage-path", "runs"]) == 2
+    assert message in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_the_tracking_schemes_are_those_mlflow_serves() -> None:
+    """`tracking.TRACKING_SCHEMES` against MLflow's own (private) store registry: a new MLflow
+    that adds or drops a scheme fails here rather than refusing a good URI."""
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    from ssvae_core.sweep import tracking
+
+    assert set(_tracking_store_registry._registry) == tracking.TRACKING_SCHEMES

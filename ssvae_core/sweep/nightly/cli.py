@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     from ssvae_core.sweep import cluster, lock, storage, tracking
 
-    uri = tracking.default_uri(args.tracking_uri)
     try:
+        uri = tracking.default_uri(args.tracking_uri)
         if is_history:
             return _history(target[1], uri, args)
         from ssvae_core.sweep.nightly.run import NightlyOptions, run_nightly
