@@ -163,6 +163,11 @@ def run_report(args: argparse.Namespace) -> int:
                 f"{table}: not the trials table of {args.file}: no column for its grid axes "
                 f"{', '.join(missing)}"
             )
+        missing = [key for key in reports.columns(sweep.report) if key not in trials.columns]
+        if missing:
+            raise ConfigError(
+                f"{table}: no column {', '.join(missing)}, which the {sweep.report!r} report draws"
+            )
         out = writable_dir(args.out or directory, "--out")
     except ConfigError as err:
         print(f"ssvae report: error: {err}", file=sys.stderr)

@@ -166,7 +166,11 @@ def test_in_batch_negatives_count_as_n_equal_b_minus_1(tmp_path: Path) -> None:
     assert set(rows) == {"4", "29"}  # batch 30: in-batch is N = 29, not dropped
 
 
-def test_report_command_fails_loudly_on_a_table_it_cannot_read(tmp_path: Path) -> None:
+def test_report_command_fails_loudly_on_a_table_it_cannot_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A column the study draws missing: exit 2 naming it, before anything is drawn or removed.
+    A table the study cannot pair (two trials of one arm and seed): exit 1, no stale summary."""
     directory = tmp_path / "stochastic"
     directory.mkdir()
     table = {"method": ["deterministic"], "train.seed": [0], "status": ["ok"],
@@ -174,8 +178,35 @@ def test_report_command_fails_loudly_on_a_table_it_cannot_read(tmp_path: Path) -
     pd.DataFrame(table).to_csv(directory / "trials.csv", index=False)  # no elbo column
     (directory / "summary.md").write_text("stale")
     argv = ["report", str(REPO / "sweeps" / "stochastic.yaml"), "--storage-path", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "trials.csv: no column elbo, elbo_gap, which the 'stochastic' report draws" in (
+        capsys.readouterr().err
+    )
+    assert (directory / "summary.md").read_text() == "stale"
+    twice = pd.DataFrame({**table, "elbo": [1.0], "elbo_gap": [0.0]})
+    pd.concat([twice, twice]).to_csv(directory / "trials.csv", index=False)
     assert cli.main(argv) == 1
+    assert "several trials per arm and seed" in capsys.readouterr().err
     assert not (directory / "summary.md").exists()
+
+
+@pytest.mark.parametrize("name", sorted(reports.REPORTS))
+def test_each_report_draws_from_the_columns_it_declares_and_needs_each(
+    name: str, tmp_path: Path
+) -> None:
+    """`reports.columns` is what ``ssvae report`` checks: a table of the grid's axes and those
+    columns alone draws, and one without any of them cannot."""
+    sweep = next(_spec(s.stem) for s in sorted((REPO / "sweeps").glob("*.yaml"))
+                 if _spec(s.stem).report == name)  # fmt: skip
+    rows = [dict(cell.params) for cell in sweep.cells]
+    values = np.arange(1.0, len(rows) + 1)  # not constant: a rank correlation is defined
+    trials = pd.DataFrame(rows).assign(**dict.fromkeys(reports.columns(name), values))
+    trials["status"] = "ok"
+    reports.write(name, trials, sweep.report_context(), tmp_path, strict=True)
+    for column in reports.columns(name):
+        with pytest.raises(KeyError, match=column):
+            reports.write(name, trials.drop(columns=column), sweep.report_context(), tmp_path,
+                          strict=True)  # fmt: skip
 
 
 def test_report_command_refuses_another_sweeps_table_and_an_out_it_cannot_write(
@@ -191,7 +222,8 @@ def test_report_command_refuses_another_sweeps_table_and_an_out_it_cannot_write(
     argv = ["report", str(REPO / "sweeps" / "stochastic.yaml"), "--storage-path", str(tmp_path)]
     assert cli.main(argv) == 2
     assert "not the trials table of" in capsys.readouterr().err
-    table = {"method": ["deterministic"], "train.seed": [0], "status": ["ok"]}
+    table = {"method": ["deterministic"], "train.seed": [0], "status": ["ok"],
+             "probe_error_px": [1.0], "elbo": [1.0], "elbo_gap": [0.0]}  # fmt: skip
     pd.DataFrame(table).to_csv(directory / "trials.csv", index=False)
     assert cli.main([*argv, "--out", str(tmp_path / "f" / "out")]) == 2
     assert f"--out: cannot write to {tmp_path / 'f' / 'out'}" in capsys.readouterr().err

@@ -59,19 +59,32 @@ class ReportOutput:
 @dataclass(frozen=True)
 class Report:
     """A study's report: the module of this package that draws it, the grid axes it reads
-    (checked when a sweep file is parsed)."""
+    (checked when a sweep file is parsed) and the trials table's metric columns it reads
+    beyond `COLUMNS` (checked by ``ssvae report`` before it draws)."""
 
     module: str
     axes: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
 
 
+COLUMNS = ("status", "probe_error_px")  # what every report reads (fig1c.png of every sweep)
 REPORTS: dict[str, Report] = {
     "fig1c": Report("fig1c"),
-    "critics": Report("critics", ("coupling.kind", "objective.estimator")),
-    "negatives": Report("negatives", ("coupling.kind", "objective.n_negatives")),
-    "lengthscale": Report("lengthscale", ("coupling.learn_lengthscale", "coupling.lengthscale")),
-    "stochastic": Report("stochastic", ("method", "train.seed")),
+    "critics": Report("critics", ("coupling.kind", "objective.estimator"), ("mi_estimate",)),
+    "negatives": Report("negatives", ("coupling.kind", "objective.n_negatives"), ("mi_estimate",)),
+    "lengthscale": Report(
+        "lengthscale",
+        ("coupling.learn_lengthscale", "coupling.lengthscale"),
+        ("lengthscale", "mi_estimate"),
+    ),
+    "stochastic": Report("stochastic", ("method", "train.seed"), ("elbo", "elbo_gap")),
 }
+
+
+def columns(name: str) -> tuple[str, ...]:
+    """The trials table's columns report `name` cannot draw without (its grid axes come from
+    the sweep): `COLUMNS` and its own metrics."""
+    return (*COLUMNS, *REPORTS[name].metrics)
 
 
 def write(
