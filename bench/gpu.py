@@ -8,7 +8,8 @@ the last thing printed is a markdown table (docs/gpu.md says what each row means
 
 (a) ``fit`` at the ``paper`` preset: 3 epochs timed, then the 30 epochs of the paper run in
     full when they fit the budget (else extrapolated, and the row says so): pairs/s over the
-    training epochs, median s per epoch, s for 30 epochs, peak CUDA memory.
+    training epochs, median s per epoch, s for 30 epochs, peak CUDA memory (allocated and
+    reserved) and the device memory outside torch's allocator (the CUDA context).
 (b) resume on the device: 4 epochs uninterrupted against 2 epochs, stopped, and resumed from
     the checkpoint for 2 more (deterministic kernels for both); ok when the resumed run trained
     only the 2 epochs left and its losses and probe match within `RESUME_RTOL`.
@@ -136,6 +137,23 @@ def bench_fit(setup: Setup, video: Video) -> Iterator[Row]:
         f"<= {GOAL_TRIAL_S:g} at paper scale",
     )
     yield Row(f"{where}: {memory_name}", f"{memory:.0f}")
+    if setup.device == "cuda":
+        yield from cuda_memory_rows(where)
+
+
+def cuda_memory_rows(where: str) -> Iterator[Row]:
+    """What a trial holds on the GPU beyond its tensors, which `preflight.run_bytes` does not
+    count: the blocks torch's caching allocator kept (``max_memory_reserved``), and the device
+    memory in use outside that allocator (the CUDA context, cuBLAS and cuDNN), read as
+    ``total - free - memory_reserved`` from ``mem_get_info``: every process on the GPU counts,
+    so it is this process's own only where nothing else runs there (a lent machine)."""
+    free, total = torch.cuda.mem_get_info()
+    outside = (total - free - torch.cuda.memory_reserved()) / 2**20
+    reserved = torch.cuda.max_memory_reserved() / 2**20
+    yield Row(f"{where}: peak CUDA memory reserved MiB (max_memory_reserved)", f"{reserved:.0f}")
+    yield Row(
+        f"{where}: device MiB in use outside torch's allocator (CUDA context)", f"{outside:.0f}"
+    )
 
 
 # -------------------------------------------------------------------- (b) resume

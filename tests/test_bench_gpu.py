@@ -126,3 +126,21 @@ def test_a_fused_k_that_fails_leaves_the_smaller_ks_rows(
     setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 30)
     [row] = gpu_bench.bench_fused(setup, None, (16,))
     assert row.value.startswith("skipped: ") and "FAIL" not in row.value
+
+
+def test_the_cuda_memory_rows_separate_the_allocator_from_the_context(
+    gpu_bench: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an 80 GiB device with 70 GiB free, 6 GiB reserved by torch (8 at its peak): the
+    context row reads the 4 GiB outside the allocator, not the 10 in use."""
+    import torch
+
+    gib = 2**30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (70 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda: 6 * gib)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda: 8 * gib)
+    rows = [(r.measurement, r.value) for r in gpu_bench.cuda_memory_rows("fit paper, cuda")]
+    assert rows == [
+        ("fit paper, cuda: peak CUDA memory reserved MiB (max_memory_reserved)", "8192"),
+        ("fit paper, cuda: device MiB in use outside torch's allocator (CUDA context)", "4096"),
+    ]
