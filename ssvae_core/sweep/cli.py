@@ -142,7 +142,8 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Run ``ssvae report`` for parsed `args`; -> the exit status (2: no such sweep)."""
+    """Run ``ssvae report`` for parsed `args`; -> the exit status (2: no such sweep, or a
+    table without the grid's axes or the study's columns; 1: the study could not draw it)."""
     import pandas as pd
 
     from ssvae_core.preflight import writable_dir
