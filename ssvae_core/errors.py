@@ -7,6 +7,7 @@ command prints it and exits with `EXIT_BAD_INPUT` before any compute, never a tr
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -32,6 +33,33 @@ def shown(value: Any, limit: int = MAX_REPR) -> str:
         return f"<{type(value).__name__} of {len(value)} items>"
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def url_shown(url: str, path: bool = True) -> str:
+    """`url` as a message may repeat it (logs and mails keep messages): the password of its
+    user info as ``***`` (``postgresql://u:***@db/mlflow``); without `path`, only
+    ``scheme://host:port/...`` (a webhook's path is its secret). Cut to `MAX_REPR`."""
+    parts = urllib.parse.urlsplit(url)
+    user, at, host = parts.netloc.rpartition("@")
+    if ":" in user:
+        user = user.split(":", 1)[0] + ":***"
+    netloc = f"{user}{at}{host}"
+    if path or not parts.scheme:
+        text = url.replace(parts.netloc, netloc, 1)  # urlunsplit would turn sqlite://// to //
+    else:
+        hidden = parts.path.strip("/") or parts.query or parts.fragment
+        text = f"{parts.scheme}://{netloc}" + ("/..." if hidden else "")
+    return text if len(text) <= MAX_REPR else f"{text[: MAX_REPR - 3]}..."
+
+
+def without_password(text: str, url: str) -> str:
+    """`text` (a message that may repeat `url`, or a library's message about it) with the
+    password in `url`'s user info as ``***`` wherever its ``user:password@host`` appears."""
+    netloc = urllib.parse.urlsplit(url).netloc
+    user, at, host = netloc.rpartition("@")
+    if ":" not in user:
+        return text
+    return text.replace(netloc, f"{user.split(':', 1)[0]}:***{at}{host}")
 
 
 def check(ok: bool, key: str, message: str) -> None:

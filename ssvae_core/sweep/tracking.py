@@ -34,7 +34,7 @@ from typing import Any
 
 from ssvae_core import config, run_files
 from ssvae_core.balls import Video
-from ssvae_core.errors import ConfigError
+from ssvae_core.errors import ConfigError, url_shown, without_password
 from ssvae_core.metrics import finite_numbers
 from ssvae_core.sweep import lock, ui
 from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client
@@ -56,7 +56,11 @@ VERSIONED = ("torch", "ray", "mlflow", "optuna", "numpy")  # tagged on every par
 
 
 class TrackingUnavailable(RuntimeError):
-    """MLflow cannot be reached (or refuses) at the start of a sweep."""
+    """MLflow cannot be reached (or refuses) at the start of a sweep. Its message never holds
+    the tracking URI's password (`errors.without_password`): it goes to logs and mails."""
+
+    def __init__(self, message: str, uri: str = "") -> None:
+        super().__init__(without_password(message, uri) if uri else message)
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def default_uri(given: str | None) -> str:
     plugins = {entry.name for entry in metadata.entry_points(group="mlflow.tracking_store")}
     if scheme not in TRACKING_SCHEMES | plugins:
         known = ", ".join(sorted(TRACKING_SCHEMES - {""}))
-        message = f"no MLflow store for {scheme}:// in {uri!r}; use one of {known}"
+        message = f"no MLflow store for {scheme}:// in {url_shown(uri)}; use one of {known}"
         raise ConfigError(f"{where}: {message}")
     return uri
 
@@ -201,7 +205,7 @@ def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> st
         raise TrackingUnavailable(
             f"MLflow at {uri}: cannot write {database} ({folder} is not a writable "
             "folder); run from a writable directory or pass --tracking-uri"
-        )
+        )  # a sqlite URI: no password
     guard = lock.serialised(Path(f"{database}.lock")) if database else nullcontext()
     try:
         with guard:
@@ -215,7 +219,7 @@ def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> st
                     mlflow.set_experiment_tag(found.experiment_id, key, value)
             return str(found.experiment_id)
     except Exception as err:
-        raise TrackingUnavailable(f"MLflow at {uri} is unreachable: {err}") from err
+        raise TrackingUnavailable(f"MLflow at {uri} is unreachable: {err}", uri) from err
 
 
 class SweepTracking:
@@ -270,7 +274,7 @@ class SweepTracking:
             for name in ("sweep.yaml", "search_space.json"):
                 self.parent.log("artifacts", path=name)
         if self.parent.run_id is None or not self.parent.flush():
-            raise TrackingUnavailable(f"MLflow at {self.uri}: cannot open the parent run")
+            raise TrackingUnavailable(f"MLflow at {self.uri}: cannot open the parent run", self.uri)
         return Target(self.uri, self.experiment_id, self.parent.run_id, uid, self.spec.name)
 
     def _space(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ are fixed in the UI, mlflow/mlflow#12764), a saved view with runs expanded (MLfl
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import Any
 
 from ssvae_core.sweep.grid import Params
@@ -105,9 +106,14 @@ def saved_views(spec: SweepSpec, now_ms: int) -> dict[str, str]:
 def link(uri: str, experiment_id: str, view: str = RUNS_VIEW) -> str:
     """The URL of the experiment's runs table in view `view`, on the training-runs pages.
 
-    An ``http(s)://`` tracking URI is the UI's own address; for a sqlite or file store it is
-    `LOCAL_UI`, where ``mlflow ui`` started next to the store listens by default.
+    An ``http(s)://`` tracking URI is the UI's own address (less any user info); for a sqlite
+    or file store it is `LOCAL_UI`, where ``mlflow ui`` started next to the store listens by
+    default.
     """
-    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else LOCAL_UI
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https"):  # without a user:password@, which a log would keep
+        base = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}".rstrip("/")
+    else:
+        base = LOCAL_UI
     query = f"workflowType=machine_learning&viewStateShareKey={view}"
     return f"{base}/#/experiments/{experiment_id}/runs?{query}"

@@ -182,6 +182,18 @@ def test_history_refuses_an_out_it_cannot_write_before_asking_mlflow(
     assert f"--out: cannot write to {workdir / 'f' / 'h'}" in capsys.readouterr().err
 
 
+def test_a_failed_notification_does_not_print_the_webhooks_secret_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ssvae_core.sweep.nightly.run import notify
+
+    port = free_port()  # nothing listens there
+    assert notify(f"http://127.0.0.1:{port}/services/T0/B0/s3cret", {"verdict": "pass"}) is False
+    printed = capsys.readouterr().out
+    assert f"notification to http://127.0.0.1:{port}/... failed: " in printed
+    assert "s3cret" not in printed
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -192,8 +204,8 @@ def test_history_refuses_an_out_it_cannot_write_before_asking_mlflow(
         (["--notify", "file:///etc/passwd"], "--notify: expected an http:// or https:// URL"),
         (["--notify", "ftp://hooks.example"], "--notify: expected an http:// or https:// URL"),
         (["--notify", "http://127.0.0.1:99999/x"], "is not a URL (Port out of range"),
-        (["--notify", "https:///path"], "with a host and port 1-65535, got 'https:///path'"),
-        (["--notify", "http://127.0.0.1:0/x"], "port 1-65535, got 'http://127.0.0.1:0/x'"),
+        (["--notify", "https:///path"], "with a host and port 1-65535, got https:///..."),
+        (["--notify", "http://127.0.0.1:0/x"], "port 1-65535, got http://127.0.0.1:0/..."),
     ],
 )
 def test_bad_input_exits_2_before_any_trial(

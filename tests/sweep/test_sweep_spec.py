@@ -96,10 +96,14 @@ def test_bad_spec_exits_2_naming_the_key_before_ray_or_mlflow(
 def test_unreachable_mlflow_exits_2_before_ray(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    """Nothing listens there. The URI's password is not repeated (stderr goes to logs)."""
+    port = free_port()
+    uri = f"http://bob:s3cret@127.0.0.1:{port}"
     code = cli.main(["sweep", str(SMOKE), "--tracking-uri", uri, "--storage-path", "runs"])
     assert code == 2
-    assert "unreachable" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert f"MLflow at http://bob:***@127.0.0.1:{port} is unreachable: " in printed.err
+    assert "s3cret" not in printed.err + printed.out
     assert not ray.is_initialized()
 
 

@@ -93,6 +93,9 @@ def test_the_link_opens_the_training_runs_in_the_view() -> None:
         "http://mlflow-host:5000/#/experiments/7/runs"
         "?workflowType=machine_learning&viewStateShareKey=ssvae-runs"
     )
+    assert ui.link("https://bob:s3cret@mlflow-host/ml", "7").startswith(
+        "https://mlflow-host/ml/#/experiments/7/runs?"
+    )  # printed at the end of every sweep: no password in a log
     local = ui.link("sqlite:////tmp/mlflow.db", "1", ui.CELLS_VIEW)
     assert local.startswith(ui.LOCAL_UI + "/#/experiments/1/runs?")
     assert local.endswith("viewStateShareKey=ssvae-cells")

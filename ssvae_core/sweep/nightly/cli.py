@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, ConfigError, check, shown
+from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, ConfigError, check, url_shown
 
 DESCRIPTION = (
     "Run a sweep spec as tonight's nightly ablation and compare it, cell by cell and paired by "
@@ -119,12 +119,13 @@ def check_notify_url(url: str) -> None:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError for a port out of range)
     except ValueError as err:
-        raise ConfigError(f"--notify: {shown(url)} is not a URL ({err})") from None
+        raise ConfigError(f"--notify: {url_shown(url, path=False)} is not a URL ({err})") from None
     ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
     check(
         ok,
         "--notify",
-        f"expected an http:// or https:// URL with a host and port 1-65535, got {shown(url)}",
+        "expected an http:// or https:// URL with a host and port 1-65535, got "
+        + url_shown(url, path=False),
     )
 
 

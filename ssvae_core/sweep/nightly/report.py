@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ssvae_core.errors import ConfigError
+from ssvae_core.errors import ConfigError, url_shown
 from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import compare
 from ssvae_core.sweep.nightly.verdict import plot_cell_history
@@ -34,7 +34,7 @@ def _nights(uri: str, name: str, limit: int) -> list[Any]:
             for run in history.nightlies(mlflow, experiment, name, status="FINISHED")
         ]
     except Exception as err:
-        raise TrackingUnavailable(f"MLflow at {uri} is unreachable: {err}") from err
+        raise TrackingUnavailable(f"MLflow at {uri} is unreachable: {err}", uri) from err
     runs.sort(key=lambda run: run.info.start_time, reverse=True)
     return runs[: limit + 1]
 
@@ -44,7 +44,7 @@ def history_report(name: str, uri: str, out: Path, nights: int | None = None) ->
     uri = resolve_uri(uri)
     runs = _nights(uri, name, DEFAULT_NIGHTS if nights is None else nights)
     if not runs:
-        raise ConfigError(f"{name}: no finished nightly of this spec at {uri}")
+        raise ConfigError(f"{name}: no finished nightly of this spec at {url_shown(uri)}")
     mlflow = client(uri)
     tables = [history.trials(mlflow, run) for run in runs]
     axes = [c for c in tables[0].columns if c in _grid_columns(tables[0])]

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from ssvae_core.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError
+from ssvae_core.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, url_shown
 from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import lock
 from ssvae_core.sweep.nightly import history
@@ -105,7 +105,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
         except ConfigError:
             raise
         except Exception as err:  # MLflow went away between the calls
-            raise TrackingUnavailable(f"MLflow at {uri}: {err}") from err
+            raise TrackingUnavailable(f"MLflow at {uri}: {err}", uri) from err
         if busy is not None:
             raise lock.Busy(
                 f"nightly {busy.info.run_name} ({busy.info.run_id}) of {spec.name} is still "
@@ -211,9 +211,13 @@ def notify(url: str, payload: dict[str, Any]) -> bool:
         with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT_S) as response:
             ok = 200 <= response.status < 300
     except (OSError, ValueError) as err:
-        log.warning("--notify %s failed: %s (the verdict is kept in verdict.json)", url, err)
-        print(f"notification to {url} failed: {err}; the verdict is kept")
+        shown = url_shown(url, path=False)  # a webhook's path is its secret
+        log.warning("--notify %s failed: %s (the verdict is kept in verdict.json)", shown, err)
+        print(f"notification to {shown} failed: {err}; the verdict is kept")
         return False
     if not ok:
-        print(f"notification to {url} answered {response.status}; the verdict is kept")
+        print(
+            f"notification to {url_shown(url, path=False)} answered {response.status}; "
+            "the verdict is kept"
+        )
     return ok
