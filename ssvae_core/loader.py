@@ -22,6 +22,7 @@ from ssvae_core.safe_yaml import read_yaml, read_yaml_file
 
 __all__ = ["build", "from_dict", "load", "merge", "nest", "parse_override", "read_yaml"]
 T = TypeVar("T")
+ROOT = "<root>"  # how an error names the top of a config
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -54,7 +55,7 @@ def build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
     """`base` (a `cls` dataclass) with `values` replaced, checked key by key; nested sections
     recurse. Errors are `ConfigError`s whose message starts with `prefix` + the key."""
     if not isinstance(values, Mapping):
-        where = prefix.rstrip(".") or "<root>"
+        where = prefix.rstrip(".") or ROOT
         raise ConfigError(f"{where}: expected a mapping, got {shown(values)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
@@ -81,24 +82,42 @@ def from_dict(values: Mapping[str, Any], base: RunConfig | None = None) -> RunCo
     return build(RunConfig, base or PRESETS[DEFAULT_PRESET], values, "")
 
 
-def nest(values: Any, where: str = "<root>") -> dict[str, Any]:
+def nest(values: Any, where: str = ROOT, _open: frozenset[int] = frozenset()) -> dict[str, Any]:
     """``{"train.lr": 0.1, "data": {"size": 32}}`` -> nested sections ``{"train": {...}}``.
 
-    `values` must be a mapping (a `ConfigError` names `where` otherwise).
+    `values` must be a mapping (a `ConfigError` names `where` otherwise); so must everything
+    a dotted key reaches into (``train: 5`` beside ``train.lr: 0.1`` names ``train``), and no
+    mapping may hold itself (a YAML alias of a mapping inside that mapping).
     """
     if not isinstance(values, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {shown(values)}")
+    if id(values) in _open:
+        raise ConfigError(f"{where}: holds itself (a YAML alias of a mapping inside it)")
+    inside = _open | {id(values)}
     nested: dict[str, Any] = {}
     for key, value in values.items():
         *parents, leaf = str(key).split(".")
         node = nested
-        for part in parents:
+        for depth, part in enumerate(parents, 1):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = _dotted(where, ".".join(parents[:depth]))
+                raise ConfigError(f"{section}: expected a mapping, got {shown(node)}")
         if isinstance(value, Mapping):  # "train.lr" and "train: {...}" in one mapping: both
-            node[leaf] = merge(node.get(leaf, {}), nest(value, f"{where}.{key}"))
+            section = node.get(leaf, {})
+            if not isinstance(section, dict):
+                raise ConfigError(
+                    f"{_dotted(where, key)}: expected a mapping, got {shown(section)}"
+                )
+            node[leaf] = merge(section, nest(value, _dotted(where, key), inside))
         else:
             node[leaf] = value
     return nested
+
+
+def _dotted(where: str, key: Any) -> str:
+    """The dotted name of `key` inside `where` (just the key at the root)."""
+    return str(key) if where == ROOT else f"{where}.{key}"
 
 
 def parse_override(text: str) -> dict[str, Any]:

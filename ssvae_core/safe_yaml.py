@@ -23,9 +23,17 @@ MAX_YAML_NODES = 100_000
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` as a string; here it is a float, as a user means it."""
+    """YAML 1.1 reads ``1e-3`` as a string; here it is a float, as a user means it. And YAML
+    1.1 reads ``010`` as 8 (octal), ``1:00`` as 60 (base 60) and ``0x10`` as 16; here an int
+    is decimal, and those stay strings, which a number-typed key refuses (exit 2)."""
 
 
+INT = "tag:yaml.org,2002:int"
+_Loader.yaml_implicit_resolvers = {  # the class's own copy, without YAML 1.1's int forms
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != INT]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
@@ -58,9 +66,10 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
     """Parse YAML text safely, bounded in size; `where` (a path) names it in errors."""
     if len(text.encode("utf-8", "replace")) > MAX_YAML_BYTES:
         raise ConfigError(f"{where}: larger than {MAX_YAML_BYTES} bytes; not a config file")
-    loader = _Loader(text)
-    loader.name = where  # the file's path in the parser's own "line L, column C" marks
+    loader = None
     try:
+        loader = _Loader(text)  # a control character is refused here (ReaderError)
+        loader.name = where  # the file's path in the parser's own "line L, column C" marks
         node = loader.get_single_node()
         if node is None:
             return None
@@ -69,8 +78,11 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML: {err}") from None
+    except RecursionError:  # PyYAML's parser recurses once per level ([[[[...]]]])
+        raise ConfigError(f"{where}: nested too deeply; not a config") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_YAML_BYTES) -> bytes:

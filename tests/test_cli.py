@@ -46,6 +46,11 @@ def no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--preset", "huge"], "preset: unknown name 'huge'"),
         (["--config", "/nonexistent.yaml"], "/nonexistent.yaml: no such config file"),
         (["--set", "lr"], "lr: expected key=value"),
+        (["--set", "train=&t {lr: 0.1, x: *t}"], "train.x: holds itself (a YAML alias"),
+        (["--set", "train.epochs=010"], "train.epochs: expected int, got '010'"),  # not 8
+        (["--set", "train.epochs=1:00"], "train.epochs: expected int, got '1:00'"),  # not 60
+        (["--set", "train.lr=" + "[" * 2000 + "]" * 2000], "--set train.lr: nested too deeply"),
+        (["--set", "train.lr=0.1\x01"], "--set train.lr: not valid YAML: unacceptable character"),
     ],
 )
 @pytest.mark.usefixtures("no_compute")
@@ -64,6 +69,26 @@ def test_config_file_errors_name_the_key(
     path.write_text("train:\n  lr: 1e-3\n  epochs: many\n")
     assert cli.main(["train", "--config", str(path)]) == 2
     assert "train.epochs: expected int, got 'many'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train: 5\ntrain.lr: 0.1\n", "train: expected a mapping, got 5"),
+        ("data: {size: 32}\ndata.size.x: 1\n", "data.size: expected a mapping, got 32"),
+        ("train.lr: 0.1\ntrain: {lr: 0.2}\nmodel: &m {a: *m}\n", "model.a: holds itself"),
+        ("train: {lr: 0.1\x07}\n", "not valid YAML: unacceptable character #x0007"),
+    ],
+)
+def test_a_config_file_a_dotted_key_cannot_read_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_compute: None, text: str, message: str
+) -> None:
+    """Once tracebacks (TypeError, RecursionError, ReaderError) from `loader.nest` and
+    `safe_yaml.read_yaml`."""
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    assert cli.main(["train", "--config", str(path)]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_train_json_is_the_last_line_and_out_has_the_files(
