@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ssvae_core import allocator
-from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError
+from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from ssvae_core.mi_bench import cli as mi_bench_cli
 from ssvae_core.sweep import cli as sweep_cli  # imports no Ray until a sweep runs
 from ssvae_core.sweep.nightly import cli as nightly_cli
@@ -204,6 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ssvae: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # Ctrl-C: one line, not the stack it landed in
+        print(f"\nssvae {raw[0] if raw else ''}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

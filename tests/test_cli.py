@@ -180,3 +180,14 @@ def test_fig1c_runs_every_method_and_seed(
 def test_fig1c_rejects_an_unknown_method(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["fig1c", "--methods", "linear"]) == 2
     assert "--methods: unknown name 'linear'; choose from" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(balls, "simulate", interrupted)  # Ctrl-C while the video is simulated
+    assert cli.main(["train", *TINY]) == 130
+    assert capsys.readouterr().err == "\nssvae train: interrupted\n"
