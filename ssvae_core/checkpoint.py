@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,8 @@ def load(
     path = Path(directory) / CHECKPOINT_FILE
     if not path.exists():
         return None
+    if not path.is_file():  # a named pipe would block torch.load's open() for ever
+        raise CheckpointError(f"{path}: not a valid ssvae checkpoint (not a regular file)")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
@@ -74,6 +78,18 @@ def load(
             "the same config, or start in another --checkpoint-dir"
         )
     return state
+
+
+@contextmanager
+def restoring(directory: str | Path) -> Iterator[None]:
+    """Around putting a loaded state into the run: one whose keys, shapes or types do not fit
+    (a file of an older ssvae with the same fingerprint, say) is a `CheckpointError`."""
+    try:
+        yield
+    except (KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError) as err:
+        path = Path(directory) / CHECKPOINT_FILE
+        why = f"{type(err).__name__}: {_reason(err)}"
+        raise CheckpointError(f"{path}: not a valid ssvae checkpoint ({why})") from None
 
 
 # Torch's weights-only refusal opens with this, then gives the reason (on the same line or

@@ -35,6 +35,7 @@ from ssvae_core.conv3x3 import memory_format
 from ssvae_core.couplings import build_coupling
 from ssvae_core.elbo import evaluate_elbo
 from ssvae_core.encoder import build_encoder
+from ssvae_core.errors import shown
 from ssvae_core.frames import as_float, encode_all, frames_to_tensor, resolve_device
 from ssvae_core.metrics import (
     ELBO_KEYS,
@@ -330,12 +331,16 @@ class Run:
         state = checkpoint.load(directory, self.cfg, self.frames.device)
         if state is None:
             return False
-        for key, module in self.modules().items():
-            module.load_state_dict(state[key])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.generator.set_state(state["generator"].cpu())  # map_location moved it
-        self.history = state["history"]
+        with checkpoint.restoring(directory):
+            for key, module in self.modules().items():
+                module.load_state_dict(state[key])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.generator.set_state(state["generator"].cpu())  # map_location moved it
+            history = state["history"]
+            if not (isinstance(history, list) and history and isinstance(history[-1], dict)):
+                raise TypeError(f"history: expected a list of epochs, got {shown(history)}")
+            self.history = history
         return True
 
 

@@ -114,3 +114,51 @@ def test_the_reason_given_is_torchs_reason_never_its_advice() -> None:
     for message in forms:
         assert checkpoint._reason(RuntimeError(message)) == reason
     assert checkpoint._reason(EOFError()) == "EOFError"
+
+
+@pytest.mark.parametrize(
+    ("spoil", "why"),
+    [
+        (lambda state: state.pop("history"), "KeyError: 'history'"),
+        (lambda state: state.update(history="x"), "TypeError: history: expected a list"),
+        (lambda state: state["encoder"].popitem(), "RuntimeError: Error(s) in loading state_dict"),
+        (lambda state: state.update(optimizer=[]), "not a valid ssvae checkpoint (TypeError"),
+    ],
+    ids=["no history", "history a string", "an encoder key less", "optimizer a list"],
+)
+def test_a_checkpoint_with_its_fingerprint_but_not_its_state_is_refused(
+    tmp_path: Path, tiny_cfg: RunConfig, tiny_video: Video, spoil: Any, why: str
+) -> None:
+    """The right fingerprint over a state that does not fit (an older ssvae's file, or one
+    edited): a `CheckpointError` naming the file, not a traceback from the restore."""
+    fit(tiny_cfg, checkpoint_dir=str(tmp_path), video=tiny_video)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    spoil(state)
+    torch.save(state, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(CheckpointError, match=f"{CHECKPOINT_FILE}: not a valid ssvae") as err:
+        fit(tiny_cfg, checkpoint_dir=str(tmp_path), video=tiny_video)
+    assert why in str(err.value)
+
+
+def test_a_checkpoint_that_is_a_named_pipe_is_refused_not_waited_on(
+    tmp_path: Path, tiny_cfg: RunConfig
+) -> None:
+    import threading
+
+    fifo = tmp_path / CHECKPOINT_FILE
+    os.mkfifo(fifo)  # torch.load's open() would wait for a writer
+    answer: list[Exception] = []
+
+    def load() -> None:
+        try:
+            checkpoint.load(tmp_path, tiny_cfg, torch.device("cpu"))
+        except CheckpointError as err:
+            answer.append(err)
+
+    reader = threading.Thread(target=load, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():  # it waits in open(): be its writer to release it, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"loading {fifo} waited for a writer")
+    assert len(answer) == 1 and "not a valid ssvae checkpoint (not a regular" in str(answer[0])
