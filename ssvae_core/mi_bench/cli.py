@@ -16,6 +16,7 @@ import argparse
 import io
 import itertools
 import math
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError, check, shown
+from ssvae_core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    ConfigError,
+    check,
+    check_name,
+    shown,
+)
 from ssvae_core.safe_yaml import read_bytes
 
 MAX_ROWS_BYTES = 100_000_000  # docs/estimators-suite.csv, 480 rows, is 26 kB
@@ -57,10 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ssvae_core.couplings import COUPLINGS
     from ssvae_core.mi_bench import critics, problems, tables
+    from ssvae_core.mi_bench.tasks import TASKS
     from ssvae_core.objectives import ESTIMATORS
 
     try:
         check_outputs(args.out, args.csv, args.figure)
+        check_distinct(args)
         if args.from_csv is not None:
             rows = read_rows(args.from_csv)
             try:
@@ -72,19 +83,26 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if args.from_csv is not None:
         header = f"Tables redrawn from `{args.from_csv}`; the {critics.OPTIMAL} rows recomputed."
-        write_outputs(results, header, args.out, args.csv, args.figure)
-        return EXIT_OK
+        return write_outputs(results, header, args.out, args.csv, args.figure)
     steps, n_seeds = (20, 1) if args.smoke_test else (args.steps, args.seeds)
     try:
         check(args.steps >= 1, "--steps", f"must be >= 1, got {args.steps}")
         check(args.seeds >= 1, "--seeds", f"must be >= 1, got {args.seeds}")
         tasks = [] if args.tasks == "none" else args.tasks.split(",")
+        estimators = (args.estimators or ",".join(ESTIMATORS)).split(",")
+        couplings = (args.couplings or ",".join(COUPLINGS)).split(",")
+        for flag, names, registry in (
+            ("--tasks", tasks, TASKS),
+            ("--estimators", estimators, ESTIMATORS),
+            ("--couplings", couplings, COUPLINGS),
+        ):
+            for name in names:
+                check_name(name, flag, registry)
         cases = synthetic_cases(tasks, parse_mis(args.mis))
         cases += [problems.from_npz(path) for path in args.files]
         if not cases:
             raise ConfigError("--tasks: no task and no --files: nothing to score")
-        estimators = (args.estimators or ",".join(ESTIMATORS)).split(",")
-        couplings = (args.couplings or ",".join(COUPLINGS)).split(",")
+        check_sizes(cases, couplings)
         started = time.perf_counter()
         total = len(cases) * len(estimators) * (len(couplings) + 1) * n_seeds
         done = itertools.count(1)
@@ -107,20 +125,53 @@ def run(args: argparse.Namespace) -> int:
         f"{steps} Adam steps (batch 64, lr 5e-4) per cell and seed, seeds 0..{n_seeds - 1}, "
         f"mean ± std; wall time {seconds:.0f} s with {torch.get_num_threads()} torch thread(s)."
     )
-    write_outputs(results, header, args.out, args.csv, args.figure)
-    return EXIT_OK
+    return write_outputs(results, header, args.out, args.csv, args.figure)
 
 
 def check_outputs(out: str | None, csv: str | None, figure: str | None) -> None:
     """Each output can be written, checked before any training (a run takes hours)."""
     from ssvae_core.preflight import image_path, writable_dir
 
-    for path, key in ((out, "--out"), (csv, "--csv")):
+    for path, key in ((out, "--out"), (csv, "--csv"), (figure, "--figure")):
         if path is not None:
+            check(path != "", key, "expected a file name, got an empty one")
             check(not Path(path).is_dir(), key, f"{path} is a directory")
-            writable_dir(Path(path).parent, key)
+            # writing to a named pipe waits for a reader: hours of training, then a hang
+            check(not Path(path).is_fifo(), key, f"{path} is a named pipe")
+            if key != "--figure":
+                writable_dir(Path(path).parent, key)
     if figure is not None:
         image_path(figure, "--figure")
+
+
+def check_distinct(args: argparse.Namespace) -> None:
+    """No output names an input (``--from-csv``, ``--files``) or another output: ``--out
+    rows.csv --from-csv rows.csv`` overwrote the rows with the tables."""
+    seen: dict[str, str] = {}
+    named = [("--from-csv", args.from_csv), *(("--files", f) for f in args.files)]
+    named += [("--out", args.out), ("--csv", args.csv), ("--figure", args.figure)]
+    for key, path in named:
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        if key in ("--out", "--csv", "--figure") and real in seen:
+            raise ConfigError(f"{key}: {path} is also the {seen[real]} file")
+        seen.setdefault(real, key)
+
+
+def check_sizes(cases: Sequence[Any], couplings: Sequence[str]) -> None:
+    """Each coupling can compare each problem's x and y: one that needs them of one size
+    (`couplings.build_coupling`) is refused here, not after the runs before it trained."""
+    from ssvae_core.couplings import COUPLINGS
+
+    for case in cases:
+        dx, dy = case.dims
+        for name in couplings:
+            if dx != dy and getattr(COUPLINGS[name], "same_dim", True):
+                raise ConfigError(
+                    f"--couplings: {name} compares x and y directly, and {case.name} has x of "
+                    f"{dx} and y of {dy} columns; leave {name} out for it"
+                )
 
 
 def parse_mis(text: str) -> list[float]:
@@ -184,23 +235,32 @@ def read_rows(path: str) -> Any:
 
 def write_outputs(
     results: Any, header: str, out: str | None, csv: str | None, figure: str | None
-) -> None:
-    """Print the header and tables; write them, the rows and the bias figure where asked."""
+) -> int:
+    """Print the header and tables; write them, the rows and the bias figure where asked.
+    -> the exit status: 1 when an output could not be written (the tables were printed)."""
     from ssvae_core.mi_bench.tables import markdown_table, markdown_tables
 
     many = results["task"].nunique() > 1
     tables = markdown_tables(results) if many else markdown_table(results)
     document = f"{header}\n\n{tables}\n"
     print(document)
-    if out is not None:
-        with open(out, "w", encoding="utf-8") as handle:
-            handle.write(document)
-    if csv is not None:
-        results.to_csv(csv, index=False)
-    if figure is not None:
-        from ssvae_core.mi_bench.figures import estimator_bias
+    failed = 0
+    for path, key in ((csv, "--csv"), (out, "--out"), (figure, "--figure")):
+        if path is None:
+            continue
+        try:  # the rows first: they are what hours of training made
+            if key == "--csv":
+                results.to_csv(path, index=False)
+            elif key == "--out":
+                Path(path).write_text(document, encoding="utf-8")
+            else:
+                from ssvae_core.mi_bench.figures import estimator_bias
 
-        estimator_bias(results, figure)
+                estimator_bias(results, path)
+        except OSError as err:  # a full disk, say: the other outputs are still written
+            print(f"ssvae mi-bench: {key}: could not write {path}: {err}", file=sys.stderr)
+            failed += 1
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ compare them directly (gaussian, cosine, ...) then refuse with a clear error.
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ssvae_core.errors import ConfigError
+from ssvae_core.errors import ConfigError, shown
 from ssvae_core.mi_bench.tasks import Task, get_task
 
 DEFAULT_DIM = 20  # Poole et al. 2019, section 5
@@ -116,11 +117,15 @@ class Samples:
 def from_npz(path: str | Path, batch: int = 64) -> Samples:
     """The pairs of an ``.npz`` (``x``, ``y``, ``mi``); a `ConfigError` names what is wrong."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a named pipe would block np.load's open()
+        raise ConfigError(f"{path}: not a readable .npz of arrays (not a regular file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: np.asarray(data[key]) for key in data.files}
-    except (OSError, ValueError) as err:  # missing, not an npz, or an object array
-        raise ConfigError(f"{path}: not a readable .npz of arrays ({err})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # missing, not an npz,
+        raise ConfigError(f"{path}: not a readable .npz of arrays ({err})") from None  # pickles
+    except (TypeError, AttributeError):  # np.load gave one array: an .npy file
+        raise ConfigError(f"{path}: one array (.npy?), not an .npz of x, y and mi") from None
     for key in ("x", "y", "mi"):
         if key not in arrays:
             raise ConfigError(f"{path}: no array {key!r}; expected x [n, dx], y [n, dy], mi")
@@ -128,9 +133,14 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
     for key, array in (("x", x), ("y", y)):
         ok = array.ndim == 2 and np.issubdtype(array.dtype, np.number)
         if not ok:
-            raise ConfigError(f"{path}: {key} must be a 2-D numeric array, got {array.shape}")
-        if not np.isfinite(array).all():
-            raise ConfigError(f"{path}: {key} holds NaN or inf")
+            raise ConfigError(
+                f"{path}: {key} must be a 2-D numeric array, got shape {array.shape} of "
+                f"{array.dtype}"
+            )
+        with np.errstate(over="ignore"):  # trained in float32: 1e300 becomes inf
+            finite = np.isfinite(array.astype(np.float32)).all()
+        if not finite:
+            raise ConfigError(f"{path}: {key} holds NaN or inf, or values beyond float32")
     n_scored = math.ceil(len(x) * HELD_OUT)
     if len(x) != len(y) or len(x) - n_scored < batch or n_scored < batch:
         need = math.ceil(batch / HELD_OUT)
@@ -138,8 +148,10 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
             f"{path}: x and y need the same number of rows, at least {need} for batches of "
             f"{batch} (got {len(x)} and {len(y)})"
         )
-    if mi.size != 1 or not np.isfinite(mi).all() or float(mi) < 0:
-        raise ConfigError(f"{path}: mi must be one finite number >= 0 (nats), got {mi!r}")
+    numeric = mi.size == 1 and np.issubdtype(mi.dtype, np.number)
+    if not numeric or not np.isfinite(mi).all() or float(mi.reshape(())) < 0:
+        raise ConfigError(f"{path}: mi must be one finite number >= 0 (nats), got {shown(mi)}")
+    mi = mi.reshape(())
     return Samples(
         name=f"file:{path.stem}",
         true_mi=float(mi),

@@ -34,7 +34,10 @@ def rho_for_mi(mi_nats: float, dim: int = 20) -> float:
         raise ValueError(f"mi_nats must be >= 0, got {mi_nats!r}")
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim!r}")
-    return math.sqrt(-math.expm1(-2.0 * mi_nats / dim))
+    rho = math.sqrt(-math.expm1(-2.0 * mi_nats / dim))
+    if rho >= 1.0:  # y = x exactly: log(1 - rho^2) is -inf, and the task's MI infinite
+        raise ValueError(f"{mi_nats:g} nats over {dim} dimensions is beyond float64 precision")
+    return rho
 
 
 def mi_for_rho(rho: float, dim: int = 20) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ def test_the_ssvae_command_runs_it_and_names_itself(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--tasks", "cauchy"], "task: unknown name 'cauchy'"),
+        (["--tasks", "cauchy"], "--tasks: unknown name 'cauchy'"),
         (["--estimators", "mine"], "unknown name 'mine'"),
         (["--mis", "0.0", "--tasks", "student_t"], "at least"),
         (["--tasks", "none"], "nothing to score"),
@@ -76,6 +77,25 @@ def test_bad_input_exits_2_naming_it(
             ["--from-csv", "{tmp}/mi.csv"],
             "mi.csv: column true_mi holds an empty cell, not a finite number",
         ),
+        (["--couplings", "bogus"], "--couplings: unknown name 'bogus'; choose from"),
+        (["--mis", "400"], "--mis: 400 for task gaussian: 400 nats over 20 dimensions is beyond"),
+        (["--files", "{tmp}/a.npy"], "a.npy: one array (.npy?), not an .npz of x, y and mi"),
+        (["--files", "{tmp}/f"], "f: not a readable .npz of arrays (No data left in file)"),
+        (["--files", "{tmp}/pipe"], "pipe: not a readable .npz of arrays (not a regular file)"),
+        (["--files", "{tmp}/mi-text.npz"], "mi-text.npz: mi must be one finite number >= 0"),
+        (["--files", "{tmp}/x-text.npz"], "x must be a 2-D numeric array, got shape (400, 4) of"),
+        (["--files", "{tmp}/x-huge.npz"], "x-huge.npz: x holds NaN or inf, or values beyond"),
+        (
+            ["--files", "{tmp}/sizes.npz", "--couplings", "bilinear,gaussian"],
+            "--couplings: gaussian compares x and y directly, and file:sizes has x of 4 and y of 3",
+        ),
+        (["--out", "{tmp}/pipe"], "--out: {tmp}/pipe is a named pipe"),
+        (["--csv", ""], "--csv: expected a file name, got an empty one"),
+        (
+            ["--from-csv", "{tmp}/header.csv", "--out", "{tmp}/header.csv"],
+            "--out: {tmp}/header.csv is also the --from-csv file",
+        ),
+        (["--out", "{tmp}/t", "--csv", "{tmp}/t"], "--csv: {tmp}/t is also the --out file"),
     ],
 )
 def test_bad_input_is_refused_before_any_training(
@@ -101,7 +121,19 @@ def test_bad_input_is_refused_before_any_training(
     optimal = "gaussian,infonce,bilinear,2,0,1.9\ncauchy,infonce,(true log-ratio),2,0,1.9\n"
     (tmp_path / "task.csv").write_text(header + optimal)
     (tmp_path / "mi.csv").write_text(header + "gaussian,infonce,bilinear,,0,1.9\n")
+    os.mkfifo(tmp_path / "pipe")  # open() waits for the other end: a hang before the check
+    np.save(tmp_path / "a.npy", np.zeros((3, 3)))
+    rows = np.random.default_rng(0).normal(size=(400, 4))
+    for name, arrays in {
+        "mi-text": {"x": rows, "y": rows, "mi": np.array("2")},
+        "x-text": {"x": np.full((400, 4), "a"), "y": rows, "mi": np.array(2.0)},
+        "x-huge": {"x": rows * 1e300, "y": rows, "mi": np.array(2.0)},  # inf in float32
+        "sizes": {"x": rows, "y": rows[:, :3], "mi": np.array(0.0)},
+    }.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--files" in argv:
+        argv = ["--tasks", "none", *argv]
     assert main(argv) == 2
     assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
 
@@ -137,3 +169,19 @@ def test_pairs_from_a_file_are_scored_with_their_own_sizes(tmp_path: Path) -> No
     rows = pd.read_csv(csv)
     assert list(rows["task"]) == ["file:pairs", "file:pairs"]  # no optimal critic is known
     assert list(rows["true_mi"]) == [4.0, 4.0] and rows["estimate"].notna().all()
+
+
+def test_an_output_that_cannot_be_written_leaves_the_others_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk at the end of hours of training: one line, the other outputs written."""
+    rows, csv = tmp_path / "rows.csv", tmp_path / "again.csv"
+    rows.write_text("task,estimator,coupling,true_mi,seed,estimate\n"
+                    "gaussian,infonce,bilinear,2,0,1.9\n")  # fmt: skip
+    assert main(["--from-csv", str(rows), "--out", "/dev/full", "--csv", str(csv)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "ssvae mi-bench: --out: could not write /dev/full: [Errno 28] No space left on device\n"
+    )
+    assert pd.read_csv(csv)["estimate"].tolist()[0] == 1.9
