@@ -61,8 +61,9 @@ def video_bytes(data: DataConfig) -> int:
 
 def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     """Bytes beyond the video, by the key that drives each: one step's activations
-    (``train.batch_size``) and the encoder's weights (``encoder.hidden``), for `runs` runs
-    trained as one model (`fused`: each run its own batch and weights)."""
+    (``train.batch_size``), the encoder's weights (``encoder.hidden``) and an MLP critic's
+    (`coupling_bytes`), for `runs` runs trained as one model (`fused`: each run its own batch
+    and weights)."""
     data, train = cfg.data, cfg.train
     pixels = data.size * data.size
     n_negatives = cfg.objective.n_negatives or train.batch_size - 1
@@ -74,7 +75,32 @@ def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     weights = (
         4 * (pixels * 3 * hidden + hidden * hidden) * FLOAT if cfg.encoder.kind == "mlp" else 0
     )
-    return {"train.batch_size": runs * max(step, probe), "encoder.hidden": runs * weights}
+    return {
+        "train.batch_size": runs * max(step, probe),
+        "encoder.hidden": runs * weights,
+        **{key: runs * part for key, part in coupling_bytes(cfg).items()},
+    }
+
+
+def coupling_bytes(cfg: RunConfig) -> dict[str, int]:
+    """An MLP critic's bytes (weights with their gradient and Adam's two moments; for
+    ``concat_mlp`` also its [B, M, H] activations over every pair, four kept for the
+    backward), by the key that drives each: ``coupling.hidden`` (H), ``coupling.embed_dim``
+    (E, ``separable_mlp``'s H x E output layers). Nothing for the other couplings."""
+    if cfg.train.mode != "ssl" or cfg.coupling.kind not in ("concat_mlp", "separable_mlp"):
+        return {}
+    used, dim = cfg.coupling.used(), 2 * cfg.data.n_balls  # z [B, 2K]: a centre per ball
+    hidden, embed = int(used["hidden"]), int(used.get("embed_dim", 0))
+    batch = cfg.train.batch_size
+    candidates = max(batch, (cfg.objective.n_negatives or batch - 1) + 1)  # M
+    if cfg.coupling.kind == "concat_mlp":  # _mlp(2D, H, 1)
+        weights = 2 * dim * hidden + hidden * hidden + hidden
+        return {"coupling.hidden": (4 * weights + 4 * batch * candidates * hidden) * FLOAT}
+    weights = 2 * (dim * hidden + hidden * hidden)  # two _mlp(D, H, E): g and h
+    return {
+        "coupling.hidden": 4 * weights * FLOAT,
+        "coupling.embed_dim": 8 * hidden * embed * FLOAT,
+    }
 
 
 def estimate(cfg: RunConfig) -> dict[str, int]:

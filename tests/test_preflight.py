@@ -54,3 +54,24 @@ def test_the_video_is_counted_once_on_a_gpu_twice_on_the_cpu(fake_gpu: None) -> 
     gpu = preflight.estimate(loader.load("paper", None, ["train.device=cuda"]))
     cpu = preflight.estimate(loader.load("paper", None, ["train.device=cpu"]))
     assert cpu["data.n_frames"] == 2 * gpu["data.n_frames"] == 2 * 900 * 256 * 256 * 3
+
+
+@pytest.mark.parametrize(
+    ("sets", "key"),
+    [
+        (["coupling.kind=concat_mlp", "coupling.hidden=70000"], "coupling.hidden"),
+        (["coupling.kind=separable_mlp", "coupling.embed_dim=10000000000"], "coupling.embed_dim"),
+    ],
+)
+def test_an_mlp_critic_beyond_the_machine_is_refused_naming_its_key(
+    sets: list[str], key: str
+) -> None:
+    """Once a torch allocation error (a traceback) at 10^7, and at 70000 an H^2 = 4.9e9
+    weights that would swap: the critic's weights were not counted."""
+    cfg = loader.load("small", None, sets)
+    with pytest.raises(ConfigError, match=rf"^{key}: the run needs about"):
+        preflight.check_memory(cfg, available=24 * GIB)
+    fits = loader.load("small", None, [sets[0]])  # the default sizes are a few hundred kB
+    assert sum(preflight.coupling_bytes(fits).values()) < 2**20
+    preflight.check_memory(fits, available=24 * GIB)
+    assert preflight.coupling_bytes(loader.load("small", None, [])) == {}  # gaussian: none
