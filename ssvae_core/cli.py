@@ -15,7 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ssvae_core import allocator
-from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from ssvae_core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    path_arg,
+)
 from ssvae_core.mi_bench import cli as mi_bench_cli
 from ssvae_core.sweep import cli as sweep_cli  # imports no Ray until a sweep runs
 from ssvae_core.sweep.nightly import cli as nightly_cli
@@ -32,7 +39,9 @@ examples:
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="small", help="paper | small (default: small)")
-    parser.add_argument("--config", help="a YAML file of config sections, applied on the preset")
+    parser.add_argument(
+        "--config", type=path_arg, help="a YAML file of config sections, applied on the preset"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -155,9 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         "representation with a linear probe. The config is a preset, then --config, then --set.",
     )
     _config_args(train)
-    train.add_argument("--out", help="write config, metrics, history and figures here")
+    train.add_argument(
+        "--out", type=path_arg, help="write config, metrics, history and figures here"
+    )
     train.add_argument("--json", action="store_true", help="print one JSON object last")
-    train.add_argument("--checkpoint-dir", help="resume from / write checkpoints here")
+    train.add_argument(
+        "--checkpoint-dir", type=path_arg, help="resume from / write checkpoints here"
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
@@ -165,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data", help="simulate the moving-balls video", description="Simulate the video."
     )
     _config_args(data)
-    data.add_argument("--preview", metavar="FILE.png", help="draw frames with true centres")
+    data.add_argument(
+        "--preview", type=path_arg, metavar="FILE.png", help="draw frames with true centres"
+    )
     data.set_defaults(func=cmd_data)
 
     fig = sub.add_parser(
@@ -178,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods", nargs="+", default=["supervised", "gaussian", "bilinear", "untrained"]
     )
     fig.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    fig.add_argument("--out", help="write fig1c.csv and fig1c.png here")
+    fig.add_argument("--out", type=path_arg, help="write fig1c.csv and fig1c.png here")
     fig.set_defaults(func=cmd_fig1c)
 
     sweep_cli.add_parser(sub)

@@ -7,6 +7,7 @@ command prints it and exits with `EXIT_BAD_INPUT` before any compute, never a tr
 
 from __future__ import annotations
 
+import argparse
 import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -33,6 +34,14 @@ def shown(value: Any, limit: int = MAX_REPR) -> str:
         return f"<{type(value).__name__} of {len(value)} items>"
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def path_arg(text: str) -> str:
+    """An argparse ``type`` for a path: an empty one is refused (exit 2) at parsing. ``--out ''``
+    wrote nothing and said nothing; ``fig1c --out ''`` wrote into the working directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+    return text
 
 
 def url_shown(url: str, path: bool = True) -> str:

@@ -191,3 +191,29 @@ def test_ctrl_c_is_one_line_and_exit_130(
     monkeypatch.setattr(balls, "simulate", interrupted)  # Ctrl-C while the video is simulated
     assert cli.main(["train", *TINY]) == 130
     assert capsys.readouterr().err == "\nssvae train: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--out", ""],
+        ["train", "--checkpoint-dir", ""],
+        ["train", "--config", ""],
+        ["fig1c", "--out", ""],
+        ["data", "--preview", ""],
+        ["sweep", ""],
+        ["report", "sweeps/smoke.yaml", "--storage-path", ""],
+        ["nightly", "sweeps/smoke.yaml", "--out", ""],
+        ["mi-bench", "--from-csv", ""],
+    ],
+)
+def test_an_empty_path_is_refused_at_parsing(
+    argv: list[str], capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    """``--out ''`` was taken as no --out (nothing written, exit 0), and ``fig1c --out ''``
+    wrote into the working directory."""
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    flag = argv[-2] if argv[-2].startswith("--") else "FILE"
+    assert f"argument {flag}: expected a path, got an empty one" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from ssvae_core.errors import (
     ConfigError,
     check,
     check_name,
+    path_arg,
     shown,
 )
 from ssvae_core.safe_yaml import read_bytes
@@ -43,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``ssvae mi-bench`` (see the module doc); nothing heavy is imported."""
     tasks = "gaussian, gaussian-halfcube, student_t, student_t-asinh"
     parser.add_argument("--tasks", default="gaussian", help=f"of {tasks}, or none")
-    parser.add_argument("--files", nargs="+", default=[], metavar="NPZ", help="pairs to score")
+    parser.add_argument(
+        "--files", type=path_arg, nargs="+", default=[], metavar="NPZ", help="pairs to score"
+    )
     parser.add_argument("--steps", type=int, default=2000, help="Adam steps per run")
     parser.add_argument("--seeds", type=int, default=2, help="number of seeds (0..K-1)")
     parser.add_argument("--estimators", help="comma-separated (default: every estimator)")
@@ -55,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoke-test", action="store_true", help="tiny run: 20 steps, 1 seed")
     parser.add_argument(
         "--from-csv",
+        type=path_arg,
         metavar="CSV",
         help="train nothing: redraw the tables and figure from the rows of a --csv",
     )

@@ -25,6 +25,7 @@ from ssvae_core.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
+    path_arg,
 )
 
 SWEEP_EXTRA = ("ray", "optuna", "mlflow")
@@ -51,7 +52,7 @@ def missing_extra() -> str | None:
 
 def _storage_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--storage-path", default=None, help="where sweeps live (default: runs/sweeps)"
+        "--storage-path", type=path_arg, help="where sweeps live (default: runs/sweeps)"
     )
     parser.add_argument("--name", help="the sweep's directory name (default: the spec's name)")
 
@@ -63,7 +64,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run a study (sweeps/NAME.yaml) on Ray Tune, tracked in MLflow",
         description="Run a sweep spec (sweeps/NAME.yaml) on Ray Tune; MLflow tracks every trial.",
     )
-    parser.add_argument("file", metavar="FILE", help="a sweep spec, e.g. sweeps/smoke.yaml")
+    parser.add_argument(
+        "file", type=path_arg, metavar="FILE", help="a sweep spec, e.g. sweeps/smoke.yaml"
+    )
     parser.add_argument(
         "--address", help="Ray cluster to join ('auto' on a head node); default: start one here"
     )
@@ -133,10 +136,15 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(DIR = storage path / name); nothing is trained, and Ray is not needed.",
     )
     parser.add_argument(
-        "file", metavar="FILE", help="the sweep spec it ran, e.g. sweeps/critics.yaml"
+        "file",
+        type=path_arg,
+        metavar="FILE",
+        help="the sweep spec it ran, e.g. sweeps/critics.yaml",
     )
     _storage_args(parser)
-    parser.add_argument("--out", help="write the figures and summary.md here (default: DIR)")
+    parser.add_argument(
+        "--out", type=path_arg, help="write the figures and summary.md here (default: DIR)"
+    )
     parser.set_defaults(func=run_report)
     return parser
 

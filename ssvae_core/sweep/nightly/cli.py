@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ssvae_core.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_OK, ConfigError, check, url_shown
+from ssvae_core.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INFRA,
+    EXIT_OK,
+    ConfigError,
+    check,
+    path_arg,
+    url_shown,
+)
 
 DESCRIPTION = (
     "Run a sweep spec as tonight's nightly ablation and compare it, cell by cell and paired by "
@@ -48,8 +56,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--address", help="Ray cluster to join ('auto' on a head node)")
     parser.add_argument("--notify", metavar="URL", help="POST the verdict as JSON here")
     parser.add_argument("--name", help="tonight's sweep name (default: SPEC_NAME-DATE-TIME)")
-    parser.add_argument("--storage-path", help="where sweeps live (default: runs/sweeps)")
-    parser.add_argument("--out", help="history: write its table and figure here")
+    parser.add_argument(
+        "--storage-path", type=path_arg, help="where sweeps live (default: runs/sweeps)"
+    )
+    parser.add_argument("--out", type=path_arg, help="history: write its table and figure here")
     parser.set_defaults(func=run)
     return parser
 
