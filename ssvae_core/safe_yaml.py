@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,24 @@ class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e-3`` as a string; here it is a float, as a user means it. And YAML
     1.1 reads ``010`` as 8 (octal), ``1:00`` as 60 (base 60) and ``0x10`` as 16; here an int
     is decimal, and those stay strings, which a number-typed key refuses (exit 2)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A key twice in one mapping is an error (YAML 1.1 keeps the last one, silently:
+        a second ``grid:`` would replace the first)."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base class refuses it, naming it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping", node.start_mark, f"{key!r} is there twice",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 INT = "tag:yaml.org,2002:int"
@@ -74,7 +93,9 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
         if node is None:
             return None
         if _expanded_size(node, {}) > MAX_YAML_NODES:
-            raise ConfigError(f"{where}: expands to more than {MAX_YAML_NODES} values (aliases?)")
+            raise ConfigError(
+                f"{where}: holds more than {MAX_YAML_NODES} values once aliases are expanded"
+            )
         return loader.construct_document(node)
     except yaml.YAMLError as err:
         raise ConfigError(f"{where}: not valid YAML: {err}") from None

@@ -213,3 +213,16 @@ def test_a_named_pipe_without_a_writer_is_refused_and_one_with_a_writer_is_read(
         later.join()
         os.close(read)
     assert got == {"train": {"lr": 0.5}, "seed": 3}
+
+
+def test_a_key_twice_in_one_mapping_is_refused_not_replaced() -> None:
+    """YAML 1.1 keeps the last of two equal keys, silently: a second ``grid:`` in a sweep
+    file would replace the first. A merge key (``<<``) may still be overridden."""
+    from ssvae_core import safe_yaml
+
+    with pytest.raises(ConfigError, match=r"(?s)^s\.yaml: not valid YAML: .*'grid' is there twice"):
+        safe_yaml.read_yaml("grid: {train.seed: [0]}\ngrid: {train.lr: [0.1]}\n", "s.yaml")
+    with pytest.raises(ConfigError, match="'lr' is there twice"):
+        safe_yaml.read_yaml("train: {lr: 0.1, lr: 0.2}\n")
+    merged = safe_yaml.read_yaml("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n")
+    assert merged["d"] == {"b": 3, "c": 2}
