@@ -65,7 +65,8 @@ def finished_sweep(spec: Named, storage_path: str | Path, name: str | None) -> P
         return max(ran, key=lambda folder: (folder / "trials.csv").stat().st_mtime)
     asked = f"no finished sweep {name!r}" if name else f"no finished sweep of {spec.name!r}"
     known = ", ".join(sorted(folder.name for folder in ran)) or "none"
-    raise ConfigError(f"--name: {asked} in {root} (finished sweeps of this spec: {known})")
+    key = "--name" if name else "--storage-path"  # no --name: where to look was wrong
+    raise ConfigError(f"{key}: {asked} in {root} (finished sweeps of this spec: {known})")
 
 
 def _ran(folder: Path, name: str) -> bool:

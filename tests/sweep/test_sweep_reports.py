@@ -255,8 +255,13 @@ def test_report_finds_the_newest_sweep_of_its_spec_and_lists_them(
     argv = ["report", str(path), "--storage-path", str(tmp_path), "--name", "paper-small"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "no finished sweep 'paper-small'" in err
+    assert "--name: no finished sweep 'paper-small'" in err
     assert "paper-small-20261201-010000, paper-small-20261202-010000)" in err
+    nowhere = tmp_path / "nowhere"  # without --name it is where to look that is wrong
+    assert cli.main(["report", str(path), "--storage-path", str(nowhere)]) == 2
+    assert f"--storage-path: no finished sweep of 'paper-small' in {nowhere}" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("content", ["", "\x00\x01 not csv \xff"], ids=["empty", "binary"])
