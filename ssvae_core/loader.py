@@ -62,8 +62,9 @@ def build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
     changes: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
-        if key not in names:
-            raise ConfigError(f"{dotted}: unknown key; valid keys: {', '.join(names)}")
+        if key not in names:  # the key as typed, cut like a value (it may be 100 kB)
+            typed = shown(dotted) if len(dotted) > 100 or not dotted.isprintable() else dotted
+            raise ConfigError(f"{typed}: unknown key; valid keys: {', '.join(names)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             changes[key] = build(hint, getattr(base, key), value, f"{dotted}.")  # type: ignore[arg-type]

@@ -246,7 +246,8 @@ def parse(
     raw = safe_yaml.read_yaml(text, where)
     check(isinstance(raw, Mapping), "<root>", f"expected a mapping, got {shown(raw)}")
     for key in raw:
-        check(key in _TOP_KEYS, str(key), f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
+        typed = str(key) if len(str(key)) <= 100 and str(key).isprintable() else shown(key)
+        check(key in _TOP_KEYS, typed, f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
     name = check_name_component(raw.get("name", default_name), "name")
     experiment = raw.get("experiment", name)
     ok = isinstance(experiment, str) and experiment.strip() != ""
