@@ -52,6 +52,12 @@ def _sweep(body: str) -> dict[str, str]:
     return {"s.yaml": f"name: s\n{TINY}{body}"}
 
 
+def _npy(tmp: Path) -> None:
+    import numpy as np
+
+    np.save(tmp / "a.npy", np.zeros((3, 3)))  # np.load gives an array, not an NpzFile
+
+
 def _named_pipe(tmp: Path) -> None:
     os.mkfifo(tmp / "p.yaml")  # open() for reading waits until something opens it to write
 
@@ -148,6 +154,23 @@ CASES = [
     Case("mi-bench --figure bias.xyz: refused before hours of training",
          ["mi-bench", "--figure", "bias.xyz"], 2, "--figure: bias.xyz is not an image file"),
     Case("mi-bench --mis nan", ["mi-bench", "--mis", "2,nan"], 2, "--mis: expected finite"),
+    Case("mi-bench --mis 400 (beyond float64): refused before training",
+         ["mi-bench", "--mis", "400"], 2, "--mis: 400 for task gaussian: 400 nats over 20"),
+    Case("mi-bench --files an .npy", ["mi-bench", "--tasks", "none", "--files", "a.npy"], 2,
+         "a.npy: one array (.npy?), not an .npz", setup=_npy),
+    Case("mi-bench --from-csv rows.csv --out rows.csv (would overwrite the rows)",
+         ["mi-bench", "--from-csv", "r.csv", "--out", "r.csv"], 2,
+         "--out: r.csv is also the --from-csv file", {"r.csv": "x\n"}),
+    Case("a key twice in a sweep file (grid: twice)", ["sweep", "s.yaml"], 2,
+         "'grid' is there twice", _sweep("grid: {train.seed: [0]}\ngrid: {train.lr: [0.1]}\n")),
+    Case("a section and a dotted key under it (train: 5, train.lr: 0.1)",
+         ["train", "--config", "c.yaml"], 2, "train: expected a mapping, got 5",
+         {"c.yaml": "train: 5\ntrain.lr: 0.1\n"}),
+    Case("a mapping that holds itself through an alias", ["train", "--set",
+         "train=&t {lr: 0.1, x: *t}"], 2, "train.x: holds itself"),
+    Case("train.epochs=010 (YAML 1.1 octal: 8)", ["train", "--set", "train.epochs=010"], 2,
+         "train.epochs: expected int, got '010'"),
+    Case("--out ''", ["train", "--out", ""], 2, "argument --out: expected a path, got an empty"),
     Case("nightly --notify file:///etc/passwd", ["nightly", "s.yaml", "--notify",
          "file:///etc/passwd"], 2, "--notify: expected an http:// or https:// URL", _sweep("")),
     Case("ssvae report --out below a file", ["report", "s.yaml", "--out", "f/out"], 2,
