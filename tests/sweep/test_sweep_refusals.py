@@ -83,7 +83,7 @@ def test_sync_of_a_sweep_that_never_ran_says_so(
     ("argv", "environ", "message"),
     [
         (["sweep", "--tracking-uri", "bogus://x"], {}, "--tracking-uri: no MLflow store for "
-         "bogus:// in 'bogus://x'; use one of databricks, databricks-uc, file, http, https"),
+         "bogus:// in bogus://x; use one of databricks, databricks-uc, file, http, https"),
         (["nightly"], {"MLFLOW_TRACKING_URI": "ftp://h/x"}, "$MLFLOW_TRACKING_URI: no MLflow "
          "store for ftp://"),
     ],
