@@ -8,7 +8,7 @@ command prints it and exits with `EXIT_BAD_INPUT` before any compute, never a tr
 from __future__ import annotations
 
 import argparse
-import urllib.parse
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -36,6 +36,13 @@ def shown(value: Any, limit: int = MAX_REPR) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
+def key_shown(key: Any, limit: int = 100) -> str:
+    """A key (or a place, ``grid cell a=1``) as a message names it: as typed, unless it is
+    longer than `limit` or holds a newline or another unprintable character, then `shown`."""
+    text = str(key)
+    return text if len(text) <= limit and text.isprintable() else shown(text, limit)
+
+
 def path_arg(text: str) -> str:
     """An argparse ``type`` for a path: an empty one is refused (exit 2) at parsing. ``--out ''``
     wrote nothing and said nothing; ``fig1c --out ''`` wrote into the working directory."""
@@ -44,31 +51,48 @@ def path_arg(text: str) -> str:
     return text
 
 
+# scheme://user:password@ as SQLAlchemy reads it: the password runs to the first "@" and may
+# hold "/", "#" or "?", which urlsplit would take for the end of the host
+_USERINFO = re.compile(r"^(?P<user>[A-Za-z][\w+.-]*://[^:/@?#]*):(?P<password>[^@]*)@")
+# a secret in the query: ?password=... (libpq), ?token=..., ?api_key=...
+_QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret|api_key|key)=)[^&#]*")
+
+
+def _secrets(url: str) -> list[tuple[str, str]]:
+    """The parts of `url` that hold a secret, each as it appears and as it may be shown."""
+    found = []
+    if (userinfo := _USERINFO.match(url)) is not None:
+        user, password = userinfo.group("user"), userinfo.group("password")
+        found.append((f"{user}:{password}@", f"{user}:***@"))
+    for query in _QUERY_SECRET.finditer(url):
+        found.append((query.group(0), f"{query.group(1)}***"))
+    return found
+
+
 def url_shown(url: str, path: bool = True) -> str:
-    """`url` as a message may repeat it (logs and mails keep messages): the password of its
-    user info as ``***`` (``postgresql://u:***@db/mlflow``); without `path`, only
-    ``scheme://host:port/...`` (a webhook's path is its secret). Cut to `MAX_REPR`."""
-    parts = urllib.parse.urlsplit(url)
-    user, at, host = parts.netloc.rpartition("@")
-    if ":" in user:
-        user = user.split(":", 1)[0] + ":***"
-    netloc = f"{user}{at}{host}"
-    if path or not parts.scheme:
-        text = url.replace(parts.netloc, netloc, 1)  # urlunsplit would turn sqlite://// to //
+    """`url` as a message may repeat it (logs and mails keep messages): a password in its user
+    info or its query as ``***`` (``postgresql://u:***@db/mlflow``); without `path`, only
+    ``scheme://host:port/...``, no user info (a webhook's path or user is its secret). Cut to
+    `MAX_REPR`."""
+    if path or "://" not in url:
+        text = without_password(url, url)
     else:
-        hidden = parts.path.strip("/") or parts.query or parts.fragment
-        text = f"{parts.scheme}://{netloc}" + ("/..." if hidden else "")
+        scheme, _, rest = url.partition("://")
+        if (userinfo := _USERINFO.match(url)) is not None:
+            rest = url[userinfo.end() :]
+        authority = re.match(r"[^/?#]*", rest).group(0)  # type: ignore[union-attr]
+        tail = rest[len(authority) :]
+        text = f"{scheme}://{authority.rpartition('@')[2]}" + ("/..." if tail.strip("/") else "")
     return text if len(text) <= MAX_REPR else f"{text[: MAX_REPR - 3]}..."
 
 
 def without_password(text: str, url: str) -> str:
-    """`text` (a message that may repeat `url`, or a library's message about it) with the
-    password in `url`'s user info as ``***`` wherever its ``user:password@host`` appears."""
-    netloc = urllib.parse.urlsplit(url).netloc
-    user, at, host = netloc.rpartition("@")
-    if ":" not in user:
-        return text
-    return text.replace(netloc, f"{user.split(':', 1)[0]}:***{at}{host}")
+    """`text` (a message that may repeat `url`, or a library's message about it) with every
+    secret of `url` (`url_shown`) as ``***`` where it appears in its context (``user:pw@``,
+    ``password=pw``), never a bare word replaced."""
+    for raw, shown_as in _secrets(url):
+        text = text.replace(raw, shown_as)
+    return text
 
 
 def check(ok: bool, key: str, message: str) -> None:
@@ -93,4 +117,4 @@ def within(where: str, call: Callable[..., _T], *args: Any) -> _T:
     try:
         return call(*args)
     except ConfigError as err:
-        raise ConfigError(f"{err} (in {where})") from None
+        raise ConfigError(f"{err} (in {key_shown(where, MAX_REPR)})") from None

@@ -26,6 +26,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from ssvae_core.errors import without_password
 from ssvae_core.metrics import finite_numbers
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ class RunLog:
         except Exception as err:  # MLflow down, or its store refused: keep the rest pending
             self._retry_at = time.monotonic() + RETRY_AFTER_S
             left = len(ops) - done
-            log.warning("MLflow: %d operation(s) pending in %s: %s", left, self.directory, err)
+            said = without_password(str(err), self.uri)  # MLflow's client repeats the URI
+            log.warning("MLflow: %d operation(s) pending in %s: %s", left, self.directory, said)
             return False
         return True
 

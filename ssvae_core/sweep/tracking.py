@@ -336,4 +336,5 @@ class SweepTracking:
                     mlflow.set_tag(run.info.run_id, "ssvae.message", error[:4000])
                 mlflow.set_terminated(run.info.run_id, status)
         except Exception as err:
-            log.warning("MLflow: could not close runs left RUNNING: %s", err)
+            said = without_password(str(err), self.uri)
+            log.warning("MLflow: could not close runs left RUNNING: %s", said)

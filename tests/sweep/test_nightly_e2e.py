@@ -206,6 +206,7 @@ def test_a_failed_notification_does_not_print_the_webhooks_secret_path(
         (["--notify", "http://127.0.0.1:99999/x"], "is not a URL (Port out of range"),
         (["--notify", "https:///path"], "with a host and port 1-65535, got https:///..."),
         (["--notify", "http://127.0.0.1:0/x"], "port 1-65535, got http://127.0.0.1:0/..."),
+        (["--notify", "http://TOKEN@127.0.0.1:8/x"], "a user or token before @ is not sent"),
     ],
 )
 def test_bad_input_exits_2_before_any_trial(

@@ -152,3 +152,20 @@ def test_a_trial_error_is_recorded_as_plain_text() -> None:
     assert "\x1b[" in str(error) or "ray::" in str(error)  # what the table used to hold
     assert plain_error(error) == "ValueError: data.size: too small"
     assert plain_error(KeyError("lost")) == "KeyError: 'lost'"
+
+
+def test_an_outage_is_logged_without_the_servers_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow's client names the URL it failed on; the warning (a log a night keeps) must not
+    carry its password. Port 1: nothing listens, and the client gives up at once."""
+    import logging
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    runlog = RunLog("http://alice:s3cret@127.0.0.1:1", tmp_path)
+    _declare(runlog, "0")
+    with caplog.at_level(logging.WARNING, logger=runlog_module.__name__):
+        assert not runlog.log("status", status="RUNNING")
+    said = " ".join(record.getMessage() for record in caplog.records)
+    assert "operation(s) pending" in said and "alice:***@127.0.0.1:1" in said
+    assert "s3cret" not in said

@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "nightly", help="a scheduled ablation compared with its baseline", description=DESCRIPTION
     )
-    parser.add_argument("target", nargs="+", metavar="SPEC | history SPEC_NAME")
+    parser.add_argument("target", type=path_arg, nargs="+", metavar="SPEC | history SPEC_NAME")
     parser.add_argument("--baseline", default="last", help="last (default) or a parent run id")
     parser.add_argument("--history", type=int, help="earlier nights to compare with (default 7)")
     parser.add_argument(
@@ -130,6 +130,12 @@ def check_notify_url(url: str) -> None:
         parts.port  # noqa: B018  (raises ValueError for a port out of range)
     except ValueError as err:
         raise ConfigError(f"--notify: {url_shown(url, path=False)} is not a URL ({err})") from None
+    check(
+        "@" not in parts.netloc,
+        "--notify",
+        "a user or token before @ is not sent (urllib would look it up as the host's name); "
+        f"put it in the path, got {url_shown(url, path=False)}",
+    )
     ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
     check(
         ok,
