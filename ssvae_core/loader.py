@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 from ssvae_core.config import DEFAULT_PRESET, PRESETS, RunConfig
-from ssvae_core.errors import ConfigError, check_name, shown
+from ssvae_core.errors import ConfigError, check_name, key_shown, shown
 from ssvae_core.safe_yaml import read_yaml, read_yaml_file
 
 __all__ = ["build", "from_dict", "load", "merge", "nest", "parse_override", "read_yaml"]
@@ -62,9 +62,8 @@ def build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
     changes: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"
-        if key not in names:  # the key as typed, cut like a value (it may be 100 kB)
-            typed = shown(dotted) if len(dotted) > 100 or not dotted.isprintable() else dotted
-            raise ConfigError(f"{typed}: unknown key; valid keys: {', '.join(names)}")
+        if key not in names:  # the key as typed, cut (it may be 100 kB)
+            raise ConfigError(f"{key_shown(dotted)}: unknown key; valid keys: {', '.join(names)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             changes[key] = build(hint, getattr(base, key), value, f"{dotted}.")  # type: ignore[arg-type]
@@ -110,15 +109,32 @@ def nest(values: Any, where: str = ROOT, _open: frozenset[int] = frozenset()) ->
                 raise ConfigError(
                     f"{_dotted(where, key)}: expected a mapping, got {shown(section)}"
                 )
-            node[leaf] = merge(section, nest(value, _dotted(where, key), inside))
+            dotted = _dotted(where, key)
+            node[leaf] = _merge_once(section, nest(value, dotted, inside), dotted)
+        elif leaf in node:  # "train: {lr: 1}" then "train.lr: 2": one key, spelt twice
+            raise ConfigError(f"{_dotted(where, key)}: set twice in one mapping")
         else:
             node[leaf] = value
     return nested
 
 
+def _merge_once(into: dict[str, Any], update: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`merge`, but a key that both set (``train.lr: 1`` beside ``train: {lr: 2}``) is a
+    `ConfigError` rather than the later one winning: within one mapping that is a typo."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge_once(into[key], value, _dotted(where, key))
+        elif key in into:
+            raise ConfigError(f"{_dotted(where, key)}: set twice in one mapping")
+        else:
+            into[key] = value
+    return into
+
+
 def _dotted(where: str, key: Any) -> str:
-    """The dotted name of `key` inside `where` (just the key at the root)."""
-    return str(key) if where == ROOT else f"{where}.{key}"
+    """The dotted name of `key` inside `where` (just the key at the root), as a message shows
+    it (`errors.key_shown`: cut, on one line)."""
+    return key_shown(key if where == ROOT else f"{where}.{key}")
 
 
 def parse_override(text: str) -> dict[str, Any]:

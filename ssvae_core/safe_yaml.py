@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import stat
 from collections.abc import Hashable
 from pathlib import Path
@@ -21,12 +22,14 @@ from ssvae_core.errors import ConfigError
 
 MAX_YAML_BYTES = 1_000_000
 MAX_YAML_NODES = 100_000
+PIPE_WAIT_S = 5.0  # how long a pipe may take to get its first byte (or its writer to close)
 
 
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads ``1e-3`` as a string; here it is a float, as a user means it. And YAML
-    1.1 reads ``010`` as 8 (octal), ``1:00`` as 60 (base 60) and ``0x10`` as 16; here an int
-    is decimal, and those stay strings, which a number-typed key refuses (exit 2)."""
+    1.1 reads ``010`` as 8 (octal), ``1:00`` as 60 and ``1:30.0`` as 90.0 (base 60), ``0x10``
+    as 16; here numbers are decimal, and those stay strings, which a number-typed key refuses
+    (exit 2)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         """A key twice in one mapping is an error (YAML 1.1 keeps the last one, silently:
@@ -47,18 +50,18 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-INT = "tag:yaml.org,2002:int"
-_Loader.yaml_implicit_resolvers = {  # the class's own copy, without YAML 1.1's int forms
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != INT]
+INT, FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_Loader.yaml_implicit_resolvers = {  # the class's own copy, without YAML 1.1's number forms
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (INT, FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
+_Loader.add_implicit_resolver(  # decimal, with or without an exponent; no base 60 (1:30.0)
+    FLOAT,
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
         |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
         re.X,
@@ -97,8 +100,9 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
                 f"{where}: holds more than {MAX_YAML_NODES} values once aliases are expanded"
             )
         return loader.construct_document(node)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{where}: not valid YAML: {err}") from None
+    except yaml.YAMLError as err:  # a control character is refused before loader.name is set
+        said = str(err).replace('"<unicode string>"', f'"{where}"')
+        raise ConfigError(f"{where}: not valid YAML: {said}") from None
     except RecursionError:  # PyYAML's parser recurses once per level ([[[[...]]]])
         raise ConfigError(f"{where}: nested too deeply; not a config") from None
     finally:
@@ -109,9 +113,10 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
 def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_YAML_BYTES) -> bytes:
     """A file's bytes, at most `limit` of them: a larger file (or ``/dev/zero``, a pipe that
     never ends) is refused after reading ``limit + 1``, never read whole. A missing path, a
-    directory or an unreadable file name the path. A named pipe nobody writes to is refused,
-    not waited on: it is opened without blocking (``open`` would wait for a writer), and one
-    with no writer reads as empty; ``--config <(cmd)`` still reads what ``cmd`` writes."""
+    directory or an unreadable file name the path. A pipe (``--config <(cmd)``, or a named
+    one) is read once something is written to it or its writer has closed (an empty pipe
+    reads as an empty file does), and refused if nothing comes within `PIPE_WAIT_S`: ``open``
+    alone would wait for ever for a writer that never comes."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory; expected a {what}")
@@ -122,14 +127,15 @@ def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_YAML_BYTES
     except OSError as err:
         raise ConfigError(f"{path}: cannot read it as a {what}: {err}") from None
     with os.fdopen(fd, "rb") as handle:
-        pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+        if stat.S_ISFIFO(os.fstat(fd).st_mode) and not select.select([fd], [], [], PIPE_WAIT_S)[0]:
+            raise ConfigError(
+                f"{path}: a pipe nothing was written to within {PIPE_WAIT_S:g} s; expected a {what}"
+            )
         os.set_blocking(fd, True)  # a pipe with a writer is read to its end
         try:
             data = handle.read(limit + 1)
         except OSError as err:
             raise ConfigError(f"{path}: cannot read it as a {what}: {err}") from None
-    if pipe and not data:
-        raise ConfigError(f"{path}: a named pipe with nothing written to it; expected a {what}")
     if len(data) > limit:
         raise ConfigError(f"{path}: larger than {limit} bytes; not a {what}")
     return data

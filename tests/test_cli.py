@@ -79,7 +79,9 @@ def test_config_file_errors_name_the_key(
     [
         ("train: 5\ntrain.lr: 0.1\n", "train: expected a mapping, got 5"),
         ("data: {size: 32}\ndata.size.x: 1\n", "data.size: expected a mapping, got 32"),
-        ("train.lr: 0.1\ntrain: {lr: 0.2}\nmodel: &m {a: *m}\n", "model.a: holds itself"),
+        ("train: {epochs: 2}\ntrain.lr: 0.1\nmodel: &m {a: *m}\n", "model.a: holds itself"),
+        ("train.lr: 0.1\ntrain: {lr: 0.2}\n", "train.lr: set twice in one mapping"),
+        ("train: {lr: 0.2}\ntrain.lr: 0.1\n", "train.lr: set twice in one mapping"),
         ("train: {lr: 0.1\x07}\n", "not valid YAML: unacceptable character #x0007"),
     ],
 )
@@ -207,6 +209,7 @@ def test_ctrl_c_is_one_line_and_exit_130(
         ["sweep", ""],
         ["report", "sweeps/smoke.yaml", "--storage-path", ""],
         ["nightly", "sweeps/smoke.yaml", "--out", ""],
+        ["nightly", ""],
         ["mi-bench", "--from-csv", ""],
     ],
 )
@@ -218,5 +221,9 @@ def test_an_empty_path_is_refused_at_parsing(
     with pytest.raises(SystemExit) as exited:
         cli.main(argv)
     assert exited.value.code == 2
-    flag = argv[-2] if argv[-2].startswith("--") else "FILE"
+    flag = (
+        argv[-2]
+        if argv[-2].startswith("--")
+        else {"nightly": "SPEC | history SPEC_NAME"}.get(argv[0], "FILE")
+    )
     assert f"argument {flag}: expected a path, got an empty one" in capsys.readouterr().err

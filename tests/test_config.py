@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from pathlib import Path
 
@@ -170,15 +171,19 @@ def test_a_config_file_is_read_bounded_never_whole(tmp_path: Path) -> None:
 
 
 def test_a_named_pipe_without_a_writer_is_refused_and_one_with_a_writer_is_read(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``open`` on a named pipe waits for a writer: a config path that is one must answer at
-    once, not hang; ``--config <(cmd)`` (a pipe with its writer) is still read to its end."""
+    """``open`` on a named pipe waits for a writer: one nobody writes to is refused within
+    `PIPE_WAIT_S`, not waited on for ever. One whose writer comes later, ``--config <(cmd)``
+    (a pipe with its writer) and an empty pipe (``<(true)``, read as an empty file is) are
+    read to their end."""
     import os
     import threading
+    import time
 
     from ssvae_core import safe_yaml
 
+    monkeypatch.setattr(safe_yaml, "PIPE_WAIT_S", 1.0)
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)
     answer: list[BaseException] = []
@@ -196,8 +201,19 @@ def test_a_named_pipe_without_a_writer_is_refused_and_one_with_a_writer_is_read(
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail(f"reading {fifo} waited for a writer")
     assert [str(err) for err in answer] == [
-        f"{fifo}: a named pipe with nothing written to it; expected a config file"
+        f"{fifo}: a pipe nothing was written to within 1 s; expected a config file"
     ]
+
+    def write_late() -> None:  # opens its end after the reader opened its own
+        time.sleep(0.3)
+        with open(fifo, "wb") as end:
+            end.write(b"seed: 4\n")
+
+    writer = threading.Thread(target=write_late, daemon=True)
+    writer.start()
+    assert safe_yaml.read_yaml_file(fifo, "config file") == {"seed": 4}
+    writer.join(timeout=10)
+
     read, write = os.pipe()
     os.write(write, b"train: {lr: 0.5}\n")
 
@@ -213,6 +229,12 @@ def test_a_named_pipe_without_a_writer_is_refused_and_one_with_a_writer_is_read(
         later.join()
         os.close(read)
     assert got == {"train": {"lr": 0.5}, "seed": 3}
+    read, write = os.pipe()
+    os.close(write)  # <(true): the writer wrote nothing and closed
+    try:
+        assert safe_yaml.read_bytes(f"/proc/self/fd/{read}") == b""
+    finally:
+        os.close(read)
 
 
 def test_a_key_twice_in_one_mapping_is_refused_not_replaced() -> None:
@@ -226,3 +248,18 @@ def test_a_key_twice_in_one_mapping_is_refused_not_replaced() -> None:
         safe_yaml.read_yaml("train: {lr: 0.1, lr: 0.2}\n")
     merged = safe_yaml.read_yaml("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n")
     assert merged["d"] == {"b": 3, "c": 2}
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("10", 10), ("1_000", 1000), ("-3", -3), ("1e-3", 0.001), ("-.5", -0.5), ("1.", 1.0),
+     ("-.inf", -math.inf), ("010", "010"), ("1:00", "1:00"), ("1:30.0", "1:30.0"),
+     ("0x10", "0x10"), ("0o7", "0o7")],
+)  # fmt: skip
+def test_numbers_are_decimal_and_the_rest_stays_text(text: str, value: object) -> None:
+    """YAML 1.1 reads 010 as 8, 1:00 as 60, 1:30.0 as 90.0 and 0x10 as 16, silently; a
+    number-typed key then refuses the string (``train.epochs: expected int, got '010'``)."""
+    from ssvae_core import safe_yaml
+
+    got = safe_yaml.read_yaml(text)
+    assert got == value and type(got) is type(value)

@@ -42,7 +42,7 @@ from typing import Any
 from ssvae_core import config, loader, safe_yaml
 from ssvae_core.config import RunConfig
 from ssvae_core.couplings import coupling_params
-from ssvae_core.errors import check, shown, within
+from ssvae_core.errors import check, key_shown, shown, within
 from ssvae_core.errors import check_name as choose
 from ssvae_core.fused import fuse_key
 from ssvae_core.metrics import SEARCHABLE
@@ -246,8 +246,7 @@ def parse(
     raw = safe_yaml.read_yaml(text, where)
     check(isinstance(raw, Mapping), "<root>", f"expected a mapping, got {shown(raw)}")
     for key in raw:
-        typed = str(key) if len(str(key)) <= 100 and str(key).isprintable() else shown(key)
-        check(key in _TOP_KEYS, typed, f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
+        check(key in _TOP_KEYS, key_shown(key), f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
     name = check_name_component(raw.get("name", default_name), "name")
     experiment = raw.get("experiment", name)
     ok = isinstance(experiment, str) and experiment.strip() != ""
