@@ -79,9 +79,12 @@ class Optimizer:
 def _own(value: Any, p: Tensor, cast: bool) -> Any:
     """A saved tensor as this optimiser's own copy (not shared with whoever handed it in), on
     `p`'s device and, if `cast` and floating, in `p`'s dtype (as torch.optim does for all but
-    the step count, kept exact in its own dtype); anything else as it is."""
+    the step count, kept exact in its own dtype); anything else as it is. A moment (`cast`)
+    must have `p`'s shape: a ValueError otherwise (`checkpoint.restoring` names the file)."""
     if not isinstance(value, Tensor):
         return value
+    if cast and value.shape != p.shape:  # a moment is per entry of its parameter
+        raise ValueError(f"saved state of shape {list(value.shape)} for a {list(p.shape)} weight")
     dtype = p.dtype if cast and value.is_floating_point() else value.dtype
     return value.detach().to(device=p.device, dtype=dtype, copy=True)
 

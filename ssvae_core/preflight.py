@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ssvae_core.config import DataConfig, RunConfig
+from ssvae_core.couplings import coupling_params
 from ssvae_core.errors import ConfigError
 from ssvae_core.frames import frames_per_batch
 
@@ -75,32 +76,42 @@ def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     weights = (
         4 * (pixels * 3 * hidden + hidden * hidden) * FLOAT if cfg.encoder.kind == "mlp" else 0
     )
-    return {
-        "train.batch_size": runs * max(step, probe),
-        "encoder.hidden": runs * weights,
-        **{key: runs * part for key, part in coupling_bytes(cfg).items()},
-    }
+    parts = {"train.batch_size": runs * max(step, probe), "encoder.hidden": runs * weights}
+    for key, part in coupling_bytes(cfg).items():
+        parts[key] = parts.get(key, 0) + runs * part
+    return parts
 
 
 def coupling_bytes(cfg: RunConfig) -> dict[str, int]:
-    """An MLP critic's bytes (weights with their gradient and Adam's two moments; for
-    ``concat_mlp`` also its [B, M, H] activations over every pair, four kept for the
-    backward), by the key that drives each: ``coupling.hidden`` (H), ``coupling.embed_dim``
-    (E, ``separable_mlp``'s H x E output layers). Nothing for the other couplings."""
+    """An MLP critic's bytes, by the key that drives each: its weights with their gradient
+    and Adam's two moments (an upper bound for SGD) under ``coupling.hidden`` (H), and
+    ``coupling.embed_dim`` (E) for ``separable_mlp``'s H x E output layers; ``concat_mlp``'s
+    [B, M, H] activations over every pair (four kept for the backward) under the key that
+    made them large: H above its default, else N (``objective.n_negatives``) where it widens
+    M, else ``train.batch_size``. Nothing for the other couplings."""
     if cfg.train.mode != "ssl" or cfg.coupling.kind not in ("concat_mlp", "separable_mlp"):
         return {}
     used, dim = cfg.coupling.used(), 2 * cfg.data.n_balls  # z [B, 2K]: a centre per ball
     hidden, embed = int(used["hidden"]), int(used.get("embed_dim", 0))
+    if cfg.coupling.kind == "separable_mlp":  # two _mlp(D, H, E): g and h
+        weights = 2 * (dim * hidden + hidden * hidden)
+        return {
+            "coupling.hidden": 4 * weights * FLOAT,
+            "coupling.embed_dim": 8 * hidden * embed * FLOAT,
+        }
     batch = cfg.train.batch_size
     candidates = max(batch, (cfg.objective.n_negatives or batch - 1) + 1)  # M
-    if cfg.coupling.kind == "concat_mlp":  # _mlp(2D, H, 1)
-        weights = 2 * dim * hidden + hidden * hidden + hidden
-        return {"coupling.hidden": (4 * weights + 4 * batch * candidates * hidden) * FLOAT}
-    weights = 2 * (dim * hidden + hidden * hidden)  # two _mlp(D, H, E): g and h
-    return {
-        "coupling.hidden": 4 * weights * FLOAT,
-        "coupling.embed_dim": 8 * hidden * embed * FLOAT,
-    }
+    weights = 2 * dim * hidden + hidden * hidden + hidden  # _mlp(2D, H, 1)
+    if hidden > int(coupling_params("concat_mlp")["hidden"]):  # type: ignore[call-overload]
+        activations_key = "coupling.hidden"
+    elif candidates > batch:
+        activations_key = "objective.n_negatives"
+    else:
+        activations_key = "train.batch_size"
+    parts = {"coupling.hidden": 4 * weights * FLOAT}
+    activations = 4 * batch * candidates * hidden * FLOAT
+    parts[activations_key] = parts.get(activations_key, 0) + activations
+    return parts
 
 
 def estimate(cfg: RunConfig) -> dict[str, int]:

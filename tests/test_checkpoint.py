@@ -162,3 +162,21 @@ def test_a_checkpoint_that_is_a_named_pipe_is_refused_not_waited_on(
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         pytest.fail(f"loading {fifo} waited for a writer")
     assert len(answer) == 1 and "not a valid ssvae checkpoint (not a regular" in str(answer[0])
+
+
+def test_optimiser_moments_of_another_shape_are_refused_at_the_resume(
+    tmp_path: Path, tiny_cfg: RunConfig, tiny_video: Video
+) -> None:
+    """Adam's moments of the first two weights exchanged: the first step after the resume
+    failed with a broadcast RuntimeError; now the resume is refused, naming the file."""
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, optimizer="adam"))
+    fit(cfg, checkpoint_dir=str(tmp_path), video=tiny_video)
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    moments = state["optimizer"]["state"]
+    assert moments[0]["exp_avg"].shape != moments[1]["exp_avg"].shape
+    moments[0], moments[1] = moments[1], moments[0]
+    torch.save(state, tmp_path / CHECKPOINT_FILE)
+    with pytest.raises(CheckpointError, match=r"not a valid ssvae checkpoint \(ValueError: saved"):
+        fit(cfg, checkpoint_dir=str(tmp_path), video=tiny_video)

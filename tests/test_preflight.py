@@ -75,3 +75,12 @@ def test_an_mlp_critic_beyond_the_machine_is_refused_naming_its_key(
     assert sum(preflight.coupling_bytes(fits).values()) < 2**20
     preflight.check_memory(fits, available=24 * GIB)
     assert preflight.coupling_bytes(loader.load("small", None, [])) == {}  # gaussian: none
+
+
+def test_a_critics_activations_are_blamed_on_what_made_them_large() -> None:
+    """concat_mlp's [B, M, H] activations at its default H: a batch of 4096 is what grew."""
+    sets = ["coupling.kind=concat_mlp", "train.batch_size=4096", "data.n_frames=20000"]
+    parts = preflight.coupling_bytes(loader.load("small", None, sets))
+    assert parts["train.batch_size"] > 1000 * parts["coupling.hidden"]
+    with pytest.raises(ConfigError, match=r"^train\.batch_size: the run needs about"):
+        preflight.check_memory(loader.load("small", None, sets), available=24 * GIB)

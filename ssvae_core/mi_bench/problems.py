@@ -114,6 +114,11 @@ class Samples:
         return None
 
 
+def _real(array: np.ndarray) -> bool:
+    """Integers or floats (a complex array is a number to numpy, not to a critic)."""
+    return bool(np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating))
+
+
 def from_npz(path: str | Path, batch: int = 64) -> Samples:
     """The pairs of an ``.npz`` (``x``, ``y``, ``mi``); a `ConfigError` names what is wrong."""
     path = Path(path)
@@ -131,7 +136,7 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
             raise ConfigError(f"{path}: no array {key!r}; expected x [n, dx], y [n, dy], mi")
     x, y, mi = arrays["x"], arrays["y"], arrays["mi"]
     for key, array in (("x", x), ("y", y)):
-        ok = array.ndim == 2 and np.issubdtype(array.dtype, np.number)
+        ok = array.ndim == 2 and _real(array)
         if not ok:
             raise ConfigError(
                 f"{path}: {key} must be a 2-D numeric array, got shape {array.shape} of "
@@ -148,7 +153,7 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
             f"{path}: x and y need the same number of rows, at least {need} for batches of "
             f"{batch} (got {len(x)} and {len(y)})"
         )
-    numeric = mi.size == 1 and np.issubdtype(mi.dtype, np.number)
+    numeric = mi.size == 1 and _real(mi)
     if not numeric or not np.isfinite(mi).all() or float(mi.reshape(())) < 0:
         raise ConfigError(f"{path}: mi must be one finite number >= 0 (nats), got {shown(mi)}")
     mi = mi.reshape(())

@@ -35,8 +35,14 @@ def rho_for_mi(mi_nats: float, dim: int = 20) -> float:
     if dim < 1:
         raise ValueError(f"dim must be >= 1, got {dim!r}")
     rho = math.sqrt(-math.expm1(-2.0 * mi_nats / dim))
-    if rho >= 1.0:  # y = x exactly: log(1 - rho^2) is -inf, and the task's MI infinite
-        raise ValueError(f"{mi_nats:g} nats over {dim} dimensions is beyond float64 precision")
+    # Near rho = 1 float64 runs out: at d = 20, 360 to 374 nats all give one rho (360.4 nats)
+    # and beyond that rho = 1 (y = x, infinite MI). The task must have the MI it is labelled.
+    held = mi_for_rho(rho, dim) if rho < 1.0 else math.inf
+    if not math.isclose(held, mi_nats, rel_tol=1e-6, abs_tol=1e-9):
+        raise ValueError(
+            f"{mi_nats:g} nats over {dim} dimensions is beyond float64 precision (the pairs "
+            f"would hold {held:g})"
+        )
     return rho
 
 

@@ -85,6 +85,8 @@ def test_bad_input_exits_2_naming_it(
         (["--files", "{tmp}/mi-text.npz"], "mi-text.npz: mi must be one finite number >= 0"),
         (["--files", "{tmp}/x-text.npz"], "x must be a 2-D numeric array, got shape (400, 4) of"),
         (["--files", "{tmp}/x-huge.npz"], "x-huge.npz: x holds NaN or inf, or values beyond"),
+        (["--files", "{tmp}/mi-complex.npz"], "mi-complex.npz: mi must be one finite number"),
+        (["--mis", "370"], "--mis: 370 for task gaussian: 370 nats over 20 dimensions is beyond"),
         (
             ["--files", "{tmp}/sizes.npz", "--couplings", "bilinear,gaussian"],
             "--couplings: gaussian compares x and y directly, and file:sizes has x of 4 and y of 3",
@@ -128,6 +130,7 @@ def test_bad_input_is_refused_before_any_training(
         "mi-text": {"x": rows, "y": rows, "mi": np.array("2")},
         "x-text": {"x": np.full((400, 4), "a"), "y": rows, "mi": np.array(2.0)},
         "x-huge": {"x": rows * 1e300, "y": rows, "mi": np.array(2.0)},  # inf in float32
+        "mi-complex": {"x": rows, "y": rows, "mi": np.array(1 + 2j)},
         "sizes": {"x": rows, "y": rows[:, :3], "mi": np.array(0.0)},
     }.items():
         np.savez(tmp_path / f"{name}.npz", **arrays)
