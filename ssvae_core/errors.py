@@ -51,9 +51,14 @@ def path_arg(text: str) -> str:
     return text
 
 
-# scheme://user:password@ as SQLAlchemy reads it: the password runs to the first "@" and may
-# hold "/", "#" or "?", which urlsplit would take for the end of the host
-_USERINFO = re.compile(r"^(?P<user>[A-Za-z][\w+.-]*://[^:/@?#]*):(?P<password>[^@]*)@")
+# scheme://user:password@ as SQLAlchemy reads a database URI: the password runs to the first
+# "@" and may hold "/", "#" or "?", which urlsplit would take for the end of the host; in an
+# http(s) URL, as urllib reads it, those end the host ("http://h:5000/a@b" has no password)
+_USERINFO = re.compile(
+    r"^(?P<user>(?!https?://)[A-Za-z][\w+.-]*://[^:/@?#]*):(?P<password>[^@]*)@"
+    r"|^(?P<web>https?://[^:/@?#]*):(?P<secret>[^@/?#]*)@",
+    re.IGNORECASE,
+)
 # a secret in the query: ?password=... (libpq), ?token=..., ?api_key=...
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|token|secret|api_key|key)=)[^&#]*")
 
@@ -62,7 +67,8 @@ def _secrets(url: str) -> list[tuple[str, str]]:
     """The parts of `url` that hold a secret, each as it appears and as it may be shown."""
     found = []
     if (userinfo := _USERINFO.match(url)) is not None:
-        user, password = userinfo.group("user"), userinfo.group("password")
+        user = userinfo.group("user") or userinfo.group("web")
+        password = userinfo.group("password") or userinfo.group("secret") or ""
         found.append((f"{user}:{password}@", f"{user}:***@"))
     for query in _QUERY_SECRET.finditer(url):
         found.append((query.group(0), f"{query.group(1)}***"))

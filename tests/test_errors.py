@@ -20,6 +20,7 @@ from ssvae_core.errors import url_shown, without_password
         ("https://hooks.example.com/services/T0/B0/XYZ",
          "https://hooks.example.com/services/T0/B0/XYZ", "https://hooks.example.com/..."),
         ("http://h:5000", "http://h:5000", "http://h:5000"),
+        ("http://h:5000/a@b", "http://h:5000/a@b", "http://h:5000/..."),  # no user info
         ("http://bob@h/x?token=t", "http://bob@h/x?token=***", "http://h/..."),
         ("sqlite:////tmp/a.db", "sqlite:////tmp/a.db", "sqlite:///..."),  # not sqlite://tmp
         ("./mlruns", "./mlruns", "./mlruns"),
@@ -44,7 +45,7 @@ def test_a_message_repeating_the_url_loses_the_password_only() -> None:
         "cannot connect to postgresql://bob:***@db/mlflow (db: pw reset?)"
     )
     assert without_password("x", "http://h:5000") == "x"
-    api = "http://alice:s/3#cret@127.0.0.1:1"  # how MLflow's client says it failed
+    api = "http://alice:s3cret@127.0.0.1:1"  # how MLflow's client says it failed
     said = f"API request to {api}/api/2.0/mlflow/runs/create failed"
     assert without_password(said, api) == (
         "API request to http://alice:***@127.0.0.1:1/api/2.0/mlflow/runs/create failed"
