@@ -2,8 +2,10 @@
 
 Safe: `yaml.SafeLoader`, so no tag can build an object or run code. Bounded: a text over
 `MAX_YAML_BYTES`, or one whose aliases expand past `MAX_YAML_NODES` values (an alias bomb), is
-refused before anything is built from it. Scientific notation (``1e-3``) reads as a float, as a
-user means it. Imports nothing heavy, so a missing or broken file answers at once.
+refused before anything is built from it; a pipe is waited on for at most `PIPE_WAIT_S`.
+Numbers are decimal, as a user means them: ``1e-3`` is a float, and YAML 1.1's octal, base-60
+and hex forms stay text. A key twice in one mapping is an error, not the last one winning.
+Imports nothing heavy, so a missing or broken file answers at once.
 """
 
 from __future__ import annotations
