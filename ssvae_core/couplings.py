@@ -269,6 +269,12 @@ def coupling_params(name: str) -> dict[str, object]:
     return declared_params(lookup(COUPLINGS, name, "coupling"), skip=("dim_prime",))
 
 
+def same_size(name: str) -> bool:
+    """Whether coupling `name` compares z and z' directly, so needs them of one size (D' = D);
+    the MLP critics map each on its own and do not."""
+    return bool(getattr(COUPLINGS[name], "same_dim", True))
+
+
 def build_coupling(
     name: str, dim: int, dim_prime: int | None = None, **params: object
 ) -> nn.Module:
@@ -287,8 +293,8 @@ def build_coupling(
             )
     if dim_prime is None or dim_prime == dim:
         return cls(dim, **params)
-    if getattr(cls, "same_dim", True):
-        flexible = sorted(n for n, c in COUPLINGS.items() if not getattr(c, "same_dim", True))
+    if same_size(name):
+        flexible = sorted(n for n in COUPLINGS if not same_size(n))
         raise ValueError(
             f"coupling {name!r} compares z and z' directly, so they need the same size; "
             f"got {dim} and {dim_prime}: use one of {', '.join(flexible)}"

@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -165,13 +165,13 @@ def check_distinct(args: argparse.Namespace) -> None:
 
 def check_sizes(cases: Sequence[Any], couplings: Sequence[str]) -> None:
     """Each coupling can compare each problem's x and y: one that needs them of one size
-    (`couplings.build_coupling`) is refused here, not after the runs before it trained."""
-    from ssvae_core.couplings import COUPLINGS
+    (`couplings.same_size`) is refused here, not after the runs before it trained."""
+    from ssvae_core.couplings import same_size
 
     for case in cases:
         dx, dy = case.dims
         for name in couplings:
-            if dx != dy and getattr(COUPLINGS[name], "same_dim", True):
+            if dx != dy and same_size(name):
                 raise ConfigError(
                     f"--couplings: {name} compares x and y directly, and {case.name} has x of "
                     f"{dx} and y of {dy} columns; leave {name} out for it"
@@ -248,19 +248,23 @@ def write_outputs(
     tables = markdown_tables(results) if many else markdown_table(results)
     document = f"{header}\n\n{tables}\n"
     print(document)
+
+    def bias_figure(path: str) -> None:
+        from ssvae_core.mi_bench.figures import estimator_bias  # matplotlib: only when asked
+
+        estimator_bias(results, path)
+
+    writers: list[tuple[str, str | None, Callable[[str], object]]] = [
+        ("--csv", csv, lambda path: results.to_csv(path, index=False)),  # the rows first
+        ("--out", out, lambda path: Path(path).write_text(document, encoding="utf-8")),
+        ("--figure", figure, bias_figure),
+    ]
     failed = 0
-    for path, key in ((csv, "--csv"), (out, "--out"), (figure, "--figure")):
+    for key, path, write in writers:
         if path is None:
             continue
-        try:  # the rows first: they are what hours of training made
-            if key == "--csv":
-                results.to_csv(path, index=False)
-            elif key == "--out":
-                Path(path).write_text(document, encoding="utf-8")
-            else:
-                from ssvae_core.mi_bench.figures import estimator_bias
-
-                estimator_bias(results, path)
+        try:
+            write(path)
         except OSError as err:  # a full disk, say: the other outputs are still written
             print(f"ssvae mi-bench: {key}: could not write {path}: {err}", file=sys.stderr)
             failed += 1
