@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -50,3 +51,35 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
 def fake_gpu(fake_cuda: Callable[..., None]) -> None:
     """A CUDA device with 4 GiB, as torch would describe it."""
     fake_cuda()
+
+
+@pytest.fixture
+def refused_not_waited() -> Callable[[Path, Callable[[], object]], str]:
+    """``refused_not_waited(fifo, read)``: `read` (which opens the named pipe `fifo`, nobody
+    writing to it) run in a thread; the message of the `ConfigError` it must raise within
+    10 s. One that waits for a writer instead is released (the test opens the other end)
+    and fails the test rather than hang the suite."""
+    import os
+    import threading
+
+    from ssvae_core.errors import ConfigError
+
+    def run(fifo: Path, read: Callable[[], object]) -> str:
+        answer: list[ConfigError] = []
+
+        def attempt() -> None:
+            try:
+                read()
+            except ConfigError as err:
+                answer.append(err)
+
+        reader = threading.Thread(target=attempt, daemon=True)
+        reader.start()
+        reader.join(timeout=10)
+        if reader.is_alive():  # it waits in open(): be its writer to release it, then fail
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            pytest.fail(f"reading {fifo} waited for a writer")
+        assert len(answer) == 1, f"reading {fifo} raised no ConfigError"
+        return str(answer[0])
+
+    return run

@@ -141,27 +141,14 @@ def test_a_checkpoint_with_its_fingerprint_but_not_its_state_is_refused(
 
 
 def test_a_checkpoint_that_is_a_named_pipe_is_refused_not_waited_on(
-    tmp_path: Path, tiny_cfg: RunConfig
+    tmp_path: Path, tiny_cfg: RunConfig, refused_not_waited: Any
 ) -> None:
-    import threading
-
     fifo = tmp_path / CHECKPOINT_FILE
     os.mkfifo(fifo)  # torch.load's open() would wait for a writer
-    answer: list[Exception] = []
-
-    def load() -> None:
-        try:
-            checkpoint.load(tmp_path, tiny_cfg, torch.device("cpu"))
-        except CheckpointError as err:
-            answer.append(err)
-
-    reader = threading.Thread(target=load, daemon=True)
-    reader.start()
-    reader.join(timeout=10)
-    if reader.is_alive():  # it waits in open(): be its writer to release it, then fail
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        pytest.fail(f"loading {fifo} waited for a writer")
-    assert len(answer) == 1 and "not a valid ssvae checkpoint (not a regular" in str(answer[0])
+    message = refused_not_waited(
+        fifo, lambda: checkpoint.load(tmp_path, tiny_cfg, torch.device("cpu"))
+    )
+    assert "not a valid ssvae checkpoint (not a regular" in message
 
 
 def test_optimiser_moments_of_another_shape_are_refused_at_the_resume(

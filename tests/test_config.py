@@ -6,6 +6,7 @@ import dataclasses
 import math
 import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,7 +172,7 @@ def test_a_config_file_is_read_bounded_never_whole(tmp_path: Path) -> None:
 
 
 def test_a_named_pipe_without_a_writer_is_refused_and_one_with_a_writer_is_read(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_not_waited: Any
 ) -> None:
     """``open`` on a named pipe waits for a writer: one nobody writes to is refused within
     `PIPE_WAIT_S`, not waited on for ever. One whose writer comes later, ``--config <(cmd)``
@@ -186,23 +187,8 @@ def test_a_named_pipe_without_a_writer_is_refused_and_one_with_a_writer_is_read(
     monkeypatch.setattr(safe_yaml, "PIPE_WAIT_S", 1.0)
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)
-    answer: list[BaseException] = []
-
-    def refuse() -> None:
-        try:
-            safe_yaml.read_text(fifo, "config file")
-        except ConfigError as err:
-            answer.append(err)
-
-    reader = threading.Thread(target=refuse, daemon=True)
-    reader.start()
-    reader.join(timeout=10)
-    if reader.is_alive():  # it hangs in open(): be its writer to release it, then fail
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        pytest.fail(f"reading {fifo} waited for a writer")
-    assert [str(err) for err in answer] == [
-        f"{fifo}: a pipe nothing was written to within 1 s; expected a config file"
-    ]
+    message = refused_not_waited(fifo, lambda: safe_yaml.read_text(fifo, "config file"))
+    assert message == f"{fifo}: a pipe nothing was written to within 1 s; expected a config file"
 
     def write_late() -> None:  # opens its end after the reader opened its own
         time.sleep(0.3)
