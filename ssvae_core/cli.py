@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -214,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = raw[1:]  # the subcommand's own arguments, as typed
     func: Callable[[argparse.Namespace], int] = args.func
     allocator.tune_process()  # before torch is imported: see ssvae_core/allocator.py
+    # Every figure is a file: matplotlib's Agg, whatever MPLBACKEND says (an unknown name there
+    # fails `import matplotlib` itself, after the training). Ray's local workers inherit it.
+    os.environ["MPLBACKEND"] = "agg"
     try:
         return func(args)
     except ConfigError as err:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,6 +157,22 @@ def test_data_preview_writes_a_png(tmp_path: Path) -> None:
     path = tmp_path / "preview.png"
     assert cli.main(["data", *TINY, "--preview", str(path)]) == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("entry", [["ssvae_core.cli", "data"], ["ssvae_core.mi_bench"]])
+def test_figures_ignore_a_bad_mplbackend(entry: list[str], tmp_path: Path) -> None:
+    """Figures are files: an MPLBACKEND matplotlib does not know (it fails ``import
+    matplotlib`` itself) must not break them, in ``ssvae`` or ``python -m ssvae_core.mi_bench``."""
+    png = tmp_path / "figure.png"
+    args = [*TINY, "--preview", str(png)] if entry[-1] == "data" else [
+        "--smoke-test", "--steps", "2", "--tasks", "gaussian", "--estimators", "infonce",
+        "--couplings", "bilinear", "--mis", "2", "--figure", str(png)]  # fmt: skip
+    env = {**os.environ, "MPLBACKEND": "no-such-backend"}
+    done = subprocess.run(
+        [sys.executable, "-m", *entry, *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_fig1c_runs_every_method_and_seed(

@@ -1,7 +1,7 @@
-"""``python -m ssvae_core.mi_bench``: the same as ``ssvae mi-bench``."""
+"""``python -m ssvae_core.mi_bench ARGS``: ``ssvae mi-bench ARGS``, through the same entry point."""
 
 import sys
 
-from ssvae_core.mi_bench.cli import main
+from ssvae_core.cli import main
 
-sys.exit(main())
+sys.exit(main(["mi-bench", *sys.argv[1:]]))

@@ -269,13 +269,3 @@ def write_outputs(
             print(f"ssvae mi-bench: {key}: could not write {path}: {err}", file=sys.stderr)
             failed += 1
     return EXIT_FAILED if failed else EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ssvae_core.mi_bench ARGS``: the same as ``ssvae mi-bench ARGS``."""
-    parser = argparse.ArgumentParser(prog="ssvae mi-bench", description=DESCRIPTION)
-    add_arguments(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args.argv = argv
-    return run(args)

@@ -10,7 +10,11 @@ import pandas as pd
 import pytest
 
 from ssvae_core import cli
-from ssvae_core.mi_bench.cli import main
+
+
+def main(argv: list[str]) -> int:
+    """``ssvae mi-bench ARGV`` (also what ``python -m ssvae_core.mi_bench`` runs)."""
+    return cli.main(["mi-bench", *argv])
 
 
 def test_command_writes_tables_rows_and_figure(tmp_path: Path) -> None:
