@@ -7,7 +7,8 @@ with a `CheckpointError` (exit 2) that names the keys, a checkpoint written for 
 config: resuming another lr or another coupling from these weights would label old weights
 with a new config. What may differ is what leaves the weights as they are: where the run
 executes (``train.device``), how often it is probed, and, under a constant learning rate,
-``train.epochs`` (training for longer continues the same run).
+``train.epochs`` (training for longer continues the same run; fewer epochs than the
+checkpoint holds is refused).
 """
 
 from __future__ import annotations

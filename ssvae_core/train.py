@@ -341,6 +341,12 @@ class Run:
             if not (isinstance(history, list) and history and isinstance(history[-1], dict)):
                 raise TypeError(f"history: expected a list of epochs, got {shown(history)}")
             self.history = history
+        done = len(history) - 1
+        if done > self.epochs:  # it would return the longer run, labelled with fewer epochs
+            raise checkpoint.CheckpointError(
+                f"train.epochs: {self.epochs}, but the checkpoint in {directory} is after epoch "
+                f"{done}; ask for {done} or more, or use another checkpoint folder"
+            )
         return True
 
 

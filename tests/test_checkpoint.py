@@ -88,6 +88,18 @@ def test_what_leaves_the_weights_alone_may_change_on_resume(
     assert "train.epochs" in checkpoint.fingerprint(cosine)  # its schedule depends on epochs
 
 
+def test_resuming_with_fewer_epochs_than_the_checkpoint_holds_is_refused(
+    tmp_path: Path, tiny_cfg: RunConfig, tiny_video: Video
+) -> None:
+    longer = loader.from_dict({"train": {"epochs": 2}}, tiny_cfg)
+    fit(longer, checkpoint_dir=str(tmp_path), video=tiny_video)
+    shorter = loader.from_dict({"train": {"epochs": 1}}, tiny_cfg)
+    with pytest.raises(CheckpointError, match=r"train.epochs: 1, but the checkpoint in .* is "
+                       r"after epoch 2; ask for 2 or more"):  # fmt: skip
+        fit(shorter, checkpoint_dir=str(tmp_path), video=tiny_video)
+    assert len(fit(longer, checkpoint_dir=str(tmp_path), video=tiny_video).history) == 3
+
+
 def test_the_command_exits_2_on_another_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
