@@ -128,7 +128,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_fig1c(args: argparse.Namespace) -> int:
     from ssvae_core import fig1c
 
-    runs = fig1c.method_configs(args.preset, args.methods, args.seeds, args.overrides)
+    runs = fig1c.method_configs(args.preset, args.methods, args.seeds, args.config, args.overrides)
     from ssvae_core import preflight
 
     for _, _, cfg in runs:
@@ -146,6 +146,15 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
 
     table = fig1c.run_methods(runs, args.out, on_result=show)
     print(fig1c.summary(table).to_string(float_format=lambda v: f"{v:.2f}"))
+    failed = table[table["status"] != "ok"]
+    if len(failed):  # as `ssvae train`: a run that did not finish ok is exit 1
+        runs_shown = ", ".join(
+            f"{r.method} seed {r.seed} ({r.status})" for r in failed.itertuples()
+        )
+        print(
+            f"ssvae fig1c: {len(failed)} of {len(table)} runs failed: {runs_shown}", file=sys.stderr
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 

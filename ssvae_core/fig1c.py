@@ -17,17 +17,37 @@ import pandas as pd
 
 from ssvae_core import config, figures, loader
 from ssvae_core.balls import simulate
-from ssvae_core.errors import check_name
+from ssvae_core.errors import ConfigError, check_name
 from ssvae_core.train import RunResult, fit
 
 
 def method_configs(
-    preset: str, methods: Sequence[str], seeds: Sequence[int], overrides: Iterable[str] = ()
+    preset: str,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
 ) -> list[tuple[str, int, config.RunConfig]]:
-    """Every (method, seed, config), all validated before anything runs."""
+    """Every (method, seed, config), all validated before anything runs.
+
+    The preset, then `path` (a YAML file), then `overrides`, then the method's bundle and the
+    seed. A key the bundle or ``--seeds`` sets is refused if also given: it would be replaced.
+    """
     for method in methods:
         check_name(method, "--methods", config.METHODS)
-    base = loader.load(preset, None, overrides)
+    check_name(preset, "--preset", config.PRESETS)
+    given = loader.given(path, overrides)
+    base = loader.from_dict(given, config.PRESETS[preset])
+    user = config.flatten(given)
+    if "train.seed" in user:
+        raise ConfigError("train.seed: ssvae fig1c sets it, once per --seeds value; use --seeds")
+    for method in dict.fromkeys(methods):
+        for key, value in config.flatten(config.METHODS[method]).items():
+            if key in user:
+                raise ConfigError(
+                    f"{key}: method {method!r} sets it ({value!r}); leave {key} out of "
+                    f"--config/--set, or {method} out of --methods"
+                )
     runs = []
     for method, seed in itertools.product(methods, seeds):
         values = loader.merge(copy.deepcopy(config.METHODS[method]), {"train": {"seed": seed}})

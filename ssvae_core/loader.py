@@ -160,6 +160,11 @@ def load(
 ) -> RunConfig:
     """The config the CLI builds: a preset, then a YAML file, then ``key=value`` overrides."""
     check_name(preset, "--preset", PRESETS)
+    return from_dict(given(path, overrides), PRESETS[preset])
+
+
+def given(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """What a YAML file, then ``key=value`` overrides, set: nested sections, not yet checked."""
     values: dict[str, Any] = {}
     if path is not None:
         content = read_yaml_file(path, "config file")
@@ -170,4 +175,4 @@ def load(
         merge(values, nest(content or {}))
     for text in overrides:
         merge(values, parse_override(text))
-    return from_dict(values, PRESETS[preset])
+    return values

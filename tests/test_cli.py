@@ -204,6 +204,39 @@ def test_fig1c_rejects_an_unknown_method(capsys: pytest.CaptureFixture[str]) -> 
     assert "--methods: unknown name 'linear'; choose from" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "train.seed=5"], "train.seed: ssvae fig1c sets it, once per --seeds value"),
+        (["--set", "train.optimizer=sgd"], "train.optimizer: method 'supervised' sets it ('adam')"),
+        (["--methods", "gaussian", "--set", "coupling.kind=bilinear"],
+         "coupling.kind: method 'gaussian' sets it ('gaussian'); leave coupling.kind out of "
+         "--config/--set, or gaussian out of --methods"),
+        (["--config", "{config}"], "train.lr: method 'supervised' sets it (0.03)"),  # read
+    ],
+)  # fmt: skip
+@pytest.mark.usefixtures("no_compute")
+def test_fig1c_refuses_a_key_its_methods_or_seeds_would_replace(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("train: {lr: 0.01}\n")
+    argv = [arg.format(config=config) for arg in argv]
+    assert cli.main(["fig1c", *TINY, *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_fig1c_exits_1_naming_the_runs_that_failed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["fig1c", *TINY, "--set", "train.epochs=1", "--set", "train.lr=10",
+            "--methods", "gaussian", "untrained", "--seeds", "0"]  # fmt: skip
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "1 of 2 runs failed: gaussian seed 0 (diverged)" in captured.err
+    assert "untrained" in captured.out  # the table is still printed
+
+
 def test_ctrl_c_is_one_line_and_exit_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
