@@ -166,6 +166,8 @@ def run_report(args: argparse.Namespace) -> int:
             trials = pd.read_csv(table)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise ConfigError(f"{table}: not a trials table ({err})") from None
+        if trials.empty:
+            raise ConfigError(f"{table}: no trials in it (a header only): nothing to draw")
         missing = [key for key, _ in sweep.axes if key not in trials.columns]
         if missing:
             raise ConfigError(

@@ -264,16 +264,28 @@ def test_report_finds_the_newest_sweep_of_its_spec_and_lists_them(
     )
 
 
-@pytest.mark.parametrize("content", ["", "\x00\x01 not csv \xff"], ids=["empty", "binary"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "trials.csv: not a trials table"),
+        ("\x00\x01 not csv \xff", "trials.csv: not a trials table"),
+        (
+            "train.seed,method,status,probe_error_px\n",
+            "trials.csv: no trials in it (a header only)",
+        ),
+    ],
+    ids=["empty", "binary", "header only"],
+)
 def test_report_on_a_table_that_is_not_one_exits_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
 ) -> None:
     directory = tmp_path / "paper-small"
     directory.mkdir()
     (directory / "trials.csv").write_bytes(content.encode("latin-1"))
     argv = ["report", str(REPO / "sweeps" / "paper-small.yaml"), "--storage-path", str(tmp_path)]
     assert cli.main(argv) == 2
-    assert "trials.csv: not a trials table" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
+    assert not (directory / "fig1c.png").exists()
 
 
 def test_fig1c_finds_the_control_beside_axes_it_does_not_have(tmp_path: Path) -> None:
