@@ -190,14 +190,27 @@ def image_path(path: str | Path, key: str) -> Path:
 
 
 def writable_dir(path: str | Path, key: str) -> Path:
-    """`path` as a directory this process can write (created if needed), or a `ConfigError`
-    naming `key`: a file in the way, a read-only or missing parent, a full disk."""
+    """`path` as a directory this process could write, or a `ConfigError` naming `key`: a file
+    or a dangling symbolic link in the way, a read-only or full folder.
+
+    Nothing is made: the folders that do not exist yet are made by whatever writes there, so
+    a command refused after this check (or a run that fails) leaves no empty folder behind.
+    """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ConfigError(f"{key}: {path} is a file, not a directory")
+    existing = path
+    while not existing.exists():  # the nearest folder that exists: where `path` would be made
+        if existing.is_symlink():
+            raise ConfigError(f"{key}: {existing} is a symbolic link to nothing")
+        if existing == existing.parent:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        what = f"{existing} is a file, not a directory"
+        raise ConfigError(
+            f"{key}: {what}" if existing == path else f"{key}: cannot write to {path} ({what})"
+        )
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".ssvae-write-check-"):
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".ssvae-write-check-"):
             pass
     except OSError as err:
         raise ConfigError(f"{key}: cannot write to {path} ({err.strerror or err})") from None

@@ -1,12 +1,14 @@
-"""`preflight.check_memory` on a GPU: the run is measured against the GPU's memory, not the
-machine's (a CUDA device is faked: this machine has none)."""
+"""`preflight`: `check_memory` on a GPU, the run measured against the GPU's memory, not the
+machine's (a CUDA device is faked: this machine has none); output folders checked, not made."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
-from ssvae_core import loader, preflight
+from ssvae_core import cli, loader, preflight
 from ssvae_core.errors import ConfigError
 
 GIB = 2**30
@@ -84,3 +86,34 @@ def test_a_critics_activations_are_blamed_on_what_made_them_large() -> None:
     assert parts["train.batch_size"] > 1000 * parts["coupling.hidden"]
     with pytest.raises(ConfigError, match=r"^train\.batch_size: the run needs about"):
         preflight.check_memory(loader.load("small", None, sets), available=24 * GIB)
+
+
+def test_an_output_folder_is_checked_without_being_made(tmp_path: Path) -> None:
+    """A command refused after its --out is checked must not leave folders behind."""
+    out = tmp_path / "made" / "a" / "b"
+    assert preflight.writable_dir(out, "--out") == out
+    assert not (tmp_path / "made").exists() and list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ConfigError, match=r"--out: cannot write to .*f/x \(.*f is a file, not a"):
+        preflight.writable_dir(tmp_path / "f" / "x", "--out")
+    with pytest.raises(ConfigError, match=r"--out: .*f is a file, not a directory$"):
+        preflight.writable_dir(tmp_path / "f", "--out")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match=r"--out: .*dangling is a symbolic link to nothing"):
+        preflight.writable_dir(tmp_path / "dangling" / "x", "--out")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["mi-bench", "--out", "made/a/t.md", "--tasks", "cauchy"],
+        ["train", "--out", "made/a", "--checkpoint-dir", "f/x"],
+    ],
+)
+def test_a_refused_command_leaves_no_folder(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "f").write_text("")
+    assert cli.main(argv) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

@@ -264,6 +264,7 @@ def write_outputs(
         if path is None:
             continue
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             write(path)
         except OSError as err:  # a full disk, say: the other outputs are still written
             print(f"ssvae mi-bench: {key}: could not write {path}: {err}", file=sys.stderr)

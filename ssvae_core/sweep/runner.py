@@ -213,7 +213,7 @@ def run_sweep(
     parent run when it is opened (a nightly's ``ssvae.nightly``).
     """
     directory = sweep_dir(spec, storage_path, name)
-    writable_dir(directory.parent, "--storage-path")  # a read-only folder: now, by name
+    writable_dir(directory.parent, "--storage-path").mkdir(parents=True, exist_ok=True)  # by name
     with lock.exclusive(directory.parent / f".{directory.name}.lock", f"sweep {directory.name}"):
         _check_state(spec, directory, resume)
         check_sweep(spec, address)

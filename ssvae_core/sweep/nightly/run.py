@@ -88,6 +88,7 @@ def tolerance(spec: SweepSpec) -> Tolerance:
 def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
     """One night of `spec` (see the module doc)."""
     root = writable_dir(Path(options.storage_path).resolve(), "--storage-path")
+    root.mkdir(parents=True, exist_ok=True)  # for the lock
     with lock.exclusive(
         root / f".nightly-{spec.name}.lock",
         f"a nightly of {spec.name}",
