@@ -136,15 +136,26 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
     if args.out:
         preflight.writable_dir(args.out, "--out")
 
-    def show(method: str, seed: int, result: Any) -> None:
-        print(
-            f"{method:>11} seed {seed}: {result.probe_error_px:7.3f} px  "
-            f"({result.status}, {result.seconds:.0f} s)",
-            file=sys.stderr,
-            flush=True,
-        )
+    from tqdm import tqdm
 
-    table = fig1c.run_methods(runs, args.out, on_result=show)
+    def planned(cfg: Any) -> int:
+        return 0 if cfg.train.mode == "untrained" else int(cfg.train.epochs)
+
+    total = sum(planned(cfg) for _, _, cfg in runs)
+    with tqdm(total=total, desc="fig1c", unit="epoch", disable=args.quiet, file=sys.stderr) as bar:
+
+        def epoch_done(metrics: dict[str, Any], _ckpt: str | None) -> None:
+            bar.update(1 if metrics["epoch"] > 0 else 0)
+
+        def show(method: str, seed: int, result: Any) -> None:
+            bar.update(planned(result.config) - (len(result.history) - 1))  # a run that diverged
+            bar.write(
+                f"{method:>11} seed {seed}: {result.probe_error_px:7.3f} px  "
+                f"({result.status}, {result.seconds:.0f} s)",
+                file=sys.stderr,
+            )
+
+        table = fig1c.run_methods(runs, args.out, on_result=show, report=epoch_done)
     print(fig1c.summary(table).to_string(float_format=lambda v: f"{v:.2f}"))
     failed = table[table["status"] != "ok"]
     if len(failed):  # as `ssvae train`: a run that did not finish ok is exit 1
@@ -204,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fig.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     fig.add_argument("--out", type=path_arg, help="write fig1c.csv and fig1c.png here")
+    fig.add_argument("--quiet", action="store_true", help="no progress bar")
     fig.set_defaults(func=cmd_fig1c)
 
     sweep_cli.add_parser(sub)

@@ -18,7 +18,7 @@ import pandas as pd
 from ssvae_core import config, figures, loader
 from ssvae_core.balls import simulate
 from ssvae_core.errors import ConfigError, check_name
-from ssvae_core.train import RunResult, fit
+from ssvae_core.train import Report, RunResult, fit
 
 
 def method_configs(
@@ -59,13 +59,15 @@ def run_methods(
     runs: list[tuple[str, int, config.RunConfig]],
     out: str | Path | None = None,
     on_result: Callable[[str, int, RunResult], None] | None = None,
+    report: Report | None = None,
 ) -> pd.DataFrame:
-    """Run every config; one row per run. With `out`, also the CSV and the Fig. 1C PNG."""
+    """Run every config; one row per run. With `out`, also the CSV and the Fig. 1C PNG.
+    `report` is each run's `train.fit` report (every epoch), `on_result` called after each."""
     first = runs[0][2].data if runs else None
     video = simulate(first.balls, first.seed) if first is not None else None
     rows = []
     for method, seed, cfg in runs:
-        result = fit(cfg, video=video if cfg.data == first else None)
+        result = fit(cfg, report, video=video if cfg.data == first else None)
         rows.append({"method": method, "seed": seed, **result.metrics()})
         if on_result is not None:
             on_result(method, seed, result)

@@ -196,7 +196,10 @@ def test_fig1c_runs_every_method_and_seed(
     table = (tmp_path / "fig1c.csv").read_text().splitlines()
     assert len(table) == 1 + 4
     assert (tmp_path / "fig1c.png").exists()
-    assert "gaussian" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "gaussian" in captured.out
+    assert "fig1c: 100%" in captured.err and "2/2 [" in captured.err  # 2 seeds x 1 epoch
+    assert "untrained seed 1:" in captured.err
 
 
 def test_fig1c_rejects_an_unknown_method(capsys: pytest.CaptureFixture[str]) -> None:
