@@ -145,11 +145,16 @@ def parse_override(text: str) -> dict[str, Any]:
     return nest({key.strip(): read_yaml(raw, f"--set {key.strip()}")})
 
 
-def merge(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep-merge `update` into `into` (in place) and return it."""
+def merge(into: dict[str, Any], update: Mapping[str, Any], where: str = ROOT) -> dict[str, Any]:
+    """Deep-merge `update` into `into` (in place) and return it: a later value wins, but a
+    mapping never replaces a value nor a value a mapping (``train: lr=0.1`` in a file, then
+    ``--set train.epochs=1``, would drop the file's ``train``): a `ConfigError` names it."""
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            merge(into[key], value)
+        if key in into and isinstance(value, Mapping) != isinstance(into[key], Mapping):
+            scalar = into[key] if isinstance(value, Mapping) else value
+            raise ConfigError(f"{_dotted(where, key)}: expected a mapping, got {shown(scalar)}")
+        if isinstance(value, Mapping):
+            merge(into.setdefault(key, {}), value, _dotted(where, key))
         else:
             into[key] = value
     return into

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,29 @@ def test_override_syntax() -> None:
     assert loader.parse_override("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
     with pytest.raises(ConfigError, match="expected key=value"):
         loader.parse_override("train.lr")
+
+
+@pytest.mark.parametrize(
+    ("file", "overrides", "message"),
+    [
+        ("train: lr=0.1\n", ["train.epochs=1"], "train: expected a mapping, got 'lr=0.1'"),
+        ("coupling: gaussian\n", ["coupling.kind=bilinear"], "coupling: expected a mapping"),
+        (None, ["train=5", "train.epochs=1"], "train: expected a mapping, got 5"),
+        (None, ["train.epochs=1", "train=5"], "train: expected a mapping, got 5"),
+    ],
+)
+def test_a_section_that_is_not_a_mapping_is_refused_not_replaced(
+    file: str | None, overrides: list[str], message: str, tmp_path: Path
+) -> None:
+    """A later mapping replaced a section given as a value, silently (the file's ``train``
+    was dropped and the run went on with the preset's lr)."""
+    path = None
+    if file is not None:
+        path = tmp_path / "c.yaml"
+        path.write_text(file)
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        loader.load("small", path, overrides)
+    assert loader.merge({"train": {"lr": 1}}, {"train": {"lr": 2}}) == {"train": {"lr": 2}}
 
 
 def test_a_config_file_is_read_bounded_never_whole(tmp_path: Path) -> None:
