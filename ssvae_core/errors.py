@@ -8,6 +8,7 @@ command prints it and exits with `EXIT_BAD_INPUT` before any compute, never a tr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -43,11 +44,28 @@ def key_shown(key: Any, limit: int = 100) -> str:
     return text if len(text) <= limit and text.isprintable() else shown(text, limit)
 
 
-def path_arg(text: str) -> str:
-    """An argparse ``type`` for a path: an empty one is refused (exit 2) at parsing. ``--out ''``
-    wrote nothing and said nothing; ``fig1c --out ''`` wrote into the working directory."""
+NAME_MAX, PATH_MAX = 255, 4096  # bytes in one name of a path, and in a path (Linux)
+
+
+def path_problem(text: str) -> str | None:
+    """What makes `text` no path this machine could open, or None: empty (``--out ''`` wrote
+    nothing and said nothing), or a name or the whole over the file system's limits (every
+    ``exists()`` on it raised 'File name too long')."""
     if not text:
-        raise argparse.ArgumentTypeError("expected a path, got an empty one")
+        return "expected a path, got an empty one"
+    longest = max(text.split("/"), key=lambda name: len(os.fsencode(name)))
+    if len(os.fsencode(longest)) > NAME_MAX:
+        return f"a name in the path is {len(os.fsencode(longest))} bytes long, {NAME_MAX} at most"
+    if len(os.fsencode(text)) >= PATH_MAX:
+        return f"the path is {len(os.fsencode(text))} bytes long, under {PATH_MAX} at most"
+    return None
+
+
+def path_arg(text: str) -> str:
+    """An argparse ``type`` for a path: `path_problem` refuses it (exit 2) at parsing."""
+    problem = path_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

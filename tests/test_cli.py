@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ssvae_core import balls, cli
+from ssvae_core import balls, cli, errors
 
 TINY = [
     "--set",
@@ -264,6 +264,7 @@ def test_ctrl_c_is_one_line_and_exit_130(
         ["nightly", "sweeps/smoke.yaml", "--out", ""],
         ["nightly", ""],
         ["mi-bench", "--from-csv", ""],
+        ["mi-bench", "--csv", ""],
     ],
 )
 def test_an_empty_path_is_refused_at_parsing(
@@ -280,3 +281,29 @@ def test_an_empty_path_is_refused_at_parsing(
         else {"nightly": "SPEC | history SPEC_NAME"}.get(argv[0], "FILE")
     )
     assert f"argument {flag}: expected a path, got an empty one" in capsys.readouterr().err
+
+
+LONG = "a" * 256  # one byte over a name's limit: every exists() on it raised 'File name too long'
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "problem"),
+    [
+        (["train", "--out", LONG], "--out", "a name in the path is 256 bytes long, 255 at most"),
+        (["train", "--config", f"x/{LONG}.yaml"], "--config", "is 261 bytes long, 255 at most"),
+        (["data", "--preview", f"{LONG}.png"], "--preview", "is 260 bytes long"),
+        (["report", f"{LONG}.yaml"], "FILE", "is 261 bytes long"),
+        (["mi-bench", "--figure", f"{LONG}.png"], "--figure", "is 260 bytes long"),
+        (["mi-bench", "--files", "é" * 128], "--files", "is 256 bytes long"),  # bytes, not chars
+        (["nightly", "history", "x", "--out", "a/" * 2048], "--out", "4096 bytes long, under"),
+    ],
+)
+def test_a_path_no_file_system_takes_is_refused_at_parsing(
+    argv: list[str], flag: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: " in err and problem in err and "Traceback" not in err
+    assert errors.path_problem("a" * 255) is None and errors.path_problem("a/" * 100) is None

@@ -52,9 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimators", help="comma-separated (default: every estimator)")
     parser.add_argument("--couplings", help="comma-separated (default: every coupling)")
     parser.add_argument("--mis", default="2,4,6,8,10", help="true MIs of the tasks (nats)")
-    parser.add_argument("--out", default=None, help="also write the markdown tables here")
-    parser.add_argument("--csv", default=None, help="also write every run (one row each) here")
-    parser.add_argument("--figure", default=None, help="also plot every estimate's bias here")
+    parser.add_argument("--out", type=path_arg, help="also write the markdown tables here")
+    parser.add_argument("--csv", type=path_arg, help="also write every run (one row each) here")
+    parser.add_argument("--figure", type=path_arg, help="also plot every estimate's bias here")
     parser.add_argument("--smoke-test", action="store_true", help="tiny run: 20 steps, 1 seed")
     parser.add_argument(
         "--from-csv",
@@ -138,7 +138,6 @@ def check_outputs(out: str | None, csv: str | None, figure: str | None) -> None:
 
     for path, key in ((out, "--out"), (csv, "--csv"), (figure, "--figure")):
         if path is not None:
-            check(path != "", key, "expected a file name, got an empty one")
             check(not Path(path).is_dir(), key, f"{path} is a directory")
             # writing to a named pipe waits for a reader: hours of training, then a hang
             check(not Path(path).is_fifo(), key, f"{path} is a named pipe")

@@ -96,7 +96,6 @@ def test_bad_input_exits_2_naming_it(
             "--couplings: gaussian compares x and y directly, and file:sizes has x of 4 and y of 3",
         ),
         (["--out", "{tmp}/pipe"], "--out: {tmp}/pipe is a named pipe"),
-        (["--csv", ""], "--csv: expected a file name, got an empty one"),
         (
             ["--from-csv", "{tmp}/header.csv", "--out", "{tmp}/header.csv"],
             "--out: {tmp}/header.csv is also the --from-csv file",
