@@ -4,7 +4,8 @@ Safe: `yaml.SafeLoader`, so no tag can build an object or run code. Bounded: a t
 `MAX_YAML_BYTES`, or one whose aliases expand past `MAX_YAML_NODES` values (an alias bomb), is
 refused before anything is built from it; a pipe is waited on for at most `PIPE_WAIT_S`.
 Numbers are decimal, as a user means them: ``1e-3`` is a float, and YAML 1.1's octal, base-60
-and hex forms stay text. A key twice in one mapping is an error, not the last one winning.
+and hex forms stay text, as does an int of more than 100 digits. A key twice in one mapping is
+an error, not the last one winning.
 Imports nothing heavy, so a missing or broken file answers at once.
 """
 
@@ -57,7 +58,11 @@ _Loader.yaml_implicit_resolvers = {  # the class's own copy, without YAML 1.1's 
     first: [(tag, regexp) for tag, regexp in resolvers if tag not in (INT, FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+# at most 100 digits: Python refuses to read an int of more than 4300 (a ValueError); a longer
+# one stays text, which a number-typed key refuses
+_Loader.add_implicit_resolver(
+    INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]{0,99})$"), list("-+0123456789")
+)
 _Loader.add_implicit_resolver(  # decimal, with or without an exponent; no base 60 (1:30.0)
     FLOAT,
     re.compile(

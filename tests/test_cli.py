@@ -50,6 +50,7 @@ def no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--set", "train=&t {lr: 0.1, x: *t}"], "train.x: holds itself (a YAML alias"),
         (["--set", "train.epochs=010"], "train.epochs: expected int, got '010'"),  # not 8
         (["--set", "train.epochs=1:00"], "train.epochs: expected int, got '1:00'"),  # not 60
+        (["--set", "train.epochs=" + "1" * 5000], "train.epochs: expected int, got '1111"),
         (["--set", "train.lr=" + "[" * 2000 + "]" * 2000], "--set train.lr: nested too deeply"),
         (["--set", "train.lr=0.1\x01"], "--set train.lr: not valid YAML: unacceptable character"),
         (["--set", "train." + "x" * 100_000 + "=1"], "'train.xxxx"),  # cut, see below

@@ -264,7 +264,7 @@ def test_a_key_twice_in_one_mapping_is_refused_not_replaced() -> None:
     ("text", "value"),
     [("10", 10), ("1_000", 1000), ("-3", -3), ("1e-3", 0.001), ("-.5", -0.5), ("1.", 1.0),
      ("-.inf", -math.inf), ("010", "010"), ("1:00", "1:00"), ("1:30.0", "1:30.0"),
-     ("0x10", "0x10"), ("0o7", "0o7")],
+     ("0x10", "0x10"), ("0o7", "0o7"), ("9" * 100, int("9" * 100)), ("9" * 5000, "9" * 5000)],
 )  # fmt: skip
 def test_numbers_are_decimal_and_the_rest_stays_text(text: str, value: object) -> None:
     """YAML 1.1 reads 010 as 8, 1:00 as 60, 1:30.0 as 90.0 and 0x10 as 16, silently; a
