@@ -17,7 +17,7 @@ import pandas as pd
 
 from ssvae_core import config, figures, loader
 from ssvae_core.balls import simulate
-from ssvae_core.errors import ConfigError, check_name
+from ssvae_core.errors import ConfigError, check, check_name
 from ssvae_core.train import Report, RunResult, fit
 
 
@@ -35,6 +35,11 @@ def method_configs(
     """
     for method in methods:
         check_name(method, "--methods", config.METHODS)
+    for flag, names in (("--methods", list(map(str, methods))), ("--seeds", list(map(str, seeds)))):
+        twice = [v for v in dict.fromkeys(names) if names.count(v) > 1]
+        check(not twice, flag, f"{', '.join(twice)} given twice: each run once")
+    for seed in seeds:
+        check(seed >= 0, "--seeds", f"must be >= 0, got {seed}")
     check_name(preset, "--preset", config.PRESETS)
     given = loader.given(path, overrides)
     base = loader.from_dict(given, config.PRESETS[preset])
@@ -61,7 +66,8 @@ def run_methods(
     on_result: Callable[[str, int, RunResult], None] | None = None,
     report: Report | None = None,
 ) -> pd.DataFrame:
-    """Run every config; one row per run. With `out`, also the CSV and the Fig. 1C PNG.
+    """Run every config; one row per run. With `out`, also the CSV (written after each run)
+    and the Fig. 1C PNG.
     `report` is each run's `train.fit` report (every epoch), `on_result` called after each."""
     first = runs[0][2].data if runs else None
     video = simulate(first.balls, first.seed) if first is not None else None
@@ -69,13 +75,14 @@ def run_methods(
     for method, seed, cfg in runs:
         result = fit(cfg, report, video=video if cfg.data == first else None)
         rows.append({"method": method, "seed": seed, **result.metrics()})
+        if out is not None:  # after every run: Ctrl-C or a crash keeps the runs done
+            Path(out).mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(rows).to_csv(Path(out) / "fig1c.csv", index=False)
         if on_result is not None:
             on_result(method, seed, result)
     table = pd.DataFrame(rows)
     if out is not None and len(table):
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "fig1c.csv", index=False)
         errors = {m: list(g["probe_error_px"]) for m, g in table.groupby("method", sort=False)}
         figures.probe_error_bars(errors, out / "fig1c.png")
     return table

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,6 +218,9 @@ def test_fig1c_rejects_an_unknown_method(capsys: pytest.CaptureFixture[str]) -> 
          "coupling.kind: method 'gaussian' sets it ('gaussian'); leave coupling.kind out of "
          "--config/--set, or gaussian out of --methods"),
         (["--config", "{config}"], "train.lr: method 'supervised' sets it (0.03)"),  # read
+        (["--seeds", "0", "1", "0"], "--seeds: 0 given twice: each run once"),
+        (["--methods", "gaussian", "untrained", "gaussian"], "--methods: gaussian given twice"),
+        (["--seeds", "-1"], "--seeds: must be >= 0, got -1"),
     ],
 )  # fmt: skip
 @pytest.mark.usefixtures("no_compute")
@@ -239,6 +243,27 @@ def test_fig1c_exits_1_naming_the_runs_that_failed(
     captured = capsys.readouterr()
     assert "1 of 2 runs failed: gaussian seed 0 (diverged)" in captured.err
     assert "untrained" in captured.out  # the table is still printed
+
+
+def test_fig1c_keeps_the_runs_done_when_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ssvae_core import fig1c
+
+    real, calls = fig1c.fit, []
+
+    def fit_then_ctrl_c(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fig1c, "fit", fit_then_ctrl_c)
+    argv = ["fig1c", *TINY, "--set", "train.epochs=1", "--methods", "untrained", "gaussian",
+            "--seeds", "0", "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 130
+    table = (tmp_path / "fig1c.csv").read_text().splitlines()
+    assert len(table) == 2 and table[1].startswith("untrained,0,")
 
 
 def test_ctrl_c_is_one_line_and_exit_130(

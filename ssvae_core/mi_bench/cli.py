@@ -111,14 +111,23 @@ def run(args: argparse.Namespace) -> int:
         total = len(cases) * len(estimators) * (len(couplings) + 1) * n_seeds
         done = itertools.count(1)
 
+        rows = RowFile(args.csv, critics.COLUMNS)
+
         def progress(row: Mapping[str, object]) -> None:
+            rows.add(row)
             fields = " ".join(f"{k}={v}" for k, v in row.items())
             elapsed = time.perf_counter() - started
             print(f"[{elapsed:6.0f}s] {next(done)}/{total} {fields}", file=sys.stderr, flush=True)
 
-        results = critics.staircase(
-            cases, estimators, couplings, steps, range(n_seeds), True, progress
-        )
+        try:
+            results = critics.staircase(
+                cases, estimators, couplings, steps, range(n_seeds), True, progress
+            )
+        except KeyboardInterrupt:
+            if args.csv is not None and rows.count:
+                print(f"\nssvae mi-bench: the {rows.count} rows done are in {args.csv}; "
+                      "--from-csv draws their tables", file=sys.stderr)  # fmt: skip
+            raise
     except ValueError as err:  # ConfigError too: an unknown name, a bad file, an MI too low
         print(f"ssvae mi-bench: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -130,6 +139,29 @@ def run(args: argparse.Namespace) -> int:
         f"mean ± std; wall time {seconds:.0f} s with {torch.get_num_threads()} torch thread(s)."
     )
     return write_outputs(results, header, args.out, args.csv, args.figure)
+
+
+class RowFile:
+    """``--csv`` written a row at a time as the runs finish (a full run takes hours: Ctrl-C or
+    a crash keeps what is done), in the form the finished run's ``to_csv`` gives. A row that
+    cannot be written is reported when the run ends, by `write_outputs`."""
+
+    def __init__(self, path: str | None, columns: Sequence[str]) -> None:
+        self.path, self.columns, self.count = path, list(columns), 0
+
+    def add(self, row: Mapping[str, object]) -> None:
+        import pandas as pd
+
+        if self.path is None:
+            return
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            frame = pd.DataFrame([row], columns=self.columns)
+            frame.to_csv(self.path, mode="w" if self.count == 0 else "a", header=not self.count,
+                         index=False)  # fmt: skip
+            self.count += 1
+        except OSError:
+            pass
 
 
 def check_outputs(out: str | None, csv: str | None, figure: str | None) -> None:

@@ -191,3 +191,29 @@ def test_an_output_that_cannot_be_written_leaves_the_others_and_exits_1(
         == "ssvae mi-bench: --out: could not write /dev/full: [Errno 28] No space left on device\n"
     )
     assert pd.read_csv(csv)["estimate"].tolist()[0] == 1.9
+
+
+def test_rows_are_written_as_they_finish_and_kept_on_ctrl_c(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full run takes hours: --csv holds every finished row, and --from-csv redraws them."""
+    from ssvae_core.mi_bench import critics
+
+    real, calls = critics.train_estimator, []
+
+    def train_then_ctrl_c(*args: object, **kwargs: object) -> float:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(critics, "train_estimator", train_then_ctrl_c)
+    csv = tmp_path / "rows" / "r.csv"
+    argv = ["--smoke-test", "--estimators", "infonce", "--couplings", "bilinear,gaussian",
+            "--mis", "2,4", "--csv", str(csv)]  # fmt: skip
+    assert main(argv) == 130
+    assert "the 2 rows done are in" in capsys.readouterr().err
+    rows = pd.read_csv(csv)
+    assert list(rows["coupling"]) == ["bilinear", "gaussian"] and rows["estimate"].notna().all()
+    monkeypatch.setattr(critics, "train_estimator", real)
+    assert main(["--from-csv", str(csv), "--estimators", "infonce"]) == 0
