@@ -25,8 +25,8 @@ DEFAULT_NIGHTS = 7
 
 
 def _nights(uri: str, name: str, limit: int) -> list[Any]:
-    mlflow = client(uri)
     try:
+        mlflow = client(uri)  # a database URI connects here: no server, no driver
         experiments = [e.experiment_id for e in mlflow.search_experiments()]
         runs = [
             run
