@@ -144,6 +144,9 @@ class NightlyTolerance:
         check(self.rel > 0, "rel", f"must be > 0, got {self.rel}")
 
 
+MAX_RESAMPLES = 100_000  # ten times the default
+
+
 @dataclass(frozen=True)
 class NightlyOptions:
     """The ``nightly`` section: the tolerance, the slowdown ratio that is a finding, the
@@ -160,7 +163,11 @@ class NightlyOptions:
         check(self.slowdown > 1, "slowdown", f"must be > 1, got {self.slowdown}")
         check(self.history_z > 0, "history_z", f"must be > 0, got {self.history_z}")
         check(self.history >= 0, "history", f"must be >= 0, got {self.history}")
-        check(self.resamples >= 100, "resamples", f"must be >= 100, got {self.resamples}")
+        check(  # each draws a resample of every cell's pairs: 10**12 was 21.8 TiB, after training
+            100 <= self.resamples <= MAX_RESAMPLES,
+            "resamples",
+            f"must be in [100, {MAX_RESAMPLES}], got {self.resamples}",
+        )
 
 
 def section(cls: type[T], raw: Any, prefix: str) -> T:

@@ -260,6 +260,9 @@ def parse(
     search, space = parse_search(raw.get("search"))
     both = {key for key, _ in space} & {key for key, _ in axes}
     check(not both, f"search.space.{min(both, default='')}", "also a grid axis")
+    searched = {key for key, _ in space}
+    check(METHOD_AXIS not in searched, f"search.space.{METHOD_AXIS}",
+          "a method is a name, not a number to search; make it a grid axis")  # fmt: skip
     scheduler = raw.get("scheduler")
     study = raw.get("report", "fig1c")
     choose(study, "report", REPORTS)

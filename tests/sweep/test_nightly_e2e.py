@@ -182,7 +182,6 @@ def test_history_refuses_an_out_it_cannot_write_before_asking_mlflow(
     assert f"--out: cannot write to {workdir / 'f' / 'h'}" in capsys.readouterr().err
 
 
-
 def test_history_from_a_database_it_cannot_reach_is_exit_3_not_a_traceback(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -192,6 +191,7 @@ def test_history_from_a_database_it_cannot_reach_is_exit_3_not_a_traceback(
     err = capsys.readouterr().err
     assert "MLflow at mysql://bob:***@127.0.0.1:1/db is unreachable" in err
     assert "s3cret" not in err and "Traceback" not in err
+
 
 def test_a_failed_notification_does_not_print_the_webhooks_secret_path(
     capsys: pytest.CaptureFixture[str],

@@ -63,6 +63,12 @@ BAD_SPECS = [
         "search: {space: {coupling.lengthscale: {dist: loguniform, low: 0.01, high: 1}}}",
         "coupling.lengthscale",
     ),
+    (
+        "search-over-method",
+        "search: {space: {method: {dist: uniform, low: 0.1, high: 0.2}}}",
+        "search.space.method",
+    ),
+    ("resamples-beyond-memory", "nightly: {resamples: 1000000000000}", "nightly.resamples"),
     ("bad-gpu", "resources: {cpu: 1, gpu: -0.5}", "resources.gpu"),
     ("gpu-finer-than-ray", "resources: {cpu: 1, gpu: 0.00001}", "resources.gpu"),
     ("cpu-finer-than-ray", "resources: {cpu: 1.0e-300}", "resources.cpu"),
