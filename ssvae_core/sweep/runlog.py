@@ -141,7 +141,7 @@ class RunLog:
         params = [Param(k, v) for k, v in identity["params"].items()]
         for start in range(0, len(params), 100):  # MLflow's batch limit
             mlflow.log_batch(run_id, params=params[start : start + 100])
-        _write_atomic(self.directory / RUN_ID_FILE, run_id)
+        write_atomic(self.directory / RUN_ID_FILE, run_id)
         return run_id
 
     # -- operations ----------------------------------------------------------------------
@@ -205,12 +205,13 @@ class RunLog:
     def _rewrite(self, ops: list[Op]) -> None:
         path = self.directory / PENDING_FILE
         if ops:
-            _write_atomic(path, "".join(json.dumps(op) + "\n" for op in ops))
+            write_atomic(path, "".join(json.dumps(op) + "\n" for op in ops))
         else:
             path.unlink(missing_ok=True)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """`text` into `path` through a temporary file and a rename: a crash leaves the old one."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

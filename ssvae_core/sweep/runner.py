@@ -91,9 +91,20 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
             "or --name to start another"
         )
     if resume and started.exists():
-        same_text = safe_yaml.read_yaml(started.read_text()) == safe_yaml.read_yaml(spec.text)
+        kept = safe_yaml.read_yaml_file(started, "sweep file it started with")
+        same_text = kept == safe_yaml.read_yaml(spec.text)
         stored = directory / "sweep.json"
-        info = json.loads(stored.read_text()) if stored.exists() else {}
+        try:
+            info = (
+                json.loads(safe_yaml.read_bytes(stored, "sweep record")) if stored.exists() else {}
+            )
+            if not isinstance(info, dict):
+                raise ValueError(f"expected a JSON object, got {type(info).__name__}")
+        except ValueError as err:  # ConfigError (unreadable), JSON or UTF-8 errors, a list
+            raise ConfigError(
+                f"--resume: {stored} is damaged ({str(err)[:200]}); this sweep cannot be "
+                "resumed: start it again with another --name"
+            ) from None
         if not same_text or info.get("overrides", {}) != spec.overrides:
             raise ConfigError(
                 f"--resume: the spec (or its --set overrides) differs from the one {directory} "

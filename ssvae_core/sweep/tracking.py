@@ -37,7 +37,7 @@ from ssvae_core.balls import Video
 from ssvae_core.errors import ConfigError, url_shown, without_password
 from ssvae_core.metrics import finite_numbers
 from ssvae_core.sweep import lock, ui
-from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client
+from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client, write_atomic
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import RunResult
 
@@ -242,17 +242,14 @@ class SweepTracking:
         fresh = not info.exists()
         if fresh:
             self.sweep_dir.mkdir(parents=True, exist_ok=True)
-            info.write_text(
-                json.dumps(
-                    {
-                        "uid": uuid.uuid4().hex,
-                        "name": self.sweep_dir.name,
-                        "overrides": self.spec.overrides,
-                    }
-                )
-            )
-            (self.sweep_dir / "sweep.yaml").write_text(self.spec.text)
-            (self.sweep_dir / "search_space.json").write_text(json.dumps(self._space(), indent=1))
+            record = {
+                "uid": uuid.uuid4().hex,
+                "name": self.sweep_dir.name,
+                "overrides": self.spec.overrides,
+            }
+            write_atomic(info, json.dumps(record))  # --resume reads these: never half-written
+            write_atomic(self.sweep_dir / "sweep.yaml", self.spec.text)
+            write_atomic(self.sweep_dir / "search_space.json", json.dumps(self._space(), indent=1))
         uid = json.loads(info.read_text())["uid"]
         tags = {"ssvae.role": "parent", "ssvae.sweep": self.spec.name, **provenance()}
         tags[ui.RUN_COLOUR_TAG] = ui.PARENT_COLOUR

@@ -132,6 +132,29 @@ def test_an_existing_sweep_is_not_reused_without_resume_nor_resumed_with_another
     assert not (workdir / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("sweep.json", b"{not json", "sweep.json is damaged (Expecting property name"),
+        ("sweep.json", b"[1]", "sweep.json is damaged (expected a JSON object, got list)"),
+        ("sweep.json", b"\xff\xfe{", "sweep.json is damaged ("),
+        ("sweep.yaml", b"grid: \xff\n", "sweep.yaml: "),
+    ],
+    ids=["not json", "a list", "not utf-8", "spec not utf-8"],
+)
+def test_resuming_a_sweep_whose_record_is_damaged_exits_2_before_ray(
+    workdir: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, message: str
+) -> None:
+    path = write_spec(workdir, "same", "grid: {train.seed: [0]}")
+    (workdir / "runs" / "same").mkdir(parents=True)
+    (workdir / "runs" / "same" / "sweep.yaml").write_text(path.read_text())
+    (workdir / "runs" / "same" / name).write_bytes(content)
+    assert cli.main(["sweep", str(path), "--storage-path", "runs", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not ray.is_initialized()
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_every_shipped_sweep_validates_and_says_how_to_run_it(path: Path) -> None:
     sweep = spec.load(path)
