@@ -128,7 +128,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_fig1c(args: argparse.Namespace) -> int:
     from ssvae_core import fig1c
 
-    runs = fig1c.method_configs(args.preset, args.methods, args.seeds, args.config, args.overrides)
+    runs = fig1c.method_configs(
+        args.preset, args.methods, args.seeds, path=args.config, overrides=args.overrides
+    )
     from ssvae_core import preflight
 
     for _, _, cfg in runs:

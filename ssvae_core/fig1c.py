@@ -25,13 +25,15 @@ def method_configs(
     preset: str,
     methods: Sequence[str],
     seeds: Sequence[int],
+    *,
     path: str | Path | None = None,
     overrides: Iterable[str] = (),
 ) -> list[tuple[str, int, config.RunConfig]]:
     """Every (method, seed, config), all validated before anything runs.
 
     The preset, then `path` (a YAML file), then `overrides`, then the method's bundle and the
-    seed. A key the bundle or ``--seeds`` sets is refused if also given: it would be replaced.
+    seed. A key the bundle (with another value) or ``--seeds`` sets is refused if also given:
+    it would be replaced.
     """
     for method in methods:
         check_name(method, "--methods", config.METHODS)
@@ -48,7 +50,7 @@ def method_configs(
         raise ConfigError("train.seed: ssvae fig1c sets it, once per --seeds value; use --seeds")
     for method in dict.fromkeys(methods):
         for key, value in config.flatten(config.METHODS[method]).items():
-            if key in user:
+            if key in user and user[key] != value:
                 raise ConfigError(
                     f"{key}: method {method!r} sets it ({value!r}); leave {key} out of "
                     f"--config/--set, or {method} out of --methods"

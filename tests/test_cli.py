@@ -234,6 +234,19 @@ def test_fig1c_refuses_a_key_its_methods_or_seeds_would_replace(
     assert message in capsys.readouterr().err
 
 
+def test_fig1c_takes_a_methods_own_value_and_the_config_file(tmp_path: Path) -> None:
+    from ssvae_core import fig1c
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train: {epochs: 3}\n")
+    runs = fig1c.method_configs("small", ["supervised", "gaussian"], [0, 4], path=config,
+                                overrides=["train.optimizer=adam", "train.lr=0.03"])  # fmt: skip
+    assert [(m, s) for m, s, _ in runs] == [("supervised", 0), ("supervised", 4),
+                                           ("gaussian", 0), ("gaussian", 4)]  # fmt: skip
+    assert {cfg.train.epochs for _, _, cfg in runs} == {3}  # from the file
+    assert [cfg.train.seed for _, _, cfg in runs] == [0, 4, 0, 4]
+
+
 def test_fig1c_exits_1_naming_the_runs_that_failed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -290,6 +290,7 @@ def parse(
         overrides=loader.nest(overrides or {}, "--set"),
         nightly=section(NightlyOptions, raw.get("nightly"), "nightly."),
     )
+    _check_overrides(spec)
     cells = []
     for index, params in enumerate(grid.cells(blocks)):
         label = ", ".join(f"{k}={v}" for k, v in params) or "base"
@@ -309,6 +310,26 @@ def parse(
             f"got {every}",
         )
     return spec
+
+
+def _flat(nested: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (a section that is no mapping left out:
+    building the configs names it)."""
+    return {
+        f"{section}.{key}": value
+        for section, values in nested.items()
+        if isinstance(values, Mapping)
+        for key, value in values.items()
+    }
+
+
+def _check_overrides(spec: SweepSpec) -> None:
+    """``--set`` applies last, to every trial (`SweepSpec.trial_config`), so a key the sweep
+    varies (a grid axis or a searched key) is refused: ``--set train.seed=5`` on a nightly
+    trained every seed cell with seed 5, labelled 0, 1 and 2, and paired them."""
+    swept = {key for key, _ in spec.axes} | {key for key, _ in spec.space}
+    for key in _flat(spec.overrides):
+        check(key not in swept, f"--set {key}", "the sweep varies it (a grid axis or searched)")
 
 
 def _check_size(n_cells: int, search: SearchOptions | None, budget: Budget) -> None:

@@ -192,6 +192,15 @@ def test_methods_are_grid_points_that_expand_to_overrides() -> None:
     assert by_label["method=untrained, train.seed=0"].train.mode == "untrained"
 
 
+def test_set_refuses_a_key_the_sweep_varies(tmp_path: Path) -> None:
+    """``--set`` applies to every trial, last: on a grid axis every cell would train the same
+    value under its own label (and a nightly would pair them by that label)."""
+    path = write_spec(tmp_path, "set", "grid: {method: [supervised, gaussian], train.seed: [0, 1]}")
+    with pytest.raises(ConfigError, match=r"^--set train.seed: the sweep varies it"):
+        spec.load(path, overrides={"train": {"seed": 5}})
+    assert spec.load(path, overrides={"train": {"epochs": 1}}).cells[0].config.train.epochs == 1
+
+
 def test_a_file_can_define_its_own_methods(tmp_path: Path) -> None:
     body = """\
         methods:
