@@ -121,7 +121,11 @@ def cmd_data(args: argparse.Namespace) -> int:
     video = simulate(cfg.data.balls, cfg.data.seed)
     print(f"video: {video.frames.shape} uint8, positions {video.positions.shape} px")
     if args.preview:
-        print(f"preview: {figures.preview(video, args.preview)}")
+        try:
+            print(f"preview: {figures.preview(video, args.preview)}")
+        except OSError as err:  # a full disk, say
+            print(f"ssvae: error: could not write {args.preview}: {err}", file=sys.stderr)
+            return EXIT_FAILED
     return EXIT_OK
 
 

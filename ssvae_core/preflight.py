@@ -183,9 +183,26 @@ def image_path(path: str | Path, key: str) -> Path:
             f"{key}: {path} is not an image file name; end it in one of "
             f"{', '.join('.' + s for s in IMAGE_FORMATS)}"
         )
-    if path.is_dir():
-        raise ConfigError(f"{key}: {path} is a directory")
-    writable_dir(path.parent if str(path.parent) else ".", key)
+    return output_file(path, key)
+
+
+def output_file(path: str | Path, key: str) -> Path:
+    """A file to write at the end of a run, checked before it: not a directory, not a named
+    pipe (writing would wait for a reader: hours of training, then a hang), not a symbolic
+    link to nothing; in a folder that can be written."""
+    path = Path(path)
+    try:
+        problem = (
+            "is a directory" if path.is_dir()
+            else "is a named pipe" if path.is_fifo()
+            else "is a symbolic link to nothing" if path.is_symlink() and not path.exists()
+            else None
+        )  # fmt: skip
+    except OSError as err:  # a folder on the way this process may not look into
+        raise ConfigError(f"{key}: cannot write to {path} ({err.strerror or err})") from None
+    if problem is not None:
+        raise ConfigError(f"{key}: {path} {problem}")
+    writable_dir(path.parent, key)
     return path
 
 
@@ -198,13 +215,17 @@ def writable_dir(path: str | Path, key: str) -> Path:
     """
     path = Path(path)
     existing = path
-    while not existing.exists():  # the nearest folder that exists: where `path` would be made
-        if existing.is_symlink():
-            raise ConfigError(f"{key}: {existing} is a symbolic link to nothing")
-        if existing == existing.parent:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
+    try:
+        while not existing.exists():  # the nearest folder that exists: where `path` goes
+            if existing.is_symlink():
+                raise ConfigError(f"{key}: {existing} is a symbolic link to nothing")
+            if existing == existing.parent:
+                break
+            existing = existing.parent
+        is_dir = existing.is_dir()
+    except OSError as err:  # a folder on the way this process may not look into
+        raise ConfigError(f"{key}: cannot write to {path} ({err.strerror or err})") from None
+    if not is_dir:
         what = f"{existing} is a file, not a directory"
         raise ConfigError(
             f"{key}: {what}" if existing == path else f"{key}: cannot write to {path} ({what})"

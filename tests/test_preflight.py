@@ -3,6 +3,7 @@ machine's (a CUDA device is faked: this machine has none); output folders checke
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,28 @@ def test_a_refused_command_leaves_no_folder(
     (tmp_path / "f").write_text("")
     assert cli.main(argv) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_an_output_file_that_would_hang_or_fail_at_the_end_is_refused_first(
+    tmp_path: Path,
+) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "dangling.md").symlink_to(tmp_path / "gone" / "x.md")
+    for name, problem in [("pipe.png", "is a named pipe"), ("dangling.md", "is a symbolic link "
+                          "to nothing"), (".", "is a directory")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=f"^--out: .*{problem}$"):
+            preflight.output_file(tmp_path / name, "--out")
+    assert preflight.output_file(tmp_path / "new" / "x.md", "--out") == tmp_path / "new" / "x.md"
+    with pytest.raises(ConfigError, match=r"^--out: cannot write to .* \(File name too long\)"):
+        preflight.writable_dir(tmp_path / ("a" * 300) / "x", "--out")  # exists() raises
+
+
+def test_data_preview_on_a_full_disk_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "full.png").symlink_to("/dev/full")
+    tiny = ["--set", "data.n_frames=60", "--set", "data.size=32", "--set", "data.diameter=6",
+            "--set", "train.batch_size=10"]  # fmt: skip
+    assert cli.main(["data", *tiny, "--preview", str(tmp_path / "full.png")]) == 1
+    err = capsys.readouterr().err
+    assert "could not write" in err and "No space left" in err and "Traceback" not in err

@@ -166,15 +166,11 @@ class RowFile:
 
 def check_outputs(out: str | None, csv: str | None, figure: str | None) -> None:
     """Each output can be written, checked before any training (a run takes hours)."""
-    from ssvae_core.preflight import image_path, writable_dir
+    from ssvae_core.preflight import image_path, output_file
 
-    for path, key in ((out, "--out"), (csv, "--csv"), (figure, "--figure")):
+    for path, key in ((out, "--out"), (csv, "--csv")):
         if path is not None:
-            check(not Path(path).is_dir(), key, f"{path} is a directory")
-            # writing to a named pipe waits for a reader: hours of training, then a hang
-            check(not Path(path).is_fifo(), key, f"{path} is a named pipe")
-            if key != "--figure":
-                writable_dir(Path(path).parent, key)
+            output_file(path, key)
     if figure is not None:
         image_path(figure, "--figure")
 
