@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         tasks = [] if args.tasks == "none" else args.tasks.split(",")
         estimators = (args.estimators or ",".join(ESTIMATORS)).split(",")
         couplings = (args.couplings or ",".join(COUPLINGS)).split(",")
+        mis = parse_mis(args.mis)
         for flag, names, registry in (
             ("--tasks", tasks, TASKS),
             ("--estimators", estimators, ESTIMATORS),
@@ -102,8 +103,12 @@ def run(args: argparse.Namespace) -> int:
         ):
             for name in names:
                 check_name(name, flag, registry)
-        cases = synthetic_cases(tasks, parse_mis(args.mis))
-        cases += [problems.from_npz(path) for path in args.files]
+        for flag, given in (("--tasks", tasks), ("--estimators", estimators),
+                            ("--couplings", couplings), ("--mis", mis)):  # fmt: skip
+            check_once(given, flag)
+        files = [problems.from_npz(path) for path in args.files]
+        check_once([case.name for case in files], "--files")  # the tables group by task name
+        cases = synthetic_cases(tasks, mis) + files
         if not cases:
             raise ConfigError("--tasks: no task and no --files: nothing to score")
         check_sizes(cases, couplings)
@@ -205,6 +210,13 @@ def check_sizes(cases: Sequence[Any], couplings: Sequence[str]) -> None:
                 )
 
 
+def check_once(values: Sequence[Any], flag: str) -> None:
+    """Each value of `flag` once: a repeat ran the same case again, and its rows counted as
+    more seeds (a smaller std). Files are named by their stem (``file:NAME``)."""
+    twice = [str(v) for v in dict.fromkeys(values) if list(values).count(v) > 1]
+    check(not twice, flag, f"{', '.join(twice)} given twice: each once")
+
+
 def parse_mis(text: str) -> list[float]:
     """``--mis``: comma-separated finite numbers of nats."""
     mis = []
@@ -249,6 +261,10 @@ def read_rows(path: str) -> Any:
     missing = [column for column in COLUMNS if column not in rows.columns]
     check(not missing, "--from-csv", f"{path}: lacks the columns {', '.join(missing)} of rows")
     check(len(rows) > 0, "--from-csv", f"{path}: holds no rows")
+    for column in ("task", "estimator", "coupling"):  # the tables group by them
+        blank = rows[column].isna() | (rows[column].astype(str).str.strip() == "")
+        row = int(blank.idxmax()) + 2 if blank.any() else 0  # the file's line
+        check(not blank.any(), "--from-csv", f"{path}: line {row} has no {column}")
     numbers = {c: pd.to_numeric(rows[c], errors="coerce") for c in ("true_mi", "seed", "estimate")}
     wrong = {
         "true_mi": ~np.isfinite(numbers["true_mi"]),

@@ -131,16 +131,18 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
         raise ConfigError(f"{path}: not a readable .npz of arrays ({err})") from None  # pickles
     except (TypeError, AttributeError):  # np.load gave one array: an .npy file
         raise ConfigError(f"{path}: one array (.npy?), not an .npz of x, y and mi") from None
+    except MemoryError:  # a header that declares more than the file holds, or this machine
+        raise ConfigError(f"{path}: its arrays declare more than this machine's memory") from None
     for key in ("x", "y", "mi"):
         if key not in arrays:
             raise ConfigError(f"{path}: no array {key!r}; expected x [n, dx], y [n, dy], mi")
     x, y, mi = arrays["x"], arrays["y"], arrays["mi"]
     for key, array in (("x", x), ("y", y)):
-        ok = array.ndim == 2 and _real(array)
+        ok = array.ndim == 2 and array.shape[1] >= 1 and _real(array)
         if not ok:
             raise ConfigError(
-                f"{path}: {key} must be a 2-D numeric array, got shape {array.shape} of "
-                f"{array.dtype}"
+                f"{path}: {key} must be a 2-D numeric array of at least one column, got shape "
+                f"{array.shape} of {array.dtype}"
             )
         with np.errstate(over="ignore"):  # trained in float32: 1e300 becomes inf
             finite = np.isfinite(array.astype(np.float32)).all()

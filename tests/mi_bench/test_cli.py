@@ -87,7 +87,19 @@ def test_bad_input_exits_2_naming_it(
         (["--files", "{tmp}/f"], "f: not a readable .npz of arrays (No data left in file)"),
         (["--files", "{tmp}/pipe"], "pipe: not a readable .npz of arrays (not a regular file)"),
         (["--files", "{tmp}/mi-text.npz"], "mi-text.npz: mi must be one finite number >= 0"),
-        (["--files", "{tmp}/x-text.npz"], "x must be a 2-D numeric array, got shape (400, 4) of"),
+        (
+            ["--files", "{tmp}/x-text.npz"],
+            "x must be a 2-D numeric array of at least one column, got shape (400, 4) of",
+        ),
+        (["--files", "{tmp}/x-no-columns.npz"], "got shape (400, 0) of float64"),
+        (
+            ["--files", "{tmp}/x-declares-7-tib.npz"],
+            "x-declares-7-tib.npz: its arrays declare more",
+        ),
+        (["--files", "{tmp}/sizes.npz", "{tmp}/d/sizes.npz"], "--files: file:sizes given twice"),
+        (["--mis", "2,4,2"], "--mis: 2.0 given twice: each once"),
+        (["--estimators", "dv,infonce,dv"], "--estimators: dv given twice"),
+        (["--from-csv", "{tmp}/blank.csv"], "blank.csv: line 3 has no estimator"),
         (["--files", "{tmp}/x-huge.npz"], "x-huge.npz: x holds NaN or inf, or values beyond"),
         (["--files", "{tmp}/mi-complex.npz"], "mi-complex.npz: mi must be one finite number"),
         (["--mis", "370"], "--mis: 370 for task gaussian: 370 nats over 20 dimensions is beyond"),
@@ -135,13 +147,36 @@ def test_bad_input_is_refused_before_any_training(
         "x-huge": {"x": rows * 1e300, "y": rows, "mi": np.array(2.0)},  # inf in float32
         "mi-complex": {"x": rows, "y": rows, "mi": np.array(1 + 2j)},
         "sizes": {"x": rows, "y": rows[:, :3], "mi": np.array(0.0)},
+        "d/sizes": {"x": rows, "y": rows[:, :3], "mi": np.array(0.0)},
+        "x-no-columns": {"x": rows[:, :0], "y": rows, "mi": np.array(0.0)},
     }.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         np.savez(tmp_path / f"{name}.npz", **arrays)
+    _npz_declaring(tmp_path / "x-declares-7-tib.npz", (10**12, 1), rows)
+    (tmp_path / "blank.csv").write_text(header + "gaussian,infonce,bilinear,2,0,1.9\n"
+                                        "gaussian,,bilinear,2,0,1.9\n")  # fmt: skip
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--files" in argv:
         argv = ["--tasks", "none", *argv]
     assert main(argv) == 2
     assert message.replace("{tmp}", str(tmp_path)) in capsys.readouterr().err
+
+
+def _npz_declaring(path: Path, shape: tuple[int, ...], rows: np.ndarray) -> None:
+    """An .npz whose x header declares `shape` (float64) over 64 bytes of data."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": shape}
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", header.getvalue() + bytes(64))
+        for key, array in (("y", rows), ("mi", np.array(1.0))):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
 
 
 def test_redrawn_rows_may_hold_an_estimate_that_diverged(tmp_path: Path) -> None:
