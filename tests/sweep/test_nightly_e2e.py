@@ -182,6 +182,16 @@ def test_history_refuses_an_out_it_cannot_write_before_asking_mlflow(
     assert f"--out: cannot write to {workdir / 'f' / 'h'}" in capsys.readouterr().err
 
 
+def test_history_takes_a_spec_name_not_a_path(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``history ../../etc`` wrote its folder outside runs/nightly-history."""
+    argv = ["nightly", "history", "../../etc", "--tracking-uri", f"sqlite:///{workdir}/m.db"]
+    assert cli.main(argv) == 2
+    assert "SPEC_NAME: expected 1-100 letters" in capsys.readouterr().err
+    assert list(workdir.iterdir()) == []  # runs/nightly-history/../../etc is workdir/etc
+
+
 def test_history_from_a_database_it_cannot_reach_is_exit_3_not_a_traceback(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
             check_notify_url(args.notify)
         if is_history:
             from ssvae_core.preflight import writable_dir
+            from ssvae_core.sweep.storage import check_name_component
 
+            check_name_component(target[1], "SPEC_NAME")  # ../../etc wrote outside runs/
             writable_dir(history_dir(target[1], args.out), "--out")
         if not is_history:
             safe_yaml.read_yaml_file(target[0], "sweep file (sweeps/NAME.yaml)")
