@@ -338,7 +338,7 @@ class Run:
             self.schedule.load_state_dict(state["schedule"])
             self.generator.set_state(state["generator"].cpu())  # map_location moved it
             history = state["history"]
-            if not (isinstance(history, list) and history and isinstance(history[-1], dict)):
+            if not _is_history(history):
                 raise TypeError(f"history: expected a list of epochs, got {shown(history)}")
             self.history = history
         done = len(history) - 1
@@ -387,6 +387,19 @@ def video_on_device(cfg: RunConfig, video: Video | None) -> tuple[Tensor, Tensor
 
 class Diverged(RuntimeError):
     """A loss that is not finite; the message says where and what to change."""
+
+
+def _is_history(value: Any) -> bool:
+    """A list of one or more epochs, each a dict of metric name -> number (`Run.end_epoch`)."""
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(
+            isinstance(row, dict)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values())
+            for row in value
+        )
+    )
 
 
 def fit(

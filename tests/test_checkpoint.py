@@ -133,10 +133,17 @@ def test_the_reason_given_is_torchs_reason_never_its_advice() -> None:
     [
         (lambda state: state.pop("history"), "KeyError: 'history'"),
         (lambda state: state.update(history="x"), "TypeError: history: expected a list"),
+        (lambda state: state["history"][-1].update(mi_estimate="abc"), "TypeError: history"),
         (lambda state: state["encoder"].popitem(), "RuntimeError: Error(s) in loading state_dict"),
         (lambda state: state.update(optimizer=[]), "not a valid ssvae checkpoint (TypeError"),
     ],
-    ids=["no history", "history a string", "an encoder key less", "optimizer a list"],
+    ids=[
+        "no history",
+        "history a string",
+        "a metric a string",
+        "an encoder key less",
+        "optimizer a list",
+    ],
 )
 def test_a_checkpoint_with_its_fingerprint_but_not_its_state_is_refused(
     tmp_path: Path, tiny_cfg: RunConfig, tiny_video: Video, spoil: Any, why: str
