@@ -179,6 +179,7 @@ def run_report(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{table}: no column {', '.join(missing)}, which the {sweep.report!r} report draws"
             )
+        reports.check_values(sweep.report, trials, sweep.axes, str(table))
         out = writable_dir(args.out or directory, "--out")
     except ConfigError as err:
         print(f"ssvae report: error: {err}", file=sys.stderr)

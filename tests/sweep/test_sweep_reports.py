@@ -298,3 +298,53 @@ def test_fig1c_finds_the_control_beside_axes_it_does_not_have(tmp_path: Path) ->
     rows_md = _rows(fig1c.report(trials, context, tmp_path).markdown)
     assert rows_md["gaussian/8"][4:6] == ["2/3", "3.83"]  # gains 5, 0, 6.5
     assert rows_md["untrained/-"][4] == "-"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("probe_error_px", 1, "abc"), "line 3: probe_error_px holds 'abc', not a number"),
+        (("probe_error_px", None, "True"), "line 2: probe_error_px holds True, not a number"),
+        (("mi_estimate", 4, "x"), "line 6: mi_estimate holds 'x', not a number"),
+        (("train.seed", 0, "0.5"), "line 2: train.seed holds 0.5, not an integer seed"),
+        (("train.seed", 2, "x"), "line 4: train.seed holds 'x', not an integer seed"),
+        (("coupling.kind", 0, "weird"), None),  # critics' axes: not checked beyond their form
+    ],
+)
+def test_report_refuses_a_value_it_would_misread_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: tuple, message: str | None
+) -> None:
+    """``abc`` as an MI was dropped from a mean (exit 0), as a probe error a repr'd
+    traceback; ``True`` was drawn as 1; seed 0.5 became a column of its own."""
+    directory = tmp_path / "critics"
+    directory.mkdir()
+    axes = {"coupling.kind": ["bilinear", "gaussian"], "objective.estimator": ["infonce"],
+            "train.seed": [0, 1, 2]}  # fmt: skip
+    trials = _trials(axes, {"probe_error_px": [1.0] * 6, "mi_estimate": [0.5] * 6}).astype(object)
+    column, row, value = change
+    if row is None:
+        trials[column] = value == "True"
+    else:
+        trials.loc[row, column] = value
+    trials.to_csv(directory / "trials.csv", index=False)
+    argv = ["report", str(REPO / "sweeps" / "critics.yaml"), "--storage-path", str(tmp_path)]
+    status = cli.main(argv)
+    err = capsys.readouterr().err
+    if message is None:
+        assert status == 0, err
+    else:
+        assert status == 2 and f"trials.csv: {message}" in err, err
+        assert not (directory / "summary.md").exists()
+
+
+def test_report_refuses_a_method_its_grid_does_not_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = _finished(tmp_path, "paper-small", "", 0)
+    table = directory / "trials.csv"
+    table.write_text(table.read_text().replace("untrained,2,", "weird,2,"))
+    argv = ["report", str(REPO / "sweeps" / "paper-small.yaml"), "--storage-path", str(tmp_path)]
+    assert cli.main([*argv, "--name", "paper-small"]) == 2
+    assert "line 7: method holds 'weird', not a method of the grid (supervised" in (
+        capsys.readouterr().err
+    )

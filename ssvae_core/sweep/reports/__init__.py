@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ssvae_core.config import RunConfig
+from ssvae_core.errors import ConfigError, shown
+from ssvae_core.sweep.grid import METHOD_AXIS
+from ssvae_core.sweep.sections import SEED_AXES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,6 +88,49 @@ def columns(name: str) -> tuple[str, ...]:
     """The trials table's columns report `name` cannot draw without (its grid axes come from
     the sweep): `COLUMNS` and its own metrics."""
     return (*COLUMNS, *REPORTS[name].metrics)
+
+
+def check_values(
+    name: str, trials: pd.DataFrame, axes: Sequence[tuple[str, Sequence[object]]], where: str
+) -> None:
+    """A `ConfigError` naming the column and line of a trials table value report `name`
+    would misread (``ssvae report`` on a table edited or written elsewhere): a metric that is
+    no number (``abc`` was dropped by one study and a traceback in another; ``True`` was
+    drawn as 1), a seed that is no integer (``0.5`` became a seed of its own), a method the
+    sweep's grid does not have. An empty cell is a trial that failed, or an axis another
+    block of the grid has."""
+    import pandas as pd
+
+    def refuse(column: str, bad: pd.Series, what: str) -> None:
+        line = int(bad.to_numpy().nonzero()[0][0])
+        value = trials[column].iloc[line]
+        value = value.item() if hasattr(value, "item") else value  # numpy's scalars: as read
+        raise ConfigError(f"{where}: line {line + 2}: {column} holds {shown(value)}, not {what}")
+
+    for column in ("probe_error_px", *REPORTS[name].metrics):  # the numbers it draws
+        if column not in trials.columns:
+            continue
+        values = trials[column]
+        if values.dtype == bool:
+            refuse(column, values.notna(), "a number")
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = numbers.isna() & values.notna()
+        if bad.any():
+            refuse(column, bad, "a number")
+    for column, allowed in axes:
+        if column not in trials.columns:
+            continue
+        values = trials[column]
+        if column in SEED_AXES:
+            numbers = pd.to_numeric(values, errors="coerce")
+            whole = numbers == numbers.round()
+            bad = values.notna() & (numbers.isna() | ~whole | (values.dtype == bool))
+            if bad.any():
+                refuse(column, bad, "an integer seed")
+        elif column == METHOD_AXIS:
+            bad = values.notna() & ~values.astype(str).isin([str(v) for v in allowed])
+            if bad.any():
+                refuse(column, bad, f"a method of the grid ({', '.join(map(str, allowed))})")
 
 
 def write(
