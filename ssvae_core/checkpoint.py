@@ -13,7 +13,6 @@ checkpoint holds is refused).
 
 from __future__ import annotations
 
-import os
 import pickle
 import zipfile
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ import torch
 
 from ssvae_core import config
 from ssvae_core.errors import ConfigError, shown
+from ssvae_core.files import replacing
 
 CHECKPOINT_FILE = "state.pt"
 RESUMABLE_CHANGES = frozenset({"train.device", "probe.every_epochs"})
@@ -47,9 +47,8 @@ def save(directory: str | Path, state: dict[str, Any], cfg: config.RunConfig) ->
     Written to a temporary file, then renamed: a crash mid-write leaves the previous one.
     """
     path = Path(directory) / CHECKPOINT_FILE
-    tmp = path.with_suffix(".tmp")
-    torch.save({**state, "config": fingerprint(cfg)}, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save({**state, "config": fingerprint(cfg)}, tmp)
     return path
 
 

@@ -30,6 +30,7 @@ from matplotlib.patches import Circle
 from torch import nn
 
 from ssvae_core.balls import PALETTE, Video, render
+from ssvae_core.files import replacing
 from ssvae_core.frames import as_float, frames_per_batch
 from ssvae_core.probe import ProbeResult
 
@@ -37,8 +38,9 @@ from ssvae_core.probe import ProbeResult
 def save(fig: plt.Figure, path: str | Path) -> Path:
     """Write `fig` as a PNG at `path` (folders made), close it; the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with replacing(path) as tmp:  # never half a PNG; a named pipe there is replaced, not opened
+        fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120,
+                    bbox_inches="tight")  # fmt: skip
     plt.close(fig)
     return path
 

@@ -13,6 +13,7 @@ import yaml
 
 from ssvae_core import config, figures
 from ssvae_core.balls import Video
+from ssvae_core.files import write_text
 from ssvae_core.metrics import json_ready
 from ssvae_core.train import RunResult
 
@@ -25,11 +26,13 @@ def write_run(result: RunResult, video: Video, out: str | Path) -> list[Path]:
     runs.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "config.yaml", out / "metrics.json", out / "history.csv"]
-    paths[0].write_text(yaml.safe_dump(config.to_dict(result.config), sort_keys=False))
-    paths[1].write_text(json.dumps(json_ready(result.metrics()), indent=2) + "\n")
-    pd.DataFrame(result.history).to_csv(paths[2], index=False)
+    paths = [
+        write_text(
+            out / "config.yaml", yaml.safe_dump(config.to_dict(result.config), sort_keys=False)
+        ),
+        write_text(out / "metrics.json", json.dumps(json_ready(result.metrics()), indent=2) + "\n"),
+        write_text(out / "history.csv", pd.DataFrame(result.history).to_csv(index=False)),
+    ]
     if result.probe is not None and result.status == "ok":
         paths.append(figures.fig1b(video, result.probe, out / "fig1b.png"))
     if result.coupling is not None and result.encoder is not None and result.status == "ok":

@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
 from ssvae_core.errors import without_password
+from ssvae_core.files import write_text
 from ssvae_core.metrics import finite_numbers
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class RunLog:
         params = [Param(k, v) for k, v in identity["params"].items()]
         for start in range(0, len(params), 100):  # MLflow's batch limit
             mlflow.log_batch(run_id, params=params[start : start + 100])
-        write_atomic(self.directory / RUN_ID_FILE, run_id)
+        write_text(self.directory / RUN_ID_FILE, run_id)
         return run_id
 
     # -- operations ----------------------------------------------------------------------
@@ -205,13 +206,6 @@ class RunLog:
     def _rewrite(self, ops: list[Op]) -> None:
         path = self.directory / PENDING_FILE
         if ops:
-            write_atomic(path, "".join(json.dumps(op) + "\n" for op in ops))
+            write_text(path, "".join(json.dumps(op) + "\n" for op in ops))
         else:
             path.unlink(missing_ok=True)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """`text` into `path` through a temporary file and a rename: a crash leaves the old one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

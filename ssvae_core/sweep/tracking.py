@@ -35,9 +35,10 @@ from typing import Any
 from ssvae_core import config, run_files
 from ssvae_core.balls import Video
 from ssvae_core.errors import ConfigError, url_shown, without_password
+from ssvae_core.files import write_text
 from ssvae_core.metrics import finite_numbers
 from ssvae_core.sweep import lock, ui
-from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client, write_atomic
+from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import RunResult
 
@@ -247,9 +248,9 @@ class SweepTracking:
                 "name": self.sweep_dir.name,
                 "overrides": self.spec.overrides,
             }
-            write_atomic(info, json.dumps(record))  # --resume reads these: never half-written
-            write_atomic(self.sweep_dir / "sweep.yaml", self.spec.text)
-            write_atomic(self.sweep_dir / "search_space.json", json.dumps(self._space(), indent=1))
+            write_text(info, json.dumps(record))  # --resume reads these: never half-written
+            write_text(self.sweep_dir / "sweep.yaml", self.spec.text)
+            write_text(self.sweep_dir / "search_space.json", json.dumps(self._space(), indent=1))
         uid = json.loads(info.read_text())["uid"]
         tags = {"ssvae.role": "parent", "ssvae.sweep": self.spec.name, **provenance()}
         tags[ui.RUN_COLOUR_TAG] = ui.PARENT_COLOUR

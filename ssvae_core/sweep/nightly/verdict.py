@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ssvae_core.files import replacing, write_text
 from ssvae_core.sweep.nightly.compare import Comparison
 
 COLOURS = {
@@ -177,8 +178,8 @@ def plot_cell_history(comparison: Comparison, path: str | Path) -> Path:
 
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return path
 
@@ -187,7 +188,7 @@ def write_verdict(comparison: Comparison, out: str | Path, title: str = "nightly
     """``verdict.md``, ``paired-deltas.png`` and ``cell-history.png`` into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "verdict.md").write_text(verdict_markdown(comparison, title))
+    write_text(out / "verdict.md", verdict_markdown(comparison, title))
     return [
         out / "verdict.md",
         plot_paired_deltas(comparison, out / "paired-deltas.png"),
