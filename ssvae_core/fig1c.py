@@ -18,6 +18,7 @@ import pandas as pd
 from ssvae_core import config, figures, loader
 from ssvae_core.balls import simulate
 from ssvae_core.errors import ConfigError, check, check_name
+from ssvae_core.files import write_text
 from ssvae_core.train import Report, RunResult, fit
 
 
@@ -78,8 +79,7 @@ def run_methods(
         result = fit(cfg, report, video=video if cfg.data == first else None)
         rows.append({"method": method, "seed": seed, **result.metrics()})
         if out is not None:  # after every run: Ctrl-C or a crash keeps the runs done
-            Path(out).mkdir(parents=True, exist_ok=True)
-            pd.DataFrame(rows).to_csv(Path(out) / "fig1c.csv", index=False)
+            write_text(Path(out) / "fig1c.csv", pd.DataFrame(rows).to_csv(index=False))
         if on_result is not None:
             on_result(method, seed, result)
     table = pd.DataFrame(rows)

@@ -1,14 +1,18 @@
 """Files written whole or not at all: into a new temporary file beside the target, then renamed.
 
-`replacing(path)` gives the temporary path to write. The rename happens only if the block
-ends without an error, so a crash or a full disk mid-write leaves the previous file (a
-checkpoint, a sweep's record) as it was. What is at `path` is never opened: a named pipe left
-there would make a plain ``open(path, "w")`` wait for ever for a reader.
+`replacing(path)` gives the path to write. Where the target is a regular file or nothing yet,
+that is a new temporary file, renamed onto the target only if the block ends without an
+error: a crash or a full disk mid-write leaves the previous file (a checkpoint, a sweep's
+record) as it was. A symbolic link is written through, to the file it names. Anything else
+is never replaced: a device (``--out /dev/null``) is written in place, and a named pipe is
+refused with an `OSError`, since opening it would wait for ever for a reader.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,16 +21,24 @@ from pathlib import Path
 
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
-    """A new, empty temporary file beside `path` (its folders made), renamed onto `path` when
-    the block ends; removed instead if the block raises."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """The path to write `path` through (see the module doc); its folders are made."""
+    target = Path(os.path.realpath(path))
+    try:
+        mode = target.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISFIFO(mode):
+        raise OSError(errno.EEXIST, f"{path} is a named pipe: not written, it would wait")
+    if mode is not None and not stat.S_ISREG(mode):  # a device: written where it is
+        yield target
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

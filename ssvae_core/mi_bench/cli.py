@@ -34,6 +34,7 @@ from ssvae_core.errors import (
     path_arg,
     shown,
 )
+from ssvae_core.files import write_text
 from ssvae_core.safe_yaml import read_bytes
 
 MAX_ROWS_BYTES = 100_000_000  # docs/estimators-suite.csv, 480 rows, is 26 kB
@@ -298,8 +299,8 @@ def write_outputs(
         estimator_bias(results, path)
 
     writers: list[tuple[str, str | None, Callable[[str], object]]] = [
-        ("--csv", csv, lambda path: results.to_csv(path, index=False)),  # the rows first
-        ("--out", out, lambda path: Path(path).write_text(document, encoding="utf-8")),
+        ("--csv", csv, lambda path: write_text(path, results.to_csv(index=False))),  # rows first
+        ("--out", out, lambda path: write_text(path, document)),
         ("--figure", figure, bias_figure),
     ]
     failed = 0
@@ -307,7 +308,6 @@ def write_outputs(
         if path is None:
             continue
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
             write(path)
         except OSError as err:  # a full disk, say: the other outputs are still written
             print(f"ssvae mi-bench: {key}: could not write {path}: {err}", file=sys.stderr)

@@ -111,8 +111,7 @@ class RunLog:
         identity["params"] = {k: str(v) for k, v in params.items()}
         path = self.directory / IDENTITY_FILE
         if not path.exists():
-            self.directory.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(identity, indent=1))
+            write_text(path, json.dumps(identity, indent=1))
 
     @property
     def run_id(self) -> str | None:

@@ -35,6 +35,7 @@ from ray import tune
 from ssvae_core import safe_yaml
 from ssvae_core.balls import Video, simulate
 from ssvae_core.errors import ConfigError
+from ssvae_core.files import write_text
 from ssvae_core.metrics import METRICS
 from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import cluster, lock, reports, selection, space, tables, ui
@@ -300,7 +301,7 @@ def _finish(
     if spec.search is not None:  # the selected configurations, on a video the search never saw
         scored = selection.score_selected(spec, trials)
         cells = cells.merge(scored[["cell", "validation_px", "test_px"]], on="cell", how="left")
-        (directory / "selected.csv").write_text(scored.to_csv(index=False))
+        write_text(directory / "selected.csv", scored.to_csv(index=False))
         print(f"selected configurations scored on a second video: {directory / 'selected.csv'}")
     files = tables.write(trials, cells, directory)
     if spec.search is not None:

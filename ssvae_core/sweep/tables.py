@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ssvae_core.files import write_text
+
 STATUSES = ("ok", "diverged", "stopped", "error")
 
 
@@ -75,7 +77,7 @@ def write(trials: pd.DataFrame, cells: pd.DataFrame, out: Path) -> list[Path]:
         for suffix in ("csv", "parquet"):
             path = out / f"{name}.{suffix}"
             if suffix == "csv":
-                table.to_csv(path, index=False)
+                write_text(path, table.to_csv(index=False))
             else:
                 table.astype(
                     {c: str for c in table.columns if table[c].dtype == object}

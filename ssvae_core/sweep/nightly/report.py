@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ssvae_core.errors import ConfigError, url_shown
+from ssvae_core.files import write_text
 from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import compare
 from ssvae_core.sweep.nightly.verdict import plot_cell_history
@@ -65,10 +66,10 @@ def history_report(name: str, uri: str, out: Path, nights: int | None = None) ->
          "run_id": [run.info.run_id for run in runs]}
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
-    wide.to_csv(out / "history.csv")
+    write_text(out / "history.csv", wide.to_csv())
     text = f"# {name}: nightly history (median probe error, px; newest first)\n\n"
     text += markdown(wide.reset_index()) + "\n\n" + markdown(verdicts) + "\n"
-    (out / "history.md").write_text(text, encoding="utf-8")
+    write_text(out / "history.md", text)
     figure = plot_cell_history(comparison, out / "cell-history.png")
     return [out / "history.csv", out / "history.md", figure]
 

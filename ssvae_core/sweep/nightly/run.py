@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ssvae_core.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, url_shown
+from ssvae_core.files import write_text
 from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import lock
 from ssvae_core.sweep.nightly import history
@@ -147,7 +148,7 @@ def _report(
     out = result.directory / "nightly"
     files = write_verdict(comparison, out, title)
     summary = summary_json(spec, result, comparison, base_id)
-    (out / "verdict.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_text(out / "verdict.json", json.dumps(summary, indent=1) + "\n")
     files.append(out / "verdict.json")
     parent = RunLog(result.tracking_uri, result.directory)
     for path in files:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from ssvae_core.config import RunConfig
 from ssvae_core.errors import ConfigError, shown
+from ssvae_core.files import write_text
 from ssvae_core.sweep.grid import METHOD_AXIS
 from ssvae_core.sweep.sections import SEED_AXES
 
@@ -156,5 +157,5 @@ def write(
             raise
         log.exception("the %r report failed; redraw it with `ssvae report`", name)
         return files
-    summary.write_text(f"# {context.name}\n\n{output.markdown}\n", encoding="utf-8")
+    write_text(summary, f"# {context.name}\n\n{output.markdown}\n")
     return [*files, *output.figures, summary]
