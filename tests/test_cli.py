@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ssvae_core import balls, cli, errors
+from ssvae_core import balls, cli, errors, fig1c
 
 TINY = [
     "--set",
@@ -33,6 +33,7 @@ def no_compute(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("simulate() called before the config was validated")
 
     monkeypatch.setattr(balls, "simulate", refuse)
+    monkeypatch.setattr(fig1c, "simulate", refuse)  # imported by name there
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,7 @@ def test_figures_ignore_a_bad_mplbackend(entry: list[str], tmp_path: Path) -> No
     matplotlib`` itself) must not break them, in ``ssvae`` or ``python -m ssvae_core.mi_bench``."""
     png = tmp_path / "figure.png"
     args = [*TINY, "--preview", str(png)] if entry[-1] == "data" else [
-        "--smoke-test", "--steps", "2", "--tasks", "gaussian", "--estimators", "infonce",
+        "--smoke-test", "--tasks", "gaussian", "--estimators", "infonce",
         "--couplings", "bilinear", "--mis", "2", "--figure", str(png)]  # fmt: skip
     env = {**os.environ, "MPLBACKEND": "no-such-backend"}
     done = subprocess.run(
@@ -235,8 +236,6 @@ def test_fig1c_refuses_a_key_its_methods_or_seeds_would_replace(
 
 
 def test_fig1c_takes_a_methods_own_value_and_the_config_file(tmp_path: Path) -> None:
-    from ssvae_core import fig1c
-
     config = tmp_path / "c.yaml"
     config.write_text("train: {epochs: 3}\n")
     runs = fig1c.method_configs("small", ["supervised", "gaussian"], [0, 4], path=config,
@@ -261,8 +260,6 @@ def test_fig1c_exits_1_naming_the_runs_that_failed(
 def test_fig1c_keeps_the_runs_done_when_interrupted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ssvae_core import fig1c
-
     real, calls = fig1c.fit, []
 
     def fit_then_ctrl_c(*args: Any, **kwargs: Any) -> Any:

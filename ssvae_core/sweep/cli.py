@@ -1,13 +1,12 @@
 """``ssvae sweep FILE`` and ``ssvae report FILE``: parse, call one function, print.
 
-The ``ssvae`` command wires them with `add_parser` / `add_report_parser`; also runnable alone
-as ``python -m ssvae_core.sweep.cli sweep FILE ...`` (and by ``sweeps/run.py`` on a Ray
-cluster head). The sweep file is read and validated before Ray, Optuna or MLflow is imported,
-so a bad file answers at once. Exit status (`ssvae_core.errors`): 0 done, 1 some trial
-errored, 2 bad spec (the message names the dotted key), trials no node can hold, unreachable
-MLflow, a sweep directory in the wrong state or a missing ``sweep`` extra; 3 another driver
-of the same sweep name is running, or the Ray address does not answer - all before any trial
-starts; 130 interrupted (Ctrl-C; ``--resume`` continues it).
+The ``ssvae`` command wires them with `add_parser` / `add_report_parser` (``sweeps/run.py``
+runs it on a Ray cluster head). The sweep file is read and validated before Ray, Optuna or
+MLflow is imported, so a bad file answers at once. Exit status (`ssvae_core.errors`): 0 done,
+1 some trial errored, 2 bad spec (the message names the dotted key), trials no node can
+hold, unreachable MLflow, a sweep directory in the wrong state or a missing ``sweep`` extra;
+3 another driver of the same sweep name is running, or the Ray address does not answer - all
+before any trial starts; 130 interrupted (Ctrl-C; ``--resume`` continues it).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from ssvae_core.errors import (
@@ -192,16 +190,3 @@ def run_report(args: argparse.Namespace) -> int:
     for path in paths:
         print(path)
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ssvae")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_parser(subparsers)
-    add_report_parser(subparsers)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -131,7 +131,7 @@ def kill_pids(pids: list[int]) -> None:
 
 
 def sweep_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ssvae_core.sweep.cli", "sweep", *args]
+    return [sys.executable, "-m", "ssvae_core.cli", "sweep", *args]
 
 
 class MlflowServer:
