@@ -10,7 +10,6 @@ refused with an `OSError`, since opening it would wait for ever for a reader.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import tempfile
@@ -28,7 +27,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
     except FileNotFoundError:
         mode = None
     if mode is not None and stat.S_ISFIFO(mode):
-        raise OSError(errno.EEXIST, f"{path} is a named pipe: not written, it would wait")
+        raise OSError(f"{path} is a named pipe: not written (it would wait for a reader)")
     if mode is not None and not stat.S_ISREG(mode):  # a device: written where it is
         yield target
         return

@@ -78,6 +78,25 @@ def _tampered_checkpoint(tmp: Path) -> None:
     subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, timeout=120)
 
 
+def _pipe_in_out(tmp: Path) -> None:
+    (tmp / "out").mkdir()
+    os.mkfifo(tmp / "out" / "metrics.json")  # opening it to write waits for a reader
+
+
+def _npz_declaring_7_tib(tmp: Path) -> None:
+    import io
+    import zipfile
+
+    import numpy as np
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**12, 1)}
+    )
+    with zipfile.ZipFile(tmp / "big.npz", "w") as archive:
+        archive.writestr("x.npy", header.getvalue() + bytes(64))
+
+
 def _empty_trials(tmp: Path) -> None:
     (tmp / "runs" / "sweeps" / "s").mkdir(parents=True)
     (tmp / "runs" / "sweeps" / "s" / "trials.csv").write_text("")
@@ -222,6 +241,40 @@ CASES = [
          "--name: expected 1-100 letters", _sweep("")),
     Case("a spec name: ..", ["sweep", "s.yaml"], 2, "name: expected 1-100 letters",
          {"s.yaml": f"name: ..\n{TINY}"}),
+    Case("nightly history ../../etc", ["nightly", "history", "../../etc"], 2,
+         "SPEC_NAME: expected 1-100 letters"),
+    # ---- values that were silently misread, and files that made a command wait or fail late
+    Case("a --config section as text, then --set into it", ["train", "--config", "c.yaml",
+         "--set", "train.epochs=1"], 2, "train: expected a mapping, got 'lr=0.1'",
+         {"c.yaml": "train: lr=0.1\n"}),
+    Case("an int of 5000 digits", ["train", "--set", "train.epochs=" + "1" * 5000], 2,
+         "train.epochs: expected int"),
+    Case("a path name over 255 bytes", ["train", "--out", "a" * 256], 2,
+         "a name in the path is 256 bytes long"),
+    Case("a named pipe at out/metrics.json: the metrics still printed", ["train", *TRAIN_TINY,
+         "--out", "out", "--json"], 1, "metrics.json is a named pipe: not written",
+         setup=_pipe_in_out, limit_s=60),
+    Case("resuming with fewer epochs than the checkpoint holds", ["train", *TRAIN_TINY,
+         "--checkpoint-dir", "ck", "--set", "train.epochs=0"], 2,
+         "train.epochs: 0, but the checkpoint in ck is after epoch 1",
+         setup=_checkpoint_of_another_config, limit_s=60),
+    Case("fig1c --set train.seed=5 (--seeds sets it)", ["fig1c", "--set", "train.seed=5"], 2,
+         "train.seed: ssvae fig1c sets it"),
+    Case("nightly --set on a grid axis", ["nightly", "s.yaml", "--set", "train.seed=5"], 2,
+         "--set train.seed: the sweep varies it", _sweep("grid: {train.seed: [0, 1]}\n")),
+    Case("nightly.resamples: 10^12", ["sweep", "s.yaml"], 2, "nightly.resamples: must be in",
+         _sweep("nightly: {resamples: 1000000000000}\n")),
+    Case("sweep --resume with a damaged sweep.json", ["sweep", "s.yaml", "--resume"], 2,
+         "sweep.json is damaged", {**_sweep(""), "runs/sweeps/s/sweep.yaml": f"name: s\n{TINY}",
+         "runs/sweeps/s/sweep.json": "{not json"}),
+    Case("ssvae report on 'abc' as a probe error", ["report", "s.yaml"], 2,
+         "line 2: probe_error_px holds 'abc', not a number",
+         {**_sweep(""), "runs/sweeps/s/trials.csv": "train.seed,status,probe_error_px\n"
+          "0,ok,abc\n"}),
+    Case("mi-bench --mis 2,2 (a case twice)", ["mi-bench", "--mis", "2,2"], 2,
+         "--mis: 2.0 given twice"),
+    Case("an .npz whose header declares 7 TiB", ["mi-bench", "--tasks", "none", "--files",
+         "big.npz"], 2, "big.npz: its arrays declare more", setup=_npz_declaring_7_tib),
 ]  # fmt: skip
 
 
