@@ -38,7 +38,8 @@ sync_api = pytest.importorskip(
 
 from mlflow import MlflowClient  # noqa: E402
 
-from ssvae_core.sweep import cli, ui  # noqa: E402
+from ssvae_core import cli  # noqa: E402
+from ssvae_core.sweep import ui  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "sweeps" / "smoke.yaml"

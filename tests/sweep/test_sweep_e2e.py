@@ -12,7 +12,8 @@ pytest.importorskip("mlflow")
 
 from sweep_helpers import SMOKE, artifact_names, metric_steps, sweep_runs, write_spec
 
-from ssvae_core.sweep import cli, spec, ui
+from ssvae_core import cli
+from ssvae_core.sweep import spec, ui
 
 
 @pytest.mark.slow

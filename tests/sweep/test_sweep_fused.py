@@ -13,9 +13,10 @@ pytest.importorskip("mlflow")
 
 from sweep_helpers import artifact_names, metric_steps, sweep_runs, write_spec
 
+from ssvae_core import cli
 from ssvae_core.balls import simulate
 from ssvae_core.errors import ConfigError
-from ssvae_core.sweep import cli, spec
+from ssvae_core.sweep import spec
 from ssvae_core.train import fit
 
 SMOKE_GRID = "grid:\n  method: [gaussian, bilinear]\n  train.seed: [0, 1]\n"

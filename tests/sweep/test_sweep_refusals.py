@@ -13,7 +13,8 @@ pytest.importorskip("mlflow")
 
 from sweep_helpers import free_port, write_spec
 
-from ssvae_core.sweep import cli, lock
+from ssvae_core import cli
+from ssvae_core.sweep import lock
 
 
 @pytest.mark.parametrize(

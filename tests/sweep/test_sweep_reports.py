@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from sweep_helpers import REPO
 
-from ssvae_core.sweep import cli, reports, spec
+from ssvae_core import cli
+from ssvae_core.sweep import reports, spec
 from ssvae_core.sweep.reports import common, critics, fig1c, lengthscale, negatives, stochastic
 
 

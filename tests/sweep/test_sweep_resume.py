@@ -24,7 +24,7 @@ from sweep_helpers import (
     wait_for,
 )
 
-from ssvae_core.sweep import cli
+from ssvae_core import cli
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from sweep_helpers import (
     write_spec,
 )
 
-from ssvae_core.sweep import cli
+from ssvae_core import cli
 
 
 def _assert_complete(uri: str, experiment: str, n_trials: int) -> None:

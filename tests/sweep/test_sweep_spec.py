@@ -16,8 +16,9 @@ pytest.importorskip("mlflow")
 import ray
 from sweep_helpers import REPO, SMOKE, free_port, write_spec
 
+from ssvae_core import cli
 from ssvae_core.errors import ConfigError
-from ssvae_core.sweep import cli, space, spec
+from ssvae_core.sweep import space, spec
 
 SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
 
