@@ -11,8 +11,8 @@ refused with an `OSError`, since opening it would wait for ever for a reader.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,15 +32,27 @@ def replacing(path: str | Path) -> Iterator[Path]:
         yield target
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_file(target)
     try:
+        if mode is not None:  # the file it replaces keeps its permissions
+            os.chmod(tmp, stat.S_IMODE(mode))
         yield tmp
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _new_file(target: Path) -> Path:
+    """A new empty file beside `target`, with the permissions a plain ``open(target, "w")``
+    gives (0666 less the umask; `tempfile.mkstemp` would make it 0600)."""
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
 
 
 def write_text(path: str | Path, text: str) -> Path:

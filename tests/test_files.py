@@ -37,3 +37,14 @@ def test_a_named_pipe_at_the_target_is_refused_not_waited_on(tmp_path: Path) -> 
     os.mkfifo(tmp_path / "pipe.json")
     with pytest.raises(OSError, match=r"pipe\.json is a named pipe: not written"):
         files.write_text(tmp_path / "pipe.json", "x")
+
+
+def test_a_new_file_takes_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        assert files.write_text(tmp_path / "new.txt", "x").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "shared.txt").write_text("old")
+        (tmp_path / "shared.txt").chmod(0o664)
+        assert files.write_text(tmp_path / "shared.txt", "y").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(old)
