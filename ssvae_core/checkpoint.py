@@ -47,8 +47,8 @@ def save(directory: str | Path, state: dict[str, Any], cfg: config.RunConfig) ->
     Written to a temporary file, then renamed: a crash mid-write leaves the previous one.
     """
     path = Path(directory) / CHECKPOINT_FILE
-    with replacing(path) as tmp:
-        torch.save({**state, "config": fingerprint(cfg)}, tmp)
+    with replacing(path) as tmp, open(tmp, "wb") as fh:  # a file object: the archive's
+        torch.save({**state, "config": fingerprint(cfg)}, fh)  # name is not the temp file's
     return path
 
 

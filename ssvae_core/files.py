@@ -5,11 +5,15 @@ that is a new temporary file, renamed onto the target only if the block ends wit
 error: a crash or a full disk mid-write leaves the previous file (a checkpoint, a sweep's
 record) as it was. A symbolic link is written through, to the file it names. Anything else
 is never replaced: a device (``--out /dev/null``) is written in place, and a named pipe is
-refused with an `OSError`, since opening it would wait for ever for a reader.
+refused with an `OSError`, since opening it would wait for ever for a reader. A file replaced
+keeps its permissions, a read-only one is refused as a plain write would be; its owner and
+other hard links are not kept (a new file takes the writer's). Nothing is synced to disk: a
+crash of the process leaves the old file, a power cut may not.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -31,12 +35,14 @@ def replacing(path: str | Path) -> Iterator[Path]:
     if mode is not None and not stat.S_ISREG(mode):  # a device: written where it is
         yield target
         return
+    if mode is not None and not os.access(target, os.W_OK):  # a rename would not ask
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_file(target)
     try:
+        yield tmp
         if mode is not None:  # the file it replaces keeps its permissions
             os.chmod(tmp, stat.S_IMODE(mode))
-        yield tmp
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -202,7 +202,10 @@ def output_file(path: str | Path, key: str) -> Path:
         raise ConfigError(f"{key}: cannot write to {path} ({err.strerror or err})") from None
     if problem is not None:
         raise ConfigError(f"{key}: {path} {problem}")
-    writable_dir(path.parent, key)
+    real = Path(os.path.realpath(path))
+    if real.exists() and not real.is_file():  # a device (/dev/null): written where it is
+        return path
+    writable_dir(real.parent, key)  # where the file is made: a link's target's folder
     return path
 
 

@@ -186,3 +186,11 @@ def test_optimiser_moments_of_another_shape_are_refused_at_the_resume(
     torch.save(state, tmp_path / CHECKPOINT_FILE)
     with pytest.raises(CheckpointError, match=r"not a valid ssvae checkpoint \(ValueError: saved"):
         fit(cfg, checkpoint_dir=str(tmp_path), video=tiny_video)
+
+
+def test_the_same_state_saves_to_the_same_bytes(tmp_path: Path, tiny_cfg: RunConfig) -> None:
+    """torch.save names its archive after the file it is given: saved to a temporary file by
+    path, each checkpoint held that file's random name."""
+    state = {"encoder": {"w": torch.ones(3)}, "history": [{"epoch": 0.0}]}
+    first = checkpoint.save(tmp_path / "a", state, tiny_cfg).read_bytes()
+    assert checkpoint.save(tmp_path / "b", state, tiny_cfg).read_bytes() == first

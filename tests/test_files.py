@@ -1,5 +1,6 @@
 """`ssvae_core.files`: a file is written whole or not at all; a device is written where it is,
-never replaced; a named pipe is refused, never waited on."""
+never replaced; a named pipe is refused, never waited on. (No test here writes to this
+machine's /dev: an early form of `replacing` renamed its file over /dev/full.)"""
 
 from __future__ import annotations
 
@@ -23,14 +24,18 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path)
 
 def test_a_link_is_written_through_and_a_device_in_place(tmp_path: Path) -> None:
     (tmp_path / "real.txt").write_text("old")
-    (tmp_path / "link.txt").symlink_to(tmp_path / "real.txt")
+    (tmp_path / "link.txt").symlink_to("real.txt")  # relative
     files.write_text(tmp_path / "link.txt", "new")
     assert (tmp_path / "link.txt").is_symlink() and (tmp_path / "real.txt").read_text() == "new"
-    files.write_text("/dev/null", "gone")  # replaced, /dev/null would be a file for everyone
-    assert Path("/dev/null").is_char_device()
-    with pytest.raises(OSError, match="No space left"):
-        files.write_text("/dev/full", "x")
-    assert Path("/dev/full").is_char_device()
+    leader, follower = os.openpty()  # a device of this test's own: /dev/pts refuses a rename
+    try:
+        device = os.ttyname(follower)
+        files.write_text(device, "to the terminal")
+        assert Path(device).is_char_device()
+        assert b"to the terminal" in os.read(leader, 100)
+    finally:
+        os.close(leader)
+        os.close(follower)
 
 
 def test_a_named_pipe_at_the_target_is_refused_not_waited_on(tmp_path: Path) -> None:
@@ -48,3 +53,18 @@ def test_a_new_file_takes_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path: 
         assert files.write_text(tmp_path / "shared.txt", "y").stat().st_mode & 0o777 == 0o664
     finally:
         os.umask(old)
+
+
+def test_a_read_only_file_is_refused_by_name_as_a_plain_write_would_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename needs only the folder's permission: without the check, a user's read-only file
+    was replaced. (Root may write it, so os.access is made to answer as for another user.)"""
+    path = tmp_path / "kept.md"
+    path.write_text("old")
+    path.chmod(0o444)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode))
+    with pytest.raises(PermissionError, match=r"kept\.md"):
+        files.write_text(path, "new")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["kept.md"]

@@ -108,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
                             ("--couplings", couplings), ("--mis", mis)):  # fmt: skip
             check_once(given, flag)
         files = [problems.from_npz(path) for path in args.files]
-        check_once([case.name for case in files], "--files")  # the tables group by task name
+        stems = [case.name.removeprefix("file:") for case in files]
+        twice = [stem for stem in dict.fromkeys(stems) if stems.count(stem) > 1]
+        named = f"two files named {', '.join(twice)}"
+        why = "a file's task is file:NAME, its name without .npz, and the tables group by it"
+        check(not twice, "--files", f"{named}: {why}; rename one")
         cases = synthetic_cases(tasks, mis) + files
         if not cases:
             raise ConfigError("--tasks: no task and no --files: nothing to score")
@@ -264,8 +268,8 @@ def read_rows(path: str) -> Any:
     check(len(rows) > 0, "--from-csv", f"{path}: holds no rows")
     for column in ("task", "estimator", "coupling"):  # the tables group by them
         blank = rows[column].isna() | (rows[column].astype(str).str.strip() == "")
-        row = int(blank.idxmax()) + 2 if blank.any() else 0  # the file's line
-        check(not blank.any(), "--from-csv", f"{path}: line {row} has no {column}")
+        row = int(blank.to_numpy().argmax()) + 1  # the table's row, after its header
+        check(not blank.any(), "--from-csv", f"{path}: row {row} has no {column}")
     numbers = {c: pd.to_numeric(rows[c], errors="coerce") for c in ("true_mi", "seed", "estimate")}
     wrong = {
         "true_mi": ~np.isfinite(numbers["true_mi"]),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ssvae_core.files import write_text
+from ssvae_core.files import replacing, write_text
 
 STATUSES = ("ok", "diverged", "stopped", "error")
 
@@ -79,9 +79,10 @@ def write(trials: pd.DataFrame, cells: pd.DataFrame, out: Path) -> list[Path]:
             if suffix == "csv":
                 write_text(path, table.to_csv(index=False))
             else:
-                table.astype(
-                    {c: str for c in table.columns if table[c].dtype == object}
-                ).to_parquet(path, index=False)
+                with replacing(path) as tmp:
+                    table.astype(
+                        {c: str for c in table.columns if table[c].dtype == object}
+                    ).to_parquet(tmp, index=False)
             paths.append(path)
     return paths
 

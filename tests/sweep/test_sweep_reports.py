@@ -304,11 +304,12 @@ def test_fig1c_finds_the_control_beside_axes_it_does_not_have(tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("probe_error_px", 1, "abc"), "line 3: probe_error_px holds 'abc', not a number"),
-        (("probe_error_px", None, "True"), "line 2: probe_error_px holds True, not a number"),
-        (("mi_estimate", 4, "x"), "line 6: mi_estimate holds 'x', not a number"),
-        (("train.seed", 0, "0.5"), "line 2: train.seed holds 0.5, not an integer seed"),
-        (("train.seed", 2, "x"), "line 4: train.seed holds 'x', not an integer seed"),
+        (("probe_error_px", 1, "abc"), "row 2: probe_error_px holds 'abc', not a number"),
+        (("probe_error_px", None, "True"), "row 1: probe_error_px holds True, not a number"),
+        (("mi_estimate", 4, "x"), "row 5: mi_estimate holds 'x', not a number"),
+        (("train.seed", 0, "0.5"), "row 1: train.seed holds 0.5, not an integer seed"),
+        (("train.seed", 2, "x"), "row 3: train.seed holds 'x', not an integer seed"),
+        (("train.seed", 1, "inf"), "row 2: train.seed holds inf, not an integer seed"),
         (("coupling.kind", 0, "weird"), None),  # critics' axes: not checked beyond their form
     ],
 )
@@ -346,6 +347,6 @@ def test_report_refuses_a_method_its_grid_does_not_have(
     table.write_text(table.read_text().replace("untrained,2,", "weird,2,"))
     argv = ["report", str(REPO / "sweeps" / "paper-small.yaml"), "--storage-path", str(tmp_path)]
     assert cli.main([*argv, "--name", "paper-small"]) == 2
-    assert "line 7: method holds 'weird', not a method of the grid (supervised" in (
+    assert "row 6: method holds 'weird', not a method of the grid (supervised" in (
         capsys.readouterr().err
     )

@@ -94,7 +94,7 @@ def columns(name: str) -> tuple[str, ...]:
 def check_values(
     name: str, trials: pd.DataFrame, axes: Sequence[tuple[str, Sequence[object]]], where: str
 ) -> None:
-    """A `ConfigError` naming the column and line of a trials table value report `name`
+    """A `ConfigError` naming the column and row of a trials table value report `name`
     would misread (``ssvae report`` on a table edited or written elsewhere): a metric that is
     no number (``abc`` was dropped by one study and a traceback in another; ``True`` was
     drawn as 1), a seed that is no integer (``0.5`` became a seed of its own), a method the
@@ -106,7 +106,7 @@ def check_values(
         line = int(bad.to_numpy().nonzero()[0][0])
         value = trials[column].iloc[line]
         value = value.item() if hasattr(value, "item") else value  # numpy's scalars: as read
-        raise ConfigError(f"{where}: line {line + 2}: {column} holds {shown(value)}, not {what}")
+        raise ConfigError(f"{where}: row {line + 1}: {column} holds {shown(value)}, not {what}")
 
     for column in ("probe_error_px", *REPORTS[name].metrics):  # the numbers it draws
         if column not in trials.columns:
@@ -124,8 +124,8 @@ def check_values(
         values = trials[column]
         if column in SEED_AXES:
             numbers = pd.to_numeric(values, errors="coerce")
-            whole = numbers == numbers.round()
-            bad = values.notna() & (numbers.isna() | ~whole | (values.dtype == bool))
+            seed = (numbers == numbers.round()) & (numbers >= 0) & (numbers < 2**63)  # not inf
+            bad = values.notna() & (numbers.isna() | ~seed | (values.dtype == bool))
             if bad.any():
                 refuse(column, bad, "an integer seed")
         elif column == METHOD_AXIS:
