@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ssvae_core.train import fit
 
     video = simulate(cfg.data.balls, cfg.data.seed)
-    epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs
+    epochs = cfg.epochs_trained
     with tqdm(
         total=epochs,
         desc=f"{cfg.train.mode}:{cfg.coupling.kind}",
@@ -144,17 +144,14 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    def planned(cfg: Any) -> int:
-        return 0 if cfg.train.mode == "untrained" else int(cfg.train.epochs)
-
-    total = sum(planned(cfg) for _, _, cfg in runs)
+    total = sum(cfg.epochs_trained for _, _, cfg in runs)
     with tqdm(total=total, desc="fig1c", unit="epoch", disable=args.quiet, file=sys.stderr) as bar:
 
         def epoch_done(metrics: dict[str, Any], _ckpt: str | None) -> None:
             bar.update(1 if metrics["epoch"] > 0 else 0)
 
         def show(method: str, seed: int, result: Any) -> None:
-            bar.update(planned(result.config) - (len(result.history) - 1))  # a run that diverged
+            bar.update(result.config.epochs_trained - (len(result.history) - 1))  # diverged
             bar.write(
                 f"{method:>11} seed {seed}: {result.probe_error_px:7.3f} px  "
                 f"({result.status}, {result.seconds:.0f} s)",

@@ -238,6 +238,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
 
+    @property
+    def epochs_trained(self) -> int:
+        """The epochs this run trains: ``train.epochs``, none for the ``untrained`` control."""
+        return 0 if self.train.mode == "untrained" else self.train.epochs
+
     def __post_init__(self) -> None:
         pairs = self.data.n_frames - 1
         check(

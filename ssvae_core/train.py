@@ -223,7 +223,7 @@ class Run:
     @property
     def epochs(self) -> int:
         """Epochs this run trains (none for ``untrained``)."""
-        return 0 if self.cfg.train.mode == "untrained" else self.cfg.train.epochs
+        return self.cfg.epochs_trained
 
     def train(self, report: Report | None, checkpoint_dir: str | None) -> tuple[str, str]:
         """Every epoch left (all but those a checkpoint holds); -> (status, message)."""
@@ -364,7 +364,7 @@ def relative_cost(cfg: RunConfig) -> float:
     first with it (`sweep.space.longest_first`).
     """
     t, batch = cfg.data.n_frames, cfg.train.batch_size
-    epochs = 0 if cfg.train.mode == "untrained" else cfg.train.epochs
+    epochs = cfg.epochs_trained
     if cfg.train.mode == "ssl":
         negatives = cfg.objective.n_negatives or batch - 1
         per_step = 2 * batch + max(0, negatives - (batch - 1))
