@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -42,6 +43,12 @@ def key_shown(key: Any, limit: int = 100) -> str:
     longer than `limit` or holds a newline or another unprintable character, then `shown`."""
     text = str(key)
     return text if len(text) <= limit and text.isprintable() else shown(text, limit)
+
+
+def repeated(values: Iterable[Any]) -> list[str]:
+    """The values given more than once, as text, each once, in the order first given (a
+    flag's repeat would run the same case again and count it as one more)."""
+    return [str(value) for value, times in Counter(values).items() if times > 1]
 
 
 NAME_MAX, PATH_MAX = 255, 4096  # bytes in one name of a path, and in a path (Linux)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ssvae_core import config, figures, loader
 from ssvae_core.balls import simulate
-from ssvae_core.errors import ConfigError, check, check_name
+from ssvae_core.errors import ConfigError, check, check_name, repeated
 from ssvae_core.files import write_text
 from ssvae_core.train import Report, RunResult, fit
 
@@ -38,8 +38,8 @@ def method_configs(
     """
     for method in methods:
         check_name(method, "--methods", config.METHODS)
-    for flag, names in (("--methods", list(map(str, methods))), ("--seeds", list(map(str, seeds)))):
-        twice = [v for v in dict.fromkeys(names) if names.count(v) > 1]
+    for flag, chosen in (("--methods", methods), ("--seeds", seeds)):
+        twice = repeated(chosen)
         check(not twice, flag, f"{', '.join(twice)} given twice: each run once")
     for seed in seeds:
         check(seed >= 0, "--seeds", f"must be >= 0, got {seed}")

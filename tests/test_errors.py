@@ -67,3 +67,9 @@ def test_a_key_or_place_is_named_on_one_line_and_cut() -> None:
     with pytest.raises(ConfigError) as err:
         within("grid cell " + "k" * 1000 + "=1", refuse)
     assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+
+
+def test_repeated_names_each_value_given_twice_once_in_first_order() -> None:
+    from ssvae_core.errors import repeated
+
+    assert repeated([3, 1, 3, 2, 1, 3]) == ["3", "1"] and repeated(["a", "b"]) == []

@@ -32,6 +32,7 @@ from ssvae_core.errors import (
     check,
     check_name,
     path_arg,
+    repeated,
     shown,
 )
 from ssvae_core.files import write_text
@@ -108,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
                             ("--couplings", couplings), ("--mis", mis)):  # fmt: skip
             check_once(given, flag)
         files = [problems.from_npz(path) for path in args.files]
-        stems = [case.name.removeprefix("file:") for case in files]
-        twice = [stem for stem in dict.fromkeys(stems) if stems.count(stem) > 1]
+        twice = repeated(case.name.removeprefix("file:") for case in files)
         named = f"two files named {', '.join(twice)}"
         why = "a file's task is file:NAME, its name without .npz, and the tables group by it"
         check(not twice, "--files", f"{named}: {why}; rename one")
@@ -218,7 +218,7 @@ def check_sizes(cases: Sequence[Any], couplings: Sequence[str]) -> None:
 def check_once(values: Sequence[Any], flag: str) -> None:
     """Each value of `flag` once: a repeat ran the same case again, and its rows counted as
     more seeds (a smaller std). Files are named by their stem (``file:NAME``)."""
-    twice = [str(v) for v in dict.fromkeys(values) if list(values).count(v) > 1]
+    twice = repeated(values)
     check(not twice, flag, f"{', '.join(twice)} given twice: each once")
 
 
