@@ -290,7 +290,6 @@ def parse(
         overrides=loader.nest(overrides or {}, "--set"),
         nightly=section(NightlyOptions, raw.get("nightly"), "nightly."),
     )
-    _check_overrides(spec)
     cells = []
     for index, params in enumerate(grid.cells(blocks)):
         label = ", ".join(f"{k}={v}" for k, v in params) or "base"
@@ -299,6 +298,7 @@ def parse(
         )
         list(spec.corner_configs(cells[-1]))  # each built, so each validated
     spec = replace(spec, cells=tuple(cells))
+    _check_overrides(spec)
     _check_swept_couplings(spec)
     _check_fuse(spec)
     if spec.scheduler is not None:  # between probes `fit` reports the last probe again
@@ -312,23 +312,13 @@ def parse(
     return spec
 
 
-def _flat(nested: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}`` (a section that is no mapping left out:
-    building the configs names it)."""
-    return {
-        f"{section}.{key}": value
-        for section, values in nested.items()
-        if isinstance(values, Mapping)
-        for key, value in values.items()
-    }
-
-
 def _check_overrides(spec: SweepSpec) -> None:
     """``--set`` applies last, to every trial (`SweepSpec.trial_config`), so a key the sweep
     varies (a grid axis or a searched key) is refused: ``--set train.seed=5`` on a nightly
-    trained every seed cell with seed 5, labelled 0, 1 and 2, and paired them."""
+    trained every seed cell with seed 5, labelled 0, 1 and 2, and paired them. Called once
+    the trials are built, so the overrides are known to be sections of known keys."""
     swept = {key for key, _ in spec.axes} | {key for key, _ in spec.space}
-    for key in _flat(spec.overrides):
+    for key in config.flatten(spec.overrides):
         check(key not in swept, f"--set {key}", "the sweep varies it (a grid axis or searched)")
 
 
