@@ -83,3 +83,22 @@ def refused_not_waited() -> Callable[[Path, Callable[[], object]], str]:
         return str(answer[0])
 
     return run
+
+
+@pytest.fixture
+def ctrl_c_at_call(monkeypatch: pytest.MonkeyPatch) -> Callable[[object, str, int], None]:
+    """``ctrl_c_at_call(module, name, n)``: ``module.name`` runs as before, except that its
+    n-th call raises KeyboardInterrupt, as Ctrl-C during that call would."""
+
+    def patch(module: object, name: str, n: int) -> None:
+        real, calls = getattr(module, name), []
+
+        def interrupted(*args: object, **kwargs: object) -> object:
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, interrupted)
+
+    return patch

@@ -4,8 +4,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -258,17 +258,9 @@ def test_fig1c_exits_1_naming_the_runs_that_failed(
 
 
 def test_fig1c_keeps_the_runs_done_when_interrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, ctrl_c_at_call: Callable[[object, str, int], None]
 ) -> None:
-    real, calls = fig1c.fit, []
-
-    def fit_then_ctrl_c(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fig1c, "fit", fit_then_ctrl_c)
+    ctrl_c_at_call(fig1c, "fit", 2)
     argv = ["fig1c", *TINY, "--set", "train.epochs=1", "--methods", "untrained", "gaussian",
             "--seeds", "0", "--out", str(tmp_path), "--quiet"]  # fmt: skip
     assert cli.main(argv) == 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -232,20 +233,16 @@ def test_an_output_that_cannot_be_written_leaves_the_others_and_exits_1(
 
 
 def test_rows_are_written_as_they_finish_and_kept_on_ctrl_c(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ctrl_c_at_call: Callable[[object, str, int], None],
 ) -> None:
     """A full run takes hours: --csv holds every finished row, and --from-csv redraws them."""
     from ssvae_core.mi_bench import critics
 
-    real, calls = critics.train_estimator, []
-
-    def train_then_ctrl_c(*args: object, **kwargs: object) -> float:
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(critics, "train_estimator", train_then_ctrl_c)
+    real = critics.train_estimator
+    ctrl_c_at_call(critics, "train_estimator", 3)
     csv = tmp_path / "rows" / "r.csv"
     argv = ["--smoke-test", "--estimators", "infonce", "--couplings", "bilinear,gaussian",
             "--mis", "2,4", "--csv", str(csv)]  # fmt: skip
