@@ -8,6 +8,7 @@ nothing is built or trained before that. YAML is read by `safe_yaml` (safe and b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import types
@@ -51,14 +52,21 @@ def _hint_name(hint: Any) -> str:
     return text.replace("float", "finite float")
 
 
+@functools.cache
+def _fields(cls: type) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A section's type hints and field names, read once per class: `typing.get_type_hints`
+    evaluates every annotation again on each call, and a 10 000-cell grid builds 30 000
+    sections (8.4 s of an 11.9 s validation)."""
+    return typing.get_type_hints(cls), tuple(f.name for f in dataclasses.fields(cls))
+
+
 def build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
     """`base` (a `cls` dataclass) with `values` replaced, checked key by key; nested sections
     recurse. Errors are `ConfigError`s whose message starts with `prefix` + the key."""
     if not isinstance(values, Mapping):
         where = prefix.rstrip(".") or ROOT
         raise ConfigError(f"{where}: expected a mapping, got {shown(values)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    hints, names = _fields(cls)  # type: ignore[arg-type]  # a class is hashable
     changes: dict[str, Any] = {}
     for key, value in values.items():
         dotted = f"{prefix}{key}"

@@ -7,6 +7,7 @@ the parameters a builder declares, with their one default each, from its signatu
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -29,10 +30,16 @@ def declared_params(builder: Callable[..., Any], skip: Iterable[str] = ()) -> di
     For a class, its ``__init__``; parameters without a default, ``self`` and `skip` are left
     out: they are the sizes the caller passes, not settings.
     """
+    return dict(_declared(builder, tuple(skip)))
+
+
+@functools.cache
+def _declared(builder: Callable[..., Any], skip: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    """`declared_params`, read once per builder (every trial config of a grid asks again)."""
     target = builder.__init__ if inspect.isclass(builder) else builder
     skipped = {"self", *skip}
-    return {
-        p.name: p.default
+    return tuple(
+        (p.name, p.default)
         for p in inspect.signature(target).parameters.values()
         if p.name not in skipped and p.default is not inspect.Parameter.empty
-    }
+    )
