@@ -83,6 +83,22 @@ def _pipe_in_out(tmp: Path) -> None:
     os.mkfifo(tmp / "out" / "metrics.json")  # opening it to write waits for a reader
 
 
+def _open_tuner_state(tmp: Path) -> None:
+    """A stopped sweep whose Ray state (``tuner.pkl``) anyone may rewrite, and someone did:
+    unpickled, it would run ``touch pwned``."""
+    state = tmp / "runs" / "sweeps" / "s" / "grid" / "tuner.pkl"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"cos\nsystem\n(S'touch pwned'\ntR.")
+    state.chmod(0o666)
+
+
+def _cut_tuner_state(tmp: Path) -> None:
+    """A stopped sweep whose Ray state (``tuner.pkl``, ours) was cut short."""
+    state = tmp / "runs" / "sweeps" / "s" / "grid" / "tuner.pkl"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"\x80\x04\x95")
+
+
 def _npz_declaring_7_tib(tmp: Path) -> None:
     import io
     import zipfile
@@ -267,6 +283,12 @@ CASES = [
     Case("sweep --resume with a damaged sweep.json", ["sweep", "s.yaml", "--resume"], 2,
          "sweep.json is damaged", {**_sweep(""), "runs/sweeps/s/sweep.yaml": f"name: s\n{TINY}",
          "runs/sweeps/s/sweep.json": "{not json"}),
+    Case("sweep --resume with a Ray state others may write (a pickle)", ["sweep", "s.yaml",
+         "--resume"], 2, "tuner.pkl is writable by others (mode 0666)", {**_sweep(""),
+         "runs/sweeps/s/sweep.yaml": f"name: s\n{TINY}"}, setup=_open_tuner_state),
+    Case("sweep --resume with its Ray state cut short", ["sweep", "s.yaml", "--resume"], 2,
+         "Ray's state in", {**_sweep(""), "runs/sweeps/s/sweep.yaml": f"name: s\n{TINY}"},
+         setup=_cut_tuner_state, limit_s=60),
     Case("ssvae report on 'abc' as a probe error", ["report", "s.yaml"], 2,
          "row 1: probe_error_px holds 'abc', not a number",
          {**_sweep(""), "runs/sweeps/s/trials.csv": "train.seed,status,probe_error_px\n"

@@ -43,7 +43,7 @@ from ssvae_core.sweep.preflight import check_sweep
 from ssvae_core.sweep.progress import Progress
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.spec import SweepSpec
-from ssvae_core.sweep.storage import DEFAULT_STORAGE, sweep_dir
+from ssvae_core.sweep.storage import DEFAULT_STORAGE, check_private, sweep_dir
 from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
 from ssvae_core.sweep.trainable import train_trial
 
@@ -92,6 +92,7 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
             "or --name to start another"
         )
     if resume and started.exists():
+        check_private(directory)  # Ray's pickles are read only if no one else could write them
         kept = safe_yaml.read_yaml_file(started, "sweep file it started with")
         same_text = kept == safe_yaml.read_yaml(spec.text)
         stored = directory / "sweep.json"
@@ -111,6 +112,21 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
                 f"--resume: the spec (or its --set overrides) differs from the one {directory} "
                 "started with"
             )
+
+
+def _restored(path: Path, trainable: Any) -> Any:
+    """The Tuner run kept at `path`, restored; Ray's state there damaged (a ``tuner.pkl``
+    cut short, say) is a `ConfigError` naming it, not a traceback from inside Ray."""
+    try:
+        return tune.Tuner.restore(
+            str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
+        )
+    except Exception as err:  # whatever unpickling a damaged state raises
+        raise ConfigError(
+            f"--resume: Ray's state in {path} cannot be read ({type(err).__name__}: "
+            f"{str(err)[:200]}); this sweep cannot be resumed: start it again with another "
+            "--name"
+        ) from None
 
 
 def _tuner(spec: SweepSpec, trainable: Any, path: Path, params: dict, budget: float | None) -> Any:
@@ -265,9 +281,7 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
     for tuner_run, params in space.tuner_runs(spec):
         path = directory / tuner_run
         if resume and tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(
-                str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
-            )
+            tuner = _restored(path, trainable)
         else:
             budget = spec.budget.time_budget_s
             left = None if budget is None else budget - (time.monotonic() - started)

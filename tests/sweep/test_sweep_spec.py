@@ -6,7 +6,9 @@ Also: every shipped ``sweeps/*.yaml`` parses and validates (nothing runs).
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -18,7 +20,7 @@ from sweep_helpers import REPO, SMOKE, free_port, write_spec
 
 from ssvae_core import cli
 from ssvae_core.errors import ConfigError
-from ssvae_core.sweep import space, spec
+from ssvae_core.sweep import space, spec, storage
 
 SHIPPED = sorted((REPO / "sweeps").glob("*.yaml"))
 
@@ -154,6 +156,106 @@ def test_resuming_a_sweep_whose_record_is_damaged_exits_2_before_ray(
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not ray.is_initialized()
+
+
+def _kept_sweep(workdir: Path) -> tuple[Path, Path]:
+    """A spec and the directory of a sweep of it that stopped, holding files as Ray leaves
+    them (``tuner.pkl``, a trial's ``params.pkl``), all 0644 / 0755."""
+    path = write_spec(workdir, "same", "grid: {train.seed: [0]}")
+    directory = workdir / "runs" / "same"
+    (directory / "grid" / "trial").mkdir(parents=True)
+    (directory / "sweep.yaml").write_text(path.read_text())
+    for name in ("grid/tuner.pkl", "grid/trial/params.pkl"):
+        (directory / name).write_bytes(b"\x80\x04N.")  # pickle of None
+    for folder in (workdir, workdir / "runs", directory, *directory.glob("grid/**")):
+        folder.chmod(0o755)
+    return path, directory
+
+
+@pytest.mark.parametrize(
+    ("where", "mode", "message"),
+    [
+        ("grid/tuner.pkl", 0o666, "tuner.pkl is writable by others (mode 0666)"),
+        ("grid/trial/params.pkl", 0o664, "params.pkl is writable by its group (mode 0664)"),
+        ("grid", 0o777, "grid is writable by others (mode 0777)"),
+        ("..", 0o777, "runs is writable by others (mode 0777); Ray keeps"),
+    ],
+    ids=["tuner.pkl", "a trial's file", "a folder in it", "the storage path"],
+)
+def test_resuming_refuses_pickles_that_another_user_could_have_written(
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    mode: int,
+    message: str,
+) -> None:
+    """Ray's restore unpickles the sweep's state: a file someone else could write could run
+    code as the user who resumes, so it is refused (exit 2) before Ray starts."""
+    _group_of(monkeypatch, ["a-colleague"])
+    path, directory = _kept_sweep(workdir)
+    (directory / where).chmod(mode)
+    assert cli.main(["sweep", str(path), "--storage-path", "runs", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not ray.is_initialized()
+
+
+def _group_of(monkeypatch: pytest.MonkeyPatch, members: list[str] | None) -> None:
+    """Every group has `members` (None: no group is known), and is no one's primary group."""
+
+    def getgrgid(gid: int) -> SimpleNamespace:
+        if members is None:
+            raise KeyError(gid)
+        return SimpleNamespace(gr_mem=members)
+
+    monkeypatch.setattr(storage.grp, "getgrgid", getgrgid)
+    monkeypatch.setattr(storage.pwd, "getpwall", list)
+
+
+def test_what_resuming_trusts(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files only the user can write pass; so does a sticky folder above (``/tmp``), a
+    dangling link, and a file writable by a group only the user is in (umask 002, a pod's
+    fsGroup); a file of another user, writable by a group with someone else in it, or a link
+    to a file others can write, does not."""
+    _, directory = _kept_sweep(workdir)
+    storage.check_private(directory)
+    (directory / "grid" / "tuner.pkl").chmod(0o664)
+    _group_of(monkeypatch, ["a-colleague"])
+    with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by its group \(mode 0664\)"):
+        storage.check_private(directory)
+    _group_of(monkeypatch, [])  # no one is in it
+    storage.check_private(directory)
+    _group_of(monkeypatch, None)  # this machine does not know it
+    storage.check_private(directory)
+    monkeypatch.setattr(
+        storage.pwd,
+        "getpwall",
+        lambda: [
+            SimpleNamespace(pw_name="b", pw_gid=os.stat(directory / "grid" / "tuner.pkl").st_gid)
+        ],
+    )
+    with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by its group"):
+        storage.check_private(directory)  # someone else's primary group
+    (directory / "grid" / "tuner.pkl").chmod(0o644)
+    (workdir / "runs").chmod(0o1777)  # sticky: others cannot rename the sweep away
+    storage.check_private(directory)
+    (directory / "gone").symlink_to(workdir / "nothing")
+    storage.check_private(directory)
+    (workdir / "open.pkl").write_bytes(b"")
+    (workdir / "open.pkl").chmod(0o646)
+    (directory / "grid" / "linked.pkl").symlink_to(workdir / "open.pkl")
+    with pytest.raises(ConfigError, match=r"linked\.pkl is writable by others"):
+        storage.check_private(directory)
+    (directory / "grid" / "linked.pkl").unlink()
+    (directory / "sweep.yaml").chmod(0o1777)  # sticky counts only for the folders above
+    with pytest.raises(ConfigError, match=r"sweep\.yaml is writable by others"):
+        storage.check_private(directory)
+    (directory / "sweep.yaml").chmod(0o644)
+    if os.getuid() == 0:  # root can hand a file to another user
+        os.chown(directory / "grid" / "tuner.pkl", 12345, 12345)
+        with pytest.raises(ConfigError, match=r"tuner\.pkl belongs to uid 12345, not you"):
+            storage.check_private(directory)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
