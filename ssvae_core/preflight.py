@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ssvae_core.config import DataConfig, RunConfig
+from ssvae_core.config import PRESETS, DataConfig, RunConfig
 from ssvae_core.couplings import coupling_params
 from ssvae_core.errors import ConfigError
 from ssvae_core.frames import frames_per_batch
@@ -33,6 +33,8 @@ FLOAT = 4  # bytes per float32
 # the small one (the runtime dominates there).
 ACTIVATIONS_PER_PIXEL = 3 + 6 * 3 + 3 * 3
 NO_GRAD_PER_PIXEL = 3 + 6 + 6
+# A frame side beyond every preset's is what makes a run large, whatever else it sets.
+LARGEST_SIZE = max(preset.data.size for preset in PRESETS.values())
 
 
 def check_device(name: str) -> None:
@@ -60,6 +62,13 @@ def video_bytes(data: DataConfig) -> int:
     return data.n_frames * data.size * data.size * 3
 
 
+def driven_by(data: DataConfig, key: str) -> str:
+    """The key a memory part is named by: ``data.size`` where it exceeds every preset's (it
+    scales every per-pixel part), else `key`, the part's own (``data.n_frames`` for the
+    video, ``train.batch_size`` for a step's activations)."""
+    return "data.size" if data.size > LARGEST_SIZE else key
+
+
 def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     """Bytes beyond the video, by the key that drives each: one step's activations
     (``train.batch_size``), the encoder's weights (``encoder.hidden``) and an MLP critic's
@@ -76,7 +85,8 @@ def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     weights = (
         4 * (pixels * 3 * hidden + hidden * hidden) * FLOAT if cfg.encoder.kind == "mlp" else 0
     )
-    parts = {"train.batch_size": runs * max(step, probe), "encoder.hidden": runs * weights}
+    parts = {driven_by(data, "train.batch_size"): runs * max(step, probe)}
+    parts["encoder.hidden"] = parts.get("encoder.hidden", 0) + runs * weights
     for key, part in coupling_bytes(cfg).items():
         parts[key] = parts.get(key, 0) + runs * part
     return parts
@@ -118,7 +128,15 @@ def estimate(cfg: RunConfig) -> dict[str, int]:
     """Bytes a run needs on its device, by the key that drives each part: the video
     (``data.n_frames``, on the device; on the CPU also the simulator's copy), and `run_bytes`."""
     gpu = on_gpu(cfg)
-    return {"data.n_frames": (1 if gpu else 2) * video_bytes(cfg.data), **run_bytes(cfg, gpu)}
+    parts = {driven_by(cfg.data, "data.n_frames"): (1 if gpu else 2) * video_bytes(cfg.data)}
+    return _add(parts, run_bytes(cfg, gpu))
+
+
+def _add(parts: dict[str, int], more: dict[str, int]) -> dict[str, int]:
+    """`parts` with `more` added key by key."""
+    for key, size in more.items():
+        parts[key] = parts.get(key, 0) + size
+    return parts
 
 
 def refuse_beyond(
@@ -161,7 +179,9 @@ def check_gpu_share(
     if share < 1:
         where = f"its resources.gpu share ({share:g}) of {where}"
         size = int(share * size)
-    parts = {"data.n_frames": video_bytes(cfg.data), **run_bytes(cfg, True, runs)}
+    parts = _add(
+        {driven_by(cfg.data, "data.n_frames"): video_bytes(cfg.data)}, run_bytes(cfg, True, runs)
+    )
     refuse_beyond(parts, size, where, "a trial")
 
 

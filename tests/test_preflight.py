@@ -89,6 +89,25 @@ def test_a_critics_activations_are_blamed_on_what_made_them_large() -> None:
         preflight.check_memory(loader.load("small", None, sets), available=24 * GIB)
 
 
+@pytest.mark.parametrize(
+    ("sets", "key"),
+    [
+        (["data.size=3000"], "data.size"),  # was blamed on train.batch_size, at its default
+        (["data.n_frames=10000000"], "data.n_frames"),
+        (["train.batch_size=100000", "data.n_frames=200000"], "train.batch_size"),
+    ],
+)
+def test_a_run_too_large_is_blamed_on_the_key_that_made_it_large(sets: list[str], key: str) -> None:
+    """A frame side beyond every preset's scales the video and the activations alike, so it
+    is named rather than the batch or the frames left at their defaults."""
+    with pytest.raises(ConfigError, match=rf"^{key}: the run needs about"):
+        preflight.check_memory(loader.load("small", None, sets), available=24 * GIB)
+    size = preflight.LARGEST_SIZE
+    assert set(preflight.estimate(loader.load("small", None, [f"data.size={size}"]))) == {
+        "data.n_frames", "train.batch_size", "encoder.hidden"
+    }  # fmt: skip
+
+
 def test_an_output_folder_is_checked_without_being_made(tmp_path: Path) -> None:
     """A command refused after its --out is checked must not leave folders behind."""
     out = tmp_path / "made" / "a" / "b"

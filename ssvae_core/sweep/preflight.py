@@ -71,7 +71,8 @@ def check_memory(spec: SweepSpec, local: bool, available: int | None = None) -> 
             within(where, preflight.check_gpu_share, cfg, spec.resources.gpu, runs, device)
         trial: dict[str, int] = {} if on_gpu else preflight.run_bytes(cfg, gpu=False, runs=runs)
         if cfg.data not in videos:  # a searched data.* key: the trial simulates its own
-            trial["data.n_frames"] = preflight.video_bytes(cfg.data)
+            key = preflight.driven_by(cfg.data, "data.n_frames")
+            trial[key] = trial.get(key, 0) + preflight.video_bytes(cfg.data)
         if heaviest is None or sum(trial.values()) > sum(heaviest[1].values()):
             heaviest = (where, trial)
     if heaviest is not None and sum(heaviest[1].values()) > 0:
