@@ -38,18 +38,17 @@ compete for the cores.
 from __future__ import annotations
 
 import ctypes
-import grp
 import hashlib
 import os
 import platform
-import pwd
 import shlex
 import shutil
-import stat
 import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+
+from ssvae_core import ownership
 
 SOURCES = Path(__file__).resolve().parent
 KERNELS = ("conv3x3", "batchnorm")  # the package's C sources, SOURCES / f"{name}.c"
@@ -128,38 +127,14 @@ def library_path(name: str, flags: list[str] | None = None) -> Path:
     return cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
 
 
-def _private_group(info: os.stat_result) -> bool:
-    """Whether the group of a file is its owner's alone: their primary group, named after
-    them, no other member listed and no other user's primary group (the user-private-group
-    convention)."""
-    try:
-        owner, group = pwd.getpwuid(info.st_uid), grp.getgrgid(info.st_gid)
-    except KeyError:
-        return False
-    return (
-        owner.pw_gid == group.gr_gid
-        and group.gr_name == owner.pw_name
-        and set(group.gr_mem) <= {owner.pw_name}
-        and not any(p.pw_gid == group.gr_gid and p.pw_uid != owner.pw_uid for p in pwd.getpwall())
-    )
-
-
 def _untrusted(real: Path) -> str | None:
     """Why another user could have put the library at `real` (a resolved path) or could swap
-    it (the rules in the module doc); None when nobody but this user or root could."""
-    try:
-        real = real.resolve(strict=True)  # every directory above it, none through a link
-        for depth, path in enumerate([real, *real.parents]):
-            info = path.stat()
-            if info.st_uid not in (os.getuid(), 0):
-                return f"{path} belongs to uid {info.st_uid}, not this user"
-            mode = info.st_mode
-            others = mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not _private_group(info))
-            if others and not (depth >= 2 and mode & stat.S_ISVTX):
-                return f"{path} is writable by others (mode {stat.filemode(mode)})"
+    it (the rules in the module doc; `ownership`); None when nobody but this user or root
+    could."""
+    try:  # the file and its directory never sticky; every directory above it, no link
+        return ownership.chain_problem(real, sticky_from=2)
     except OSError as error:
         return f"{real}: {error}"
-    return None
 
 
 def _make_dirs(directory: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ssvae_core import native
+from ssvae_core import native, ownership
 
 
 @pytest.fixture
@@ -127,14 +127,14 @@ def test_group_writable_only_for_the_owners_private_group(
         pytest.skip("giving a directory to another group needs root")
     native.build("conv3x3")
     cache.chmod(0o770)
-    assert native._private_group(cache.stat())  # root's group: root alone
+    assert ownership.private_group(cache.stat())  # root's group: root alone
     assert _load_warnings()[0] is not None
     native._loaded.clear()
-    everyone = native.pwd.getpwall()
+    everyone = ownership.pwd.getpwall()
     other = pwd.struct_passwd(("mallory", "x", 4321, 0, "", "/home/mallory", "/bin/sh"))
     with monkeypatch.context() as patch:
-        patch.setattr(native.pwd, "getpwall", lambda: [*everyone, other])
-        assert not native._private_group(cache.stat())
+        patch.setattr(ownership.pwd, "getpwall", lambda: [*everyone, other])
+        assert not ownership.private_group(cache.stat())
     os.chown(cache, -1, 4321)  # a group of others (here: no such group at all)
     lib, messages = _load_warnings()
     assert lib is None and f"{cache} is writable by others" in messages[0]

@@ -13,16 +13,13 @@ as ``ssh`` checks ``~/.ssh`` before reading it.
 
 from __future__ import annotations
 
-import grp
 import os
-import pwd
 import re
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ssvae_core import safe_yaml
+from ssvae_core import ownership, safe_yaml
 from ssvae_core.errors import ConfigError, check, shown
 
 DEFAULT_STORAGE = "runs/sweeps"  # a sweep's directory is DEFAULT_STORAGE/NAME
@@ -89,54 +86,26 @@ def _ran(folder: Path, name: str) -> bool:
 
 def check_private(directory: Path) -> None:
     """Refuse (`ConfigError`, exit 2) to restore `directory` if another user could have
-    written what Ray will unpickle: every file and folder in it must be ours (or root's) and
-    writable by no one else, and each folder above it too, unless it is sticky (``/tmp``),
-    where others cannot rename what is ours. Writable by a group of which we are the only
-    member is ours too (a user's own group under umask 002; a Kubernetes pod's ``fsGroup``,
-    which the kubelet makes group-writable), as Debian's ``ssh`` allows. Links are judged by
-    what they point to."""
-    me = os.getuid()
-    for path in (directory, *directory.parents):
-        fix = f"chmod go-w {path}, or keep sweeps in a folder only you can write (--storage-path)"
-        _check_owned(path, me, fix, sticky_ok=path != directory)
-    fix = f"if you trust them, chmod -R go-w {directory}"
+    written what Ray will unpickle (`ownership`, as ``ssh`` judges ``~/.ssh``): every file
+    and folder in it, it, and each folder above it, where a sticky one (``/tmp``) may be
+    writable by others. A dangling link is passed over: Ray reads nothing through it."""
+    why = ownership.chain_problem(directory, sticky_from=1) or _inside_problem(directory)
+    if why is not None:
+        raise ConfigError(
+            f"--resume: {why}; Ray keeps a sweep's state as pickles, and reading a pickle can "
+            "run code, so a sweep resumes only from files no one else can change (chmod go-w "
+            "what is yours and you trust; keep --storage-path where only you can write)"
+        )
+
+
+def _inside_problem(directory: Path) -> str | None:
+    """`ownership.problem` of the first file or folder in `directory` that has one."""
     for folder, dirs, files in os.walk(directory):
         for name in (*dirs, *files):
-            _check_owned(Path(folder) / name, me, fix, sticky_ok=False)
-
-
-def _check_owned(path: Path, me: int, fix: str, sticky_ok: bool) -> None:
-    try:
-        info = path.stat()
-    except FileNotFoundError:  # a dangling link: Ray reads nothing through it
-        return
-    writers = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if writers == stat.S_IWGRP and _only_member(info.st_gid, me):
-        writers = 0
-    sticky = sticky_ok and stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX
-    if info.st_uid in (me, 0) and (not writers or sticky):
-        return
-    if info.st_uid not in (me, 0):
-        who, fix = f"belongs to uid {info.st_uid}, not you", "resume it as its owner"
-    else:
-        whom = "its group" if writers == stat.S_IWGRP else "others"
-        who = f"is writable by {whom} (mode {stat.S_IMODE(info.st_mode):04o})"
-    raise ConfigError(
-        f"--resume: {path} {who}; Ray keeps a sweep's state as pickles, and reading a pickle "
-        f"can run code, so a sweep resumes only from files no one else can change ({fix})"
-    )
-
-
-def _only_member(gid: int, me: int) -> bool:
-    """Whether no account but ours is in group `gid`: none lists it as its primary group or
-    is named among its members (a group this machine does not know has no members here)."""
-    try:
-        name = pwd.getpwuid(me).pw_name
-    except KeyError:  # we have no name (a container's arbitrary uid): no one is listed as us
-        name = None
-    try:
-        members = set(grp.getgrgid(gid).gr_mem)
-    except KeyError:
-        members = set()
-    primary = {user.pw_name for user in pwd.getpwall() if user.pw_gid == gid}
-    return (members | primary) <= {name}
+            try:
+                why = ownership.problem(Path(folder) / name)
+            except FileNotFoundError:  # a dangling link
+                continue
+            if why is not None:
+                return why
+    return None

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -175,24 +174,18 @@ def _kept_sweep(workdir: Path) -> tuple[Path, Path]:
 @pytest.mark.parametrize(
     ("where", "mode", "message"),
     [
-        ("grid/tuner.pkl", 0o666, "tuner.pkl is writable by others (mode 0666)"),
-        ("grid/trial/params.pkl", 0o664, "params.pkl is writable by its group (mode 0664)"),
-        ("grid", 0o777, "grid is writable by others (mode 0777)"),
-        ("..", 0o777, "runs is writable by others (mode 0777); Ray keeps"),
+        ("grid/tuner.pkl", 0o666, "tuner.pkl is writable by others (mode -rw-rw-rw-)"),
+        ("grid/trial/params.pkl", 0o646, "params.pkl is writable by others (mode -rw-r--rw-)"),
+        ("grid", 0o777, "grid is writable by others (mode drwxrwxrwx)"),
+        ("..", 0o777, "runs is writable by others (mode drwxrwxrwx); Ray keeps"),
     ],
     ids=["tuner.pkl", "a trial's file", "a folder in it", "the storage path"],
 )
 def test_resuming_refuses_pickles_that_another_user_could_have_written(
-    workdir: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    where: str,
-    mode: int,
-    message: str,
+    workdir: Path, capsys: pytest.CaptureFixture[str], where: str, mode: int, message: str
 ) -> None:
     """Ray's restore unpickles the sweep's state: a file someone else could write could run
     code as the user who resumes, so it is refused (exit 2) before Ray starts."""
-    _group_of(monkeypatch, ["a-colleague"])
     path, directory = _kept_sweep(workdir)
     (directory / where).chmod(mode)
     assert cli.main(["sweep", str(path), "--storage-path", "runs", "--resume"]) == 2
@@ -201,43 +194,13 @@ def test_resuming_refuses_pickles_that_another_user_could_have_written(
     assert not ray.is_initialized()
 
 
-def _group_of(monkeypatch: pytest.MonkeyPatch, members: list[str] | None) -> None:
-    """Every group has `members` (None: no group is known), and is no one's primary group."""
-
-    def getgrgid(gid: int) -> SimpleNamespace:
-        if members is None:
-            raise KeyError(gid)
-        return SimpleNamespace(gr_mem=members)
-
-    monkeypatch.setattr(storage.grp, "getgrgid", getgrgid)
-    monkeypatch.setattr(storage.pwd, "getpwall", list)
-
-
 def test_what_resuming_trusts(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files only the user can write pass; so does a sticky folder above (``/tmp``), a
-    dangling link, and a file writable by a group only the user is in (umask 002, a pod's
-    fsGroup); a file of another user, writable by a group with someone else in it, or a link
-    to a file others can write, does not."""
+    """Files only the user can write pass; so do a sticky folder above (``/tmp``), a dangling
+    link, and a file writable by the owner's private group (`ownership.private_group`: umask
+    002, a pod's fsGroup). A file of another user, one writable by another group, or a link to
+    a file others can write does not."""
     _, directory = _kept_sweep(workdir)
     storage.check_private(directory)
-    (directory / "grid" / "tuner.pkl").chmod(0o664)
-    _group_of(monkeypatch, ["a-colleague"])
-    with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by its group \(mode 0664\)"):
-        storage.check_private(directory)
-    _group_of(monkeypatch, [])  # no one is in it
-    storage.check_private(directory)
-    _group_of(monkeypatch, None)  # this machine does not know it
-    storage.check_private(directory)
-    monkeypatch.setattr(
-        storage.pwd,
-        "getpwall",
-        lambda: [
-            SimpleNamespace(pw_name="b", pw_gid=os.stat(directory / "grid" / "tuner.pkl").st_gid)
-        ],
-    )
-    with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by its group"):
-        storage.check_private(directory)  # someone else's primary group
-    (directory / "grid" / "tuner.pkl").chmod(0o644)
     (workdir / "runs").chmod(0o1777)  # sticky: others cannot rename the sweep away
     storage.check_private(directory)
     (directory / "gone").symlink_to(workdir / "nothing")
@@ -252,9 +215,17 @@ def test_what_resuming_trusts(workdir: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ConfigError, match=r"sweep\.yaml is writable by others"):
         storage.check_private(directory)
     (directory / "sweep.yaml").chmod(0o644)
+    tuner = directory / "grid" / "tuner.pkl"
+    tuner.chmod(0o664)
+    monkeypatch.setattr(storage.ownership, "private_group", lambda info: True)
+    storage.check_private(directory)
+    monkeypatch.setattr(storage.ownership, "private_group", lambda info: False)
+    with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by others \(mode -rw-rw-r--\)"):
+        storage.check_private(directory)
+    tuner.chmod(0o644)
     if os.getuid() == 0:  # root can hand a file to another user
-        os.chown(directory / "grid" / "tuner.pkl", 12345, 12345)
-        with pytest.raises(ConfigError, match=r"tuner\.pkl belongs to uid 12345, not you"):
+        os.chown(tuner, 12345, 12345)
+        with pytest.raises(ConfigError, match=r"tuner\.pkl belongs to uid 12345, not this user"):
             storage.check_private(directory)
 
 
