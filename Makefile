@@ -30,7 +30,8 @@ test: venv
 # The deployment end to end (tests/deploy, marker e2e; docs/deploy.md): `ray up`/`ray submit`/
 # `ray down` of cluster/local.yaml over an sshd on loopback, inside its own PID namespace, and
 # docker/compose.yaml's stack built and run on podman. Root and the Debian packages .ci/run
-# installs; run alone (another `ray stop` on the machine would end its cluster). About 15 min.
+# installs; run alone (another `ray stop` on the machine would end its cluster). 7 to 10 min with the base
+# image cached (~/.cache/ssvae-e2e), about 20 min the first time.
 test-e2e: venv
 	$(PY) -m pytest -q -m e2e tests/deploy --durations=0
 
