@@ -1,7 +1,7 @@
 """Run configuration: frozen dataclasses, the two presets and the Fig. 1C method bundles.
 
 One `RunConfig` holds everything a run needs, in sections whose dotted keys sweeps, docs and
-users rely on (DESIGN.md): ``data.*``, ``encoder.*``, ``coupling.*``, ``objective.*``,
+users rely on: ``data.*``, ``encoder.*``, ``coupling.*``, ``objective.*``,
 ``train.*``, ``probe.*``. Every section validates itself in ``__post_init__``; `RunConfig`
 checks what spans sections (a batch the video cannot fill, more negatives than frames).
 

@@ -48,11 +48,11 @@ def missing_extra() -> str | None:
     )
 
 
-def _storage_args(parser: argparse.ArgumentParser) -> None:
+def _storage_args(parser: argparse.ArgumentParser, name_default: str) -> None:
     parser.add_argument(
         "--storage-path", type=path_arg, help="where sweeps live (default: runs/sweeps)"
     )
-    parser.add_argument("--name", help="the sweep's directory name (default: the spec's name)")
+    parser.add_argument("--name", help=f"the sweep's directory name (default: {name_default})")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -82,7 +82,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="only replay MLflow operations left pending by an outage; no trials run",
     )
-    _storage_args(parser)
+    _storage_args(parser, "the spec's name")
     parser.set_defaults(func=run)
     return parser
 
@@ -139,7 +139,7 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="FILE",
         help="the sweep spec it ran, e.g. sweeps/critics.yaml",
     )
-    _storage_args(parser)
+    _storage_args(parser, "the newest finished sweep of the spec")
     parser.add_argument(
         "--out", type=path_arg, help="write the figures and summary.md here (default: DIR)"
     )

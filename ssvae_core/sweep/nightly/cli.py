@@ -41,7 +41,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("target", type=path_arg, nargs="+", metavar="SPEC | history SPEC_NAME")
     parser.add_argument("--baseline", default="last", help="last (default) or a parent run id")
-    parser.add_argument("--history", type=int, help="earlier nights to compare with (default 7)")
+    parser.add_argument(
+        "--history",
+        type=int,
+        help="earlier nights to compare with (default: the spec's nightly.history; 'history': 7)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
