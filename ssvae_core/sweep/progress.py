@@ -54,7 +54,7 @@ class Progress(tune.Callback):
         self._line(trial, text)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        done = sum(t.is_finished() for t in trials) + 1  # this one is not marked yet
+        done = _done(trials, trial)
         result = trial.last_result or {}
         status = result.get("status", "?") if result.get("final") else "stopped"
         seconds = result.get("time_total_s", math.nan)
@@ -64,5 +64,11 @@ class Progress(tune.Callback):
         )
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        done = sum(t.is_finished() for t in trials) + 1
+        done = _done(trials, trial)
         self._line(trial, f"ERROR ({done} of {self.total} done): {trial.error_file}")
+
+
+def _done(trials: list, trial: Any) -> int:
+    """Trials finished, `trial` among them: Ray marks a trial finished after its completion
+    callback but before its error callback."""
+    return sum(t.is_finished() or t is trial for t in trials)

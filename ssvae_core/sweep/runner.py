@@ -56,10 +56,17 @@ class SweepInterrupted(RuntimeError):
     """Ctrl-C: Ray saved the state; runs stay RUNNING until ``--resume`` continues them."""
 
 
+def _not_ready(signum: int, frame: Any) -> None:
+    """SIGUSR1 before Ray's handler is in place: nothing (its default would end the process)."""
+
+
 @contextmanager
 def _catch_interrupt() -> Iterator[threading.Event]:
-    """Ctrl-C while a Tuner runs: Ray stops gracefully (through its SIGUSR1 handler, which
-    saves the experiment state) and the returned event says so; a second Ctrl-C aborts.
+    """Ctrl-C or SIGTERM (systemd's stop, Kubernetes' deadline) while a Tuner runs: Ray stops
+    gracefully (through its SIGUSR1 handler, which saves the experiment state) and the
+    returned event says so; a second one aborts. Before Ray has put its handler in place
+    (the first few ms of a Tuner run; `_not_ready` until then) there is no state to save,
+    and it aborts at once (`KeyboardInterrupt`).
 
     Ray's own SIGINT handler would stop as gracefully, but its ResultGrid then cannot be told
     apart from a finished one (the stopped trials read TERMINATED).
@@ -69,19 +76,21 @@ def _catch_interrupt() -> Iterator[threading.Event]:
         yield interrupted
         return
 
-    def on_sigint(signum: int, frame: Any) -> None:
-        if interrupted.is_set():
+    def on_stop(signum: int, frame: Any) -> None:
+        if interrupted.is_set() or signal.getsignal(signal.SIGUSR1) is _not_ready:
             raise KeyboardInterrupt
         interrupted.set()
         os.kill(os.getpid(), signal.SIGUSR1)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = {s: signal.signal(s, on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _not_ready)
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         yield interrupted
     finally:
         os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():  # None: one set outside Python (Ray's C++)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
@@ -112,6 +121,14 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
                 f"--resume: the spec (or its --set overrides) differs from the one {directory} "
                 "started with"
             )
+
+
+def _restorable(path: Path) -> bool:
+    """Whether Ray saved a Tuner run's state at `path`: its ``tuner.pkl`` (all that
+    ``Tuner.can_restore`` asks) and its trials (``experiment_state-*.json``). A driver stopped
+    between the two (killed, out of disk) leaves ``tuner.pkl`` alone, from which Ray restores
+    one trial with no config; no trial ran then, so the run starts again."""
+    return tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json"))
 
 
 def _restored(path: Path, trainable: Any) -> Any:
@@ -280,7 +297,7 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
     started, rows = time.monotonic(), []
     for tuner_run, params in space.tuner_runs(spec):
         path = directory / tuner_run
-        if resume and tune.Tuner.can_restore(str(path)):
+        if resume and _restorable(path):
             tuner = _restored(path, trainable)
         else:
             budget = spec.budget.time_budget_s
@@ -301,7 +318,7 @@ def _finish(
     spec: SweepSpec, tracker: SweepTracking, directory: Path, trials: pd.DataFrame
 ) -> SweepResult:
     """Replay MLflow logs, close stopped runs, write and log the tables and the report."""
-    tracker.sync()
+    left = tracker.sync()
     parent = tracker.parent.run_id or ""
     if trials.empty:  # the time budget was spent before any Tuner run started
         print("no trial ran")
@@ -309,7 +326,9 @@ def _finish(
         empty = pd.DataFrame(columns=["cell", "trials", *(f"n_{s}" for s in tables.STATUSES)])
         return SweepResult(empty, trials, directory, parent, tracker.uri)
     errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
-    tracker.reconcile({trial: error for trial, error in errors.items() if error})
+    pending = pd.to_numeric(trials.get("mlflow_pending"), errors="coerce").fillna(0) > 0
+    unsent = set(trials.loc[pending, "trial_id"]) if left else set()  # their end comes by --sync
+    tracker.reconcile({trial: error for trial, error in errors.items() if error}, unsent)
     searched = [key for key, _ in spec.space]
     cells = tables.cell_table(trials, spec.group_axes, searched)
     if spec.search is not None:  # the selected configurations, on a video the search never saw

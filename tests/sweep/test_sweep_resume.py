@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -25,6 +26,48 @@ from sweep_helpers import (
 )
 
 from ssvae_core import cli
+from ssvae_core.sweep import progress, runner
+
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+def test_a_stop_before_ray_is_ready_aborts_and_after_it_is_graceful() -> None:
+    """Ctrl-C in the first ms of a Tuner run, before Ray's SIGUSR1 handler is in place, sent
+    SIGUSR1 to a process whose default for it is to die (exit 138, no word, Ray left
+    running); now it aborts as a second Ctrl-C does. Once Ray's handler is there, Ctrl-C and
+    SIGTERM (which dumped Ray's C++ stack, exit 134) ask Ray to stop gracefully."""
+    before = {signum: signal.getsignal(signum) for signum in STOPS}
+    with pytest.raises(KeyboardInterrupt), runner._catch_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+    asked: list[int] = []
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        with runner._catch_interrupt() as interrupted:
+            signal.signal(
+                signal.SIGUSR1, lambda signum, frame, stop=stop: asked.append(stop)
+            )  # Ray's
+            os.kill(os.getpid(), stop)
+        assert interrupted.is_set()
+    assert asked == [signal.SIGINT, signal.SIGTERM]  # each asked Ray to stop
+    assert {signum: signal.getsignal(signum) for signum in STOPS} == before
+
+
+def test_a_tuner_run_that_saved_only_its_tuner_pkl_starts_again(tmp_path: Path) -> None:
+    """A driver killed between ``tuner.pkl`` and the trials' state: Ray's ``can_restore``
+    says yes, and restored one trial with no config (a KeyError per --resume, for ever)."""
+    (tmp_path / "tuner.pkl").write_bytes(b"")
+    assert not runner._restorable(tmp_path)
+    (tmp_path / "experiment_state-2026-12-07_08-00-00.json").write_text("{}")
+    assert runner._restorable(tmp_path)
+
+
+def test_progress_counts_a_trial_once_whether_ray_marked_it_finished_or_not() -> None:
+    """The error callback comes after Ray marks the trial finished: it read '5 of 4 done'."""
+    done, running = (
+        SimpleNamespace(is_finished=lambda: True),
+        SimpleNamespace(is_finished=lambda: False),
+    )
+    assert progress._done([done, running], done) == 1
+    assert progress._done([done, running], running) == 2
 
 
 @pytest.mark.slow
@@ -67,3 +110,35 @@ def test_an_interrupted_sweep_resumes_into_the_same_mlflow_runs(workdir: Path) -
     trials = pd.read_csv(workdir / "runs" / "smoke" / "trials.csv")
     assert sorted(trials["status"]) == ["ok"] * 4
     assert set(trials["mlflow_run_id"]) == {c.info.run_id for c in children}
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_resume_finishes_it(workdir: Path) -> None:
+    """systemd's stop or a Kubernetes deadline: once exit 134, Ray's C++ stack dump, the
+    parent FAILED; now Ray saves its state and the driver says how to go on (exit 130)."""
+    log = open(workdir / "driver.log", "w")  # noqa: SIM115 - closed below
+    driver = subprocess.Popen(
+        sweep_command(str(SMOKE), "--storage-path", "runs"),
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        found = wait_for(lambda: list(workdir.glob("runs/smoke/grid/*/checkpoint_*")), 240, 0.1)
+        assert found and driver.poll() is None, (workdir / "driver.log").read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGTERM)
+        assert driver.wait(timeout=120) == 130
+    finally:
+        below = descendants(driver.pid)
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait()
+        kill_pids(below)
+        log.close()
+    said = (workdir / "driver.log").read_text()
+    assert "interrupted; continue with --resume" in said
+    assert "Traceback" not in said and "SIGTERM received" not in said
+    assert cli.main(["sweep", str(SMOKE), "--storage-path", "runs", "--resume"]) == 0
+    trials = pd.read_csv(workdir / "runs" / "smoke" / "trials.csv")
+    assert sorted(trials["status"]) == ["ok"] * 4
