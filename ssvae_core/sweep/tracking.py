@@ -25,7 +25,7 @@ import subprocess
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
@@ -316,8 +316,10 @@ class SweepTracking:
                 left += len(runlog.pending())
         return left
 
-    def reconcile(self, errors: Mapping[str, str]) -> None:
-        """Close child runs still RUNNING once every trial is done (stopped, or errored)."""
+    def reconcile(self, errors: Mapping[str, str], unsent: Set[str] = frozenset()) -> None:
+        """Close child runs still RUNNING once every trial is done (stopped, or errored),
+        but those of the trials in `unsent`: their logging, their end with it, is pending
+        (MLflow out of reach), and ``--sync`` sends it."""
         parent_id = self.parent.run_id
         try:
             mlflow = client(self.uri)
@@ -327,6 +329,8 @@ class SweepTracking:
                 "and attributes.status = 'RUNNING'",
             )
             for run in running:
+                if run.data.tags.get("ray.trial_id", "") in unsent:
+                    continue
                 error = errors.get(run.data.tags.get("ray.trial_id", ""))
                 status, tag = ("FAILED", "error") if error else ("KILLED", "stopped")
                 mlflow.set_tag(run.info.run_id, STATUS_TAG, tag)

@@ -17,6 +17,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -125,6 +126,22 @@ def test_nights_in_a_row_baseline_pass_regression_improvement(workdir: Path) -> 
     assert (out / "cell-history.png").stat().st_size > 0
     server.shutdown()
 
+    # The spec gains an axis: no earlier night has its column. It crashed after the compute
+    # (exit 1, a traceback), night after night; now each is left out, with a warning.
+    axis = "train.seed: [0, 1, 2], objective.n_negatives: [8]}"
+    (workdir / "wider").mkdir()
+    wider = write_spec(workdir / "wider", "tonight", BODY.replace("train.seed: [0, 1, 2]}", axis),
+                       TINY_NIGHT)  # fmt: skip
+    assert _night(wider, "n5", "--baseline", worse["parent_run_id"]) == 2  # asked for: refused
+    assert not (workdir / "runs" / "n5").exists()  # before any compute
+    assert _night(wider, "n5") == 0
+    assert _verdict(workdir / "runs" / "n5")["verdict"] == "baseline"
+    # n5's table is lost from MLflow's artifacts: the next night leaves n5 out as well
+    n5 = client.get_run(_verdict(workdir / "runs" / "n5")["parent_run_id"])
+    Path(urlparse(n5.info.artifact_uri).path, "trials.csv").unlink()
+    assert _night(wider, "n6") == 0
+    assert _verdict(workdir / "runs" / "n6")["verdict"] == "baseline"
+
 
 def _fake_running_nightly(uri: str, pid: int) -> str:
     from mlflow import MlflowClient
@@ -160,6 +177,10 @@ def test_an_overlapping_nightly_is_refused_with_exit_3(
     assert found is None  # its process is gone: not a reason to wait
     closed = client.get_run(stale)
     assert closed.info.status == "KILLED" and closed.data.tags["ssvae.status"] == "stale"
+    trial = client.create_run(closed.info.experiment_id, tags={"mlflow.parentRunId": stale})
+    client.set_terminated(stale, "RUNNING")  # stale again, with a trial's run left RUNNING
+    assert history.running(client, closed.info.experiment_id, "tonight", None) is None
+    assert client.get_run(trial.info.run_id).info.status == "KILLED"  # was left RUNNING
 
 
 def test_an_unreachable_tracking_server_exits_3_before_any_compute(
@@ -236,3 +257,20 @@ def test_bad_input_exits_2_before_any_trial(
     assert _night(_spec(workdir), "n1", *extra) == 2
     assert message in capsys.readouterr().err
     assert not (workdir / "runs" / "n1").exists()
+
+
+def test_an_interrupted_nightly_says_so_in_one_line_with_exit_130(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C mid-night printed a traceback, exit 1, and advised a --resume nightly lacks."""
+    from ssvae_core.sweep import runner
+    from ssvae_core.sweep.nightly import run
+
+    def interrupted(*args: Any) -> None:
+        raise runner.SweepInterrupted("interrupted; continue with --resume (runs/n1)")
+
+    monkeypatch.setattr(run, "run_nightly", interrupted)
+    assert _night(_spec(workdir), "n1") == 130
+    err = capsys.readouterr().err
+    assert "interrupted; no verdict tonight" in err and "--resume" not in err
+    assert "Traceback" not in err

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from ssvae_core.errors import (
     EXIT_BAD_INPUT,
     EXIT_INFRA,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
     check,
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     if (message := missing_extra()) is not None:
         print(f"ssvae nightly: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from ssvae_core.sweep import cluster, lock, storage, tracking
+    from ssvae_core.sweep import cluster, lock, runner, storage, tracking
 
     try:
         uri = tracking.default_uri(args.tracking_uri)
@@ -126,6 +127,13 @@ def run(args: argparse.Namespace) -> int:
     except (tracking.TrackingUnavailable, lock.Busy, cluster.ClusterUnavailable) as err:
         print(f"ssvae nightly: error: {err}", file=sys.stderr)
         return EXIT_INFRA
+    except runner.SweepInterrupted:  # its parent run stays RUNNING; the next night closes it
+        print(
+            "ssvae nightly: interrupted; no verdict tonight (the next nightly of this spec "
+            "closes this one as stale)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 def check_notify_url(url: str) -> None:

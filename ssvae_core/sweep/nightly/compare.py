@@ -183,6 +183,17 @@ def _indexed(
     return out
 
 
+def unfit(trials: pd.DataFrame, cell_axes: Sequence[str], seed_axes: Sequence[str]) -> str | None:
+    """Why a night's trials cannot be compared with a grid of `cell_axes` x `seed_axes` (a
+    column missing: the spec gained an axis since; a cell and seed twice: it lost one), or
+    None when they can."""
+    try:
+        _indexed(trials, cell_axes, seed_axes)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
 def _night_medians(trials: pd.DataFrame) -> pd.Series:
     return trials.query("status == 'ok'").groupby("cell", sort=False)["probe_error_px"].median()
 

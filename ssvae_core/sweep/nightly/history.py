@@ -75,8 +75,13 @@ def running(
         if not is_stale(run, budget_s):
             return run
         log.warning("closing stale nightly run %s (its driver is gone)", run.info.run_id)
-        client.set_tag(run.info.run_id, STATUS_TAG, "stale")
-        client.set_terminated(run.info.run_id, "KILLED")
+        children = client.search_runs(
+            [experiment_id],
+            f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and attributes.status = 'RUNNING'",
+        )
+        for stale in [*children, run]:  # its trials' runs too: none is left RUNNING
+            client.set_tag(stale.info.run_id, STATUS_TAG, "stale")
+            client.set_terminated(stale.info.run_id, "KILLED")
     return None
 
 
@@ -108,6 +113,7 @@ def history(
 
 def trials(client: MlflowClient, run: Any) -> pd.DataFrame:
     """A nightly's trials table, from its ``trials.csv`` artifact."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per night
     with tempfile.TemporaryDirectory(prefix="ssvae-night-") as folder:
         path = client.download_artifacts(run.info.run_id, "trials.csv", folder)
         return pd.read_csv(Path(path))

@@ -31,7 +31,7 @@ from ssvae_core.files import write_text
 from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import lock
 from ssvae_core.sweep.nightly import history
-from ssvae_core.sweep.nightly.compare import Comparison, Tolerance, compare
+from ssvae_core.sweep.nightly.compare import Comparison, Tolerance, compare, unfit
 from ssvae_core.sweep.nightly.verdict import verdict_markdown, write_verdict
 from ssvae_core.sweep.runlog import RunLog, client
 from ssvae_core.sweep.runner import SweepResult, run_sweep
@@ -98,13 +98,20 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
         experiment_id = experiment(uri, spec.experiment)  # TrackingUnavailable: exit 3
         mlflow = client(uri)
         lookback = spec.nightly.history if options.history is None else options.history
+        tables = _Tables(mlflow, uri, spec)
         try:
             busy = history.running(mlflow, experiment_id, spec.name, spec.budget.time_budget_s)
-            base = history.baseline(mlflow, experiment_id, spec.name, options.baseline)
+            if options.baseline == "last":
+                finished = history.nightlies(mlflow, experiment_id, spec.name, "FINISHED")
+                base = next((run for run in finished if tables.read(run) is not None), None)
+            else:
+                base = history.baseline(mlflow, experiment_id, spec.name, options.baseline)
+                if tables.read(base) is None:
+                    raise ConfigError(f"--baseline: run {options.baseline} {tables.why}")
             past = history.history(mlflow, experiment_id, spec.name, lookback, base)
-            base_trials = history.trials(mlflow, base) if base is not None else None
-            past_trials = [history.trials(mlflow, run) for run in past]
-        except ConfigError:
+            base_trials = tables.read(base) if base is not None else None
+            past_trials = [t for t in map(tables.read, past) if t is not None]
+        except (ConfigError, TrackingUnavailable):
             raise
         except Exception as err:  # MLflow went away between the calls
             raise TrackingUnavailable(f"MLflow at {uri}: {err}", uri) from err
@@ -138,6 +145,43 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
         seed=spec.nightly.seed,
     )
     return _report(spec, result, comparison, base_id, options.notify)
+
+
+class _Tables:
+    """Earlier nights' trials tables, each read once. A night whose table cannot be read (its
+    artifact gone or damaged) or compared with tonight's grid (the spec gained or lost an
+    axis since) is left out, with a warning naming it and why (`why`); only an MLflow that
+    no longer answers stops the night (`TrackingUnavailable`)."""
+
+    def __init__(self, mlflow: Any, uri: str, spec: SweepSpec) -> None:
+        self.mlflow, self.uri, self.spec = mlflow, uri, spec
+        self.tables: dict[str, pd.DataFrame | None] = {}
+        self.why = ""  # why the last night left out was
+
+    def read(self, run: Any) -> pd.DataFrame | None:
+        """`run`'s trials table, or None (it is left out)."""
+        run_id = run.info.run_id
+        if run_id not in self.tables:
+            self.tables[run_id] = self._read(run)
+        return self.tables[run_id]
+
+    def _read(self, run: Any) -> pd.DataFrame | None:
+        try:
+            table = history.trials(self.mlflow, run)
+        except Exception as err:
+            try:  # the artifact, or MLflow itself?
+                self.mlflow.get_run(run.info.run_id)
+            except Exception as gone:
+                raise TrackingUnavailable(f"MLflow at {self.uri}: {gone}", self.uri) from gone
+            self.why = f"has no readable trials.csv ({type(err).__name__}: {str(err)[:200]})"
+        else:
+            seeds = [axis for axis in SEED_AXES if axis in dict(self.spec.axes)]
+            problem = unfit(table, self.spec.group_axes, seeds)
+            if problem is None:
+                return table
+            self.why = f"cannot be compared with tonight's grid ({problem})"
+        log.warning("nightly %s (%s) left out: it %s", run.info.run_name, run.info.run_id, self.why)
+        return None
 
 
 def _report(
