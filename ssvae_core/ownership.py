@@ -2,16 +2,17 @@
 C library it built, `native`; Ray's pickled state of a sweep, `sweep.storage`).
 
 As OpenSSH judges ``~/.ssh``: a path is another user's to change unless it belongs to this
-user or root and nobody else can write it. Group-writable counts as nobody else's only for
-the owner's private group (named after them, no other member, nobody else's primary group:
-the user-private-group convention of umask 002 systems, and the image's ``ssvae`` user, whose
-group a Kubernetes pod's ``fsGroup`` makes group-writable). A directory above may be writable
-by others with the sticky bit (as ``/tmp``): there others cannot rename or remove what is not
-theirs.
+user or root and nobody else can write it. Group-writable counts as nobody else's only for a
+private group, the owner's or this user's (named after them, no other member, nobody else's
+primary group: the user-private-group convention of umask 002 systems; the image's ``ssvae``
+user, whose group a Kubernetes pod's ``fsGroup`` gives the volume, its root root's), and
+never where a POSIX ACL may let others write. A directory above may be writable by others
+with the sticky bit (as ``/tmp``): there others cannot rename or remove what is not theirs.
 """
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -20,10 +21,17 @@ from pathlib import Path
 
 
 def private_group(info: os.stat_result) -> bool:
-    """Whether the group of a file is its owner's alone: their primary group, named after
-    them, no other member listed and no other user's primary group."""
+    """Whether the group of a file is its owner's alone, or this user's alone (a folder root
+    owns in this user's group: a Kubernetes volume under ``fsGroup``): that user's primary
+    group, named after them, no other member listed and no other user's primary group."""
+    return any(_private(uid, info.st_gid) for uid in {info.st_uid, os.getuid()})
+
+
+@functools.cache
+def _private(uid: int, gid: int) -> bool:
+    """Whether group `gid` is user `uid`'s alone (read once: each file of a large sweep asks)."""
     try:
-        owner, group = pwd.getpwuid(info.st_uid), grp.getgrgid(info.st_gid)
+        owner, group = pwd.getpwuid(uid), grp.getgrgid(gid)
     except KeyError:
         return False
     return (
@@ -34,6 +42,16 @@ def private_group(info: os.stat_result) -> bool:
     )
 
 
+def _acl(path: Path) -> bool:
+    """Whether `path` has a POSIX access ACL (its group bits are then the mask of what named
+    users and groups may do, not the group's own)."""
+    try:
+        os.getxattr(path, "system.posix_acl_access")
+    except OSError:  # none (ENODATA), or a filesystem without them
+        return False
+    return True
+
+
 def problem(path: Path, sticky_ok: bool = False) -> str | None:
     """Why another user could have written `path` itself (a link: what it names), or None;
     with `sticky_ok` a sticky directory may be writable by others. `OSError` if it cannot be
@@ -42,7 +60,8 @@ def problem(path: Path, sticky_ok: bool = False) -> str | None:
     if info.st_uid not in (os.getuid(), 0):
         return f"{path} belongs to uid {info.st_uid}, not this user"
     mode = info.st_mode
-    others = mode & stat.S_IWOTH or (mode & stat.S_IWGRP and not private_group(info))
+    group = mode & stat.S_IWGRP and (_acl(path) or not private_group(info))
+    others = mode & stat.S_IWOTH or group
     if others and not (sticky_ok and stat.S_ISDIR(mode) and mode & stat.S_ISVTX):
         return f"{path} is writable by others (mode {stat.filemode(mode)})"
     return None

@@ -33,8 +33,13 @@ FLOAT = 4  # bytes per float32
 # the small one (the runtime dominates there).
 ACTIVATIONS_PER_PIXEL = 3 + 6 * 3 + 3 * 3
 NO_GRAD_PER_PIXEL = 3 + 6 + 6
-# A frame side beyond every preset's is what makes a run large, whatever else it sets.
-LARGEST_SIZE = max(preset.data.size for preset in PRESETS.values())
+# The largest value of each key that sizes a run in any preset: beyond it, the key is what
+# made a run large (`driven_by`).
+LARGEST = {
+    "data.size": max(preset.data.size for preset in PRESETS.values()),
+    "data.n_frames": max(preset.data.n_frames for preset in PRESETS.values()),
+    "train.batch_size": max(preset.train.batch_size for preset in PRESETS.values()),
+}
 
 
 def check_device(name: str) -> None:
@@ -62,11 +67,13 @@ def video_bytes(data: DataConfig) -> int:
     return data.n_frames * data.size * data.size * 3
 
 
-def driven_by(data: DataConfig, key: str) -> str:
-    """The key a memory part is named by: ``data.size`` where it exceeds every preset's (it
-    scales every per-pixel part), else `key`, the part's own (``data.n_frames`` for the
-    video, ``train.batch_size`` for a step's activations)."""
-    return "data.size" if data.size > LARGEST_SIZE else key
+def driven_by(data: DataConfig, key: str, value: int) -> str:
+    """The key a memory part is named by: `key`, the part's own (``data.n_frames`` for the
+    video, ``train.batch_size`` for a step's activations), if its `value` is beyond every
+    preset's; else ``data.size`` if that is (it scales every per-pixel part); else `key`."""
+    if value > LARGEST[key] or data.size <= LARGEST["data.size"]:
+        return key
+    return "data.size"
 
 
 def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
@@ -85,7 +92,7 @@ def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     weights = (
         4 * (pixels * 3 * hidden + hidden * hidden) * FLOAT if cfg.encoder.kind == "mlp" else 0
     )
-    parts = {driven_by(data, "train.batch_size"): runs * max(step, probe)}
+    parts = {driven_by(data, "train.batch_size", train.batch_size): runs * max(step, probe)}
     parts["encoder.hidden"] = parts.get("encoder.hidden", 0) + runs * weights
     for key, part in coupling_bytes(cfg).items():
         parts[key] = parts.get(key, 0) + runs * part
@@ -128,7 +135,10 @@ def estimate(cfg: RunConfig) -> dict[str, int]:
     """Bytes a run needs on its device, by the key that drives each part: the video
     (``data.n_frames``, on the device; on the CPU also the simulator's copy), and `run_bytes`."""
     gpu = on_gpu(cfg)
-    parts = {driven_by(cfg.data, "data.n_frames"): (1 if gpu else 2) * video_bytes(cfg.data)}
+    parts = {
+        driven_by(cfg.data, "data.n_frames", cfg.data.n_frames): (1 if gpu else 2)
+        * video_bytes(cfg.data)
+    }
     return _add(parts, run_bytes(cfg, gpu))
 
 
@@ -180,7 +190,8 @@ def check_gpu_share(
         where = f"its resources.gpu share ({share:g}) of {where}"
         size = int(share * size)
     parts = _add(
-        {driven_by(cfg.data, "data.n_frames"): video_bytes(cfg.data)}, run_bytes(cfg, True, runs)
+        {driven_by(cfg.data, "data.n_frames", cfg.data.n_frames): video_bytes(cfg.data)},
+        run_bytes(cfg, True, runs),
     )
     refuse_beyond(parts, size, where, "a trial")
 

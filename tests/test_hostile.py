@@ -93,10 +93,12 @@ def _open_tuner_state(tmp: Path) -> None:
 
 
 def _cut_tuner_state(tmp: Path) -> None:
-    """A stopped sweep whose Ray state (``tuner.pkl``, ours) was cut short."""
+    """A stopped sweep whose Ray state (``tuner.pkl``, ours) was cut short, beside its
+    trials' state (without which the Tuner run simply starts again)."""
     state = tmp / "runs" / "sweeps" / "s" / "grid" / "tuner.pkl"
     state.parent.mkdir(parents=True)
     state.write_bytes(b"\x80\x04\x95")
+    (state.parent / "experiment_state-2026-12-07_00-00-00.json").write_text("{}")
 
 
 def _npz_declaring_7_tib(tmp: Path) -> None:
@@ -289,6 +291,8 @@ CASES = [
     Case("sweep --resume with its Ray state cut short", ["sweep", "s.yaml", "--resume"], 2,
          "Ray's state in", {**_sweep(""), "runs/sweeps/s/sweep.yaml": f"name: s\n{TINY}"},
          setup=_cut_tuner_state, limit_s=60),
+    Case("sweep --storage-path on a full disk", ["sweep", "s.yaml", "--storage-path", "out"], 3,
+         "No space left on device (storage path", _sweep(""), mount="full", limit_s=60),
     Case("ssvae report on 'abc' as a probe error", ["report", "s.yaml"], 2,
          "row 1: probe_error_px holds 'abc', not a number",
          {**_sweep(""), "runs/sweeps/s/trials.csv": "train.seed,status,probe_error_px\n"

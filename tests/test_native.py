@@ -134,7 +134,9 @@ def test_group_writable_only_for_the_owners_private_group(
     other = pwd.struct_passwd(("mallory", "x", 4321, 0, "", "/home/mallory", "/bin/sh"))
     with monkeypatch.context() as patch:
         patch.setattr(ownership.pwd, "getpwall", lambda: [*everyone, other])
+        ownership._private.cache_clear()  # read once per process: not with mallory
         assert not ownership.private_group(cache.stat())
+    ownership._private.cache_clear()
     os.chown(cache, -1, 4321)  # a group of others (here: no such group at all)
     lib, messages = _load_warnings()
     assert lib is None and f"{cache} is writable by others" in messages[0]

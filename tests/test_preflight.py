@@ -95,6 +95,7 @@ def test_a_critics_activations_are_blamed_on_what_made_them_large() -> None:
         (["data.size=3000"], "data.size"),  # was blamed on train.batch_size, at its default
         (["data.n_frames=10000000"], "data.n_frames"),
         (["train.batch_size=100000", "data.n_frames=200000"], "train.batch_size"),
+        (["data.size=264", "data.n_frames=2000000"], "data.n_frames"),  # too large at 256
     ],
 )
 def test_a_run_too_large_is_blamed_on_the_key_that_made_it_large(sets: list[str], key: str) -> None:
@@ -102,7 +103,7 @@ def test_a_run_too_large_is_blamed_on_the_key_that_made_it_large(sets: list[str]
     is named rather than the batch or the frames left at their defaults."""
     with pytest.raises(ConfigError, match=rf"^{key}: the run needs about"):
         preflight.check_memory(loader.load("small", None, sets), available=24 * GIB)
-    size = preflight.LARGEST_SIZE
+    size = preflight.LARGEST["data.size"]
     assert set(preflight.estimate(loader.load("small", None, [f"data.size={size}"]))) == {
         "data.n_frames", "train.batch_size", "encoder.hidden"
     }  # fmt: skip

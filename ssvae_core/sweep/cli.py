@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 from typing import Any
 
 from ssvae_core.errors import (
@@ -122,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
     except runner.SweepInterrupted as err:
         print(f"ssvae sweep: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:  # the storage path full or read-only mid-sweep: a machine's problem
+        where = "" if err.filename else f" (storage path {Path(root).resolve()})"
+        print(f"ssvae sweep: error: {err}{where}; once fixed, try --resume", file=sys.stderr)
+        return EXIT_INFRA
     return EXIT_FAILED if result.n_errors else EXIT_OK
 
 

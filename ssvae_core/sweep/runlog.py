@@ -172,7 +172,16 @@ class RunLog:
         path = self.directory / PENDING_FILE
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        ops = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                op = json.loads(line) if line.strip() else None
+            except ValueError:  # a line cut short (the disk filled up mid-append)
+                log.warning("MLflow: a damaged pending operation in %s left out", path)
+                continue
+            if isinstance(op, dict) and op.get("op") in OPS:
+                ops.append(op)
+        return ops
 
     def flush(self, force: bool = False) -> bool:
         """Apply the pending operations in order; True when none is left.

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import signal
 import threading
@@ -77,13 +78,14 @@ def _catch_interrupt() -> Iterator[threading.Event]:
         return
 
     def on_stop(signum: int, frame: Any) -> None:
-        if interrupted.is_set() or signal.getsignal(signal.SIGUSR1) is _not_ready:
+        ray_ready = callable(handler := signal.getsignal(signal.SIGUSR1))
+        if interrupted.is_set() or not ray_ready or handler is _not_ready:
             raise KeyboardInterrupt
         interrupted.set()
         os.kill(os.getpid(), signal.SIGUSR1)
 
-    previous = {s: signal.signal(s, on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _not_ready)
+    previous = {signal.SIGUSR1: signal.signal(signal.SIGUSR1, _not_ready)}  # first: on_stop
+    previous |= {s: signal.signal(s, on_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         yield interrupted
@@ -100,8 +102,9 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
             f"--resume: {directory} holds a sweep already; pass --resume to continue it "
             "or --name to start another"
         )
-    if resume and started.exists():
+    if resume and directory.exists():  # sweep.yaml or not, Ray restores what it finds
         check_private(directory)  # Ray's pickles are read only if no one else could write them
+    if resume and started.exists():
         kept = safe_yaml.read_yaml_file(started, "sweep file it started with")
         same_text = kept == safe_yaml.read_yaml(spec.text)
         stored = directory / "sweep.json"
@@ -131,9 +134,29 @@ def _restorable(path: Path) -> bool:
     return tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json"))
 
 
+def _damaged(path: Path) -> str | None:
+    """What is wrong with the newest of Ray's states of a Tuner run's trials at `path`
+    (``experiment_state-*.json``; the searcher's ``*-state-*`` files are pickles, whatever
+    their names say), or None. Ray restores from one cut short (a full disk) as if it held
+    nothing: one trial with no config, a KeyError per --resume, for ever."""
+    newest = max(path.glob("experiment_state-*.json"), default=None)  # names end in the time
+    if newest is None:
+        return None
+    try:
+        json.loads(newest.read_bytes())
+    except ValueError as err:
+        return f"{newest.name}: {err}"
+    return None
+
+
 def _restored(path: Path, trainable: Any) -> Any:
-    """The Tuner run kept at `path`, restored; Ray's state there damaged (a ``tuner.pkl``
-    cut short, say) is a `ConfigError` naming it, not a traceback from inside Ray."""
+    """The Tuner run kept at `path`, restored; Ray's state there damaged (`_damaged`, or a
+    ``tuner.pkl`` cut short) is a `ConfigError` naming it, not a traceback from inside Ray."""
+    if (why := _damaged(path)) is not None:
+        raise ConfigError(
+            f"--resume: Ray's state in {path} is damaged ({why[:200]}); this sweep cannot be "
+            "resumed: start it again with another --name"
+        )
     try:
         return tune.Tuner.restore(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -307,7 +330,13 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
                 continue
             tuner = _tuner(spec, trainable, path, params, left)
         with _catch_interrupt() as interrupted:
-            grid = tuner.fit()
+            try:
+                grid = tuner.fit()
+            except (EOFError, pickle.UnpicklingError) as err:  # its own files, cut short
+                raise OSError(
+                    f"Ray could not read back what it wrote in {path} ({type(err).__name__}: "
+                    f"{str(err)[:200]}); is that disk full?"
+                ) from err
         if interrupted.is_set():
             raise SweepInterrupted(f"interrupted; continue with --resume ({directory})")
         rows += trial_rows(spec, tuner_run, grid)
@@ -327,7 +356,8 @@ def _finish(
         return SweepResult(empty, trials, directory, parent, tracker.uri)
     errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
     pending = pd.to_numeric(trials.get("mlflow_pending"), errors="coerce").fillna(0) > 0
-    unsent = set(trials.loc[pending, "trial_id"]) if left else set()  # their end comes by --sync
+    ended = trials["status"].isin(["ok", "diverged"])  # only these logged their run's end
+    unsent = set(trials.loc[pending & ended, "trial_id"]) if left else set()  # sent by --sync
     tracker.reconcile({trial: error for trial, error in errors.items() if error}, unsent)
     searched = [key for key, _ in spec.space]
     cells = tables.cell_table(trials, spec.group_axes, searched)

@@ -87,9 +87,18 @@ def _ran(folder: Path, name: str) -> bool:
 def check_private(directory: Path) -> None:
     """Refuse (`ConfigError`, exit 2) to restore `directory` if another user could have
     written what Ray will unpickle (`ownership`, as ``ssh`` judges ``~/.ssh``): every file
-    and folder in it, it, and each folder above it, where a sticky one (``/tmp``) may be
-    writable by others. A dangling link is passed over: Ray reads nothing through it."""
-    why = ownership.chain_problem(directory, sticky_from=1) or _inside_problem(directory)
+    and folder in it, it, and each folder above it (those above the storage path may be
+    sticky, as ``/tmp``); the folder holding it too, should it be a link. A link inside it,
+    or a folder this user cannot list, is refused: what Ray would read there is not vouched
+    for."""
+    try:
+        why = (
+            ownership.chain_problem(directory.parent, sticky_from=0)
+            or ownership.chain_problem(directory, sticky_from=1)
+            or _inside_problem(directory)
+        )
+    except OSError as err:
+        why = f"{err.filename or directory}: {err.strerror or err}"
     if why is not None:
         raise ConfigError(
             f"--resume: {why}; Ray keeps a sweep's state as pickles, and reading a pickle can "
@@ -100,12 +109,15 @@ def check_private(directory: Path) -> None:
 
 def _inside_problem(directory: Path) -> str | None:
     """`ownership.problem` of the first file or folder in `directory` that has one."""
-    for folder, dirs, files in os.walk(directory):
+
+    def unlisted(err: OSError) -> None:
+        raise err
+
+    for folder, dirs, files in os.walk(directory, onerror=unlisted):
         for name in (*dirs, *files):
-            try:
-                why = ownership.problem(Path(folder) / name)
-            except FileNotFoundError:  # a dangling link
-                continue
-            if why is not None:
+            path = Path(folder) / name
+            if path.is_symlink():
+                return f"{path} is a link (to {os.readlink(path)})"
+            if (why := ownership.problem(path)) is not None:
                 return why
     return None

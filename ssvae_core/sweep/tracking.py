@@ -295,8 +295,18 @@ class SweepTracking:
         return self.parent.log("status", status="FINISHED")
 
     def fail(self) -> None:
-        """The sweep broke off (not Ctrl-C): its parent run FAILED, not left RUNNING."""
-        self.parent.log("status", status="FAILED")
+        """The sweep broke off (not Ctrl-C): its parent run FAILED and its trials' runs closed,
+        none left RUNNING (a --resume opens them again); the parent straight in MLflow where
+        the queue cannot be written (a full disk broke it off, say)."""
+        self.reconcile({})
+        try:
+            self.parent.log("status", status="FAILED")
+        except OSError:
+            try:
+                client(self.uri).set_terminated(self.parent.run_id or "", "FAILED")
+            except Exception as err:
+                said = without_password(str(err), self.uri)
+                log.warning("MLflow: the parent run could not be marked FAILED: %s", said)
 
     def sync(self) -> int:
         """Replay every pending log (trials' latest checkpoints, the parent); -> ops left."""

@@ -16,6 +16,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -274,3 +275,40 @@ def test_an_interrupted_nightly_says_so_in_one_line_with_exit_130(
     err = capsys.readouterr().err
     assert "interrupted; no verdict tonight" in err and "--resume" not in err
     assert "Traceback" not in err
+
+
+class _ArtifactsDown:
+    """An MLflow whose runs answer but whose artifact store does not (`listed`: what it
+    lists, None: listing fails too)."""
+
+    def __init__(self, listed: list[str] | None) -> None:
+        self.listed = listed
+
+    def download_artifacts(self, *args: Any) -> str:
+        raise ConnectionError("the artifact store is down (injected)")
+
+    def list_artifacts(self, run_id: str) -> list[Any]:
+        if self.listed is None:
+            raise ConnectionError("the artifact store is down (injected)")
+        return [SimpleNamespace(path=path) for path in self.listed]
+
+
+@pytest.mark.parametrize(
+    ("listed", "left_out"), [([], True), (["trials.csv"], False), (None, False)]
+)
+def test_a_night_is_left_out_only_if_it_has_no_table_not_if_its_store_is_down(
+    workdir: Path, listed: list[str] | None, left_out: bool
+) -> None:
+    """With the artifact store out of reach every night was left out, and tonight passed
+    for a first night (exit 0): no regression could be found."""
+    from ssvae_core.sweep import spec as specs
+    from ssvae_core.sweep.nightly.run import _Tables
+    from ssvae_core.sweep.tracking import TrackingUnavailable
+
+    night = SimpleNamespace(info=SimpleNamespace(run_id="r1", run_name="n1"))
+    tables = _Tables(_ArtifactsDown(listed), "http://mlflow", specs.load(_spec(workdir)))
+    if left_out:
+        assert tables.read(night) is None and tables.why == "has no trials.csv"
+    else:
+        with pytest.raises(TrackingUnavailable, match="http://mlflow"):
+            tables.read(night)

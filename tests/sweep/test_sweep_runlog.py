@@ -169,3 +169,23 @@ def test_an_outage_is_logged_without_the_servers_password(
     said = " ".join(record.getMessage() for record in caplog.records)
     assert "operation(s) pending" in said and "alice:***@127.0.0.1:1" in said
     assert "s3cret" not in said
+
+
+def test_an_operation_cut_short_by_a_full_disk_is_left_out_not_a_crash(
+    uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append the disk could not finish left half a JSON line: every later flush (the
+    run's end, --resume, --sync) raised JSONDecodeError on it."""
+    experiment_id = MlflowClient(uri).create_experiment("e")
+    with monkeypatch.context() as patched:
+        patched.setattr(runlog_module, "client", lambda uri: _Down())
+        down = RunLog(uri, tmp_path / "trial")
+        _declare(down, experiment_id)
+        assert not down.log("status", status="RUNNING")
+    with open(tmp_path / "trial" / PENDING_FILE, "a") as fh:
+        fh.write('{"op": "metrics", "values": {"lo')  # the disk filled up here
+    back = RunLog(uri, tmp_path / "trial")
+    assert [op["op"] for op in back.pending()] == ["status"]
+    assert back.flush()
+    [run] = MlflowClient(uri).search_runs([experiment_id])
+    assert run.info.status == "RUNNING"

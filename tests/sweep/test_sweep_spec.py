@@ -194,23 +194,34 @@ def test_resuming_refuses_pickles_that_another_user_could_have_written(
     assert not ray.is_initialized()
 
 
+def test_resuming_checks_a_sweep_that_lost_its_sweep_yaml_too(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ray restores whatever it finds in grid/, with or without the sweep's own record."""
+    path, directory = _kept_sweep(workdir)
+    (directory / "sweep.yaml").unlink()
+    (directory / "grid" / "tuner.pkl").chmod(0o666)
+    assert cli.main(["sweep", str(path), "--storage-path", "runs", "--resume"]) == 2
+    assert "tuner.pkl is writable by others" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
 def test_what_resuming_trusts(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Files only the user can write pass; so do a sticky folder above (``/tmp``), a dangling
-    link, and a file writable by the owner's private group (`ownership.private_group`: umask
-    002, a pod's fsGroup). A file of another user, one writable by another group, or a link to
-    a file others can write does not."""
+    """Files only the user can write pass; so do a sticky folder above (``/tmp``) and a file
+    writable by a private group (`ownership.private_group`: umask 002, a pod's fsGroup). A
+    file of another user, one writable by another group or through an ACL, a link inside
+    the sweep (what it names is not vouched for) and a sweep folder that is a link in a
+    folder others can write are refused."""
     _, directory = _kept_sweep(workdir)
     storage.check_private(directory)
     (workdir / "runs").chmod(0o1777)  # sticky: others cannot rename the sweep away
     storage.check_private(directory)
-    (directory / "gone").symlink_to(workdir / "nothing")
-    storage.check_private(directory)
     (workdir / "open.pkl").write_bytes(b"")
-    (workdir / "open.pkl").chmod(0o646)
-    (directory / "grid" / "linked.pkl").symlink_to(workdir / "open.pkl")
-    with pytest.raises(ConfigError, match=r"linked\.pkl is writable by others"):
-        storage.check_private(directory)
-    (directory / "grid" / "linked.pkl").unlink()
+    for name, target in (("gone", workdir / "nothing"), ("linked.pkl", workdir / "open.pkl")):
+        (directory / "grid" / name).symlink_to(target)
+        with pytest.raises(ConfigError, match=rf"{name} is a link \(to {workdir}"):
+            storage.check_private(directory)
+        (directory / "grid" / name).unlink()
     (directory / "sweep.yaml").chmod(0o1777)  # sticky counts only for the folders above
     with pytest.raises(ConfigError, match=r"sweep\.yaml is writable by others"):
         storage.check_private(directory)
@@ -219,12 +230,36 @@ def test_what_resuming_trusts(workdir: Path, monkeypatch: pytest.MonkeyPatch) ->
     tuner.chmod(0o664)
     monkeypatch.setattr(storage.ownership, "private_group", lambda info: True)
     storage.check_private(directory)
+    try:  # an ACL letting uid 12345 write: the group bits are its mask (rw-)
+        entries = [(0x01, 6, 0xFFFFFFFF), (0x02, 6, 12345), (0x04, 4, 0xFFFFFFFF),
+                   (0x10, 6, 0xFFFFFFFF), (0x20, 4, 0xFFFFFFFF)]  # fmt: skip
+        acl = (2).to_bytes(4, "little") + b"".join(
+            t.to_bytes(2, "little") + p.to_bytes(2, "little") + i.to_bytes(4, "little")
+            for t, p, i in entries
+        )
+        os.setxattr(tuner, "system.posix_acl_access", acl)
+    except OSError:  # a filesystem without ACLs
+        pass
+    else:
+        with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by others"):
+            storage.check_private(directory)
+        os.removexattr(tuner, "system.posix_acl_access")
     monkeypatch.setattr(storage.ownership, "private_group", lambda info: False)
     with pytest.raises(ConfigError, match=r"tuner\.pkl is writable by others \(mode -rw-rw-r--\)"):
         storage.check_private(directory)
     tuner.chmod(0o644)
+    storage.check_private(directory)
+    moved = workdir / "scratch" / "same"  # the sweep moved, a link left in its place
+    moved.parent.mkdir(mode=0o755)
+    directory.rename(moved)
+    directory.symlink_to(moved)
+    storage.check_private(directory)
+    (workdir / "runs").chmod(0o777)  # not sticky: the link could be turned elsewhere
+    with pytest.raises(ConfigError, match=r"runs is writable by others"):
+        storage.check_private(directory)
+    (workdir / "runs").chmod(0o755)
     if os.getuid() == 0:  # root can hand a file to another user
-        os.chown(tuner, 12345, 12345)
+        os.chown(moved / "grid" / "tuner.pkl", 12345, 12345)
         with pytest.raises(ConfigError, match=r"tuner\.pkl belongs to uid 12345, not this user"):
             storage.check_private(directory)
 

@@ -134,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    except OSError as err:  # the storage path full or read-only mid-night: a machine's problem
+        root = Path(args.storage_path or storage.DEFAULT_STORAGE).resolve()
+        where = "" if err.filename else f" (storage path {root})"
+        print(f"ssvae nightly: error: {err}{where}", file=sys.stderr)
+        return EXIT_INFRA
 
 
 def check_notify_url(url: str) -> None:

@@ -103,7 +103,8 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
             busy = history.running(mlflow, experiment_id, spec.name, spec.budget.time_budget_s)
             if options.baseline == "last":
                 finished = history.nightlies(mlflow, experiment_id, spec.name, "FINISHED")
-                base = next((run for run in finished if tables.read(run) is not None), None)
+                recent = finished[: max(lookback, 1)]  # a spec changed: read the recent only
+                base = next((run for run in recent if tables.read(run) is not None), None)
             else:
                 base = history.baseline(mlflow, experiment_id, spec.name, options.baseline)
                 if tables.read(base) is None:
@@ -168,12 +169,11 @@ class _Tables:
     def _read(self, run: Any) -> pd.DataFrame | None:
         try:
             table = history.trials(self.mlflow, run)
+        except ValueError as err:  # downloaded, but not a table (pandas' errors, UTF-8)
+            self.why = f"has a damaged trials.csv ({type(err).__name__}: {str(err)[:200]})"
         except Exception as err:
-            try:  # the artifact, or MLflow itself?
-                self.mlflow.get_run(run.info.run_id)
-            except Exception as gone:
-                raise TrackingUnavailable(f"MLflow at {self.uri}: {gone}", self.uri) from gone
-            self.why = f"has no readable trials.csv ({type(err).__name__}: {str(err)[:200]})"
+            self._check_missing(run, err)
+            self.why = "has no trials.csv"
         else:
             seeds = [axis for axis in SEED_AXES if axis in dict(self.spec.axes)]
             problem = unfit(table, self.spec.group_axes, seeds)
@@ -182,6 +182,22 @@ class _Tables:
             self.why = f"cannot be compared with tonight's grid ({problem})"
         log.warning("nightly %s (%s) left out: it %s", run.info.run_name, run.info.run_id, self.why)
         return None
+
+    def _check_missing(self, run: Any, err: Exception) -> None:
+        """A download that failed: fine if the run has no ``trials.csv`` (a night that broke
+        off, an artifact removed); if it has one, or its artifacts cannot be listed, MLflow
+        or its artifact store is out of reach (`TrackingUnavailable`), and a night that
+        left out every earlier one would pass for a first night."""
+        try:
+            listed = {item.path for item in self.mlflow.list_artifacts(run.info.run_id)}
+        except Exception as gone:
+            raise TrackingUnavailable(f"MLflow at {self.uri}: {gone}", self.uri) from gone
+        if "trials.csv" in listed:
+            raise TrackingUnavailable(
+                f"MLflow at {self.uri}: trials.csv of run {run.info.run_id} cannot be "
+                f"downloaded ({str(err)[:200]})",
+                self.uri,
+            ) from err
 
 
 def _report(
