@@ -4,9 +4,10 @@ The ``ssvae`` command wires them with `add_parser` / `add_report_parser` (``swee
 runs it on a Ray cluster head). The sweep file is read and validated before Ray, Optuna or
 MLflow is imported, so a bad file answers at once. Exit status (`ssvae_core.errors`): 0 done,
 1 some trial errored, 2 bad spec (the message names the dotted key), trials no node can
-hold, unreachable MLflow, a sweep directory in the wrong state or a missing ``sweep`` extra;
-3 another driver of the same sweep name is running, or the Ray address does not answer - all
-before any trial starts; 130 interrupted (Ctrl-C; ``--resume`` continues it).
+hold, a sweep directory in the wrong state or a missing ``sweep`` extra; 3 MLflow out of
+reach, another driver of the same sweep name running, or a Ray address that does not answer
+- all before any trial starts - or a disk that fills up mid-sweep; 130 interrupted (Ctrl-C
+or SIGTERM; ``--resume`` continues it), as the nightly's (``ssvae nightly``) are.
 """
 
 from __future__ import annotations
@@ -114,10 +115,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"MLflow operations still pending: {left}")
             return EXIT_OK if left == 0 else EXIT_FAILED
         result = runner.run_sweep(sweep, args.address, uri, args.resume, root, args.name)
-    except (ConfigError, tracking.TrackingUnavailable) as err:
+    except ConfigError as err:
         print(f"ssvae sweep: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (lock.Busy, cluster.ClusterUnavailable) as err:
+    except (tracking.TrackingUnavailable, lock.Busy, cluster.ClusterUnavailable) as err:
         print(f"ssvae sweep: error: {err}", file=sys.stderr)
         return EXIT_INFRA
     except runner.SweepInterrupted as err:
