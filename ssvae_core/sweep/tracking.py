@@ -247,6 +247,7 @@ class SweepTracking:
                 "uid": uuid.uuid4().hex,
                 "name": self.sweep_dir.name,
                 "overrides": self.spec.overrides,
+                "tracking_uri": without_password(self.uri, self.uri),  # named if it moves
             }
             write_text(info, json.dumps(record))  # --resume reads these: never half-written
             write_text(self.sweep_dir / "sweep.yaml", self.spec.text)
@@ -272,7 +273,16 @@ class SweepTracking:
             for name in ("sweep.yaml", "search_space.json"):
                 self.parent.log("artifacts", path=name)
         if self.parent.run_id is None or not self.parent.flush():
-            raise TrackingUnavailable(f"MLflow at {self.uri}: cannot open the parent run", self.uri)
+            started = json.loads(info.read_text()).get("tracking_uri")
+            shown = without_password(self.uri, self.uri)
+            moved = (
+                f" (the sweep started with MLflow at {started})"
+                if started not in (None, shown)
+                else ""
+            )
+            raise TrackingUnavailable(
+                f"MLflow at {self.uri}: cannot open the parent run{moved}", self.uri
+            )
         return Target(self.uri, self.experiment_id, self.parent.run_id, uid, self.spec.name)
 
     def _space(self) -> dict[str, Any]:

@@ -189,3 +189,25 @@ def test_an_operation_cut_short_by_a_full_disk_is_left_out_not_a_crash(
     assert back.flush()
     [run] = MlflowClient(uri).search_runs([experiment_id])
     assert run.info.status == "RUNNING"
+
+
+def test_a_sweep_resumed_against_another_mlflow_names_the_one_it_started_with(
+    tmp_path: Path,
+) -> None:
+    """--resume from another folder reaches another default sqlite store, where the parent
+    run is not: the message said only that it could not be opened."""
+    import json
+
+    from ssvae_core.sweep import spec as specs
+    from ssvae_core.sweep.tracking import SweepTracking, TrackingUnavailable
+
+    sweep = specs.load(Path(__file__).resolve().parents[2] / "sweeps" / "smoke.yaml")
+    first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    started = SweepTracking(first, tmp_path / "smoke", sweep)
+    started.connect()
+    started.start()
+    assert json.loads((tmp_path / "smoke" / "sweep.json").read_text())["tracking_uri"] == first
+    elsewhere = SweepTracking(second, tmp_path / "smoke", sweep)
+    elsewhere.connect()
+    with pytest.raises(TrackingUnavailable, match=rf"started with MLflow at {first}\)"):
+        elsewhere.start()
