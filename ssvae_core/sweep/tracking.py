@@ -194,7 +194,8 @@ def _sqlite_path(uri: str) -> Path | None:
 def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> str:
     """The id of experiment `name` at `uri`, created if new, tagged as training runs
     (`EXPERIMENT_KIND`) and with `tags` (MLflow's saved views, `ui.saved_views`);
-    `TrackingUnavailable` if MLflow cannot be reached or written.
+    `TrackingUnavailable` if MLflow cannot be reached or written; a `ConfigError` for a
+    sqlite file in a folder that cannot be written.
 
     A sqlite file is checked for a writable folder first (sqlite would retry for minutes)
     and its first clients queue on a lock beside it (MLflow's schema creation races).
@@ -203,9 +204,9 @@ def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> st
     database = _sqlite_path(uri)
     folder = database.parent if database is not None else None
     if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
-        raise TrackingUnavailable(
-            f"MLflow at {uri}: cannot write {database} ({folder} is not a writable "
-            "folder); run from a writable directory or pass --tracking-uri"
+        raise ConfigError(  # what was asked for, not MLflow out of reach: exit 2
+            f"--tracking-uri: MLflow at {uri} cannot write {database} ({folder} is not a "
+            "writable folder); run from a writable directory or pass another --tracking-uri"
         )  # a sqlite URI: no password
     guard = lock.serialised(Path(f"{database}.lock")) if database else nullcontext()
     try:
