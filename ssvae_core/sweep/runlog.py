@@ -148,8 +148,13 @@ class RunLog:
     def log(self, op: str, **fields: Any) -> bool:
         """Queue one operation (`OPS`) and flush; False if it is still pending."""
         entry = {"op": op, "timestamp": int(time.time() * 1000), **fields}
-        with open(self.directory / PENDING_FILE, "a") as fh:
-            fh.write(json.dumps(entry) + "\n")
+        line = json.dumps(entry).encode() + b"\n"
+        with open(self.directory / PENDING_FILE, "ab+") as fh:  # appends go to the end
+            if fh.seek(0, os.SEEK_END) > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":  # a line cut short (a full disk) ends where it is
+                    line = b"\n" + line
+            fh.write(line)
         return self.flush()
 
     def metrics(self, values: Mapping[str, Any], step: int) -> bool:

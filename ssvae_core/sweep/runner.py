@@ -104,6 +104,12 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
         )
     if resume and directory.exists():  # sweep.yaml or not, Ray restores what it finds
         check_private(directory)  # Ray's pickles are read only if no one else could write them
+        for path in sorted({state.parent for state in directory.glob("*/experiment_state-*")}):
+            if (why := _damaged(path)) is not None:  # before MLflow or Ray: nothing reopened
+                raise ConfigError(
+                    f"--resume: Ray's state in {path} is damaged ({why[:200]}); this sweep "
+                    "cannot be resumed: start it again with another --name"
+                )
     if resume and started.exists():
         kept = safe_yaml.read_yaml_file(started, "sweep file it started with")
         same_text = kept == safe_yaml.read_yaml(spec.text)
@@ -150,13 +156,9 @@ def _damaged(path: Path) -> str | None:
 
 
 def _restored(path: Path, trainable: Any) -> Any:
-    """The Tuner run kept at `path`, restored; Ray's state there damaged (`_damaged`, or a
-    ``tuner.pkl`` cut short) is a `ConfigError` naming it, not a traceback from inside Ray."""
-    if (why := _damaged(path)) is not None:
-        raise ConfigError(
-            f"--resume: Ray's state in {path} is damaged ({why[:200]}); this sweep cannot be "
-            "resumed: start it again with another --name"
-        )
+    """The Tuner run kept at `path`, restored; Ray's state there damaged (a ``tuner.pkl`` cut
+    short; `_check_state` has refused an ``experiment_state`` cut short before anything ran)
+    is a `ConfigError` naming it, not a traceback from inside Ray."""
     try:
         return tune.Tuner.restore(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -295,13 +297,17 @@ def run_sweep(
                 trials = _run_tuners(spec, target, directory, resume)
             except SweepInterrupted:
                 raise  # the parent stays RUNNING: --resume continues it
-            except BaseException:
-                tracker.fail()
+            except BaseException as err:
+                tracker.fail(close_trials=not isinstance(err, KeyboardInterrupt))
                 raise
         finally:
             if started_ray:
                 ray.shutdown()
-        return _finish(spec, tracker, directory, trials)
+        try:
+            return _finish(spec, tracker, directory, trials)
+        except OSError:  # the tables or the report could not be written (a full disk)
+            tracker.fail()
+            raise
 
 
 def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> pd.DataFrame:
@@ -320,7 +326,8 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
     started, rows = time.monotonic(), []
     for tuner_run, params in space.tuner_runs(spec):
         path = directory / tuner_run
-        if resume and _restorable(path):
+        restored = resume and _restorable(path)
+        if restored:
             tuner = _restored(path, trainable)
         else:
             budget = spec.budget.time_budget_s
@@ -333,6 +340,12 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
             try:
                 grid = tuner.fit()
             except (EOFError, pickle.UnpicklingError) as err:  # its own files, cut short
+                if restored:  # the searcher's state, read back as the run starts
+                    raise ConfigError(
+                        f"--resume: Ray's state in {path} cannot be read ({type(err).__name__}: "
+                        f"{str(err)[:200]}); this sweep cannot be resumed: start it again with "
+                        "another --name"
+                    ) from None
                 raise OSError(
                     f"Ray could not read back what it wrote in {path} ({type(err).__name__}: "
                     f"{str(err)[:200]}); is that disk full?"

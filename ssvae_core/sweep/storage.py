@@ -93,7 +93,8 @@ def check_private(directory: Path) -> None:
     for."""
     try:
         why = (
-            ownership.chain_problem(directory.parent, sticky_from=0)
+            _link_problem(directory)
+            or ownership.chain_problem(directory.parent, sticky_from=0)
             or ownership.chain_problem(directory, sticky_from=1)
             or _inside_problem(directory)
         )
@@ -105,6 +106,14 @@ def check_private(directory: Path) -> None:
             "run code, so a sweep resumes only from files no one else can change (chmod go-w "
             "what is yours and you trust; keep --storage-path where only you can write)"
         )
+
+
+def _link_problem(directory: Path) -> str | None:
+    """A sweep folder that is a link another user owns: they could turn it elsewhere."""
+    if not directory.is_symlink():
+        return None
+    owner = directory.lstat().st_uid
+    return None if owner in (os.getuid(), 0) else f"{directory} is a link of uid {owner}"
 
 
 def _inside_problem(directory: Path) -> str | None:

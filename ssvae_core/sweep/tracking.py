@@ -281,9 +281,9 @@ class SweepTracking:
                 if started not in (None, shown)
                 else ""
             )
-            raise TrackingUnavailable(
-                f"MLflow at {self.uri}: cannot open the parent run{moved}", self.uri
-            )
+            if moved:  # --resume from elsewhere, another default sqlite: asked for, exit 2
+                raise ConfigError(f"--tracking-uri: {shown} cannot open the parent run{moved}")
+            raise TrackingUnavailable(f"MLflow at {self.uri}: cannot open the parent run", self.uri)
         return Target(self.uri, self.experiment_id, self.parent.run_id, uid, self.spec.name)
 
     def _space(self) -> dict[str, Any]:
@@ -305,11 +305,13 @@ class SweepTracking:
         self.parent.log("tags", values={"mlflow.note.content": note[:50_000]})
         return self.parent.log("status", status="FINISHED")
 
-    def fail(self) -> None:
+    def fail(self, close_trials: bool = True) -> None:
         """The sweep broke off (not Ctrl-C): its parent run FAILED and its trials' runs closed,
-        none left RUNNING (a --resume opens them again); the parent straight in MLflow where
-        the queue cannot be written (a full disk broke it off, say)."""
-        self.reconcile({})
+        none left RUNNING (a --resume opens them again; not with `close_trials` False: a second
+        Ctrl-C aborts at once); the parent straight in MLflow where the queue cannot be
+        written (a full disk broke it off, say)."""
+        if close_trials:
+            self.reconcile({})
         try:
             self.parent.log("status", status="FAILED")
         except OSError:

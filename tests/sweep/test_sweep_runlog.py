@@ -184,11 +184,41 @@ def test_an_operation_cut_short_by_a_full_disk_is_left_out_not_a_crash(
         assert not down.log("status", status="RUNNING")
     with open(tmp_path / "trial" / PENDING_FILE, "a") as fh:
         fh.write('{"op": "metrics", "values": {"lo')  # the disk filled up here
+    with monkeypatch.context() as patched:  # the next operation starts a line of its own
+        patched.setattr(runlog_module, "client", lambda uri: _Down())
+        assert not RunLog(uri, tmp_path / "trial").log("status", status="FINISHED")
     back = RunLog(uri, tmp_path / "trial")
-    assert [op["op"] for op in back.pending()] == ["status"]
+    assert [op["status"] for op in back.pending()] == ["RUNNING", "FINISHED"]
     assert back.flush()
     [run] = MlflowClient(uri).search_runs([experiment_id])
-    assert run.info.status == "RUNNING"
+    assert run.info.status == "FINISHED"
+
+
+def test_a_sweep_that_cannot_queue_its_failure_still_marks_its_parent_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk broke the sweep off, and the parent's FAILED could not be queued either:
+    the parent and its trials' runs stayed RUNNING."""
+    from ssvae_core.sweep import spec as specs
+    from ssvae_core.sweep.tracking import SweepTracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = specs.load(Path(__file__).resolve().parents[2] / "sweeps" / "smoke.yaml")
+    tracker = SweepTracking(uri, tmp_path / "smoke", sweep)
+    tracker.connect()
+    tracker.start()
+    client = MlflowClient(uri)
+    trial = client.create_run(
+        tracker.experiment_id, tags={"mlflow.parentRunId": tracker.parent.run_id}
+    )
+
+    def full(*args: Any, **kwargs: Any) -> bool:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tracker.parent, "log", full)
+    tracker.fail()
+    assert client.get_run(tracker.parent.run_id).info.status == "FAILED"
+    assert client.get_run(trial.info.run_id).info.status == "KILLED"
 
 
 def test_a_sweep_resumed_against_another_mlflow_names_the_one_it_started_with(
@@ -198,8 +228,9 @@ def test_a_sweep_resumed_against_another_mlflow_names_the_one_it_started_with(
     run is not: the message said only that it could not be opened."""
     import json
 
+    from ssvae_core.errors import ConfigError
     from ssvae_core.sweep import spec as specs
-    from ssvae_core.sweep.tracking import SweepTracking, TrackingUnavailable
+    from ssvae_core.sweep.tracking import SweepTracking
 
     sweep = specs.load(Path(__file__).resolve().parents[2] / "sweeps" / "smoke.yaml")
     first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
@@ -209,5 +240,5 @@ def test_a_sweep_resumed_against_another_mlflow_names_the_one_it_started_with(
     assert json.loads((tmp_path / "smoke" / "sweep.json").read_text())["tracking_uri"] == first
     elsewhere = SweepTracking(second, tmp_path / "smoke", sweep)
     elsewhere.connect()
-    with pytest.raises(TrackingUnavailable, match=rf"started with MLflow at {first}\)"):
+    with pytest.raises(ConfigError, match=rf"started with MLflow at {first}\)"):
         elsewhere.start()

@@ -260,7 +260,11 @@ def test_what_resuming_trusts(workdir: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ConfigError, match=r"runs is writable by others"):
         storage.check_private(directory)
     (workdir / "runs").chmod(0o755)
-    if os.getuid() == 0:  # root can hand a file to another user
+    if os.getuid() == 0:  # root can hand a link, a file to another user
+        os.lchown(directory, 12345, 12345)
+        with pytest.raises(ConfigError, match=r"same is a link of uid 12345"):
+            storage.check_private(directory)
+        os.lchown(directory, 0, 0)
         os.chown(moved / "grid" / "tuner.pkl", 12345, 12345)
         with pytest.raises(ConfigError, match=r"tuner\.pkl belongs to uid 12345, not this user"):
             storage.check_private(directory)
