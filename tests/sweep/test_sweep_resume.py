@@ -27,7 +27,7 @@ from sweep_helpers import (
 
 from ssvae_core import cli
 from ssvae_core.errors import ConfigError
-from ssvae_core.sweep import progress, runner
+from ssvae_core.sweep import progress, runner, spec
 
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
@@ -64,16 +64,18 @@ def test_a_tuner_run_that_saved_only_its_tuner_pkl_starts_again(tmp_path: Path) 
 def test_a_tuner_run_whose_state_was_cut_short_is_refused_by_name(tmp_path: Path) -> None:
     """Ray restored from an ``experiment_state`` cut short by a full disk as if it held
     nothing: one trial with no config, a KeyError per --resume, for ever."""
-    state = tmp_path / "experiment_state-2026-12-07_08-00-00.json"
+    grid = tmp_path / "smoke" / "grid"
+    grid.mkdir(parents=True)
+    state = grid / "experiment_state-2026-12-07_08-00-00.json"
     state.write_text('{"trial_data": [["{\\"trial_id')
-    assert runner._damaged(tmp_path) == (
+    assert runner._damaged(grid) == (
         f"{state.name}: Unterminated string starting at: line 1 column 18 (char 17)"
     )
     with pytest.raises(ConfigError, match=r"is damaged \(experiment_state-.*another --name"):
-        runner._restored(tmp_path, trainable=None)
-    (tmp_path / "experiment_state-2026-12-07_07-00-00.json").write_text("{")
+        runner._check_state(spec.load(SMOKE), tmp_path / "smoke", resume=True)  # before Ray
+    (grid / "experiment_state-2026-12-07_07-00-00.json").write_text("{")
     state.write_text("{}")  # an older one cut short does not count: Ray reads the newest
-    assert runner._damaged(tmp_path) is None
+    assert runner._damaged(grid) is None
 
 
 def test_progress_counts_a_trial_once_whether_ray_marked_it_finished_or_not() -> None:
