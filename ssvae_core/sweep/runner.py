@@ -356,6 +356,15 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
     return pd.DataFrame(rows)
 
 
+def _unsent(trials: pd.DataFrame) -> set[str]:
+    """The trials whose run's end is still in their pending MLflow logging (MLflow out of
+    reach): finished ones (ok, diverged; a stopped or errored trial logs no end) with
+    operations pending. ``--sync`` sends their end; `reconcile` leaves them alone."""
+    pending = pd.to_numeric(trials.get("mlflow_pending"), errors="coerce").fillna(0) > 0
+    ended = trials["status"].isin(["ok", "diverged"])
+    return set(trials.loc[pending & ended, "trial_id"])
+
+
 def _finish(
     spec: SweepSpec, tracker: SweepTracking, directory: Path, trials: pd.DataFrame
 ) -> SweepResult:
@@ -368,9 +377,7 @@ def _finish(
         empty = pd.DataFrame(columns=["cell", "trials", *(f"n_{s}" for s in tables.STATUSES)])
         return SweepResult(empty, trials, directory, parent, tracker.uri)
     errors = dict(zip(trials["trial_id"], trials["error"], strict=True))
-    pending = pd.to_numeric(trials.get("mlflow_pending"), errors="coerce").fillna(0) > 0
-    ended = trials["status"].isin(["ok", "diverged"])  # only these logged their run's end
-    unsent = set(trials.loc[pending & ended, "trial_id"]) if left else set()  # sent by --sync
+    unsent = _unsent(trials) if left else set()
     tracker.reconcile({trial: error for trial, error in errors.items() if error}, unsent)
     searched = [key for key, _ in spec.space]
     cells = tables.cell_table(trials, spec.group_axes, searched)

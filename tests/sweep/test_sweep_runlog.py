@@ -242,3 +242,44 @@ def test_a_sweep_resumed_against_another_mlflow_names_the_one_it_started_with(
     elsewhere.connect()
     with pytest.raises(ConfigError, match=rf"started with MLflow at {first}\)"):
         elsewhere.start()
+
+
+def test_runs_whose_end_is_still_pending_are_left_for_sync(tmp_path: Path) -> None:
+    """MLflow out of reach at the end: finished trials whose end was still queued were
+    closed KILLED, 'stopped' (a later --sync set them right); stopped or errored trials log
+    no end, so they are closed now."""
+    import pandas as pd
+
+    from ssvae_core.sweep import runner
+    from ssvae_core.sweep import spec as specs
+    from ssvae_core.sweep.tracking import SweepTracking
+
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["ok-pending", "ok-sent", "stopped-pending", "diverged-pending"],
+            "status": ["ok", "ok", "stopped", "diverged"],
+            "mlflow_pending": [3, 0, 2, ""],
+        }
+    )
+    assert runner._unsent(trials) == {"ok-pending"}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sweep = specs.load(Path(__file__).resolve().parents[2] / "sweeps" / "smoke.yaml")
+    tracker = SweepTracking(uri, tmp_path / "smoke", sweep)
+    tracker.connect()
+    tracker.start()
+    client = MlflowClient(uri)
+    runs = {
+        trial: client.create_run(
+            tracker.experiment_id,
+            tags={"mlflow.parentRunId": tracker.parent.run_id or "", "ray.trial_id": trial},
+        ).info.run_id
+        for trial in trials["trial_id"]
+    }
+    tracker.reconcile({}, runner._unsent(trials))
+    status = {trial: client.get_run(run).info.status for trial, run in runs.items()}
+    assert status == {
+        "ok-pending": "RUNNING",  # its end comes with --sync
+        "ok-sent": "KILLED",
+        "stopped-pending": "KILLED",
+        "diverged-pending": "KILLED",  # nothing pending ("" in the table)
+    }
