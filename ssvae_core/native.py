@@ -15,11 +15,11 @@ its real path, so no link can be turned elsewhere after the check. The file, its
 every directory above them belong to this user or root. The file and its directory are
 writable by nobody else; a directory above them only with the sticky bit (as ``/tmp``: there
 others cannot rename or remove what is not theirs). Group-writable counts as nobody else's
-only for the owner's private group (named after them, no other member), as OpenSSH judges
-``~/.ssh``. A cache another user can write to would let them run code in our process. (A
-file could still change between the check and the load; that needs a writer who already has
-this user's or root's rights.) Directories the build creates are not group-writable, whatever
-the umask.
+only for a private group, and never under a POSIX ACL, as OpenSSH judges ``~/.ssh``
+(`ownership`, which `--resume` applies to a sweep's pickled state as well). A cache another
+user can write to would let them run code in our process. (A file could still change between
+the check and the load; that needs a writer who already has this user's or root's rights.)
+Directories the build creates are not group-writable, whatever the umask.
 
 The kernels split their work with OpenMP (``-fopenmp``). Loaded after ``import torch``, a
 library's libgomp is the one PyTorch already holds (the same soname), so its threads are

@@ -76,6 +76,11 @@ def driven_by(data: DataConfig, key: str, value: int) -> str:
     return "data.size"
 
 
+def video_key(data: DataConfig) -> str:
+    """The key the video's memory is named by (`driven_by`)."""
+    return driven_by(data, "data.n_frames", data.n_frames)
+
+
 def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     """Bytes beyond the video, by the key that drives each: one step's activations
     (``train.batch_size``), the encoder's weights (``encoder.hidden``) and an MLP critic's
@@ -135,10 +140,7 @@ def estimate(cfg: RunConfig) -> dict[str, int]:
     """Bytes a run needs on its device, by the key that drives each part: the video
     (``data.n_frames``, on the device; on the CPU also the simulator's copy), and `run_bytes`."""
     gpu = on_gpu(cfg)
-    parts = {
-        driven_by(cfg.data, "data.n_frames", cfg.data.n_frames): (1 if gpu else 2)
-        * video_bytes(cfg.data)
-    }
+    parts = {video_key(cfg.data): (1 if gpu else 2) * video_bytes(cfg.data)}
     return _add(parts, run_bytes(cfg, gpu))
 
 
@@ -190,7 +192,7 @@ def check_gpu_share(
         where = f"its resources.gpu share ({share:g}) of {where}"
         size = int(share * size)
     parts = _add(
-        {driven_by(cfg.data, "data.n_frames", cfg.data.n_frames): video_bytes(cfg.data)},
+        {video_key(cfg.data): video_bytes(cfg.data)},
         run_bytes(cfg, True, runs),
     )
     refuse_beyond(parts, size, where, "a trial")

@@ -13,10 +13,8 @@ or SIGTERM; ``--resume`` continues it), as the nightly's (``ssvae nightly``) are
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import sys
-from pathlib import Path
 from typing import Any
 
 from ssvae_core.errors import (
@@ -30,8 +28,6 @@ from ssvae_core.errors import (
 )
 
 SWEEP_EXTRA = ("ray", "optuna", "mlflow")
-
-_DISK = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO)  # a storage path's trouble
 
 
 def missing_extra() -> str | None:
@@ -128,12 +124,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ssvae sweep: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as err:  # the storage path full or read-only mid-sweep: a machine's problem
-        where = (
-            ""
-            if err.filename or err.errno not in _DISK
-            else f" (storage path {Path(root).resolve()})"
-        )
-        print(f"ssvae sweep: error: {err}{where}; once fixed, try --resume", file=sys.stderr)
+        said = storage.disk_error(err, root)
+        print(f"ssvae sweep: error: {said}; once fixed, try --resume", file=sys.stderr)
         return EXIT_INFRA
     return EXIT_FAILED if result.n_errors else EXIT_OK
 

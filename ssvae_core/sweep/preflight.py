@@ -57,7 +57,7 @@ def check_memory(spec: SweepSpec, local: bool, available: int | None = None) -> 
     for cell in spec.cells:
         videos.setdefault(cell.config.data, cell.label)
     largest = max(videos, key=preflight.video_bytes)
-    key = preflight.driven_by(largest, "data.n_frames", largest.n_frames)
+    key = preflight.video_key(largest)
     parts = {key: 2 * sum(preflight.video_bytes(data) for data in videos)}
     detail = (
         f"{len(videos)} video(s) (the largest in grid cell {videos[largest]}), each here and "
@@ -72,7 +72,7 @@ def check_memory(spec: SweepSpec, local: bool, available: int | None = None) -> 
             within(where, preflight.check_gpu_share, cfg, spec.resources.gpu, runs, device)
         trial: dict[str, int] = {} if on_gpu else preflight.run_bytes(cfg, gpu=False, runs=runs)
         if cfg.data not in videos:  # a searched data.* key: the trial simulates its own
-            key = preflight.driven_by(cfg.data, "data.n_frames", cfg.data.n_frames)
+            key = preflight.video_key(cfg.data)
             trial[key] = trial.get(key, 0) + preflight.video_bytes(cfg.data)
         if heaviest is None or sum(trial.values()) > sum(heaviest[1].values()):
             heaviest = (where, trial)

@@ -95,6 +95,19 @@ def _catch_interrupt() -> Iterator[threading.Event]:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
+def _unresumable(what: str, detail: str) -> ConfigError:
+    """``--resume`` refused: `what` ("sweep.json is damaged") and why (cut to 200 chars)."""
+    return ConfigError(
+        f"--resume: {what} ({detail[:200]}); this sweep cannot be resumed: start it again "
+        "with another --name"
+    )
+
+
+def _said(err: BaseException) -> str:
+    """An error as a message repeats it: its type, then its text."""
+    return f"{type(err).__name__}: {err}"
+
+
 def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
     started = directory / "sweep.yaml"
     if started.exists() and not resume:
@@ -106,10 +119,7 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
         check_private(directory)  # Ray's pickles are read only if no one else could write them
         for path in sorted({state.parent for state in directory.glob("*/experiment_state-*")}):
             if (why := _damaged(path)) is not None:  # before MLflow or Ray: nothing reopened
-                raise ConfigError(
-                    f"--resume: Ray's state in {path} is damaged ({why[:200]}); this sweep "
-                    "cannot be resumed: start it again with another --name"
-                )
+                raise _unresumable(f"Ray's state in {path} is damaged", why)
     if resume and started.exists():
         kept = safe_yaml.read_yaml_file(started, "sweep file it started with")
         same_text = kept == safe_yaml.read_yaml(spec.text)
@@ -121,10 +131,7 @@ def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
             if not isinstance(info, dict):
                 raise ValueError(f"expected a JSON object, got {type(info).__name__}")
         except ValueError as err:  # ConfigError (unreadable), JSON or UTF-8 errors, a list
-            raise ConfigError(
-                f"--resume: {stored} is damaged ({str(err)[:200]}); this sweep cannot be "
-                "resumed: start it again with another --name"
-            ) from None
+            raise _unresumable(f"{stored} is damaged", str(err)) from None
         if not same_text or info.get("overrides", {}) != spec.overrides:
             raise ConfigError(
                 f"--resume: the spec (or its --set overrides) differs from the one {directory} "
@@ -164,11 +171,7 @@ def _restored(path: Path, trainable: Any) -> Any:
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     except Exception as err:  # whatever unpickling a damaged state raises
-        raise ConfigError(
-            f"--resume: Ray's state in {path} cannot be read ({type(err).__name__}: "
-            f"{str(err)[:200]}); this sweep cannot be resumed: start it again with another "
-            "--name"
-        ) from None
+        raise _unresumable(f"Ray's state in {path} cannot be read", _said(err)) from None
 
 
 def _tuner(spec: SweepSpec, trainable: Any, path: Path, params: dict, budget: float | None) -> Any:
@@ -341,14 +344,12 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
                 grid = tuner.fit()
             except (EOFError, pickle.UnpicklingError) as err:  # its own files, cut short
                 if restored:  # the searcher's state, read back as the run starts
-                    raise ConfigError(
-                        f"--resume: Ray's state in {path} cannot be read ({type(err).__name__}: "
-                        f"{str(err)[:200]}); this sweep cannot be resumed: start it again with "
-                        "another --name"
+                    raise _unresumable(
+                        f"Ray's state in {path} cannot be read", _said(err)
                     ) from None
                 raise OSError(
-                    f"Ray could not read back what it wrote in {path} ({type(err).__name__}: "
-                    f"{str(err)[:200]}); is that disk full?"
+                    f"Ray could not read back what it wrote in {path} ({_said(err)}); is that "
+                    "disk full?"
                 ) from err
         if interrupted.is_set():
             raise SweepInterrupted(f"interrupted; continue with --resume ({directory})")

@@ -13,6 +13,7 @@ as ``ssh`` checks ``~/.ssh`` before reading it.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Mapping
@@ -31,6 +32,17 @@ class Named(Protocol):
 
     @property
     def name(self) -> str: ...
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO)  # a storage path's trouble
+
+
+def disk_error(err: OSError, storage_path: str | Path) -> str:
+    """`err` as a message; a disk's error that names no file (a full disk mid-sweep) names
+    the storage path instead."""
+    if err.filename or err.errno not in DISK_ERRORS:
+        return str(err)
+    return f"{err} (storage path {Path(storage_path).resolve()})"
 
 
 def check_name_component(name: Any, key: str) -> str:

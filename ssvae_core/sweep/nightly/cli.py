@@ -12,7 +12,6 @@ compute), 3 infrastructure (MLflow unreachable, an overlapping nightly, errored 
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,6 @@ DESCRIPTION = (
     "seed, with the last finished nightly and the history (docs/nightly.md); or, with "
     "'history SPEC_NAME', draw the history of a spec's nightlies from MLflow alone."
 )
-
-_DISK = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EIO)  # a storage path's trouble
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -138,9 +135,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     except OSError as err:  # the storage path full or read-only mid-night: a machine's problem
-        root = Path(args.storage_path or storage.DEFAULT_STORAGE).resolve()
-        where = "" if err.filename or err.errno not in _DISK else f" (storage path {root})"
-        print(f"ssvae nightly: error: {err}{where}", file=sys.stderr)
+        said = storage.disk_error(err, args.storage_path or storage.DEFAULT_STORAGE)
+        print(f"ssvae nightly: error: {said}", file=sys.stderr)
         return EXIT_INFRA
 
 
