@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -88,8 +90,11 @@ def test_progress_counts_a_trial_once_whether_ray_marked_it_finished_or_not() ->
     assert progress._done([done, running], running) == 2
 
 
-@pytest.mark.slow
-def test_an_interrupted_sweep_resumes_into_the_same_mlflow_runs(workdir: Path) -> None:
+@contextmanager
+def _smoke_driver(workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The smoke sweep's driver in a process of its own, logging to driver.log, once its
+    first checkpoints are written (still running); killed by PID on the way out if it still
+    runs, with its local Ray (GCS, raylet, workers, agents)."""
     log = open(workdir / "driver.log", "w")  # noqa: SIM115 - closed below
     driver = subprocess.Popen(
         sweep_command(str(SMOKE), "--storage-path", "runs"),
@@ -102,12 +107,20 @@ def test_an_interrupted_sweep_resumes_into_the_same_mlflow_runs(workdir: Path) -
         found = wait_for(lambda: list(workdir.glob("runs/smoke/grid/*/checkpoint_*")), 240, 0.1)
         assert found, (workdir / "driver.log").read_text()[-3000:]
         assert driver.poll() is None, "the driver finished before it could be interrupted"
+        yield driver
     finally:
-        below = descendants(driver.pid)  # its local Ray: GCS, raylet, workers, agents
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
+        below = descendants(driver.pid)
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait()
         kill_pids(below)
         log.close()
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_resumes_into_the_same_mlflow_runs(workdir: Path) -> None:
+    with _smoke_driver(workdir):
+        pass  # killed on the way out, mid-sweep
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     [parent], before = sweep_runs(uri, "smoke")
@@ -134,26 +147,9 @@ def test_an_interrupted_sweep_resumes_into_the_same_mlflow_runs(workdir: Path) -
 def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_resume_finishes_it(workdir: Path) -> None:
     """systemd's stop or a Kubernetes deadline: once exit 134, Ray's C++ stack dump, the
     parent FAILED; now Ray saves its state and the driver says how to go on (exit 130)."""
-    log = open(workdir / "driver.log", "w")  # noqa: SIM115 - closed below
-    driver = subprocess.Popen(
-        sweep_command(str(SMOKE), "--storage-path", "runs"),
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        found = wait_for(lambda: list(workdir.glob("runs/smoke/grid/*/checkpoint_*")), 240, 0.1)
-        assert found and driver.poll() is None, (workdir / "driver.log").read_text()[-3000:]
+    with _smoke_driver(workdir) as driver:
         os.kill(driver.pid, signal.SIGTERM)
         assert driver.wait(timeout=120) == 130
-    finally:
-        below = descendants(driver.pid)
-        if driver.poll() is None:
-            os.kill(driver.pid, signal.SIGKILL)
-            driver.wait()
-        kill_pids(below)
-        log.close()
     said = (workdir / "driver.log").read_text()
     assert "interrupted; continue with --resume" in said
     assert "Traceback" not in said and "SIGTERM received" not in said

@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("mlflow")
 
 from mlflow import MlflowClient
+from sweep_helpers import SMOKE
 
 from ssvae_core.sweep import runlog as runlog_module
 from ssvae_core.sweep.runlog import PENDING_FILE, RUN_ID_FILE, RunLog
@@ -171,6 +172,17 @@ def test_an_outage_is_logged_without_the_servers_password(
     assert "s3cret" not in said
 
 
+def _started(uri: str, directory: Path) -> Any:
+    """The smoke sweep's tracking at `uri`, its parent run open, its record in `directory`."""
+    from ssvae_core.sweep import spec as specs
+    from ssvae_core.sweep.tracking import SweepTracking
+
+    tracker = SweepTracking(uri, directory, specs.load(SMOKE))
+    tracker.connect()
+    tracker.start()
+    return tracker
+
+
 def test_an_operation_cut_short_by_a_full_disk_is_left_out_not_a_crash(
     uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -199,14 +211,8 @@ def test_a_sweep_that_cannot_queue_its_failure_still_marks_its_parent_failed(
 ) -> None:
     """A full disk broke the sweep off, and the parent's FAILED could not be queued either:
     the parent and its trials' runs stayed RUNNING."""
-    from ssvae_core.sweep import spec as specs
-    from ssvae_core.sweep.tracking import SweepTracking
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = specs.load(Path(__file__).resolve().parents[2] / "sweeps" / "smoke.yaml")
-    tracker = SweepTracking(uri, tmp_path / "smoke", sweep)
-    tracker.connect()
-    tracker.start()
+    tracker = _started(uri, tmp_path / "smoke")
     client = MlflowClient(uri)
     trial = client.create_run(
         tracker.experiment_id, tags={"mlflow.parentRunId": tracker.parent.run_id}
@@ -232,13 +238,10 @@ def test_a_sweep_resumed_against_another_mlflow_names_the_one_it_started_with(
     from ssvae_core.sweep import spec as specs
     from ssvae_core.sweep.tracking import SweepTracking
 
-    sweep = specs.load(Path(__file__).resolve().parents[2] / "sweeps" / "smoke.yaml")
     first, second = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
-    started = SweepTracking(first, tmp_path / "smoke", sweep)
-    started.connect()
-    started.start()
+    _started(first, tmp_path / "smoke")
     assert json.loads((tmp_path / "smoke" / "sweep.json").read_text())["tracking_uri"] == first
-    elsewhere = SweepTracking(second, tmp_path / "smoke", sweep)
+    elsewhere = SweepTracking(second, tmp_path / "smoke", specs.load(SMOKE))
     elsewhere.connect()
     with pytest.raises(ConfigError, match=rf"started with MLflow at {first}\)"):
         elsewhere.start()
@@ -251,8 +254,6 @@ def test_runs_whose_end_is_still_pending_are_left_for_sync(tmp_path: Path) -> No
     import pandas as pd
 
     from ssvae_core.sweep import runner
-    from ssvae_core.sweep import spec as specs
-    from ssvae_core.sweep.tracking import SweepTracking
 
     trials = pd.DataFrame(
         {
@@ -263,10 +264,7 @@ def test_runs_whose_end_is_still_pending_are_left_for_sync(tmp_path: Path) -> No
     )
     assert runner._unsent(trials) == {"ok-pending"}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    sweep = specs.load(Path(__file__).resolve().parents[2] / "sweeps" / "smoke.yaml")
-    tracker = SweepTracking(uri, tmp_path / "smoke", sweep)
-    tracker.connect()
-    tracker.start()
+    tracker = _started(uri, tmp_path / "smoke")
     client = MlflowClient(uri)
     runs = {
         trial: client.create_run(
