@@ -7,8 +7,10 @@ record) as it was. A symbolic link is written through, to the file it names. Any
 is never replaced: a device (``--out /dev/null``) is written in place, and a named pipe is
 refused with an `OSError`, since opening it would wait for ever for a reader. A file replaced
 keeps its permissions, a read-only one is refused as a plain write would be; its owner and
-other hard links are not kept (a new file takes the writer's). Nothing is synced to disk: a
-crash of the process leaves the old file, a power cut may not.
+other hard links are not kept (a new file takes the writer's). The new file is synced to disk
+before the rename and its folder after it, so a power cut as well leaves either the old file or
+the whole new one, never an empty file in its place (ext4 and XFS may keep a rename and lose the
+data it pointed at).
 """
 
 from __future__ import annotations
@@ -43,10 +45,25 @@ def replacing(path: str | Path) -> Iterator[Path]:
         yield tmp
         if mode is not None:  # the file it replaces keeps its permissions
             os.chmod(tmp, stat.S_IMODE(mode))
+        _sync(tmp)
         os.replace(tmp, target)
+        _sync(target.parent, folder=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _sync(path: Path, folder: bool = False) -> None:
+    """fsync `path`. A folder some file systems cannot sync (EINVAL: FUSE, some network ones)
+    is left as it is: the file itself was synced."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if not folder or e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def _new_file(target: Path) -> Path:

@@ -22,6 +22,50 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path: Path)
     assert files.write_text(tmp_path / "a" / "b.txt", "y").read_text() == "y"  # folders made
 
 
+def test_the_new_file_reaches_the_disk_before_the_rename_and_its_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def recording_replace(src: str | Path, dst: str | Path) -> None:
+        events.append(("replace", str(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    files.write_text(tmp_path / "state.json", "new")
+    assert [e for e, _ in events] == ["fsync", "replace", "fsync"]
+    assert Path(events[0][1]).name.startswith(".state.json.")  # the temporary, with its data
+    assert events[1][1] == str(tmp_path / "state.json") and events[2][1] == str(tmp_path)
+
+
+def test_a_folder_that_cannot_be_synced_is_no_error_a_file_that_cannot_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    fsync, failing = os.fsync, {"folder": errno.EINVAL, "file": None}
+
+    def flaky_fsync(fd: int) -> None:
+        kind = "folder" if os.path.isdir(f"/proc/self/fd/{fd}") else "file"
+        if failing[kind] is not None:
+            raise OSError(failing[kind], os.strerror(failing[kind]))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", flaky_fsync)
+    path = files.write_text(tmp_path / "state.json", "new")  # a FUSE folder: written all the same
+    assert path.read_text() == "new"
+    failing.update(folder=None, file=errno.EIO)  # the data itself did not reach the disk
+    with pytest.raises(OSError, match="Input/output"):
+        files.write_text(path, "newer")
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
 def test_a_link_is_written_through_and_a_device_in_place(tmp_path: Path) -> None:
     (tmp_path / "real.txt").write_text("old")
     (tmp_path / "link.txt").symlink_to("real.txt")  # relative
