@@ -34,6 +34,7 @@ import json
 import math
 import os
 import resource
+import signal
 import statistics
 import sys
 import tempfile
@@ -369,19 +370,27 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _section(name: str, run: Callable[[], Iterator[Row]]) -> list[Row]:
-    """The rows of one section, each printed (stderr, flushed) as it comes; one that fails
-    keeps the rows it had and adds a FAIL row, and the others still run."""
+def _section(name: str, run: Callable[[], Iterator[Row]], rows: list[Row]) -> None:
+    """Append the rows of one section to `rows`, each printed (stderr, flushed) as it comes;
+    one that fails keeps the rows it had and adds a FAIL row, and the others still run. A
+    stop (SIGINT, or the SIGTERM of a `timeout`, see `main`) adds a CUT row and ends the run."""
     print(f"[gpu bench] {name} ...", file=sys.stderr, flush=True)
-    rows: list[Row] = []
     try:
         for row in run():
             print(f"[gpu bench] {row.measurement}: {row.value}", file=sys.stderr, flush=True)
             rows.append(row)
+    except KeyboardInterrupt:
+        rows.append(Row(name, "CUT: stopped here (SIGINT or SIGTERM); later sections not run"))
+        print(f"[gpu bench] {name}: {rows[-1].value}", file=sys.stderr, flush=True)
+        raise
     except Exception as err:
         rows.append(Row(name, f"FAIL: {type(err).__name__}: {err}"[:200]))
         print(f"[gpu bench] {name}: {rows[-1].value}", file=sys.stderr, flush=True)
-    return rows
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    """SIGTERM (a `timeout` running out) as Ctrl-C, so the table of what ran still prints."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,14 +412,25 @@ def main(argv: list[str] | None = None) -> int:
     cfg = setup.config(1)
     video = simulate(cfg.data.balls, cfg.data.seed)
     ks = (1, 4) if args.quick else (1, 4, 16, 32)
-    rows = _section("fit", lambda: bench_fit(setup, video))
-    rows += _section("resume", lambda: bench_resume(setup, video))
-    rows += _section("sweeps", lambda: bench_sweeps(setup, ks, epochs=2 if args.quick else 5))
-    rows += _section("fused", lambda: bench_fused(setup, video, (16, 64)))
+    sections: list[tuple[str, Callable[[], Iterator[Row]]]] = [
+        ("fit", lambda: bench_fit(setup, video)),
+        ("resume", lambda: bench_resume(setup, video)),
+        ("sweeps", lambda: bench_sweeps(setup, ks, epochs=2 if args.quick else 5)),
+        ("fused", lambda: bench_fused(setup, video, (16, 64))),
+    ]
+    rows: list[Row] = []
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        for name, run in sections:
+            _section(name, run, rows)
+    except KeyboardInterrupt:
+        pass  # the CUT row says so; the table of what ran follows
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(f"\n{where}, torch {torch.__version__}, {time.monotonic() - started:.0f} s in all\n")
     print(markdown(rows))
-    return 1 if any(r.value.startswith("FAIL") or " FAIL" in r.value for r in rows) else 0
+    return 1 if any(r.value.startswith(("FAIL", "CUT")) or " FAIL" in r.value for r in rows) else 0
 
 
 if __name__ == "__main__":

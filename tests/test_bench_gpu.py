@@ -85,7 +85,9 @@ def test_sweeps_are_skipped_not_failed_where_ray_or_mlflow_is_missing(
 
     monkeypatch.setattr(cli, "SWEEP_EXTRA", ("ray", "no_such_package_ssvae"))
     setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 60)
-    [row] = gpu_bench._section("sweeps", lambda: gpu_bench.bench_sweeps(setup, (1,), 1))
+    got: list[Any] = []
+    gpu_bench._section("sweeps", lambda: gpu_bench.bench_sweeps(setup, (1,), 1), got)
+    [row] = got
     assert row.value.startswith("skipped: this needs the 'sweep' extra (no_such_package_ssvae not")
     assert "FAIL" not in row.value
 
@@ -95,7 +97,8 @@ def test_a_section_that_fails_keeps_the_rows_it_had(gpu_bench: Any) -> None:
         yield gpu_bench.Row("first", "1")
         raise RuntimeError("CUDA out of memory")
 
-    got = gpu_bench._section("fused", rows)
+    got: list[Any] = []
+    gpu_bench._section("fused", rows, got)
     assert [(r.measurement, r.value) for r in got] == [
         ("first", "1"),
         ("fused", "FAIL: RuntimeError: CUDA out of memory"),
@@ -144,3 +147,31 @@ def test_the_cuda_memory_rows_separate_the_allocator_from_the_context(
         ("fit paper, cuda: peak CUDA memory reserved MiB (max_memory_reserved)", "8192"),
         ("fit paper, cuda: device MiB in use outside torch's allocator (CUDA context)", "4096"),
     ]
+
+
+def test_a_timeout_s_sigterm_still_prints_the_table_of_what_ran(
+    gpu_bench: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`timeout 570 bench/gpu.sh` ends a slow run with SIGTERM: the rows measured so far are
+    printed as the table, the section it stopped in says CUT, no later section starts."""
+    import signal
+
+    def fit_then_terminated(*_: Any) -> Iterator[Any]:
+        yield gpu_bench.Row("fit smoke, cpu: pairs/s", "123")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives first
+        yield gpu_bench.Row("never", "0")
+
+    def later(*_: Any) -> Iterator[Any]:
+        raise AssertionError("a section after the stop ran")
+
+    monkeypatch.setattr(gpu_bench, "simulate", lambda *_: None)
+    monkeypatch.setattr(gpu_bench, "bench_fit", fit_then_terminated)
+    for name in ("bench_resume", "bench_sweeps", "bench_fused"):
+        monkeypatch.setattr(gpu_bench, name, later)
+    before = signal.getsignal(signal.SIGTERM)
+    assert gpu_bench.main(["--device", "cpu", "--quick"]) == 1
+    rows = table(capsys.readouterr().out)
+    assert rows["fit smoke, cpu: pairs/s"][0] == "123" and "never" not in rows
+    assert rows["fit"][0].startswith("CUT: stopped here") and len(rows) == 2
+    assert signal.getsignal(signal.SIGTERM) is before  # pytest's own handler back
