@@ -23,7 +23,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +276,7 @@ def run_sweep(
     storage_path: str | Path = DEFAULT_STORAGE,
     name: str | None = None,
     parent_tags: Mapping[str, str] | None = None,
+    claim: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Run (or resume) the sweep (see the module doc); -> its tables and parent run.
 
@@ -283,7 +284,9 @@ def run_sweep(
     or memory the sweep cannot have here (`preflight.check_sweep`, `ConfigError`), a Ray
     address that does not answer (`cluster.ClusterUnavailable`), trials no node can hold
     (`ConfigError`), MLflow out of reach (`TrackingUnavailable`). `parent_tags` go on the
-    parent run when it is opened (a nightly's ``ssvae.nightly``).
+    parent run when it is opened (a nightly's ``ssvae.nightly``); `claim` is then called with
+    its id, before any trial, and may still refuse (`lock.Busy`: a nightly opened at the same
+    moment elsewhere): the parent run is closed KILLED, tagged ``ssvae.status=overlap``.
     """
     directory = sweep_dir(spec, storage_path, name)
     writable_dir(directory.parent, "--storage-path").mkdir(parents=True, exist_ok=True)  # by name
@@ -296,6 +299,12 @@ def run_sweep(
             tracker = SweepTracking(tracking_uri, directory, spec)
             tracker.connect()
             target = tracker.start(parent_tags or {})
+            if claim is not None:
+                try:
+                    claim(target.parent_run_id)
+                except lock.Busy:
+                    tracker.withdraw("overlap")
+                    raise
             try:
                 trials = _run_tuners(spec, target, directory, resume)
             except SweepInterrupted:

@@ -37,7 +37,7 @@ from ssvae_core.balls import Video
 from ssvae_core.errors import ConfigError, url_shown, without_password
 from ssvae_core.files import write_text
 from ssvae_core.metrics import finite_numbers
-from ssvae_core.sweep import lock, ui
+from ssvae_core.sweep import lock, process, ui
 from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import RunResult
@@ -51,6 +51,7 @@ TRACKING_SCHEMES = frozenset(
     | {"databricks", "databricks-uc", "uc"}
 )
 STATUS_TAG = "ssvae.status"
+PROCESS_TAG = "ssvae.process"  # the driver's `process.identity`
 # MLflow 3's UI opens an experiment by this tag: training runs, not the GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 VERSIONED = ("torch", "ray", "mlflow", "optuna", "numpy")  # tagged on every parent run
@@ -258,6 +259,7 @@ class SweepTracking:
         tags[ui.RUN_COLOUR_TAG] = ui.PARENT_COLOUR
         tags |= {"ssvae.storage": str(self.sweep_dir), "mlflow.note.content": self.spec.description}
         tags |= {"ssvae.host": socket.gethostname(), "ssvae.pid": str(os.getpid())}
+        tags[PROCESS_TAG] = process.identity()  # a reused PID is not this driver (`history`)
         tags |= dict(extra_tags or {})
         params: dict[str, Any] = {
             "sweep.n_trials": self.spec.n_trials,
@@ -266,9 +268,8 @@ class SweepTracking:
         params |= {"sweep.axes": ",".join(k for k, _ in self.spec.axes)}
         params |= {"sweep.metric": self.spec.metric, "sweep.mode": self.spec.mode}
         self.parent.declare(self.experiment_id, f"{uid}/parent", self.sweep_dir.name, tags, params)
-        self.parent.log(
-            "tags", values={"ssvae.host": tags["ssvae.host"], "ssvae.pid": tags["ssvae.pid"]}
-        )
+        driver = ("ssvae.host", "ssvae.pid", PROCESS_TAG)  # a --resume's driver is another
+        self.parent.log("tags", values={key: tags[key] for key in driver})
         self.parent.log("status", status="RUNNING")
         if fresh:
             for name in ("sweep.yaml", "search_space.json"):
@@ -320,6 +321,12 @@ class SweepTracking:
             except Exception as err:
                 said = without_password(str(err), self.uri)
                 log.warning("MLflow: the parent run could not be marked FAILED: %s", said)
+
+    def withdraw(self, why: str) -> None:
+        """The sweep stood down before any trial: its parent run KILLED, tagged
+        ``ssvae.status=why``."""
+        self.parent.log("tags", values={STATUS_TAG: why})
+        self.parent.log("status", status="KILLED")
 
     def sync(self) -> int:
         """Replay every pending log (trials' latest checkpoints, the parent); -> ops left."""

@@ -144,16 +144,72 @@ def test_nights_in_a_row_baseline_pass_regression_improvement(workdir: Path) -> 
     assert _verdict(workdir / "runs" / "n6")["verdict"] == "baseline"
 
 
-def _fake_running_nightly(uri: str, pid: int) -> str:
+def _fake_running_nightly(
+    uri: str, pid: int, start_time: int | None = None, recorded: str | None = None
+) -> str:
     from mlflow import MlflowClient
 
+    from ssvae_core.sweep import process
     from ssvae_core.sweep.tracking import experiment
 
     client = MlflowClient(uri)
     tags = {"ssvae.nightly": "true", "ssvae.sweep": "tonight", "ssvae.role": "parent",
-            "ssvae.host": os.uname().nodename, "ssvae.pid": str(pid)}  # fmt: skip
-    run = client.create_run(experiment(uri, "tonight"), run_name="earlier", tags=tags)
+            "ssvae.host": os.uname().nodename, "ssvae.pid": str(pid),
+            "ssvae.process": recorded or process.identity(pid)}  # fmt: skip
+    run = client.create_run(
+        experiment(uri, "tonight"), run_name="earlier", tags=tags, start_time=start_time
+    )
     return str(run.info.run_id)
+
+
+def test_of_two_nightlies_that_open_their_runs_at_once_the_later_stands_down(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two hosts (or two storage paths) sharing one MLflow: both passed the check for a
+    running nightly before either had opened its run, and both ran. Here the other night
+    opened its run just after this one's check (`running` finds none)."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep.nightly import history
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    first = _fake_running_nightly(uri, os.getpid())
+    monkeypatch.setattr(history, "running", lambda *_: None)
+    assert _night(_spec(workdir), "n1", "--tracking-uri", uri) == 3
+    assert f"nightly earlier ({first}) of tonight started at the same time" in (
+        capsys.readouterr().err
+    )
+    client = MlflowClient(uri)
+    [mine] = client.search_runs([client.get_run(first).info.experiment_id],
+                                "attributes.run_name = 'n1'")  # fmt: skip
+    assert mine.info.status == "KILLED" and mine.data.tags["ssvae.status"] == "overlap"
+    assert client.get_run(first).info.status == "RUNNING"  # the first one goes on
+    trials = client.search_runs(
+        [mine.info.experiment_id], f"tags.`mlflow.parentRunId` = '{mine.info.run_id}'"
+    )
+    assert trials == [] and not (workdir / "runs" / "n1" / "trials.csv").exists()
+
+
+def test_only_the_later_of_two_running_nightlies_is_told_to_stand_down(workdir: Path) -> None:
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep.nightly import history
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    now = int(time.time() * 1000)
+    starts = (now - 2000, now - 1000, now - 1000)
+    runs = [client.get_run(_fake_running_nightly(uri, os.getpid(), t)) for t in starts]
+    first, tied = runs[0], sorted(runs[1:], key=lambda run: run.info.run_id)
+    experiment_id = first.info.experiment_id
+    assert history.overlapping(client, experiment_id, "tonight", first, None) is None
+    for run in tied:  # the first started earlier, and is alive (this process)
+        found = history.overlapping(client, experiment_id, "tonight", run, None)
+        assert found.info.run_id == first.info.run_id
+    client.set_terminated(first.info.run_id, "FINISHED")  # of two that started in one ms:
+    assert history.overlapping(client, experiment_id, "tonight", tied[0], None) is None
+    found = history.overlapping(client, experiment_id, "tonight", tied[1], None)
+    assert found.info.run_id == tied[0].info.run_id  # the run id decides
 
 
 def test_an_overlapping_nightly_is_refused_with_exit_3(
@@ -168,9 +224,13 @@ def test_an_overlapping_nightly_is_refused_with_exit_3(
     assert f"({alive}) of tonight is still running" in capsys.readouterr().err
     assert not (workdir / "runs" / "n1").exists()  # nothing ran
     MlflowClient(uri).set_terminated(alive, "FINISHED")
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    stale = _fake_running_nightly(uri, int(gone.stdout))
+    from ssvae_core.sweep import process
+
+    gone = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                            stdin=subprocess.PIPE)  # fmt: skip
+    recorded = process.identity(gone.pid)
+    gone.communicate(b"")
+    stale = _fake_running_nightly(uri, gone.pid, recorded=recorded)
     from ssvae_core.sweep.nightly import history
 
     client = MlflowClient(uri)

@@ -2,8 +2,10 @@
 
 A nightly is a sweep's parent run tagged ``ssvae.nightly=true`` and ``ssvae.sweep=NAME``; its
 trials table is its ``trials.csv`` artifact, so the history needs MLflow alone. A nightly that
-still shows RUNNING blocks the next one (`running`), unless it is stale: its host is this
-machine and its process is gone, or it started longer ago than its time budget plus an hour.
+still shows RUNNING blocks the next one (`running`), unless it is stale: its process is gone
+(where this machine can tell, `process.alive`), or it started longer ago than its time budget
+plus an hour. Two that start at once both open their runs; the later run stands down
+(`overlapping`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from ssvae_core.errors import ConfigError
-from ssvae_core.sweep.tracking import STATUS_TAG
+from ssvae_core.sweep import process
+from ssvae_core.sweep.tracking import PROCESS_TAG, STATUS_TAG
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +59,19 @@ def _alive(pid: int) -> bool:
 
 
 def is_stale(run: Any, budget_s: float | None, now: float | None = None) -> bool:
-    """Whether a RUNNING nightly is dead: its process gone (same host), or too old."""
-    tags = run.data.tags
-    pid = tags.get("ssvae.pid", "")
-    if tags.get("ssvae.host") == socket.gethostname() and pid.isdigit():
-        return not _alive(int(pid))
+    """Whether a RUNNING nightly is dead: older than its budget plus `STALE_MARGIN_S`, or its
+    driver's process gone, where this machine can tell (`process.alive` on the run's
+    ``ssvae.process``; a run without it, from before it was recorded, by its host and PID)."""
     limit = STALE_WITHOUT_BUDGET_S if budget_s is None else budget_s + STALE_MARGIN_S
     age = (now if now is not None else time.time()) - run.info.start_time / 1000
-    return age > limit
+    if age > limit:
+        return True
+    tags = run.data.tags
+    if (recorded := tags.get(PROCESS_TAG)) is not None:
+        alive = process.alive(recorded)
+        return alive is False
+    pid = tags.get("ssvae.pid", "")
+    return tags.get("ssvae.host") == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
 def running(
@@ -82,6 +90,19 @@ def running(
         for stale in [*children, run]:  # its trials' runs too: none is left RUNNING
             client.set_tag(stale.info.run_id, STATUS_TAG, "stale")
             client.set_terminated(stale.info.run_id, "KILLED")
+    return None
+
+
+def overlapping(
+    client: MlflowClient, experiment_id: str, name: str, own: Any, budget_s: float | None
+) -> Any | None:
+    """The first live nightly of this spec opened before run `own` (by start time, then run
+    id), or None. Two nights (two hosts, one MLflow) can both pass `running` before either has its
+    run; once each has one, both ask this, and only the later one is told to stand down."""
+    order = (own.info.start_time, own.info.run_id)
+    for run in reversed(nightlies(client, experiment_id, name, status="RUNNING")):  # oldest first
+        if (run.info.start_time, run.info.run_id) < order and not is_stale(run, budget_s):
+            return run
     return None
 
 

@@ -132,6 +132,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
             options.storage_path,
             options.name or f"{spec.name}-{stamp}",
             parent_tags=tags,
+            claim=lambda run_id: _claim(mlflow, uri, experiment_id, spec, run_id),
         )
     tonight = pd.read_csv(result.directory / "trials.csv")  # as the baseline's was read
     comparison = compare(
@@ -146,6 +147,24 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
         seed=spec.nightly.seed,
     )
     return _report(spec, result, comparison, base_id, options.notify)
+
+
+def _claim(mlflow: Any, uri: str, experiment_id: str, spec: SweepSpec, run_id: str) -> None:
+    """Tonight's parent run is open: stand down (`lock.Busy`) if a nightly of the spec opened
+    before it still runs (two nights that passed the first check at once, on two hosts or two
+    storage paths sharing one MLflow)."""
+    try:
+        own = mlflow.get_run(run_id)
+        first = history.overlapping(
+            mlflow, experiment_id, spec.name, own, spec.budget.time_budget_s
+        )
+    except Exception as err:
+        raise TrackingUnavailable(f"MLflow at {uri}: {err}", uri) from err
+    if first is not None:
+        raise lock.Busy(
+            f"nightly {first.info.run_name} ({first.info.run_id}) of {spec.name} started at the "
+            "same time and goes on; this one stands down (nightlies of one spec never overlap)"
+        )
 
 
 class _Tables:
