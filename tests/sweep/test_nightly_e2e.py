@@ -364,14 +364,53 @@ def test_a_night_is_left_out_only_if_it_has_no_table_not_if_its_store_is_down(
 ) -> None:
     """With the artifact store out of reach every night was left out, and tonight passed
     for a first night (exit 0): no regression could be found."""
-    from ssvae_core.sweep import spec as specs
-    from ssvae_core.sweep.nightly.run import _Tables
+    from ssvae_core.sweep.nightly.history import Tables
     from ssvae_core.sweep.tracking import TrackingUnavailable
 
     night = SimpleNamespace(info=SimpleNamespace(run_id="r1", run_name="n1"))
-    tables = _Tables(_ArtifactsDown(listed), "http://mlflow", specs.load(_spec(workdir)))
+    tables = Tables(_ArtifactsDown(listed), "http://mlflow")
     if left_out:
         assert tables.read(night) is None and tables.why == "has no trials.csv"
     else:
         with pytest.raises(TrackingUnavailable, match="http://mlflow"):
             tables.read(night)
+
+
+def test_history_labels_nights_of_one_name_apart_and_leaves_out_one_without_a_table(
+    workdir: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``history`` crashed (exit 1, a traceback) on two finished nights of one name (the same
+    ``--name`` on two storage paths) and on a night without ``trials.csv``."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep.tracking import experiment
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client, experiment_id = MlflowClient(uri), experiment(uri, "tonight")
+    tags = {"ssvae.nightly": "true", "ssvae.sweep": "tonight", "ssvae.role": "parent"}
+    start = int(time.time() * 1000) - 10_000
+    ids = {}
+    nights = [("night", 0.5), ("night", 0.6), ("broken", None), ("n3", 0.7), ("old", 0.8)]
+    for i, (name, px) in enumerate(nights):
+        run = client.create_run(experiment_id, run_name=name, tags=tags, start_time=start + i)
+        if px is not None:
+            rows = [{"tuner_run": "grid", "trial_id": f"t{seed}", "method": "gaussian",
+                     "train.seed": seed, "status": "ok", "probe_error_px": px + seed / 100,
+                     "seconds": 1.0}
+                    for seed in range(3)]  # fmt: skip
+            table = pd.DataFrame(rows)
+            if name == "old":  # the newest, but from before tables had "seconds"
+                table = table.drop(columns="seconds")
+            table.to_csv(workdir / "trials.csv", index=False)
+            client.log_artifact(run.info.run_id, str(workdir / "trials.csv"))
+        client.set_terminated(run.info.run_id, "FINISHED")
+        ids[name, px] = run.info.run_id
+    out = workdir / "history"
+    argv = ["nightly", "history", "tonight", "--tracking-uri", uri, "--out", str(out)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    table = pd.read_csv(out / "history.csv", index_col="cell")
+    first, second = (f"night [{ids['night', px][:8]}]" for px in (0.5, 0.6))
+    assert list(table.columns) == ["n3", second, first]  # newest first; "broken" left out
+    assert table.loc["gaussian", first] == pytest.approx(0.51)
+    assert f"nightly broken ({ids['broken', None]}) left out: it has no trials.csv" in caplog.text
+    assert f"nightly old ({ids['old', 0.8]}) left out: it cannot be compared" in caplog.text

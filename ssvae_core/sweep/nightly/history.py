@@ -15,6 +15,7 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from mlflow import MlflowClient
 
 from ssvae_core.errors import ConfigError
 from ssvae_core.sweep import process
-from ssvae_core.sweep.tracking import PROCESS_TAG, STATUS_TAG
+from ssvae_core.sweep.tracking import PROCESS_TAG, STATUS_TAG, TrackingUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +139,69 @@ def trials(client: MlflowClient, run: Any) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="ssvae-night-") as folder:
         path = client.download_artifacts(run.info.run_id, "trials.csv", folder)
         return pd.read_csv(Path(path))
+
+
+class Tables:
+    """Nights' trials tables, each downloaded once. A night whose table cannot be read (its
+    artifact gone or damaged) or does not fit the grid it is read against (`fits`: what is
+    wrong, or None; the spec gained or lost an axis since) is left out, with one warning
+    naming it and why (`why`, of the last night read); only an MLflow that no longer answers
+    is an error (`TrackingUnavailable`)."""
+
+    def __init__(
+        self,
+        mlflow: Any,
+        uri: str,
+        fits: Callable[[pd.DataFrame], str | None] | None = None,
+        against: str = "tonight's grid",
+    ) -> None:
+        self.mlflow, self.uri, self.fits, self.against = mlflow, uri, fits, against
+        self.tables: dict[str, pd.DataFrame | None] = {}
+        self.left_out: dict[str, str] = {}  # run id -> why
+        self.why = ""
+
+    def read(self, run: Any) -> pd.DataFrame | None:
+        """`run`'s trials table, or None (it is left out)."""
+        run_id = run.info.run_id
+        if run_id not in self.tables:
+            self.tables[run_id] = self._download(run)
+        table = self.tables[run_id]
+        problem = None
+        if table is not None and self.fits is not None and run_id not in self.left_out:
+            problem = self.fits(table)
+        if problem is not None:
+            self._leave_out(run, f"cannot be compared with {self.against} ({problem})")
+        self.why = self.left_out.get(run_id, "")
+        return None if run_id in self.left_out else table
+
+    def _download(self, run: Any) -> pd.DataFrame | None:
+        try:
+            return trials(self.mlflow, run)
+        except ValueError as err:  # downloaded, but not a table (pandas' errors, UTF-8)
+            self._leave_out(
+                run, f"has a damaged trials.csv ({type(err).__name__}: {str(err)[:200]})"
+            )
+        except Exception as err:
+            self._check_missing(run, err)
+            self._leave_out(run, "has no trials.csv")
+        return None
+
+    def _leave_out(self, run: Any, why: str) -> None:
+        self.left_out[run.info.run_id] = why
+        log.warning("nightly %s (%s) left out: it %s", run.info.run_name, run.info.run_id, why)
+
+    def _check_missing(self, run: Any, err: Exception) -> None:
+        """A download that failed: fine if the run has no ``trials.csv`` (a night that broke
+        off, an artifact removed); if it has one, or its artifacts cannot be listed, MLflow
+        or its artifact store is out of reach (`TrackingUnavailable`), and a night that
+        left out every earlier one would pass for a first night."""
+        try:
+            listed = {item.path for item in self.mlflow.list_artifacts(run.info.run_id)}
+        except Exception as gone:
+            raise TrackingUnavailable(f"MLflow at {self.uri}: {gone}", self.uri) from gone
+        if "trials.csv" in listed:
+            raise TrackingUnavailable(
+                f"MLflow at {self.uri}: trials.csv of run {run.info.run_id} cannot be "
+                f"downloaded ({str(err)[:200]})",
+                self.uri,
+            ) from err

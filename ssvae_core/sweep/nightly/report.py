@@ -7,6 +7,7 @@ figure of each cell's history (``cell-history.png``) and the verdict of every ni
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pandas as pd
 from ssvae_core.errors import ConfigError, url_shown
 from ssvae_core.files import write_text
 from ssvae_core.sweep.nightly import history
-from ssvae_core.sweep.nightly.compare import compare
+from ssvae_core.sweep.nightly.compare import compare, unfit
 from ssvae_core.sweep.nightly.verdict import plot_cell_history
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.runlog import client
@@ -46,16 +47,16 @@ def history_report(name: str, uri: str, out: Path, nights: int | None = None) ->
     runs = _nights(uri, name, DEFAULT_NIGHTS if nights is None else nights)
     if not runs:
         raise ConfigError(f"{name}: no finished nightly of this spec at {url_shown(uri)}")
-    mlflow = client(uri)
-    tables = [history.trials(mlflow, run) for run in runs]
-    axes = [c for c in tables[0].columns if c in _grid_columns(tables[0])]
-    seeds = [a for a in SEED_AXES if a in axes]
-    cells = [a for a in axes if a not in seeds]
+    runs, tables = _tables(runs, uri)
+    if not runs:
+        raise ConfigError(f"{name}: no finished nightly of this spec at {url_shown(uri)} has a "
+                          "trials table (see the warnings above)")  # fmt: skip
+    cells, seeds = _axes(tables[0])
     comparison = compare(
         tables[0], tables[1] if len(tables) > 1 else None, tables[1:], cells, seeds,
         lookback=len(tables) - 1,
     )  # fmt: skip
-    names = {i: run.info.run_name for i, run in enumerate(runs)}
+    names = dict(enumerate(_labels(runs)))
     table = comparison.nights.assign(night=comparison.nights["night"].map(names))
     wide = table.pivot(index="cell", columns="night", values="median_px")
     wide = wide[[names[i] for i in range(len(runs)) if names[i] in wide.columns]]
@@ -72,6 +73,58 @@ def history_report(name: str, uri: str, out: Path, nights: int | None = None) ->
     write_text(out / "history.md", text)
     figure = plot_cell_history(comparison, out / "cell-history.png")
     return [out / "history.csv", out / "history.md", figure]
+
+
+def _tables(runs: list[Any], uri: str) -> tuple[list[Any], list[pd.DataFrame]]:
+    """The nights whose tables can be read and compared with the newest such one, and their
+    tables (a night that cannot is left out with a warning, as ``ssvae nightly`` does)."""
+    reader = history.Tables(client(uri), uri, _fits(), against="the newest night's grid")
+    read: list[tuple[Any, pd.DataFrame]] = []
+    for run in runs:
+        try:
+            table = reader.read(run)
+        except TrackingUnavailable:
+            raise
+        except Exception as err:  # MLflow went away between the calls
+            raise TrackingUnavailable(f"MLflow at {uri}: {err}", uri) from err
+        if table is not None and not read:  # the newest: the others are read against it
+            reader.fits = _fits(*_axes(table))
+            if (table := reader.read(run)) is None:  # not even its own grid's columns
+                reader.fits = _fits()
+        if table is not None:
+            read.append((run, table))
+    return [run for run, _ in read], [table for _, table in read]
+
+
+def _fits(
+    cells: list[str] | None = None, seeds: list[str] | None = None
+) -> Callable[[pd.DataFrame], str | None]:
+    """What is wrong with a night's trials table (None: nothing): the columns around its grid
+    missing; given the newest night's axes, a grid that cannot be compared with it."""
+
+    def problem(trials: pd.DataFrame) -> str | None:
+        if not {"trial_id", "status"} <= set(trials.columns):
+            return "no trial_id and status columns"
+        return None if cells is None else unfit(trials, cells, seeds or [])
+
+    return problem
+
+
+def _labels(runs: list[Any]) -> list[str]:
+    """Each night's column: its run name, with its run id's start where names repeat (the
+    same ``--name`` on two storage paths; two default names stamped in one second)."""
+    names = [run.info.run_name for run in runs]
+    return [
+        name if names.count(name) == 1 else f"{name} [{run.info.run_id[:8]}]"
+        for name, run in zip(names, runs, strict=True)
+    ]
+
+
+def _axes(trials: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """A trials table's cell axes and seed axes."""
+    axes = _grid_columns(trials)
+    seeds = [a for a in SEED_AXES if a in axes]
+    return [a for a in axes if a not in seeds], seeds
 
 
 def _grid_columns(trials: pd.DataFrame) -> list[str]:

@@ -98,7 +98,8 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
         experiment_id = experiment(uri, spec.experiment)  # TrackingUnavailable: exit 3
         mlflow = client(uri)
         lookback = spec.nightly.history if options.history is None else options.history
-        tables = _Tables(mlflow, uri, spec)
+        seeds = [axis for axis in SEED_AXES if axis in dict(spec.axes)]
+        tables = history.Tables(mlflow, uri, lambda table: unfit(table, spec.group_axes, seeds))
         try:
             busy = history.running(mlflow, experiment_id, spec.name, spec.budget.time_budget_s)
             if options.baseline == "last":
@@ -165,58 +166,6 @@ def _claim(mlflow: Any, uri: str, experiment_id: str, spec: SweepSpec, run_id: s
             f"nightly {first.info.run_name} ({first.info.run_id}) of {spec.name} started at the "
             "same time and goes on; this one stands down (nightlies of one spec never overlap)"
         )
-
-
-class _Tables:
-    """Earlier nights' trials tables, each read once. A night whose table cannot be read (its
-    artifact gone or damaged) or compared with tonight's grid (the spec gained or lost an
-    axis since) is left out, with a warning naming it and why (`why`); only an MLflow that
-    no longer answers stops the night (`TrackingUnavailable`)."""
-
-    def __init__(self, mlflow: Any, uri: str, spec: SweepSpec) -> None:
-        self.mlflow, self.uri, self.spec = mlflow, uri, spec
-        self.tables: dict[str, pd.DataFrame | None] = {}
-        self.why = ""  # why the last night left out was
-
-    def read(self, run: Any) -> pd.DataFrame | None:
-        """`run`'s trials table, or None (it is left out)."""
-        run_id = run.info.run_id
-        if run_id not in self.tables:
-            self.tables[run_id] = self._read(run)
-        return self.tables[run_id]
-
-    def _read(self, run: Any) -> pd.DataFrame | None:
-        try:
-            table = history.trials(self.mlflow, run)
-        except ValueError as err:  # downloaded, but not a table (pandas' errors, UTF-8)
-            self.why = f"has a damaged trials.csv ({type(err).__name__}: {str(err)[:200]})"
-        except Exception as err:
-            self._check_missing(run, err)
-            self.why = "has no trials.csv"
-        else:
-            seeds = [axis for axis in SEED_AXES if axis in dict(self.spec.axes)]
-            problem = unfit(table, self.spec.group_axes, seeds)
-            if problem is None:
-                return table
-            self.why = f"cannot be compared with tonight's grid ({problem})"
-        log.warning("nightly %s (%s) left out: it %s", run.info.run_name, run.info.run_id, self.why)
-        return None
-
-    def _check_missing(self, run: Any, err: Exception) -> None:
-        """A download that failed: fine if the run has no ``trials.csv`` (a night that broke
-        off, an artifact removed); if it has one, or its artifacts cannot be listed, MLflow
-        or its artifact store is out of reach (`TrackingUnavailable`), and a night that
-        left out every earlier one would pass for a first night."""
-        try:
-            listed = {item.path for item in self.mlflow.list_artifacts(run.info.run_id)}
-        except Exception as gone:
-            raise TrackingUnavailable(f"MLflow at {self.uri}: {gone}", self.uri) from gone
-        if "trials.csv" in listed:
-            raise TrackingUnavailable(
-                f"MLflow at {self.uri}: trials.csv of run {run.info.run_id} cannot be "
-                f"downloaded ({str(err)[:200]})",
-                self.uri,
-            ) from err
 
 
 def _report(
