@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,7 +290,7 @@ def run_sweep(
     """
     directory = sweep_dir(spec, storage_path, name)
     writable_dir(directory.parent, "--storage-path").mkdir(parents=True, exist_ok=True)  # by name
-    with lock.exclusive(directory.parent / f".{directory.name}.lock", f"sweep {directory.name}"):
+    with _driving(directory):
         _check_state(spec, directory, resume)
         check_sweep(spec, address)
         started_ray = cluster.connect(address)
@@ -431,6 +431,12 @@ def sync_sweep(
     directory = sweep_dir(spec, storage_path, name)
     if not (directory / "sweep.json").is_file():
         raise ConfigError(f"--sync: no sweep has run in {directory}; nothing to replay")
-    tracker = SweepTracking(tracking_uri, directory, spec)
-    tracker.connect()
-    return tracker.sync()
+    with _driving(directory):  # a live driver sends its own; two replays would lose ops
+        tracker = SweepTracking(tracking_uri, directory, spec)
+        tracker.connect()
+        return tracker.sync()
+
+
+def _driving(directory: Path) -> AbstractContextManager[None]:
+    """The sweep's lock: one driver, or one ``--sync``, at a time (`lock.Busy` otherwise)."""
+    return lock.exclusive(directory.parent / f".{directory.name}.lock", f"sweep {directory.name}")

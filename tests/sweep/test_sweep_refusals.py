@@ -80,6 +80,22 @@ def test_sync_of_a_sweep_that_never_ran_says_so(
     assert not (workdir / "mlflow.db").exists()
 
 
+def test_sync_beside_the_sweeps_live_driver_is_refused_with_exit_3(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--sync`` took no lock: replaying beside a live driver, both rewrote the pending file
+    and the driver's queued run end was lost (the run stayed RUNNING for good)."""
+    from ssvae_core.sweep import lock
+
+    path = write_spec(workdir, "live", "grid: {train.seed: [0]}\n")
+    (workdir / "runs" / "live").mkdir(parents=True)
+    (workdir / "runs" / "live" / "sweep.json").write_text('{"uid": "0", "name": "live"}')
+    with lock.exclusive(workdir / "runs" / ".live.lock", "sweep live"):  # the driver's
+        assert cli.main(["sweep", str(path), "--storage-path", "runs", "--sync"]) == 3
+    assert "sweep live is running already (pid" in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()  # nothing replayed
+
+
 @pytest.mark.parametrize(
     ("argv", "environ", "message"),
     [
