@@ -25,7 +25,7 @@ import subprocess
 import time
 import urllib.parse
 import uuid
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
@@ -146,15 +146,25 @@ def log_epoch(runlog: RunLog, row: Mapping[str, Any]) -> bool:
 def finish_trial(runlog: RunLog, result: RunResult, video: Video) -> bool:
     """Final metrics, status tags, the run's files (Fig. 1B, 1D/E, history), then FINISHED."""
     run_files.write_run(result, video, runlog.directory / "artifacts")
-    last = result.history[-1]  # logged already, at the same step, unless it differs
-    runlog.metrics(
-        {k: v for k, v in result.metrics().items() if last.get(k) != v},  # "seconds": the run
-        step=len(result.history) - 1,
-    )
+    log_final(runlog, result.history, result.metrics())
     runlog.log("tags", values={STATUS_TAG: result.status, "ssvae.message": result.message[:4000]})
     runlog.log("artifacts", path="artifacts")
     runlog.log("status", status="FINISHED")
     return runlog.flush(force=True)
+
+
+def log_final(
+    runlog: RunLog, history: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any]
+) -> bool:
+    """A run's final metrics at its last epoch's step: those its last row lacks or holds
+    otherwise ("seconds": the whole run). A trial restored from its last checkpoint (its
+    earlier life sent them, then died before Ray saved its end) sends only the keys MLflow
+    does not hold at that step yet: one point per metric and step."""
+    step, last = len(history) - 1, history[-1]
+    final = {k: v for k, v in metrics.items() if last.get(k) != v}
+    if runlog.logged_until >= step:
+        final = {k: v for k, v in final.items() if runlog.last_step(k) < step}
+    return runlog.metrics(final, step=step)
 
 
 # ---------------------------------------------------------------- the sweep (driver)

@@ -142,6 +142,37 @@ def test_an_epoch_mlflow_already_holds_is_not_logged_twice(tmp_path: Path) -> No
     assert sorted(steps) == [0, 1, 2, 3]  # step 2 once
 
 
+def test_a_trial_restored_at_its_end_does_not_send_its_final_metrics_twice(
+    tmp_path: Path,
+) -> None:
+    """Killed after its last epoch and its final metrics were sent, before Ray saved its end,
+    a trial is restored from its last checkpoint and finishes again: "seconds" (this life's
+    fit only) got a second point at the last step."""
+    from ssvae_core.sweep import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.experiment(uri, "x")
+    history = [{"epoch": 0, "epoch_seconds": 0.1}, {"epoch": 1, "epoch_seconds": 0.2}]
+    first = RunLog(uri, tmp_path / "trial")
+    first.declare(experiment, "uid/cell-000", "gaussian s0", {}, {})
+    for row in history:
+        tracking.log_epoch(first, row)
+    assert tracking.log_final(first, history, {"seconds": 0.409, "elbo": 1.5})
+    again = RunLog(uri, tmp_path / "trial")  # restored from the last checkpoint
+    again.logged_until = again.last_step(tracking.EVERY_EPOCH)
+    assert tracking.log_final(again, history, {"seconds": 0.106, "elbo": 1.5, "late": 2.0})
+    from mlflow import MlflowClient
+
+    mlflow = MlflowClient(uri)
+    points = {key: [(m.step, m.value) for m in mlflow.get_metric_history(again.run_id, key)]
+              for key in ("seconds", "elbo", "late")}  # fmt: skip
+    assert points == {"seconds": [(1, 0.409)], "elbo": [(1, 1.5)], "late": [(1, 2.0)]}
+    fresh = RunLog(uri, tmp_path / "other")  # a run not restored: every final metric sent
+    fresh.declare(experiment, "uid/cell-001", "gaussian s1", {}, {})
+    assert tracking.log_final(fresh, history, {"seconds": 0.3})
+    assert [m.value for m in mlflow.get_metric_history(fresh.run_id, "seconds")] == [0.3]
+
+
 def test_a_trial_error_is_recorded_as_plain_text() -> None:
     from ray.exceptions import RayTaskError
 
