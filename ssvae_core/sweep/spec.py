@@ -32,7 +32,8 @@ run exists. ``overrides`` (``ssvae nightly --set``) apply to every trial, last.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -301,15 +302,37 @@ def parse(
     _check_overrides(spec)
     _check_swept_couplings(spec)
     _check_fuse(spec)
-    if spec.scheduler is not None:  # between probes `fit` reports the last probe again
-        every = sorted({cell.config.probe.every_epochs for cell in cells})
-        check(
-            every == [1],
-            "base.probe.every_epochs",
-            f"must be 1 with a scheduler (ASHA compares trials on every epoch's probe), "
-            f"got {every}",
-        )
+    if spec.scheduler is not None:
+        _check_scheduler(spec.scheduler, cells)
     return spec
+
+
+def _check_scheduler(scheduler: SchedulerSpec, cells: Sequence[Cell]) -> None:
+    """What ASHA needs of the trials (`space._asha`), checked here rather than by Ray once
+    the sweep has started: a probe every epoch (between probes `fit` reports the last one
+    again), a grace period within the longest trial, and rungs at most one per epoch (a
+    factor near 1 made Ray build billions of them)."""
+    every = sorted({cell.config.probe.every_epochs for cell in cells})
+    check(
+        every == [1],
+        "base.probe.every_epochs",
+        f"must be 1 with a scheduler (ASHA compares trials on every epoch's probe), got {every}",
+    )
+    epochs = max(cell.config.train.epochs for cell in cells)
+    grace, factor = scheduler.grace_period, scheduler.reduction_factor
+    check(
+        grace <= epochs,
+        "scheduler.grace_period",
+        f"must be <= train.epochs ({epochs}, the longest trial), got {grace}",
+    )
+    rungs = math.log((epochs + 1) / grace) / math.log(factor)  # ASHA's max_t: epochs + 1
+    least = ((epochs + 1) / grace) ** (1 / (epochs + 1))
+    check(
+        rungs <= epochs + 1,
+        "scheduler.reduction_factor",
+        f"must be >= {least:.4g} over {epochs} epochs (ASHA's rungs, at most one per epoch), "
+        f"got {factor}",
+    )
 
 
 def _check_overrides(spec: SweepSpec) -> None:

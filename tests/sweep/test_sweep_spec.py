@@ -80,6 +80,18 @@ BAD_SPECS = [
         "grid: {probe.every_epochs: [1, 3]}\nscheduler: {kind: asha}",
         "base.probe.every_epochs",
     ),
+    (
+        "asha-grace-beyond-the-trials",  # Ray's AssertionError once the sweep had started
+        "grid: {train.epochs: [1], probe.every_epochs: [1]}\n"
+        "scheduler: {kind: asha, grace_period: 5}",
+        "scheduler.grace_period",
+    ),
+    (
+        "asha-billions-of-rungs",  # Ray built them until the machine's memory ran out
+        "grid: {train.epochs: [3], probe.every_epochs: [1]}\n"
+        "scheduler: {kind: asha, reduction_factor: 1.0000000001}",
+        "scheduler.reduction_factor",
+    ),
     ("negative-data-seed", "grid: {data.seed: [0, -1]}", "data.seed"),
     ("over-budget", "grid: {train.seed: [0, 1, 2]}\nbudget: {max_trials: 2}", "budget.max_trials"),
     ("unknown-section", "grids: {train.seed: [0]}", "grids"),
