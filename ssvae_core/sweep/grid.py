@@ -50,12 +50,19 @@ def _parse_block(raw: Any, where: str, methods: Mapping[str, Any]) -> Axes:
     for key, values in raw.items():
         ok = isinstance(values, list) and bool(values)
         check(ok, f"{where}.{key}", f"expected a non-empty list, got {shown(values)}")
-        seen = Counter(shown(v, 40) for v in values)  # reprs: a value may be unhashable
-        duplicates = sorted(text for text, times in seen.items() if times > 1)[:5]
+        seen = Counter(map(_same, values))
+        duplicates = sorted(shown(v, 40) for v, times in seen.items() if times > 1)[:5]
         check(not duplicates, f"{where}.{key}", f"repeated values: {', '.join(duplicates)}")
         for name in values if key == METHOD_AXIS else ():
             check_name(name, f"{where}.method", methods)
     return tuple((str(key), tuple(values)) for key, values in raw.items())
+
+
+def _same(value: Any) -> Any:
+    """What makes two axis values one: a number's value (1 and 1.0 train alike), else its
+    text (a value may be unhashable)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return value if number else shown(value, 40)
 
 
 def count(blocks: tuple[Axes, ...]) -> int:

@@ -132,10 +132,12 @@ class SweepSpec:
         values: dict[str, Any] = {}
         if METHOD_AXIS in params:
             loader.merge(values, deepcopy(dict(self.methods[params[METHOD_AXIS]])))
-        for key, value in params.items():
-            if key != METHOD_AXIS:
-                coerced = searched[key].coerce(value) if key in searched else value
-                loader.merge(values, loader.nest({key: coerced}, key))
+        axes = {  # nested as one mapping: two axes that set one key are refused
+            key: searched[key].coerce(value) if key in searched else value
+            for key, value in params.items()
+            if key != METHOD_AXIS
+        }
+        loader.merge(values, loader.nest(axes, "grid"))
         loader.merge(values, deepcopy(dict(self.overrides)))
         return loader.from_dict(values, self.base)
 

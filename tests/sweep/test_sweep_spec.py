@@ -93,6 +93,12 @@ BAD_SPECS = [
         "scheduler.reduction_factor",
     ),
     ("negative-data-seed", "grid: {data.seed: [0, -1]}", "data.seed"),
+    (  # both cells trained lr 0.5, labelled 0.1 and 0.2
+        "one-key-two-axes",
+        "grid: {train.lr: [0.1, 0.2], train: [{lr: 0.5}]}",
+        "grid.train.lr",
+    ),
+    ("one-value-spelt-twice", "grid: {train.lr: [1, 1.0]}", "grid.train.lr"),  # two cells
     ("over-budget", "grid: {train.seed: [0, 1, 2]}\nbudget: {max_trials: 2}", "budget.max_trials"),
     ("unknown-section", "grids: {train.seed: [0]}", "grids"),
     ("unknown-study", "grid: {train.seed: [0]}\nreport: ablation", "report"),
