@@ -21,7 +21,9 @@ A sweep file (``sweeps/*.yaml``; its first line is a comment with the command th
 
 Keys under ``base``, ``methods.*``, ``grid`` and ``search.space`` are RunConfig keys, dotted
 (``train.lr``) or nested. The grid axis ``method`` picks a bundle from `config.METHODS`
-(the Fig. 1C methods: supervised, gaussian, bilinear, untrained), updated by ``methods``.
+(the Fig. 1C methods: supervised, gaussian, bilinear, untrained), updated by ``methods``: a
+new name is a new bundle, a built-in name keeps what it does not set (``supervised: {train.lr:
+0.01}`` is still supervised, with Adam, at lr 0.01).
 
 `parse` counts the cells first (a grid beyond ``budget.max_trials`` or `MAX_CELLS` is refused
 before any is built), then builds EVERY trial config with `loader.from_dict` - each grid
@@ -231,9 +233,10 @@ def _methods(raw: Any) -> dict[str, dict[str, Any]]:
     """`config.METHODS` updated by the file's ``methods`` (nested overrides per name)."""
     extra = {} if raw is None else raw
     check(isinstance(extra, Mapping), "methods", f"expected a mapping, got {shown(extra)}")
-    return deepcopy(config.METHODS) | {
-        str(name): loader.nest(v, f"methods.{name}") for name, v in extra.items()
-    }
+    methods = deepcopy(config.METHODS)
+    for name, bundle in extra.items():  # a built-in one updated, not replaced
+        loader.merge(methods.setdefault(str(name), {}), loader.nest(bundle, f"methods.{name}"))
+    return methods
 
 
 def parse(

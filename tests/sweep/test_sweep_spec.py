@@ -348,6 +348,14 @@ def test_a_file_can_define_its_own_methods(tmp_path: Path) -> None:
     assert configs[2].kind == "bilinear"
 
 
+def test_a_built_in_method_given_in_the_file_is_updated_not_replaced(tmp_path: Path) -> None:
+    """``supervised: {train.lr: 0.01}`` replaced the bundle: its cell trained a Gaussian SSL
+    run, reported as the supervised baseline."""
+    body = "methods: {supervised: {train.lr: 0.01}}\ngrid: {method: [supervised, untrained]}\n"
+    supervised = spec.load(write_spec(tmp_path, "mine", body)).cells[0].config.train
+    assert (supervised.mode, supervised.optimizer, supervised.lr) == ("supervised", "adam", 0.01)
+
+
 def test_search_studies_keep_axis_values_and_coerce_samples(tmp_path: Path) -> None:
     body = """\
         grid: {coupling.kind: [gaussian, laplace]}
