@@ -93,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
     from ssvae_core import safe_yaml
 
     try:
-        safe_yaml.read_yaml_file(args.file, "sweep file (sweeps/NAME.yaml)")  # at once, no torch
+        text = safe_yaml.read_text(args.file, "sweep file (sweeps/NAME.yaml)")  # read once
+        safe_yaml.read_yaml(text, str(args.file))  # broken YAML at once, before torch loads
         from ssvae_core.sweep import spec, storage
 
-        sweep = spec.load(args.file)
+        sweep = spec.load(args.file, text=text)
         root = args.storage_path or storage.DEFAULT_STORAGE
         storage.sweep_dir(sweep, root, args.name)  # a bad --name or --storage-path: now
     except ConfigError as err:

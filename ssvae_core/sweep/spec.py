@@ -250,7 +250,7 @@ def parse(
     overrides: nested config values applied to every trial, last (``--set``).
     """
     raw = safe_yaml.read_yaml(text, where)
-    check(isinstance(raw, Mapping), "<root>", f"expected a mapping, got {shown(raw)}")
+    check(isinstance(raw, Mapping), where, f"expected a mapping of sections, got {shown(raw)}")
     for key in raw:
         check(key in _TOP_KEYS, key_shown(key), f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
     name = check_name_component(raw.get("name", default_name), "name")
@@ -367,9 +367,15 @@ def _check_size(n_cells: int, search: SearchOptions | None, budget: Budget) -> N
     )
 
 
-def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
+WHAT = "sweep file (sweeps/NAME.yaml)"  # how a message names it
+
+
+def load(
+    path: str | Path, overrides: Mapping[str, Any] | None = None, text: str | None = None
+) -> SweepSpec:
     """`parse` a sweep file; its name defaults to the file's stem. A `ConfigError` names the
-    path of a file that is missing, a directory or not YAML."""
+    path of a file that is missing, a directory or not YAML. text: the file's, read already
+    (a pipe, ``<(...)``, can be read once only)."""
     path = Path(path)
-    text = safe_yaml.read_text(path, "sweep file (sweeps/NAME.yaml)")
+    text = safe_yaml.read_text(path, WHAT) if text is None else text
     return parse(text, default_name=path.stem, where=str(path), overrides=overrides)

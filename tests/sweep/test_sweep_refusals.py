@@ -3,6 +3,7 @@ RUNNING in MLflow, and the message names the key, the address or the other drive
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -78,6 +79,39 @@ def test_sync_of_a_sweep_that_never_ran_says_so(
     assert cli.main(["sweep", str(path), "--storage-path", "runs", "--sync"]) == 2
     assert "--sync: no sweep has run in" in capsys.readouterr().err
     assert not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("command", ["sweep", "nightly"])
+def test_a_spec_from_a_pipe_is_read_once(
+    workdir: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    """``ssvae sweep <(cat spec.yaml)``: the file was read twice, and the drained pipe then
+    read as an empty file: every such spec was refused as not a mapping."""
+    import threading
+
+    fifo = workdir / "spec.yaml"
+    os.mkfifo(fifo)
+    body = "name: piped\nbase: {preset: small, train.lr: -1}\ngrid: {train.seed: [0]}\n"
+
+    def write() -> None:
+        with open(fifo, "w") as pipe:  # waits for the reader
+            pipe.write(body)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert cli.main([command, str(fifo), "--storage-path", "runs"]) == 2
+    writer.join(timeout=5)
+    assert "train.lr: must be in (0, 10], got -1.0 (in base)" in capsys.readouterr().err
+
+
+def test_an_empty_spec_file_is_named_in_the_message(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "empty.yaml").write_text("")
+    assert cli.main(["sweep", str(workdir / "empty.yaml")]) == 2
+    assert f"{workdir / 'empty.yaml'}: expected a mapping of sections, got None" in (
+        capsys.readouterr().err
+    )
 
 
 def test_sync_beside_the_sweeps_live_driver_is_refused_with_exit_3(

@@ -90,13 +90,14 @@ def run(args: argparse.Namespace) -> int:
             check_name_component(target[1], "SPEC_NAME")  # ../../etc wrote outside runs/
             writable_dir(history_dir(target[1], args.out), "--out")
         if not is_history:
-            safe_yaml.read_yaml_file(target[0], "sweep file (sweeps/NAME.yaml)")
+            text = safe_yaml.read_text(target[0], "sweep file (sweeps/NAME.yaml)")  # read once
+            safe_yaml.read_yaml(text, target[0])  # broken YAML at once, before torch loads
             overrides: dict[str, Any] = {}
             for text in args.overrides:
                 loader.merge(overrides, loader.parse_override(text))
             from ssvae_core.sweep import spec
 
-            sweep = spec.load(target[0], overrides=overrides)
+            sweep = spec.load(target[0], overrides=overrides, text=text)
     except ConfigError as err:
         print(f"ssvae nightly: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
