@@ -33,6 +33,9 @@ MAX_SEED = 2**63 - 1  # what numpy and torch generators both accept
 MAX_LR = 10.0
 MAX_SCALE = 1e3  # a lengthscale, sigma or temperature in encoder units (they span [-1, 1])
 MAX_DOF = 1e6
+# The least noise that still moves z: in float32, z + sigma * eps rounds back to z (up to 1 in
+# size) below about 6e-8, so a smaller sigma ran deterministic under the stochastic label.
+MIN_SIGMA = 1e-6
 
 
 def _check_seed(seed: int, key: str) -> None:
@@ -97,8 +100,8 @@ class EncoderConfig:
         noise = stochastic_params() if self.stochastic else {}
         _check_declared(own, {**encoder_params(self.kind), **noise}, self._what())
         if self.sigma is not None:
-            ok = 0 < self.sigma <= MAX_SCALE
-            check(ok, "sigma", f"must be in (0, {MAX_SCALE:g}], got {self.sigma}")
+            ok = MIN_SIGMA <= self.sigma <= MAX_SCALE
+            check(ok, "sigma", f"must be in [{MIN_SIGMA:g}, {MAX_SCALE:g}], got {self.sigma}")
         if self.hidden is not None:
             check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
 

@@ -76,6 +76,10 @@ def test_int_is_accepted_for_float_and_none_for_optional() -> None:
         ({"data": {"seed": -1}}, "data.seed: must be in"),
         ({"train": {"mode": "semi"}}, "train.mode: unknown name"),
         ({"train": "fast"}, "train: expected a mapping"),
+        (  # ran deterministic, labelled stochastic, sigma 0.0 in its metrics
+            {"encoder": {"stochastic": True, "sigma": 1e-300}},
+            "encoder.sigma: must be in [1e-06, 1000], got 1e-300",
+        ),
     ],
 )
 def test_bad_values_name_the_key(values: dict, key: str) -> None:
