@@ -320,6 +320,16 @@ def test_bad_input_exits_2_before_any_trial(
     assert not (workdir / "runs" / "n1").exists()
 
 
+def test_a_bad_name_is_refused_before_mlflow_is_touched(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--name ../x`` was refused only once MLflow's database and experiment existed."""
+    spec = _spec(workdir)
+    assert _night(spec, "../x", "--set", "train.epochs=1") == 2
+    assert "--name: expected 1-100 letters" in capsys.readouterr().err
+    assert sorted(p.name for p in workdir.iterdir()) == ["tonight.yaml"]
+
+
 def test_an_interrupted_nightly_says_so_in_one_line_with_exit_130(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

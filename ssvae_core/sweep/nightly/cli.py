@@ -93,11 +93,13 @@ def run(args: argparse.Namespace) -> int:
             text = safe_yaml.read_text(target[0], "sweep file (sweeps/NAME.yaml)")  # read once
             safe_yaml.read_yaml(text, target[0])  # broken YAML at once, before torch loads
             overrides: dict[str, Any] = {}
-            for text in args.overrides:
-                loader.merge(overrides, loader.parse_override(text))
-            from ssvae_core.sweep import spec
+            for override in args.overrides:
+                loader.merge(overrides, loader.parse_override(override))
+            from ssvae_core.sweep import spec, storage
 
             sweep = spec.load(target[0], overrides=overrides, text=text)
+            root = args.storage_path or storage.DEFAULT_STORAGE
+            storage.sweep_dir(sweep, root, args.name)  # a bad --name: now, not after MLflow
     except ConfigError as err:
         print(f"ssvae nightly: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
