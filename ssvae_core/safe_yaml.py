@@ -60,20 +60,37 @@ _Loader.yaml_implicit_resolvers = {  # the class's own copy, without YAML 1.1's 
 }
 # at most 100 digits: Python refuses to read an int of more than 4300 (a ValueError); a longer
 # one stays text, which a number-typed key refuses
-_Loader.add_implicit_resolver(
-    INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]{0,99})$"), list("-+0123456789")
+DECIMAL_INT = re.compile(r"^[-+]?(?:0|[1-9][0-9_]{0,99})$")
+DECIMAL_FLOAT = re.compile(  # with or without an exponent; no base 60 (1:30.0)
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
 )
-_Loader.add_implicit_resolver(  # decimal, with or without an exponent; no base 60 (1:30.0)
-    FLOAT,
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
+_Loader.add_implicit_resolver(INT, DECIMAL_INT, list("-+0123456789"))
+_Loader.add_implicit_resolver(FLOAT, DECIMAL_FLOAT, list("-+0123456789."))
+
+
+def _decimal(forms: tuple[re.Pattern[str], ...], build: Any, what: str) -> Any:
+    """A constructor of `build`'s numbers that takes the decimal `forms` only: an explicit tag
+    (``!!int 010``, ``!!float 1:30``) went to YAML 1.1's octal and base 60 (8, 90.0)."""
+
+    def construct(loader: _Loader, node: yaml.ScalarNode) -> Any:
+        text = loader.construct_scalar(node)
+        if not any(form.match(str(text)) for form in forms):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{text!r} is not a decimal {what}", node.start_mark
+            )
+        return build(loader, node)
+
+    return construct
+
+
+_Loader.add_constructor(INT, _decimal((DECIMAL_INT,), yaml.SafeLoader.construct_yaml_int, "int"))
+_Loader.add_constructor(  # !!float 3 is 3.0
+    FLOAT, _decimal((DECIMAL_FLOAT, DECIMAL_INT), yaml.SafeLoader.construct_yaml_float, "float")
 )
 
 

@@ -277,3 +277,21 @@ def test_numbers_are_decimal_and_the_rest_stays_text(text: str, value: object) -
 
     got = safe_yaml.read_yaml(text)
     assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("!!int 010", None), ("!!int 1:00", None), ("!!float 1:30", None), ("!!int 0x10", None),
+     ("!!int 12", 12), ("!!float 3", 3.0), ("!!float 1e-3", 0.001), ("!!float .inf", math.inf)],
+)  # fmt: skip
+def test_an_explicit_number_tag_is_decimal_too(text: str, value: object) -> None:
+    """``--set 'train.epochs=!!int 010'`` trained 8 epochs, ``!!float 1:30`` read 90.0: an
+    explicit tag took YAML 1.1's octal and base 60 past the decimal rule."""
+    from ssvae_core import safe_yaml
+
+    if value is None:
+        with pytest.raises(ConfigError, match=r"is not a decimal (int|float)"):
+            safe_yaml.read_yaml(text)
+    else:
+        got = safe_yaml.read_yaml(text)
+        assert got == value and type(got) is type(value)
