@@ -270,19 +270,49 @@ def read_rows(path: str) -> Any:
         blank = rows[column].isna() | (rows[column].astype(str).str.strip() == "")
         row = int(blank.to_numpy().argmax()) + 1  # the table's row, after its header
         check(not blank.any(), "--from-csv", f"{path}: row {row} has no {column}")
+    what = {
+        "true_mi": "a finite number >= 0 (nats)",
+        "seed": "an integer in [0, 2**63 - 1]",
+        "estimate": "a number",
+    }
+    for column in what:  # pandas takes True for 1: an estimate of True was drawn as 1.00
+        bools = rows[column].map(lambda value: isinstance(value, (bool, np.bool_)))
+        held = shown(bool(rows[column][bools].iloc[0])) if bools.any() else ""
+        message = f"{path}: column {column} holds {held}, not {what[column]}"
+        check(not bools.any(), "--from-csv", message)
     numbers = {c: pd.to_numeric(rows[c], errors="coerce") for c in ("true_mi", "seed", "estimate")}
+    seed = numbers["seed"]  # int64, uint64 or float64: each compares exactly with 2**63
     wrong = {
-        "true_mi": ~np.isfinite(numbers["true_mi"]),
-        "seed": numbers["seed"].isna() | (numbers["seed"] != numbers["seed"].round()),
+        "true_mi": ~np.isfinite(numbers["true_mi"]) | (numbers["true_mi"] < 0),
+        "seed": ~((seed == seed.round()) & (seed >= 0) & (seed < 2**63)),  # not NaN, not inf
         "estimate": numbers["estimate"].isna() & rows["estimate"].notna(),  # NaN: it diverged
     }
     for column, bad in wrong.items():
-        what = {"seed": "an integer", "true_mi": "a finite number"}.get(column, "a number")
         first = rows[column][bad].iloc[0] if bad.any() else ""
         held = "an empty cell" if pd.isna(first) else shown(str(first), 50)
-        check(not bad.any(), "--from-csv", f"{path}: column {column} holds {held}, not {what}")
-    numbers["seed"] = numbers["seed"].astype(int)
-    return rows.assign(**numbers)
+        message = f"{path}: column {column} holds {held}, not {what[column]}"
+        check(not bad.any(), "--from-csv", message)
+    numbers["seed"] = seed.astype(np.int64)
+    read = rows.assign(**numbers)
+    check_runs_once(read, path)
+    return read
+
+
+def check_runs_once(rows: Any, path: str) -> None:
+    """Each run (task, estimator, coupling, true_mi, seed) in one row of `rows`: a row given
+    twice was counted as one more seed (a mean and std of runs that never happened)."""
+    keys = ["task", "estimator", "coupling", "true_mi", "seed"]
+    again = rows.duplicated(keys)
+    if not again.any():
+        return
+    second = int(again.to_numpy().argmax())
+    run = rows[keys].iloc[second]
+    first = int((rows[keys] == run).all(axis=1).to_numpy().argmax())
+    named = ", ".join(f"{key} {value}" for key, value in zip(keys, run, strict=True))
+    raise ConfigError(
+        f"--from-csv: {path}: rows {first + 1} and {second + 1} are one run ({named}); "
+        "each run in one row, or it counts as one more seed"
+    )
 
 
 def write_outputs(

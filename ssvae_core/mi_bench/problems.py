@@ -4,7 +4,9 @@ A `Problem` is one benchmark case: a task of `tasks` at one MI (`synthetic`), or
 someone brings in a file (`from_npz`), e.g. from the Beyond-Normal benchmark of
 Czyż et al. 2023. An ``.npz`` holds ``x`` [n, dx], ``y`` [n, dy] (float) and ``mi``, the true
 I(x; y) in nats; it is read with ``allow_pickle=False``, so it can hold arrays and nothing
-that runs. Its last `HELD_OUT` fraction of rows is kept for scoring, so a flexible critic is
+that runs, and each of x, y and mi is checked on its ``.npy`` header (`MAX_ARRAY_BYTES`, no
+objects) before it is read, so a small deflated file cannot declare gigabytes; other members are
+never read. Its last `HELD_OUT` fraction of rows is kept for scoring, so a flexible critic is
 not scored on the pairs it was trained on. x and y may have different sizes: couplings that
 compare them directly (gaussian, cosine, ...) then refuse with a clear error.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +29,13 @@ from ssvae_core.mi_bench.tasks import Task, get_task
 
 DEFAULT_DIM = 20  # Poole et al. 2019, section 5
 HELD_OUT = 0.2
+# The most one array of an .npz may declare, checked on its header before it is read. The
+# benchmark's own pairs are 20 columns a side, and Beyond-Normal's samples are some 10^4 rows of
+# at most tens of columns (a few MB in float64); a run draws at most steps x 64 = 128 000 rows
+# (2000 steps) to train on. 256 MiB (a million rows of 32 float64 columns) leaves room for far
+# larger files, and x and y read at this bound, with their float32 copies, peak near 1 GiB.
+MAX_ARRAY_BYTES = 2**28
+KEYS = ("x", "y", "mi")
 
 
 class Problem(Protocol):
@@ -119,6 +129,34 @@ def _real(array: np.ndarray) -> bool:
     return bool(np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating))
 
 
+def _check_header(path: Path, key: str, archive: zipfile.ZipFile, member: str) -> None:
+    """A `ConfigError` unless member `key` of an .npz is a ``.npy`` header declaring no
+    Python objects (only unpickling reads them, which can run code) and at most
+    `MAX_ARRAY_BYTES`: deflated, a 1 MB member can declare gigabytes, which ``np.load`` would
+    allocate and inflate whole. Only the header is read."""
+    fmt = np.lib.format
+    with archive.open(member) as stream:
+        try:
+            version = fmt.read_magic(stream)
+        except ValueError:
+            raise ConfigError(f"{path}: {key} is not a .npy array (member {member})") from None
+        if version not in ((1, 0), (2, 0)):
+            raise ConfigError(f"{path}: {key} is in .npy format {version}; expected 1.0 or 2.0")
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+    if dtype.hasobject:
+        raise ConfigError(
+            f"{path}: not a readable .npz of arrays ({key} holds Python objects, read only by "
+            "unpickling, which can run code)"
+        )
+    declared = math.prod(shape) * max(dtype.itemsize, 1)  # Python ints: no overflow
+    if declared > MAX_ARRAY_BYTES:
+        raise ConfigError(
+            f"{path}: its arrays declare more than the {MAX_ARRAY_BYTES:,} bytes one may hold: "
+            f"{key} declares shape {shape} of {dtype} ({declared:,} bytes); subsample it"
+        )
+
+
 def from_npz(path: str | Path, batch: int = 64) -> Samples:
     """The pairs of an ``.npz`` (``x``, ``y``, ``mi``); a `ConfigError` names what is wrong."""
     path = Path(path)
@@ -126,12 +164,18 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
         raise ConfigError(f"{path}: not a readable .npz of arrays (not a regular file)")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {key: np.asarray(data[key]) for key in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # missing, not an npz,
-        raise ConfigError(f"{path}: not a readable .npz of arrays ({err})") from None  # pickles
+            named = {name.removesuffix(".npy"): name for name in data.zip.namelist()}
+            members = {key: named[key] for key in KEYS if key in named}  # no other is read
+            for key, member in members.items():  # every header before any array
+                _check_header(path, key, data.zip, member)
+            arrays = {key: np.asarray(data[key]) for key in members}
+    except ConfigError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # missing,
+        raise ConfigError(f"{path}: not a readable .npz of arrays ({err})") from None  # not npz
     except (TypeError, AttributeError):  # np.load gave one array: an .npy file
         raise ConfigError(f"{path}: one array (.npy?), not an .npz of x, y and mi") from None
-    except MemoryError:  # a header that declares more than the file holds, or this machine
+    except MemoryError:  # more than this machine has free, though within MAX_ARRAY_BYTES
         raise ConfigError(f"{path}: its arrays declare more than this machine's memory") from None
     for key in ("x", "y", "mi"):
         if key not in arrays:

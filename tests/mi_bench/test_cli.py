@@ -95,7 +95,8 @@ def test_bad_input_exits_2_naming_it(
         (["--files", "{tmp}/x-no-columns.npz"], "got shape (400, 0) of float64"),
         (
             ["--files", "{tmp}/x-declares-7-tib.npz"],
-            "x-declares-7-tib.npz: its arrays declare more",
+            "x-declares-7-tib.npz: its arrays declare more than the 268,435,456 bytes one may "
+            "hold: x declares shape (1000000000000, 1) of float64 (8,000,000,000,000 bytes)",
         ),
         (
             ["--files", "{tmp}/sizes.npz", "{tmp}/d/sizes.npz"],
@@ -181,6 +182,77 @@ def _npz_declaring(path: Path, shape: tuple[int, ...], rows: np.ndarray) -> None
             buffer = io.BytesIO()
             np.save(buffer, array)
             archive.writestr(f"{key}.npy", buffer.getvalue())
+
+
+ROW = "gaussian,infonce,bilinear"  # task, estimator, coupling
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        pytest.param(
+            f"{ROW},2,1e300,1.9",
+            "column seed holds '1e+300', not an integer in [0, 2**63 - 1]",
+            id="seed-1e300",
+        ),
+        pytest.param(f"{ROW},2,inf,1.9", "column seed holds 'inf', not an integer", id="seed-inf"),
+        pytest.param(
+            f"{ROW},2,9223372036854775808,1.9",
+            "column seed holds '9223372036854775808', not an integer",
+            id="seed-2**63",
+        ),
+        pytest.param(f"{ROW},2,-1,1.9", "column seed holds '-1', not an integer", id="seed-neg"),
+        pytest.param(f"{ROW},2,True,1.9", "column seed holds True, not an integer", id="seed-bool"),
+        pytest.param(
+            f"{ROW},2,0,1.9\n{ROW},2,1,1.5\n{ROW},2.0,0.0,1.9",
+            "rows 1 and 3 are one run (task gaussian, estimator infonce, coupling bilinear, "
+            "true_mi 2.0, seed 0); each run in one row",
+            id="run-twice",
+        ),
+        pytest.param(
+            f"{ROW},2,0,True\n{ROW},2,1,True",
+            "column estimate holds True, not a number",
+            id="estimate-bool",
+        ),
+        pytest.param(
+            f"{ROW},2,0,True\n{ROW},2,1,",  # True and NaN: an object column, not a bool one
+            "column estimate holds True, not a number",
+            id="estimate-bool-or-empty",
+        ),
+        pytest.param(
+            f"{ROW},True,0,1.9",
+            "column true_mi holds True, not a finite number >= 0",
+            id="true_mi-bool",
+        ),
+        pytest.param(
+            f"{ROW},-2,0,1.9",
+            "column true_mi holds '-2', not a finite number >= 0",
+            id="true_mi-negative",
+        ),
+    ],
+)
+def test_rows_that_would_be_misread_are_refused_naming_file_and_column(
+    rows: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--from-csv drew 1e300 as seed -2**63, a row given twice as one more seed (1.60 ± 0.14),
+    an estimate of True as 1.00, and a negative true MI; each is one line and exit 2."""
+    csv = tmp_path / "rows.csv"
+    csv.write_text(f"task,estimator,coupling,true_mi,seed,estimate\n{rows}\n")
+    assert main(["--from-csv", str(csv)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ssvae mi-bench: error: --from-csv: {csv}: {message}")
+    assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_rows_at_the_edges_of_the_checks_are_read(tmp_path: Path) -> None:
+    """The largest seed, a true MI of 0 and a run's seeds in any order still draw tables."""
+    from ssvae_core.mi_bench.cli import read_rows
+
+    csv = tmp_path / "rows.csv"
+    csv.write_text("task,estimator,coupling,true_mi,seed,estimate\n"
+                   f"{ROW},0,9223372036854775807,0.1\n{ROW},2,1,1.9\n{ROW},2,0,2.1\n")  # fmt: skip
+    rows = read_rows(str(csv))
+    assert rows["seed"].tolist() == [2**63 - 1, 1, 0] and rows["true_mi"].tolist() == [0, 2, 2]
 
 
 def test_redrawn_rows_may_hold_an_estimate_that_diverged(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import tracemalloc
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,7 @@ import torch
 
 from ssvae_core.errors import ConfigError
 from ssvae_core.mi_bench.critics import train_estimator
-from ssvae_core.mi_bench.problems import HELD_OUT, from_npz, synthetic
+from ssvae_core.mi_bench.problems import HELD_OUT, MAX_ARRAY_BYTES, from_npz, synthetic
 
 
 def _write(path: Path, **arrays: object) -> Path:
@@ -53,11 +56,50 @@ def test_a_bad_file_is_refused_naming_what_is_wrong(
 
 
 def test_a_file_holding_a_pickled_object_is_refused_unread(tmp_path: Path) -> None:
-    path = _write(tmp_path / "evil.npz", x=np.array([object()], dtype=object), y=np.zeros(2), mi=1)
-    with pytest.raises(ConfigError, match=r"not a readable \.npz"):
+    path = _write(tmp_path / "evil.npz", x=np.zeros((400, 2)), y=np.array([object()]), mi=1)
+    with pytest.raises(ConfigError, match=r"not a readable \.npz of arrays \(y holds Python"):
         from_npz(path)
     with pytest.raises(ConfigError, match=r"not a readable \.npz"):
         from_npz(tmp_path / "absent.npz")
+
+
+def test_an_array_declaring_more_than_the_bound_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    """1 MB deflated holds 256 MiB of zeros: ``np.load`` allocated and inflated it all (2**27
+    rows took 2 GB and 7.6 s) before any check. Now every header is read first."""
+    path, rows = tmp_path / "big.npz", MAX_ARRAY_BYTES // 8 + 1  # one float64 over the bound
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("x.npy", "w") as member:
+            header = {"descr": "<f8", "fortran_order": False, "shape": (rows, 1)}
+            np.lib.format.write_array_header_1_0(member, header)
+            for _ in range(rows * 8 // 2**20):
+                member.write(bytes(2**20))
+            member.write(bytes(rows * 8 % 2**20))
+        for key, array in (("y", np.zeros((rows, 1))[:400]), ("mi", np.array(1.0))):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+    assert path.stat().st_size < 2**21
+    tracemalloc.start()  # numpy reports its arrays' memory to tracemalloc
+    try:
+        with pytest.raises(ConfigError) as err:
+            from_npz(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    declared = f"x declares shape ({rows}, 1) of float64 ({rows * 8:,} bytes); subsample it"
+    bound = f"its arrays declare more than the {MAX_ARRAY_BYTES:,} bytes one may hold"
+    assert str(err.value) == f"{path}: {bound}: {declared}"
+    assert peak < 2**24
+
+
+def test_members_other_than_x_y_and_mi_are_never_read(tmp_path: Path) -> None:
+    """Only x, y and mi are read: another member (here a pickle) is never inflated."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 2))
+    path = _write(tmp_path / "p.npz", x=x, y=x, mi=1.0, notes=np.array([object()]))
+    assert from_npz(path).dims == (2, 2)
 
 
 def test_a_coupling_that_needs_equal_sizes_says_which_ones_do_not(tmp_path: Path) -> None:
