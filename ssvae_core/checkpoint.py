@@ -83,11 +83,19 @@ def load(
 @contextmanager
 def restoring(directory: str | Path) -> Iterator[None]:
     """Around putting a loaded state into the run: one whose keys, shapes or types do not fit
-    (a file of an older ssvae with the same fingerprint, say) is a `CheckpointError`."""
+    (a file of an older ssvae with the same fingerprint, say, or one edited) is a
+    `CheckpointError` naming the file. What the optimiser and schedule refuse on load
+    (`optim`: a `ConfigError` naming the key, ``optimizer.state.0.exp_avg: missing``) is said
+    as they say it; any other error with its type. Both before the first step: a state that
+    would fail or train wrongly mid-run is refused here (`optim.Optimizer.load_state_dict`)."""
+    path = Path(directory) / CHECKPOINT_FILE
     try:
         yield
+    except CheckpointError:
+        raise
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: not a valid ssvae checkpoint ({err})") from None
     except (KeyError, IndexError, RuntimeError, ValueError, TypeError, AttributeError) as err:
-        path = Path(directory) / CHECKPOINT_FILE
         why = f"{type(err).__name__}: {_reason(err)}"
         raise CheckpointError(f"{path}: not a valid ssvae checkpoint ({why})") from None
 

@@ -11,7 +11,11 @@ for bit, ``tests/test_optim.py``), not ``torch.optim`` itself: building any
 (`bench/levers.py`, `start_up`). The cosine schedule is the closed form; PyTorch's
 ``CosineAnnealingLR`` steps a recursion that agrees with it to about 1e-15. Their
 ``state_dict`` has ``torch.optim``'s layout (``state`` by parameter index, ``param_groups``),
-so checkpoints written with ``torch.optim`` load too.
+so checkpoints written with ``torch.optim`` load too. A loaded state is checked before any
+step (a checkpoint is a file, never trusted): each rule's buffers present for every parameter
+it has stepped, dense, floating, of the parameter's shape; step counts whole and >= 0; the
+schedule's base rate the config's. Anything else is a `ConfigError` naming the key
+(``optimizer.state.3.exp_avg: ...``), which `checkpoint.restoring` prefixes with the file.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ssvae_core.errors import ConfigError, check, key_shown, shown
 from ssvae_core.registry import declared_params, lookup
 
 Params = Iterable[torch.nn.Parameter]
@@ -62,31 +67,102 @@ class Optimizer:
         state = {i: dict(s) for i, s in enumerate(self.state) if s}
         return {"state": state, "param_groups": [group]}
 
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        (group,) = saved["param_groups"]
-        if len(group["params"]) != len(self.params):
-            raise ValueError(f"{len(group['params'])} parameters saved, {len(self.params)} here")
-        self.lr = float(group["lr"])
-        self.state = [
-            self._loaded({k: _own(v, p, k != "step") for k, v in saved["state"].get(i, {}).items()})
+    def load_state_dict(self, saved: Any, key: str = "optimizer") -> None:
+        """Take `saved` (``torch.optim``'s layout, as `state_dict` writes it), checked first:
+        a `ConfigError` naming the dotted `key` of what does not fit, and nothing taken."""
+        check(isinstance(saved, dict), key, f"expected an optimizer state, got {_kind(saved)}")
+        groups, entries = saved.get("param_groups"), saved.get("state")
+        check(
+            isinstance(groups, (list, tuple)) and len(groups) == 1 and isinstance(groups[0], dict),
+            f"{key}.param_groups",
+            f"expected one group of parameters, got {_kind(groups)}",
+        )
+        (group,) = groups
+        params = group.get("params")
+        check(isinstance(params, (list, tuple)), f"{key}.param_groups.params", "expected a list")
+        if len(params) != len(self.params):
+            raise ConfigError(
+                f"{key}.param_groups: {len(params)} parameters saved, {len(self.params)} here"
+            )
+        lr = group.get("lr")
+        check(_real(lr), f"{key}.param_groups.lr", f"expected a number, got {shown(lr, 40)}")
+        check(isinstance(entries, dict), f"{key}.state", f"expected a dict, got {_kind(entries)}")
+        strays = [i for i in entries if not (type(i) is int and 0 <= i < len(self.params))]
+        check(not strays, f"{key}.state", f"entries for no parameter here: {shown(strays, 60)}")
+        state = [
+            self._loaded(_entry(entries.get(i, {}), f"{key}.state.{i}"), p, f"{key}.state.{i}")
             for i, p in enumerate(self.params)
         ]
+        self.lr, self.state = float(lr), state
 
-    def _loaded(self, state: dict[str, Any]) -> dict[str, Any]:
-        return dict(state)
+    def _loaded(self, saved: dict[str, Any], p: Tensor, key: str) -> dict[str, Any]:
+        """`p`'s state from its `saved` entry (None values dropped): the buffers this rule
+        keeps, checked and as its own copies; a `ConfigError` naming ``key.NAME`` otherwise."""
+        _only(saved, (), key)
+        return {}
 
 
-def _own(value: Any, p: Tensor, cast: bool) -> Any:
-    """A saved tensor as this optimiser's own copy (not shared with whoever handed it in), on
-    `p`'s device and, if `cast` and floating, in `p`'s dtype (as torch.optim does for all but
-    the step count, kept exact in its own dtype); anything else as it is. A moment (`cast`)
-    must have `p`'s shape: a ValueError otherwise (`checkpoint.restoring` names the file)."""
-    if not isinstance(value, Tensor):
-        return value
-    if cast and value.shape != p.shape:  # a moment is per entry of its parameter
-        raise ValueError(f"saved state of shape {list(value.shape)} for a {list(p.shape)} weight")
-    dtype = p.dtype if cast and value.is_floating_point() else value.dtype
-    return value.detach().to(device=p.device, dtype=dtype, copy=True)
+def _kind(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__name__}"
+
+
+def _real(value: Any) -> bool:
+    """A finite int or float (not a bool, not a tensor)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _entry(saved: Any, key: str) -> dict[str, Any]:
+    """One parameter's saved state as a dict without its None values (``torch.optim`` wrote
+    ``momentum_buffer: None`` at momentum 0: not yet a buffer)."""
+    check(isinstance(saved, dict), key, f"expected a dict of buffers, got {_kind(saved)}")
+    return {name: value for name, value in saved.items() if value is not None}
+
+
+def _only(saved: dict[str, Any], kept: tuple[str, ...], key: str) -> None:
+    """`saved` holds no buffer but `kept` (another rule's, amsgrad's ``max_exp_avg_sq`` say,
+    would be trained past silently)."""
+    strays = [name for name in saved if name not in kept]
+    if strays:
+        what = ", ".join(kept) if kept else "none"
+        name = key_shown(strays[0], 40)
+        raise ConfigError(f"{key}.{name}: not kept by this rule (it keeps {what})")
+
+
+def _step_count(value: Any, key: str) -> int:
+    """A saved step count (an int, or ``torch.optim``'s float tensor of one value) as an int.
+    Whole and >= 0: at -1 Adam's next step would divide by 1 - beta^0 = 0, and 2.5 would be
+    truncated into another count than the one saved."""
+    if isinstance(value, Tensor):
+        check(
+            value.numel() == 1 and value.layout == torch.strided and not value.is_meta
+            and not value.is_complex() and value.dtype != torch.bool,
+            key,
+            f"expected a count, got a {value.layout} {value.dtype} tensor of shape "
+            f"{list(value.shape)}",
+        )  # fmt: skip
+        value = value.item()
+    whole = _real(value) and (isinstance(value, int) or value.is_integer()) and value >= 0
+    check(whole, key, f"expected a whole number >= 0, got {shown(value, 40)}")
+    return int(value)
+
+
+def _moment(value: Any, p: Tensor, key: str) -> Tensor:
+    """A saved buffer of `p` (a moment, a momentum buffer) as this optimiser's own copy (not
+    shared with whoever handed it in), on `p`'s device and in `p`'s dtype (as ``torch.optim``
+    casts it). It must be a dense floating tensor of `p`'s shape: an integer one would fail
+    in the step (``lerp_``), a sparse one too (NotImplementedError), mid-training."""
+    check(isinstance(value, Tensor), key, f"expected a tensor, got {_kind(value)}")
+    check(value.layout == torch.strided, key, f"expected a dense tensor, got a {value.layout} one")
+    check(not value.is_meta, key, "expected a tensor with values, got one on the meta device")
+    check(value.is_floating_point(), key, f"expected a floating-point tensor, got {value.dtype}")
+    check(
+        value.shape == p.shape,  # a buffer is per entry of its parameter
+        key,
+        f"of shape {list(value.shape)}, but its parameter's is {list(p.shape)}",
+    )
+    return value.detach().to(device=p.device, dtype=p.dtype, copy=True)
 
 
 class SGD(Optimizer):
@@ -111,9 +187,11 @@ class SGD(Optimizer):
     def settings(self) -> dict[str, Any]:
         return {"momentum": self.momentum}
 
-    def _loaded(self, state: dict[str, Any]) -> dict[str, Any]:
-        buf = state.get("momentum_buffer")  # torch.optim writes None at momentum 0
-        return {} if buf is None else {"momentum_buffer": buf}
+    def _loaded(self, saved: dict[str, Any], p: Tensor, key: str) -> dict[str, Any]:
+        _only(saved, ("momentum_buffer",) if self.momentum != 0 else (), key)
+        if "momentum_buffer" not in saved:  # not stepped yet: b = g at its first step
+            return {}
+        return {"momentum_buffer": _moment(saved["momentum_buffer"], p, f"{key}.momentum_buffer")}
 
 
 class Adam(Optimizer):
@@ -143,8 +221,18 @@ class Adam(Optimizer):
             state["step"] = torch.tensor(float(state["step"]))
         return saved
 
-    def _loaded(self, state: dict[str, Any]) -> dict[str, Any]:
-        return {**state, "step": int(float(state["step"]))} if state else {}
+    def _loaded(self, saved: dict[str, Any], p: Tensor, key: str) -> dict[str, Any]:
+        kept = ("step", "exp_avg", "exp_avg_sq")
+        _only(saved, kept, key)
+        if not saved:  # not stepped yet
+            return {}
+        for name in kept:  # all or none: a part would fail (or restart) mid-training
+            check(name in saved, f"{key}.{name}", f"missing (Adam keeps {', '.join(kept)})")
+        return {  # the step exact as an int (a float16 parameter would round 3001 to 3000)
+            "step": _step_count(saved["step"], f"{key}.step"),
+            "exp_avg": _moment(saved["exp_avg"], p, f"{key}.exp_avg"),
+            "exp_avg_sq": _moment(saved["exp_avg_sq"], p, f"{key}.exp_avg_sq"),
+        }
 
 
 class Schedule:
@@ -163,9 +251,28 @@ class Schedule:
     def state_dict(self) -> dict[str, Any]:
         return {"last_epoch": self.steps, "base_lrs": [self.base]}
 
-    def load_state_dict(self, saved: dict[str, Any]) -> None:
-        self.steps, (base,) = int(saved["last_epoch"]), saved["base_lrs"]
-        self.base = float(base)
+    def load_state_dict(self, saved: Any, key: str = "schedule") -> None:
+        """Take the steps taken from `saved`; the base rate stays the config's. A `ConfigError`
+        naming the dotted `key` of what does not fit, and nothing taken."""
+        check(isinstance(saved, dict), key, f"expected a schedule state, got {_kind(saved)}")
+        check("last_epoch" in saved, f"{key}.last_epoch", "missing")
+        steps = _step_count(saved["last_epoch"], f"{key}.last_epoch")
+        bases = saved.get("base_lrs")
+        check(isinstance(bases, (list, tuple)) and len(bases) == 1, f"{key}.base_lrs",
+              f"expected one base rate, got {shown(bases, 60)}")  # fmt: skip
+        # The base rate is the config's: train.lr is in the fingerprint `checkpoint.load`
+        # compared, and a file this code wrote holds that very float (`state_dict`), so a valid
+        # resume is bit for bit. Another value is damage. Taken, the run trained at a rate the
+        # config does not say (and exited 0); ignored, the file would pass for the run its
+        # fingerprint names though part of it is not. Refused: exit 2 before any step. The rate
+        # set below is recomputed from the base and the steps as `step` computed the saved one,
+        # the same float (the saved optimizer's ``lr`` is not trusted either).
+        check(
+            _real(bases[0]) and bases[0] == self.base,
+            f"{key}.base_lrs",
+            f"{shown(bases[0], 40)} in the checkpoint, but this run's (train.lr) is {self.base}",
+        )
+        self.steps = steps
         self.optimizer.lr = self.base * self.factor(self.steps)
 
 

@@ -62,9 +62,22 @@ def _named_pipe(tmp: Path) -> None:
     os.mkfifo(tmp / "p.yaml")  # open() for reading waits until something opens it to write
 
 
-def _checkpoint_of_another_config(tmp: Path) -> None:
-    argv = [sys.executable, "-m", "ssvae_core.cli", "train", *TRAIN_TINY, "--checkpoint-dir", "ck"]
+def _checkpoint_of_another_config(tmp: Path, *more: str) -> None:
+    argv = [sys.executable, "-m", "ssvae_core.cli", "train", *TRAIN_TINY, *more,
+            "--checkpoint-dir", "ck"]  # fmt: skip
     subprocess.run(argv, cwd=tmp, check=True, capture_output=True, timeout=300)
+
+
+def _damaged_adam_checkpoint(tmp: Path) -> None:
+    """A checkpoint of this config whose Adam state lost a moment (a KeyError mid-training)."""
+    _checkpoint_of_another_config(tmp, "--set", "train.optimizer=adam")
+    code = (
+        "import torch\n"
+        "state = torch.load('ck/state.pt', weights_only=True)\n"
+        "del state['optimizer']['state'][0]['exp_avg']\n"
+        "torch.save(state, 'ck/state.pt')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, timeout=120)
 
 
 def _tampered_checkpoint(tmp: Path) -> None:
@@ -252,6 +265,10 @@ CASES = [
     Case("a checkpoint of another config", ["train", *TRAIN_TINY, "--checkpoint-dir", "ck",
          "--set", "train.lr=0.02"], 2, "train.lr: 0.005 in the checkpoint, 0.02 now",
          setup=_checkpoint_of_another_config),
+    Case("a checkpoint whose Adam state lost a moment", ["train", *TRAIN_TINY,
+         "--set", "train.optimizer=adam", "--set", "train.epochs=2", "--checkpoint-dir", "ck"],
+         2, "ck/state.pt: not a valid ssvae checkpoint (optimizer.state.0.exp_avg: missing",
+         setup=_damaged_adam_checkpoint, limit_s=60),
     # ---- containment
     Case("--name ../../escape", ["sweep", "s.yaml", "--name", "../../escape"], 2,
          "--name: expected 1-100 letters", _sweep("")),

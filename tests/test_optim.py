@@ -1,5 +1,6 @@
 """ssvae_core.optim: PyTorch's SGD and Adam step for step, bit for bit, without importing
-torch._dynamo; schedules; checkpoints written with torch.optim still load."""
+torch._dynamo; schedules; checkpoints written with torch.optim still load, damaged ones are
+refused on load, naming the key."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from torch import nn
 
 from ssvae_core import optim
+from ssvae_core.errors import ConfigError
 
 
 def _model() -> nn.Module:
@@ -130,8 +132,159 @@ def test_loaded_buffers_take_the_parameters_dtype_and_the_step_stays_exact() -> 
 def test_a_state_for_other_parameters_is_refused() -> None:
     opt = optim.SGD(_model().parameters(), 0.05, momentum=0.9)
     other = optim.SGD([nn.Parameter(torch.zeros(2))], 0.05, momentum=0.9)
-    with pytest.raises(ValueError, match="4 parameters saved, 1 here"):
+    with pytest.raises(ConfigError, match=r"optimizer\.param_groups: 4 parameters saved, 1 here"):
         other.load_state_dict(opt.state_dict())
+
+
+def _saved(case: str) -> dict[str, Any]:
+    """Optimiser `case`'s state after 3 steps under a cosine schedule, as a checkpoint holds
+    it (through torch.save and a weights-only load): {"opt": ..., "sched": ...}."""
+    ours_cls, _, settings = CASES[case]
+    model = _model()
+    opt = ours_cls(model.parameters(), 0.05, **settings)
+    sched = optim.SCHEDULES["cosine"](opt, 10)
+    _train(model, opt, sched, range(3))
+    torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, buffer := io.BytesIO())
+    buffer.seek(0)
+    return dict(torch.load(buffer, weights_only=True))
+
+
+def _set(name: str, value: Callable[[torch.Tensor], Any]) -> Callable[[dict[str, Any]], None]:
+    """A spoil: parameter 0's buffer `name` replaced by `value` of it."""
+    return lambda state: state.update({name: value(state[name])})
+
+
+# Each a damaged state of parameter 0 (a [4, 3, 3, 3] weight), and what the refusal says.
+# The first four are the tester's (a resumed run then failed mid-training with a KeyError,
+# a RuntimeError in lerp_, a ZeroDivisionError, a NotImplementedError).
+ADAM_SPOILS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "exp_avg removed": (lambda s: s.pop("exp_avg"), r"state\.0\.exp_avg: missing"),
+    "exp_avg int32": (_set("exp_avg", lambda t: t.to(torch.int32)),
+                      r"state\.0\.exp_avg: expected a floating-point tensor, got torch\.int32"),
+    "step -1": (_set("step", lambda t: torch.tensor(-1.0)),
+                r"state\.0\.step: expected a whole number >= 0, got -1\.0"),
+    "exp_avg sparse": (_set("exp_avg", lambda t: t.to_sparse()),
+                       r"state\.0\.exp_avg: expected a dense tensor, got a torch\.sparse_coo"),
+    "step removed": (lambda s: s.pop("step"), r"state\.0\.step: missing"),
+    "exp_avg_sq removed": (lambda s: s.pop("exp_avg_sq"), r"state\.0\.exp_avg_sq: missing"),
+    "step 2.5": (_set("step", lambda t: 2.5), r"state\.0\.step: expected a whole number"),
+    "step inf": (_set("step", lambda t: torch.tensor(float("inf"))), r"state\.0\.step: "),
+    "step a vector": (_set("step", lambda t: torch.ones(2)), r"state\.0\.step: expected a count"),
+    "step a string": (_set("step", lambda t: "3"), r"state\.0\.step: expected a whole number"),
+    "exp_avg_sq complex": (_set("exp_avg_sq", lambda t: t.to(torch.complex64)),
+                           r"state\.0\.exp_avg_sq: expected a floating-point tensor"),
+    "exp_avg on meta": (_set("exp_avg", lambda t: t.to("meta")),
+                        r"state\.0\.exp_avg: expected a tensor with values, got one on the "
+                        r"meta device"),
+    "exp_avg flattened": (_set("exp_avg", lambda t: t.flatten()),
+                          r"state\.0\.exp_avg: of shape \[108\], but its parameter's is "
+                          r"\[4, 3, 3, 3\]"),
+    "exp_avg a list": (_set("exp_avg", lambda t: t.tolist()),
+                       r"state\.0\.exp_avg: expected a tensor, got a list"),
+    "amsgrad's max_exp_avg_sq": (lambda s: s.update(max_exp_avg_sq=s["exp_avg_sq"]),
+                                 r"state\.0\.max_exp_avg_sq: not kept by this rule"),
+}  # fmt: skip
+
+
+def _refused(opt: optim.Optimizer, saved: dict[str, Any], match: str) -> None:
+    """Loading `saved` into `opt` is a ConfigError that says `match`, and takes nothing."""
+    before = (opt.lr, [dict(s) for s in opt.state])
+    with pytest.raises(ConfigError, match=f"^optimizer\\.{match}") as err:
+        opt.load_state_dict(saved)
+    assert "\n" not in str(err.value)
+    assert (opt.lr, opt.state) == before
+
+
+@pytest.mark.parametrize("spoil", ADAM_SPOILS)
+def test_a_damaged_adam_state_is_refused_on_load_naming_the_key(spoil: str) -> None:
+    """Refused before any step: loaded as it was, each failed at the next step (or trained
+    on a state that is not Adam's)."""
+    saved = _saved("adam")
+    damage, match = ADAM_SPOILS[spoil]
+    damage(saved["opt"]["state"][0])
+    _refused(optim.Adam(_model().parameters(), 0.05), saved["opt"], match)
+
+
+SGD_SPOILS: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "int": (_set("momentum_buffer", lambda t: t.to(torch.int64)),
+            r"state\.0\.momentum_buffer: expected a floating-point tensor"),
+    "sparse": (_set("momentum_buffer", lambda t: t.to_sparse()),
+               r"state\.0\.momentum_buffer: expected a dense tensor"),
+    "flattened": (_set("momentum_buffer", lambda t: t.flatten()),
+                  r"state\.0\.momentum_buffer: of shape \[108\], but its"),
+    "a number": (_set("momentum_buffer", lambda t: 0.5),
+                 r"state\.0\.momentum_buffer: expected a tensor, got a float"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("spoil", SGD_SPOILS)
+def test_a_damaged_momentum_buffer_is_refused_on_load(spoil: str) -> None:
+    saved = _saved("sgd momentum")
+    damage, match = SGD_SPOILS[spoil]
+    damage(saved["opt"]["state"][0])
+    _refused(optim.SGD(_model().parameters(), 0.05, momentum=0.9), saved["opt"], match)
+
+
+def test_a_momentum_buffer_at_momentum_0_is_refused_and_torchs_none_is_not() -> None:
+    saved = _saved("sgd momentum")["opt"]
+    plain = optim.SGD(_model().parameters(), 0.05)
+    _refused(plain, saved, r"state\.0\.momentum_buffer: not kept by this rule \(it keeps none\)")
+    saved["state"] = {i: {"momentum_buffer": None} for i in saved["state"]}  # older torch.optim
+    plain.load_state_dict(saved)
+    assert plain.state == [{}] * 4
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda saved: saved.update(state=[]), r"state: expected a dict, got a list"),
+        (lambda saved: saved["state"].update({9: {}}), r"state: entries for no parameter here"),
+        (lambda saved: saved["state"].update({0: 1.0}), r"state\.0: expected a dict of buffers"),
+        (lambda saved: saved.pop("param_groups"), r"param_groups: expected one group"),
+        (lambda saved: saved["param_groups"][0].update(lr="x"), r"param_groups\.lr: expected a"),
+    ],
+    ids=["state a list", "a tenth parameter", "an entry a number", "no groups", "lr a string"],
+)
+def test_a_damaged_optimizer_layout_is_refused_on_load(damage: Any, match: str) -> None:
+    saved = _saved("adam")["opt"]
+    damage(saved)
+    _refused(optim.Adam(_model().parameters(), 0.05), saved, match)
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda s: s.update(base_lrs=[5.0]),
+         r"schedule\.base_lrs: 5\.0 in the checkpoint, but this run's \(train\.lr\) is 0\.05"),
+        (lambda s: s.update(base_lrs=[]), r"schedule\.base_lrs: expected one base rate"),
+        (lambda s: s.update(base_lrs=[0.05, 0.05]), r"schedule\.base_lrs: expected one"),
+        (lambda s: s.update(base_lrs=["0.05"]), r"schedule\.base_lrs: '0\.05' in the checkpoint"),
+        (lambda s: s.update(last_epoch=-1), r"schedule\.last_epoch: expected a whole number >= 0"),
+        (lambda s: s.pop("last_epoch"), r"schedule\.last_epoch: missing"),
+    ],
+    ids=["base 5.0", "no base", "two bases", "base a string", "last_epoch -1", "no last_epoch"],
+)  # fmt: skip
+def test_a_damaged_schedule_state_is_refused_on_load(damage: Any, match: str) -> None:
+    """A base rate of 5.0 was taken: the resumed run trained at 5.0, the config saying 0.05."""
+    saved = _saved("adam")["sched"]
+    damage(saved)
+    opt = optim.Adam(_model().parameters(), 0.05)
+    sched = optim.SCHEDULES["cosine"](opt, 10)
+    with pytest.raises(ConfigError, match=f"^{match}"):
+        sched.load_state_dict(saved)
+    assert (sched.steps, sched.base, opt.lr) == (0, 0.05, 0.05)  # nothing taken
+
+
+def test_the_damage_is_real_unchecked_it_fails_in_the_step() -> None:
+    """The control: the integer moment, put in as the old load put it in, fails mid-step."""
+    saved = _saved("adam")["opt"]["state"]
+    saved[0]["exp_avg"] = saved[0]["exp_avg"].to(torch.int32)
+    model = _model()
+    opt = optim.Adam(model.parameters(), 0.05)
+    opt.state = [{**s, "step": int(s["step"])} for s in saved.values()]
+    _loss(model, 0).backward()
+    with pytest.raises(RuntimeError, match="expected dtype int for `end`"):  # in lerp_
+        opt.step()
 
 
 def test_training_with_them_never_imports_torch_dynamo() -> None:
