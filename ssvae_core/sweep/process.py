@@ -32,12 +32,14 @@ def _namespace() -> str:
 
 
 def _started(pid: int) -> str:
-    """The start time of process `pid` in clock ticks since boot; "" if there is none."""
+    """The start time of process `pid` in clock ticks since boot; "" if there is none, or if
+    it has ended and waits to be reaped (a zombie keeps its entry, and runs no more)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before ")" may hold spaces
+    fields = stat.rsplit(")", 1)[1].split()  # from field 3; the name before ")" may hold spaces
+    return "" if fields[0] in ("Z", "X") else fields[19]  # state, and field 22: the start
 
 
 def identity(pid: int | None = None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +27,19 @@ def test_a_live_process_is_alive_and_a_finished_one_is_not() -> None:
     assert process.alive(recorded) is True
     child.communicate(b"")  # it ends, and is reaped
     assert process.alive(recorded) is False
+
+
+def test_a_driver_that_ended_but_was_not_reaped_is_not_alive() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    recorded = process.identity(child.pid)
+    child.stdin.close()  # it ends; not waited for, it stays a zombie
+    for _ in range(200):
+        if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.01)
+    assert process.alive(recorded) is False
+    child.wait()
 
 
 def test_a_pid_another_process_took_is_not_the_process_that_wrote_it() -> None:
@@ -70,3 +84,5 @@ def test_a_nightly_is_stale_when_its_driver_is_gone_or_too_old_not_when_it_canno
     host = os.uname().nodename  # a run from before ssvae.process: its host and PID
     assert not is_stale(run(60, **{"ssvae.host": host, "ssvae.pid": pid}), budget_s=600)
     assert is_stale(run(60, **{"ssvae.host": host, "ssvae.pid": "999999999"}), budget_s=600)
+    gone = {"ssvae.host": host, "ssvae.pid": "999999999", "ssvae.process": ""}  # no /proc there
+    assert is_stale(run(60, **gone), budget_s=600)

@@ -68,7 +68,7 @@ def is_stale(run: Any, budget_s: float | None, now: float | None = None) -> bool
     if age > limit:
         return True
     tags = run.data.tags
-    if (recorded := tags.get(PROCESS_TAG)) is not None:
+    if recorded := tags.get(PROCESS_TAG):  # "" where the driver had no /proc: as before
         alive = process.alive(recorded)
         return alive is False
     pid = tags.get("ssvae.pid", "")
