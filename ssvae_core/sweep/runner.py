@@ -286,7 +286,8 @@ def run_sweep(
     (`ConfigError`), MLflow out of reach (`TrackingUnavailable`). `parent_tags` go on the
     parent run when it is opened (a nightly's ``ssvae.nightly``); `claim` is then called with
     its id, before any trial, and may still refuse (`lock.Busy`: a nightly opened at the same
-    moment elsewhere): the parent run is closed KILLED, tagged ``ssvae.status=overlap``.
+    moment elsewhere): the parent run is closed KILLED, tagged ``ssvae.status=overlap``
+    (``failed`` where the claim itself failed).
     """
     directory = sweep_dir(spec, storage_path, name)
     writable_dir(directory.parent, "--storage-path").mkdir(parents=True, exist_ok=True)  # by name
@@ -302,8 +303,8 @@ def run_sweep(
             if claim is not None:
                 try:
                     claim(target.parent_run_id)
-                except lock.Busy:
-                    tracker.withdraw("overlap")
+                except BaseException as err:  # not left RUNNING: it would block other hosts
+                    tracker.withdraw("overlap" if isinstance(err, lock.Busy) else "failed")
                     raise
             try:
                 trials = _run_tuners(spec, target, directory, resume)

@@ -190,6 +190,56 @@ def test_of_two_nightlies_that_open_their_runs_at_once_the_later_stands_down(
     assert trials == [] and not (workdir / "runs" / "n1" / "trials.csv").exists()
 
 
+def test_a_night_whose_second_look_fails_is_not_left_running(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow blinked during the look: the run stayed RUNNING, and blocked other hosts."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep.nightly import history
+
+    def blink(*_: Any) -> None:
+        raise ConnectionError("MLflow went away (injected)")
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    monkeypatch.setattr(history, "overlapping", blink)
+    assert _night(_spec(workdir), "n1", "--tracking-uri", uri) == 3
+    assert "MLflow went away (injected)" in capsys.readouterr().err
+    client = MlflowClient(uri)
+    [mine] = client.search_runs([client.get_experiment_by_name("tonight").experiment_id])
+    assert mine.info.status == "KILLED" and mine.data.tags["ssvae.status"] == "failed"
+
+
+def test_a_night_whose_clock_runs_ahead_stands_down_at_its_second_look(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Host A's clock is 4 s ahead: its run, opened first, is stamped later than B's, opened a
+    second after. A's first look finds nothing and B's finds A "later": both went on. At A's
+    second look both runs exist, and A stands down."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep import lock, spec
+    from ssvae_core.sweep.nightly import run
+
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client, now = MlflowClient(uri), int(time.time() * 1000)
+    mine = _fake_running_nightly(uri, os.getpid(), now + 4000)
+    opened: list[str] = []
+    monkeypatch.setattr(run.time, "sleep", lambda _s: opened.append(
+        _fake_running_nightly(uri, os.getpid(), now + 1000)))  # fmt: skip
+    tonight = spec.load(_spec(workdir))
+    experiment_id = client.get_run(mine).info.experiment_id
+    with pytest.raises(lock.Busy) as refused:
+        run._claim(client, uri, experiment_id, tonight, mine)
+    assert len(opened) == 1  # it found nothing at its first look
+    assert f"nightly earlier ({opened[0]}) of tonight started at the same time" in str(
+        refused.value
+    )
+    client.set_terminated(mine, "KILLED")  # as run_sweep withdraws it
+    monkeypatch.setattr(run.time, "sleep", lambda _s: None)
+    run._claim(client, uri, experiment_id, tonight, opened[0])  # B goes on
+
+
 def test_only_the_later_of_two_running_nightlies_is_told_to_stand_down(workdir: Path) -> None:
     from mlflow import MlflowClient
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -150,22 +151,32 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
     return _report(spec, result, comparison, base_id, options.notify)
 
 
+SETTLE_S = 10.0  # between the two looks of `_claim`: the hosts' clocks may differ by less
+
+
 def _claim(mlflow: Any, uri: str, experiment_id: str, spec: SweepSpec, run_id: str) -> None:
     """Tonight's parent run is open: stand down (`lock.Busy`) if a nightly of the spec opened
     before it still runs (two nights that passed the first check at once, on two hosts or two
-    storage paths sharing one MLflow)."""
-    try:
-        own = mlflow.get_run(run_id)
-        first = history.overlapping(
-            mlflow, experiment_id, spec.name, own, spec.budget.time_budget_s
-        )
-    except Exception as err:
-        raise TrackingUnavailable(f"MLflow at {uri}: {err}", uri) from err
-    if first is not None:
-        raise lock.Busy(
-            f"nightly {first.info.run_name} ({first.info.run_id}) of {spec.name} started at the "
-            "same time and goes on; this one stands down (nightlies of one spec never overlap)"
-        )
+    storage paths sharing one MLflow). "Before" is by the runs' start times, which each host's
+    clock stamps: a night whose clock runs ahead may find nothing at its first look, and the
+    other then finds it "later"; so it looks again `SETTLE_S` later, when both runs exist and
+    both nights judge the same two stamps, and one of them stands down."""
+    for look in range(2):
+        if look:
+            time.sleep(SETTLE_S)
+        try:
+            own = mlflow.get_run(run_id)
+            first = history.overlapping(
+                mlflow, experiment_id, spec.name, own, spec.budget.time_budget_s
+            )
+        except Exception as err:
+            raise TrackingUnavailable(f"MLflow at {uri}: {err}", uri) from err
+        if first is not None:
+            raise lock.Busy(
+                f"nightly {first.info.run_name} ({first.info.run_id}) of {spec.name} started at "
+                "the same time and goes on; this one stands down (nightlies of one spec never "
+                "overlap)"
+            )
 
 
 def _report(
