@@ -307,6 +307,8 @@ def bench_sweeps(setup: Setup, ks: tuple[int, ...], epochs: int) -> Iterator[Row
                     result = runner.run_sweep(sweep, tracking_uri=uri, storage_path=scratch)
                     rate, n, devices = packed_throughput(result.directory, sweep.cells[0].config)
                     statuses = result.trials["status"].value_counts().to_dict()
+                except runner.SweepInterrupted:  # the sweep took the SIGTERM: the run stops
+                    raise KeyboardInterrupt from None
                 except Exception as err:  # one k failing leaves the others to run
                     yield Row(name, f"FAIL: {type(err).__name__}: {err}"[:200])
                     continue
@@ -423,8 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name, run in sections:
             _section(name, run, rows)
-    except KeyboardInterrupt:
-        pass  # the CUT row says so; the table of what ran follows
+    except KeyboardInterrupt:  # the CUT row says so (the run's, if between sections)
+        if not rows or not rows[-1].value.startswith("CUT"):
+            rows.append(Row("run", "CUT: stopped between sections (SIGINT or SIGTERM)"))
     finally:
         signal.signal(signal.SIGTERM, previous)
     where = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"

@@ -175,3 +175,25 @@ def test_a_timeout_s_sigterm_still_prints_the_table_of_what_ran(
     assert rows["fit smoke, cpu: pairs/s"][0] == "123" and "never" not in rows
     assert rows["fit"][0].startswith("CUT: stopped here") and len(rows) == 2
     assert signal.getsignal(signal.SIGTERM) is before  # pytest's own handler back
+
+
+def test_a_sigterm_the_sweep_took_stops_the_run_not_only_that_k(
+    gpu_bench: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep turns SIGTERM into `SweepInterrupted`: it was a FAIL row for one k, and the
+    next k and the fused section ran on past the `timeout`."""
+    pytest.importorskip("ray")
+    pytest.importorskip("mlflow")
+    from ssvae_core.sweep import runner
+
+    def interrupted(*_: Any, **__: Any) -> Any:
+        raise runner.SweepInterrupted("sweep gpu-k1 interrupted")
+
+    monkeypatch.setattr(runner, "run_sweep", interrupted)
+    setup = gpu_bench.Setup("cpu", quick=True, deadline=time.monotonic() + 600)
+    rows: list[Any] = []
+    with pytest.raises(KeyboardInterrupt):
+        gpu_bench._section("sweeps", lambda: gpu_bench.bench_sweeps(setup, (1, 4), 1), rows)
+    assert [r.value for r in rows] == [
+        "CUT: stopped here (SIGINT or SIGTERM); later sections not run"
+    ]
