@@ -43,9 +43,9 @@ def replacing(path: str | Path) -> Iterator[Path]:
     tmp = _new_file(target)
     try:
         yield tmp
+        _sync(tmp)  # before the chmod: a write-only file's mode would refuse the open
         if mode is not None:  # the file it replaces keeps its permissions
             os.chmod(tmp, stat.S_IMODE(mode))
-        _sync(tmp)
         os.replace(tmp, target)
         _sync(target.parent, folder=True)
     except BaseException:
@@ -53,14 +53,23 @@ def replacing(path: str | Path) -> Iterator[Path]:
         raise
 
 
+_UNSYNCABLE = (errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES, errno.EPERM)
+
+
 def _sync(path: Path, folder: bool = False) -> None:
-    """fsync `path`. A folder some file systems cannot sync (EINVAL: FUSE, some network ones)
-    is left as it is: the file itself was synced."""
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
+    """fsync `path`. A folder that cannot be synced is left as it is, the file itself synced:
+    one this user may write but not read (``-wx``), or on a file system that refuses (EINVAL:
+    FUSE, some network ones)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
+    except OSError as e:
+        if folder and e.errno in _UNSYNCABLE:
+            return
+        raise
     try:
         os.fsync(fd)
     except OSError as e:
-        if not folder or e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+        if not folder or e.errno not in _UNSYNCABLE:
             raise
     finally:
         os.close(fd)

@@ -112,3 +112,32 @@ def test_a_read_only_file_is_refused_by_name_as_a_plain_write_would_be(
     with pytest.raises(PermissionError, match=r"kept\.md"):
         files.write_text(path, "new")
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["kept.md"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switches to another user: needs root")
+def test_another_user_replaces_a_write_only_file_in_a_folder_it_cannot_list() -> None:
+    """Syncing opened the new file for reading after it took the old one's mode (0222: the
+    write was refused), and the folder for reading (-wx: the write raised, done)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="ssvae-files-"))  # not under pytest's 0700 tmp
+    try:
+        folder.chmod(0o733)  # others may write and enter, not list
+        target = folder / "out.txt"
+        target.write_text("old")
+        target.chmod(0o222)
+        code = (  # ssvae imported while root: this python's own files are root's
+            "import os, sys; from ssvae_core import files; "
+            "os.setgid(65534); os.setuid(65534); files.write_text(sys.argv[1], 'new')"
+        )
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        done = subprocess.run([sys.executable, "-c", code, str(target)], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert target.read_text() == "new" and oct(target.stat().st_mode & 0o777) == "0o222"
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
