@@ -157,6 +157,13 @@ def _check_header(path: Path, key: str, archive: zipfile.ZipFile, member: str) -
         )
 
 
+def _read(archive: zipfile.ZipFile, member: str) -> np.ndarray:
+    """The array of `member`, the very one `_check_header` checked (``data[key]`` may read
+    another: with both ``x`` and ``x.npy`` in the archive, NumPy takes ``x``)."""
+    with archive.open(member) as stream:
+        return np.lib.format.read_array(stream, allow_pickle=False)
+
+
 def from_npz(path: str | Path, batch: int = 64) -> Samples:
     """The pairs of an ``.npz`` (``x``, ``y``, ``mi``); a `ConfigError` names what is wrong."""
     path = Path(path)
@@ -168,7 +175,7 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
             members = {key: named[key] for key in KEYS if key in named}  # no other is read
             for key, member in members.items():  # every header before any array
                 _check_header(path, key, data.zip, member)
-            arrays = {key: np.asarray(data[key]) for key in members}
+            arrays = {key: _read(data.zip, member) for key, member in members.items()}
     except ConfigError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # missing,

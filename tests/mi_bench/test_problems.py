@@ -94,6 +94,30 @@ def test_an_array_declaring_more_than_the_bound_is_refused_before_it_is_read(
     assert peak < 2**24
 
 
+def test_the_member_checked_is_the_member_read(tmp_path: Path) -> None:
+    """With both ``x`` (deflated, declaring 512 MiB) and ``x.npy`` (small) in the archive, the
+    header of ``x.npy`` was checked and NumPy read ``x``: 512 MiB from a 0.5 MB file."""
+    path, rows = tmp_path / "two.npz", 2**26
+    small = np.random.default_rng(0).normal(size=(400, 1))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        with archive.open("x", "w") as member:
+            header = {"descr": "<f8", "fortran_order": False, "shape": (rows, 1)}
+            np.lib.format.write_array_header_1_0(member, header)
+            for _ in range(rows * 8 // 2**20):
+                member.write(bytes(2**20))
+        for key, array in (("x", small), ("y", small), ("mi", np.array(1.0))):
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(f"{key}.npy", buffer.getvalue())
+    tracemalloc.start()
+    try:
+        pairs = from_npz(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pairs.dims == (1, 1) and peak < 2**24
+
+
 def test_members_other_than_x_y_and_mi_are_never_read(tmp_path: Path) -> None:
     """Only x, y and mi are read: another member (here a pickle) is never inflated."""
     rng = np.random.default_rng(0)
