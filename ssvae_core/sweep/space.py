@@ -74,10 +74,9 @@ def searcher(spec: SweepSpec) -> OptunaSearch | None:
 def _asha(spec: SweepSpec) -> ASHAScheduler:
     """ASHA on ``epoch``: max_t one past the longest trial, so survivors finish themselves."""
     assert spec.scheduler is not None
-    epochs = max(cell.config.train.epochs for cell in spec.cells)
     return ASHAScheduler(
         time_attr="epoch",
-        max_t=epochs + 1,
+        max_t=spec.longest + 1,  # a searched train.epochs' high bound too
         grace_period=spec.scheduler.grace_period,
         reduction_factor=spec.scheduler.reduction_factor,
     )

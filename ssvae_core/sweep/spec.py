@@ -152,6 +152,15 @@ class SweepSpec:
             yield where, within(where, self.trial_config, {**dict(cell.params), **corner})
 
     @cached_property
+    def longest(self) -> int:
+        """The most epochs a trial may train: the grid's cells', or the search's high bound
+        where it varies ``train.epochs`` (ASHA's last rung sits past it, `space._asha`)."""
+        epochs = [cell.config.train.epochs for cell in self.cells]
+        if (searched := dict(self.space).get("train.epochs")) is not None:
+            epochs.append(int(searched.high))
+        return max(epochs)
+
+    @cached_property
     def groups(self) -> tuple[tuple[int, ...], ...]:
         """The cells each Ray trial trains: one each, or with ``resources.fuse: K`` up to K
         cells of one `fused.fuse_key` (in grid order; a cell that cannot fuse trains alone).
@@ -308,11 +317,11 @@ def parse(
     _check_swept_couplings(spec)
     _check_fuse(spec)
     if spec.scheduler is not None:
-        _check_scheduler(spec.scheduler, cells)
+        _check_scheduler(spec.scheduler, spec.cells, spec.longest)
     return spec
 
 
-def _check_scheduler(scheduler: SchedulerSpec, cells: Sequence[Cell]) -> None:
+def _check_scheduler(scheduler: SchedulerSpec, cells: Sequence[Cell], epochs: int) -> None:
     """What ASHA needs of the trials (`space._asha`), checked here rather than by Ray once
     the sweep has started: a probe every epoch (between probes `fit` reports the last one
     again), a grace period within the longest trial, and rungs at most one per epoch (a
@@ -323,7 +332,6 @@ def _check_scheduler(scheduler: SchedulerSpec, cells: Sequence[Cell]) -> None:
         "base.probe.every_epochs",
         f"must be 1 with a scheduler (ASHA compares trials on every epoch's probe), got {every}",
     )
-    epochs = max(cell.config.train.epochs for cell in cells)
     grace, factor = scheduler.grace_period, scheduler.reduction_factor
     check(
         grace <= epochs,

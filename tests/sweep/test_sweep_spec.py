@@ -444,6 +444,19 @@ def test_under_a_scheduler_a_grid_starts_in_grid_order(tmp_path: Path) -> None:
     assert params["cell"] == {"grid_search": [0, 1, 2, 3]}
 
 
+def test_asha_reaches_a_searched_train_epochs_high_bound(tmp_path: Path) -> None:
+    """ASHA took the grid's epochs (2) for the longest trial: a grace period of 3 was refused,
+    and at 2 Ray stopped every trial at epoch 3 of up to 8."""
+    body = """\
+        grid: {train.seed: [0]}
+        search: {space: {train.epochs: {dist: int, low: 2, high: 8}}, num_samples: 2}
+        scheduler: {kind: asha, grace_period: 3}
+        """
+    base = {"train.epochs": 2, "probe.every_epochs": 1}
+    sweep = spec.load(write_spec(tmp_path, "asha-searched", body, base))
+    assert sweep.longest == 8 and space.scheduler(sweep)._max_t == 9
+
+
 def test_a_fused_trial_costs_all_its_cells(tmp_path: Path) -> None:
     # a 3-epoch cell alone (its epochs set it apart), then three 2-epoch cells fused: 3 < 6
     body = """\
