@@ -474,3 +474,5 @@ def test_history_labels_nights_of_one_name_apart_and_leaves_out_one_without_a_ta
     assert table.loc["gaussian", first] == pytest.approx(0.51)
     assert f"nightly broken ({ids['broken', None]}) left out: it has no trials.csv" in caplog.text
     assert f"nightly old ({ids['old', 0.8]}) left out: it cannot be compared" in caplog.text
+    assert cli.main([*argv, "--history", "2"]) == 0  # 3 nights: the 2 left out do not count
+    assert list(pd.read_csv(out / "history.csv", index_col="cell").columns) == ["n3", second, first]

@@ -99,6 +99,7 @@ BAD_SPECS = [
         "grid.train.lr",
     ),
     ("one-value-spelt-twice", "grid: {train.lr: [1, 1.0]}", "grid.train.lr"),  # two cells
+    ("nan-twice", "grid: {coupling.lengthscale: [.nan, .nan]}", "grid.coupling.lengthscale"),
     ("over-budget", "grid: {train.seed: [0, 1, 2]}\nbudget: {max_trials: 2}", "budget.max_trials"),
     ("unknown-section", "grids: {train.seed: [0]}", "grids"),
     ("unknown-study", "grid: {train.seed: [0]}\nreport: ablation", "report"),

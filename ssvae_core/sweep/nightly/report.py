@@ -26,7 +26,8 @@ from ssvae_core.sweep.tracking import TrackingUnavailable, resolve_uri
 DEFAULT_NIGHTS = 7
 
 
-def _nights(uri: str, name: str, limit: int) -> list[Any]:
+def _nights(uri: str, name: str) -> list[Any]:
+    """The spec's finished nightlies in every experiment, newest first."""
     try:
         mlflow = client(uri)  # a database URI connects here: no server, no driver
         experiments = [e.experiment_id for e in mlflow.search_experiments()]
@@ -38,16 +39,16 @@ def _nights(uri: str, name: str, limit: int) -> list[Any]:
     except Exception as err:
         raise TrackingUnavailable(f"MLflow at {uri} is unreachable: {err}", uri) from err
     runs.sort(key=lambda run: run.info.start_time, reverse=True)
-    return runs[: limit + 1]
+    return runs
 
 
 def history_report(name: str, uri: str, out: Path, nights: int | None = None) -> list[Path]:
     """Write the history of spec `name` into `out`; the paths. ConfigError: no nightly."""
     uri = resolve_uri(uri)
-    runs = _nights(uri, name, DEFAULT_NIGHTS if nights is None else nights)
+    runs = _nights(uri, name)
     if not runs:
         raise ConfigError(f"{name}: no finished nightly of this spec at {url_shown(uri)}")
-    runs, tables = _tables(runs, uri)
+    runs, tables = _tables(runs, uri, 1 + (DEFAULT_NIGHTS if nights is None else nights))
     if not runs:
         raise ConfigError(f"{name}: no finished nightly of this spec at {url_shown(uri)} has a "
                           "trials table (see the warnings above)")  # fmt: skip
@@ -75,9 +76,10 @@ def history_report(name: str, uri: str, out: Path, nights: int | None = None) ->
     return [out / "history.csv", out / "history.md", figure]
 
 
-def _tables(runs: list[Any], uri: str) -> tuple[list[Any], list[pd.DataFrame]]:
-    """The nights whose tables can be read and compared with the newest such one, and their
-    tables (a night that cannot is left out with a warning, as ``ssvae nightly`` does)."""
+def _tables(runs: list[Any], uri: str, limit: int) -> tuple[list[Any], list[pd.DataFrame]]:
+    """Up to `limit` nights whose tables can be read and compared with the newest such one,
+    and their tables (a night that cannot is left out with a warning, as ``ssvae nightly``
+    does, and the next older one read in its place)."""
     reader = history.Tables(client(uri), uri, _fits(), against="the newest night's grid")
     read: list[tuple[Any, pd.DataFrame]] = []
     for run in runs:
@@ -93,6 +95,8 @@ def _tables(runs: list[Any], uri: str) -> tuple[list[Any], list[pd.DataFrame]]:
                 reader.fits = _fits()
         if table is not None:
             read.append((run, table))
+        if len(read) == limit:
+            break
     return [run for run, _ in read], [table for _, table in read]
 
 
