@@ -291,7 +291,7 @@ def run_sweep(
     """
     directory = sweep_dir(spec, storage_path, name)
     writable_dir(directory.parent, "--storage-path").mkdir(parents=True, exist_ok=True)  # by name
-    with _driving(directory):
+    with driving(directory):
         _check_state(spec, directory, resume)
         check_sweep(spec, address)
         started_ray = cluster.connect(address)
@@ -432,12 +432,12 @@ def sync_sweep(
     directory = sweep_dir(spec, storage_path, name)
     if not (directory / "sweep.json").is_file():
         raise ConfigError(f"--sync: no sweep has run in {directory}; nothing to replay")
-    with _driving(directory):  # a live driver sends its own; two replays would lose ops
+    with driving(directory):  # a live driver sends its own; two replays would lose ops
         tracker = SweepTracking(tracking_uri, directory, spec)
         tracker.connect()
         return tracker.sync()
 
 
-def _driving(directory: Path) -> AbstractContextManager[None]:
+def driving(directory: Path) -> AbstractContextManager[None]:
     """The sweep's lock: one driver, or one ``--sync``, at a time (`lock.Busy` otherwise)."""
     return lock.exclusive(directory.parent / f".{directory.name}.lock", f"sweep {directory.name}")

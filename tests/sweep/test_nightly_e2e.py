@@ -370,6 +370,26 @@ def test_bad_input_exits_2_before_any_trial(
     assert not (workdir / "runs" / "n1").exists()
 
 
+def test_sync_while_a_night_writes_its_verdict_is_refused(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The verdict is logged to the night's parent run after the sweep's lock was released:
+    a ``--sync`` then could replay the same queue beside it."""
+    from ssvae_core.sweep.nightly import run
+
+    spec, synced = _spec(workdir), []
+    report = run._report
+
+    def sync_first(*args: Any) -> Any:
+        synced.append(cli.main(["sweep", str(spec), "--name", "n1", "--storage-path", "runs",
+                                "--sync"]))  # fmt: skip
+        return report(*args)
+
+    monkeypatch.setattr(run, "_report", sync_first)
+    assert _night(spec, "n1") == 0
+    assert synced == [3]
+
+
 def test_a_bad_name_is_refused_before_mlflow_is_touched(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -35,7 +35,7 @@ from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import Comparison, Tolerance, compare, unfit
 from ssvae_core.sweep.nightly.verdict import verdict_markdown, write_verdict
 from ssvae_core.sweep.runlog import RunLog, client
-from ssvae_core.sweep.runner import SweepResult, run_sweep
+from ssvae_core.sweep.runner import SweepResult, driving, run_sweep
 from ssvae_core.sweep.sections import SEED_AXES
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.sweep.storage import DEFAULT_STORAGE
@@ -136,19 +136,20 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
             parent_tags=tags,
             claim=lambda run_id: _claim(mlflow, uri, experiment_id, spec, run_id),
         )
-    tonight = pd.read_csv(result.directory / "trials.csv")  # as the baseline's was read
-    comparison = compare(
-        tonight,
-        base_trials,
-        past_trials,
-        spec.group_axes,
-        [axis for axis in SEED_AXES if axis in dict(spec.axes)],
-        tolerance(spec),
-        lookback=lookback,
-        resamples=spec.nightly.resamples,
-        seed=spec.nightly.seed,
-    )
-    return _report(spec, result, comparison, base_id, options.notify)
+        with driving(result.directory):  # the parent run's queue: no --sync beside it
+            tonight = pd.read_csv(result.directory / "trials.csv")  # as the baseline's was read
+            comparison = compare(
+                tonight,
+                base_trials,
+                past_trials,
+                spec.group_axes,
+                [axis for axis in SEED_AXES if axis in dict(spec.axes)],
+                tolerance(spec),
+                lookback=lookback,
+                resamples=spec.nightly.resamples,
+                seed=spec.nightly.seed,
+            )
+            return _report(spec, result, comparison, base_id, options.notify)
 
 
 SETTLE_S = 10.0  # between the two looks of `_claim`: the hosts' clocks may differ by less
