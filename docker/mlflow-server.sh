@@ -45,22 +45,26 @@ admin_password="$(secret mlflow_admin_password)"
 MLFLOW_FLASK_SERVER_SECRET_KEY="$(secret mlflow_flask_secret_key)"
 export MLFLOW_FLASK_SERVER_SECRET_KEY
 
-# The password goes into a URI: percent-encode it (python is the server's own interpreter).
-encoded_password="$(python -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$postgres_password")"
+# The password goes into a URI: percent-encode it (python is the server's own interpreter),
+# handed over on stdin, not as an argument (which every user of the machine can read with ps).
+encoded_password="$(printf '%s' "$postgres_password" | python -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.stdin.read(), safe=""))')"
 database_uri="postgresql+psycopg://${POSTGRES_USER:-mlflow}:${encoded_password}@${POSTGRES_HOST:-postgres}:${POSTGRES_PORT:-5432}/${POSTGRES_DB:-mlflow}"
 
 # The auth app reads its settings, admin credentials included, from this ini file. It holds
-# secrets, so it is private to the server's user and lives only as long as the server.
+# secrets, so it is private to the server's user and lives only as long as the server. Python's
+# configparser reads it, where `%` starts an interpolation: each one in a value is doubled (the
+# percent-encoded URI has some, a password may).
+ini() { printf '%s' "$1" | sed 's/%/%%/g'; }
 umask 077
 auth_dir="$(mktemp -d)"
 MLFLOW_AUTH_CONFIG_PATH="$auth_dir/basic_auth.ini"
 export MLFLOW_AUTH_CONFIG_PATH
 cat > "$MLFLOW_AUTH_CONFIG_PATH" <<EOF
 [mlflow]
-default_permission = ${MLFLOW_DEFAULT_PERMISSION:-READ}
-database_uri = ${database_uri}
-admin_username = ${MLFLOW_ADMIN_USERNAME:-admin}
-admin_password = ${admin_password}
+default_permission = $(ini "${MLFLOW_DEFAULT_PERMISSION:-READ}")
+database_uri = $(ini "$database_uri")
+admin_username = $(ini "${MLFLOW_ADMIN_USERNAME:-admin}")
+admin_password = $(ini "$admin_password")
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
 EOF
 # The backend URI holds the password too: passed in the environment, not on the command line

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -293,8 +294,9 @@ def main() -> int:
     token = (laptop / ".ray" / "auth_token").read_text().strip()
     password = args.mlflow_password_file.read_text().strip()
     env_file = laptop / ".ssvae" / "mlflow.env"
-    env_file.write_text(
-        f"MLFLOW_TRACKING_USERNAME={args.mlflow_user}\nMLFLOW_TRACKING_PASSWORD={password}\n"
+    env_file.write_text(  # as the header's `printf %q`: the nodes source it
+        f"MLFLOW_TRACKING_USERNAME={shlex.quote(args.mlflow_user)}\n"
+        f"MLFLOW_TRACKING_PASSWORD={shlex.quote(password)}\n"
     )
     env_file.chmod(0o600)
 

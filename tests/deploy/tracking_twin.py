@@ -50,10 +50,15 @@ def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
         return 0
 
 
-def write_secrets(directory: Path) -> dict[str, str]:
-    """The three secret files of docker/compose.yaml's header, random (as `openssl rand -hex`)."""
+AWKWARD = " %41 p@ss/w:rd;$HOME'"  # what an ini, a URI or a shell would misread, unescaped
+
+
+def write_secrets(directory: Path, awkward: bool = False) -> dict[str, str]:
+    """The three secret files of docker/compose.yaml's header, random (as `openssl rand -hex`);
+    `awkward`: each ending in `AWKWARD` (a password someone chose)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    values = {name: secrets.token_hex(32) for name in SECRET_NAMES}
+    tail = AWKWARD if awkward else ""
+    values = {name: secrets.token_hex(32) + tail for name in SECRET_NAMES}
     for name, value in values.items():
         (directory / name).write_text(value + "\n")
     return values
@@ -69,7 +74,9 @@ class TrackingTwin:
         self.bin = bin_dir
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
-        self.secrets = write_secrets(root / "secrets")
+        # awkward: mlflow-server.sh percent-encoded the URI into an ini that read `%` as an
+        # interpolation, and the cluster's mlflow.env was sourced unquoted
+        self.secrets = write_secrets(root / "secrets", awkward=True)
         # PostgreSQL refuses to run as root: as root, its files belong to the postgres user.
         self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         self.pg_dir = Path(tempfile.mkdtemp(prefix="ssvae-pg-"))
