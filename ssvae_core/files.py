@@ -62,17 +62,13 @@ def _sync(path: Path, folder: bool = False) -> None:
     FUSE, some network ones)."""
     try:
         fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if folder else 0))
-    except OSError as e:
-        if folder and e.errno in _UNSYNCABLE:
-            return
-        raise
-    try:
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as e:
         if not folder or e.errno not in _UNSYNCABLE:
             raise
-    finally:
-        os.close(fd)
 
 
 def _new_file(target: Path) -> Path:

@@ -143,7 +143,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
                 base_trials,
                 past_trials,
                 spec.group_axes,
-                [axis for axis in SEED_AXES if axis in dict(spec.axes)],
+                seeds,
                 tolerance(spec),
                 lookback=lookback,
                 resamples=spec.nightly.resamples,
