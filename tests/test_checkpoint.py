@@ -16,6 +16,10 @@ from ssvae_core.checkpoint import CHECKPOINT_FILE, CheckpointError
 from ssvae_core.config import RunConfig
 from ssvae_core.train import fit
 
+# `ssvae train` at a tiny size (add the epochs and the checkpoint folder)
+TINY_TRAIN = ["--set", "data.n_frames=60", "--set", "data.size=32", "--set", "data.diameter=6",
+              "--set", "train.batch_size=10", "--quiet"]  # fmt: skip
+
 
 class _Payload:
     """What an attacker would put in a checkpoint: unpickling it runs a command."""
@@ -104,9 +108,7 @@ def test_resuming_with_fewer_epochs_than_the_checkpoint_holds_is_refused(
 def test_the_command_exits_2_on_another_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tiny = ["--set", "data.n_frames=60", "--set", "data.size=32", "--set", "data.diameter=6",
-            "--set", "train.batch_size=10", "--set", "train.epochs=1", "--quiet",
-            "--checkpoint-dir", str(tmp_path)]  # fmt: skip
+    tiny = [*TINY_TRAIN, "--set", "train.epochs=1", "--checkpoint-dir", str(tmp_path)]
     assert cli.main(["train", *tiny]) == 0
     assert cli.main(["train", *tiny, "--set", "train.lr=0.02"]) == 2
     err = capsys.readouterr().err
@@ -288,9 +290,7 @@ def test_the_command_exits_2_on_a_damaged_schedule_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """It trained at lr 5.0, the file's, with the config at 0.005, and exited 0."""
-    tiny = ["--set", "data.n_frames=60", "--set", "data.size=32", "--set", "data.diameter=6",
-            "--set", "train.batch_size=10", "--set", "train.optimizer=adam", "--quiet",
-            "--checkpoint-dir", str(tmp_path)]  # fmt: skip
+    tiny = [*TINY_TRAIN, "--set", "train.optimizer=adam", "--checkpoint-dir", str(tmp_path)]
     assert cli.main(["train", *tiny, "--set", "train.epochs=1"]) == 0
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
     state["schedule"]["base_lrs"] = [5.0]

@@ -68,27 +68,32 @@ def _checkpoint_of_another_config(tmp: Path, *more: str) -> None:
     subprocess.run(argv, cwd=tmp, check=True, capture_output=True, timeout=300)
 
 
+def _python(tmp: Path, code: str) -> None:
+    """Run `code` in a fresh python in `tmp` (torch's pickles written as a stranger would)."""
+    subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, timeout=120)
+
+
 def _damaged_adam_checkpoint(tmp: Path) -> None:
     """A checkpoint of this config whose Adam state lost a moment (a KeyError mid-training)."""
     _checkpoint_of_another_config(tmp, "--set", "train.optimizer=adam")
-    code = (
+    _python(
+        tmp,
         "import torch\n"
         "state = torch.load('ck/state.pt', weights_only=True)\n"
         "del state['optimizer']['state'][0]['exp_avg']\n"
-        "torch.save(state, 'ck/state.pt')\n"
+        "torch.save(state, 'ck/state.pt')\n",
     )
-    subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, timeout=120)
 
 
 def _tampered_checkpoint(tmp: Path) -> None:
     (tmp / "ck").mkdir()
-    code = (
+    _python(
+        tmp,
         "import os, torch\n"
         "class P:\n"
         "    def __reduce__(self): return (os.system, ('touch pwned',))\n"
-        "torch.save({'config': {}, 'x': P()}, 'ck/state.pt')\n"
+        "torch.save({'config': {}, 'x': P()}, 'ck/state.pt')\n",
     )
-    subprocess.run([sys.executable, "-c", code], cwd=tmp, check=True, timeout=120)
 
 
 def _pipe_in_out(tmp: Path) -> None:

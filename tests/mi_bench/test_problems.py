@@ -63,6 +63,25 @@ def test_a_file_holding_a_pickled_object_is_refused_unread(tmp_path: Path) -> No
         from_npz(tmp_path / "absent.npz")
 
 
+def _zeros(archive: zipfile.ZipFile, member: str, rows: int) -> None:
+    """Member `member`: a float64 [rows, 1] of zeros, deflated (8 * rows bytes in a file of
+    about a thousandth of that), written a MiB at a time."""
+    with archive.open(member, "w") as stream:
+        header = {"descr": "<f8", "fortran_order": False, "shape": (rows, 1)}
+        np.lib.format.write_array_header_1_0(stream, header)
+        for _ in range(rows * 8 // 2**20):
+            stream.write(bytes(2**20))
+        stream.write(bytes(rows * 8 % 2**20))
+
+
+def _arrays(archive: zipfile.ZipFile, **arrays: np.ndarray) -> None:
+    """Each array as member ``NAME.npy``."""
+    for key, array in arrays.items():
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        archive.writestr(f"{key}.npy", buffer.getvalue())
+
+
 def test_an_array_declaring_more_than_the_bound_is_refused_before_it_is_read(
     tmp_path: Path,
 ) -> None:
@@ -70,16 +89,8 @@ def test_an_array_declaring_more_than_the_bound_is_refused_before_it_is_read(
     rows took 2 GB and 7.6 s) before any check. Now every header is read first."""
     path, rows = tmp_path / "big.npz", MAX_ARRAY_BYTES // 8 + 1  # one float64 over the bound
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        with archive.open("x.npy", "w") as member:
-            header = {"descr": "<f8", "fortran_order": False, "shape": (rows, 1)}
-            np.lib.format.write_array_header_1_0(member, header)
-            for _ in range(rows * 8 // 2**20):
-                member.write(bytes(2**20))
-            member.write(bytes(rows * 8 % 2**20))
-        for key, array in (("y", np.zeros((rows, 1))[:400]), ("mi", np.array(1.0))):
-            buffer = io.BytesIO()
-            np.save(buffer, array)
-            archive.writestr(f"{key}.npy", buffer.getvalue())
+        _zeros(archive, "x.npy", rows)
+        _arrays(archive, y=np.zeros((400, 1)), mi=np.array(1.0))
     assert path.stat().st_size < 2**21
     tracemalloc.start()  # numpy reports its arrays' memory to tracemalloc
     try:
@@ -100,15 +111,8 @@ def test_the_member_checked_is_the_member_read(tmp_path: Path) -> None:
     path, rows = tmp_path / "two.npz", 2**26
     small = np.random.default_rng(0).normal(size=(400, 1))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
-        with archive.open("x", "w") as member:
-            header = {"descr": "<f8", "fortran_order": False, "shape": (rows, 1)}
-            np.lib.format.write_array_header_1_0(member, header)
-            for _ in range(rows * 8 // 2**20):
-                member.write(bytes(2**20))
-        for key, array in (("x", small), ("y", small), ("mi", np.array(1.0))):
-            buffer = io.BytesIO()
-            np.save(buffer, array)
-            archive.writestr(f"{key}.npy", buffer.getvalue())
+        _zeros(archive, "x", rows)
+        _arrays(archive, x=small, y=small, mi=np.array(1.0))
     tracemalloc.start()
     try:
         pairs = from_npz(path)
