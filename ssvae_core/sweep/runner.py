@@ -39,7 +39,7 @@ from ssvae_core.errors import ConfigError
 from ssvae_core.files import write_text
 from ssvae_core.metrics import METRICS
 from ssvae_core.preflight import writable_dir
-from ssvae_core.sweep import cluster, lock, reports, selection, space, tables, ui
+from ssvae_core.sweep import checkpoints, cluster, lock, reports, selection, space, tables, ui
 from ssvae_core.sweep.preflight import check_sweep
 from ssvae_core.sweep.progress import Progress
 from ssvae_core.sweep.reports.common import markdown
@@ -192,9 +192,9 @@ def _tuner(spec: SweepSpec, trainable: Any, path: Path, params: dict, budget: fl
         run_config=tune.RunConfig(
             name=path.name,
             storage_path=str(path.parent),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints.KEEP),
             failure_config=tune.FailureConfig(max_failures=spec.execution.max_failures),
-            callbacks=[Progress(spec, path.name)],
+            callbacks=[Progress(spec, path.name), checkpoints.Pruner()],
             log_to_file=True,
             verbose=0,
         ),
@@ -325,8 +325,6 @@ def run_sweep(
 
 def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> pd.DataFrame:
     """Every Tuner run of the spec (restored where it can be); -> one row per trial."""
-    # Ray warns on every forced experiment snapshot (we keep 2 checkpoints per trial).
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     videos: dict[Any, Video] = {}
     for cell in spec.cells:
         data = cell.config.data
@@ -364,6 +362,7 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
         if interrupted.is_set():
             raise SweepInterrupted(f"interrupted; continue with --resume ({directory})")
         rows += trial_rows(spec, tuner_run, grid)
+        checkpoints.prune(path)  # Ray's state is saved: the ones it cannot restore from go
     return pd.DataFrame(rows)
 
 
