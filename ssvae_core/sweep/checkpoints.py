@@ -1,18 +1,20 @@
-"""Which of a Tuner run's trial checkpoints to keep: all of them while it runs, then the
-ones Ray's saved state may still restore from.
+"""Which of a Tuner run's trial checkpoints to keep: those Ray's saved state may still
+restore a trial from, and the ones taken since.
 
 Ray's ``CheckpointConfig(num_to_keep=k)`` deletes a trial's oldest checkpoint as it takes
 the newest, and saves its state (``experiment_state-*.json``, naming each trial's latest
 checkpoint) only after: a driver killed in between leaves a state naming a checkpoint that
 is gone, and that trial errored on every ``--resume`` ("Could not recover from checkpoint as
 it does not exist on storage anymore"). So Ray deletes none (``KEEP``), and `prune` removes
-a trial's checkpoints older than the one Ray's newest saved state names: as trials
-checkpoint (`Pruner`, a driver callback; Ray saves its state every 10 s or so) and once a
-Tuner run is over. A trial holds the few checkpoints taken since Ray last saved its state
-(one is ``state.pt``, the model and optimiser: 20-170 kB for the centre-of-mass encoder).
+a trial's checkpoints older than those Ray's newest saved state may restore it from: as
+trials checkpoint (`Pruner`, a driver callback; Ray saves its state every 10 s or so) and
+once a Tuner run is over. A trial holds two checkpoints and those taken since Ray last
+saved its state (one is ``state.pt``, the model and optimiser: 20-170 kB for the
+centre-of-mass encoder). Before ``--resume``, `unsaved` removes the newer: Ray writes the
+next checkpoints over them.
 
 Only the state's JSON is read (never its pickles): each trial's id and the
-``checkpoint_dir_name`` of its last result.
+``checkpoint_dir_name`` of its last result (the trainable checkpoints with every report).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,49 +35,76 @@ log = logging.getLogger(__name__)
 
 KEEP = None  # CheckpointConfig(num_to_keep=KEEP): every one, until `prune`
 INDEX = re.compile(r"checkpoint_(\d+)")
+TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")  # Ray's trial id in its trial folder's name
 PERIOD_S = 10.0  # `Pruner` reads Ray's state at most this often (Ray saves it about as often)
 
 
-def named(tuner_dir: Path) -> dict[str, str]:
-    """Trial id -> the checkpoint (``checkpoint_000003``) the newest saved state of the Tuner
-    run at `tuner_dir` restores it from; {} where that state is missing or unreadable."""
+def saved(tuner_dir: Path) -> dict[str, int]:
+    """Trial id -> the index of the checkpoint (3: ``checkpoint_000003``) the last result in
+    the newest saved state of the Tuner run at `tuner_dir` names, -1 for a trial with no
+    result yet; {} where that state is missing or cannot be read. A trial whose last result
+    names no checkpoint is left out (Ray may restore it from any earlier one)."""
     newest = max(tuner_dir.glob("experiment_state-*.json"), default=None)  # names end in time
     if newest is None:
         return {}
     try:
-        trials = json.loads(newest.read_bytes())["trial_data"]
         found = {}
-        for trial, metadata in trials:
+        for trial, metadata in json.loads(newest.read_bytes())["trial_data"]:
             last = json.loads(metadata).get("last_result") or {}
-            if isinstance(last.get("checkpoint_dir_name"), str):
-                found[str(json.loads(trial)["trial_id"])] = last["checkpoint_dir_name"]
+            name = last.get("checkpoint_dir_name")
+            index = INDEX.fullmatch(name) if isinstance(name, str) else None
+            if name is not None and index is None:
+                return {}  # a name not Ray's: nothing is judged by it
+            if index is not None or not last:
+                found[str(json.loads(trial)["trial_id"])] = int(index.group(1)) if index else -1
         return found
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
 
-def prune(tuner_dir: Path) -> list[Path]:
-    """Remove each trial's checkpoints older than the one the saved state names (`named`);
-    -> those removed. A trial the state does not name, or whose directory is not found
-    once, keeps all of its own; one that cannot be removed is a warning (the sweep's results
-    are written by then)."""
+def _remove(tuner_dir: Path, drop: Callable[[int, int], bool], what: str) -> list[Path]:
+    """Remove the checkpoints ``checkpoint_<i>`` of each trial `saved` knows, found in one
+    directory, for which ``drop(i, named)``; -> those removed. One that cannot be removed is
+    a warning."""
+    dirs: dict[str, list[Path]] = {}
+    for path in tuner_dir.iterdir():
+        if (found := TRIAL_ID.search(path.name)) and path.is_dir() and not path.is_symlink():
+            dirs.setdefault(found.group(1), []).append(path)
     removed = []
-    for trial_id, keep in named(tuner_dir).items():
-        matched = INDEX.fullmatch(keep)
-        dirs = [d for d in tuner_dir.glob(f"*_{trial_id}_*") if d.is_dir()]
-        if matched is None or len(dirs) != 1 or not (dirs[0] / keep).is_dir():
+    for trial_id, named in saved(tuner_dir).items():
+        if len(dirs.get(trial_id, ())) != 1:
             continue
-        for checkpoint in dirs[0].glob("checkpoint_*"):
+        [trial_dir] = dirs[trial_id]
+        if named >= 0 and not (trial_dir / f"checkpoint_{named:06d}").is_dir():
+            continue
+        for checkpoint in trial_dir.glob("checkpoint_*"):
             index = INDEX.fullmatch(checkpoint.name)
-            older = index is not None and int(index.group(1)) < int(matched.group(1))
-            if older and checkpoint.is_dir() and not checkpoint.is_symlink():
-                try:
-                    shutil.rmtree(checkpoint)
-                except OSError as err:
-                    log.warning("a superseded checkpoint is left: %s", err)
-                    continue
-                removed.append(checkpoint)
+            if index is None or not drop(int(index.group(1)), named) or checkpoint.is_symlink():
+                continue
+            try:
+                shutil.rmtree(checkpoint)
+            except OSError as err:
+                log.warning("%s checkpoint is left: %s", what, err)
+                continue
+            removed.append(checkpoint)
     return sorted(removed)
+
+
+def prune(tuner_dir: Path) -> list[Path]:
+    """Remove each trial's checkpoints older than the one before the one its last result
+    names (`saved`); -> those removed. Ray restores a trial from the one the last result
+    names or, while its save of that one is still under way, the one before (the state
+    saved then names the newer in the result, the older in its checkpoint manager)."""
+    return _remove(tuner_dir, lambda index, named: 0 <= index < named - 1, "a superseded")
+
+
+def unsaved(tuner_dir: Path) -> list[Path]:
+    """Before ``--resume``: remove each trial's checkpoints newer than the one its last
+    result in Ray's saved state names (all of them for a trial with no result yet): taken
+    after Ray last saved it; -> those removed. Ray restores the trial from an older one and
+    writes the next ones into the same folders over what is there, so a file the new one
+    lacks (an MLflow backlog sent since) would outlive it; their epochs are trained again."""
+    return _remove(tuner_dir, lambda index, named: index > named, "an unsaved")
 
 
 class Pruner(tune.Callback):
@@ -91,4 +121,7 @@ class Pruner(tune.Callback):
         now = time.monotonic()
         if now - self.last >= PERIOD_S and trial.path:
             self.last = now
-            prune(Path(trial.path).parent)
+            try:  # Ray records the checkpoint after its callbacks, and not if one raises
+                prune(Path(trial.path).parent)
+            except Exception as err:
+                log.warning("superseded checkpoints left in %s: %r", trial.path, err)

@@ -2,10 +2,10 @@
 
 Every operation (metrics, tags, artifacts, status) is first appended to ``mlflow_pending.jsonl``
 in the run's directory, then `flush` applies the pending operations in order and removes each
-one once MLflow has taken it. When MLflow is unreachable the operations stay in the file; for
-a trial that directory is its checkpoint, so they travel with it (to another node, or to a
-restored sweep) and are replayed by the next `flush` - in the trial, or by ``ssvae sweep
---resume`` / ``--sync`` in the driver.
+one once MLflow has taken it (the file stays, empty). When MLflow is unreachable the
+operations stay in the file; for a trial that directory is its checkpoint, so they travel
+with it (to another node, or to a restored sweep) and are replayed by the next `flush` - in
+the trial, or by ``ssvae sweep --resume`` / ``--sync`` in the driver.
 
 The run itself is found again, never duplicated: its id is kept in ``mlflow_run_id`` next to
 the pending file; without that file (MLflow was down when the run had to be created, or the
@@ -217,8 +217,7 @@ class RunLog:
         return True
 
     def _rewrite(self, ops: list[Op]) -> None:
-        path = self.directory / PENDING_FILE
-        if ops:
-            write_text(path, "".join(json.dumps(op) + "\n" for op in ops))
-        else:
-            path.unlink(missing_ok=True)
+        """What is left pending; nothing is an empty file, not none: Ray copies a trial's
+        checkpoint over an older one of the same name after a restore, and would leave the
+        older's backlog where this one has no file."""
+        write_text(self.directory / PENDING_FILE, "".join(json.dumps(op) + "\n" for op in ops))

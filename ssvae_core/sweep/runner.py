@@ -205,7 +205,7 @@ def _trial_id(result: Any) -> str:
     """Ray's trial id, from the last metrics or else the trial directory's name."""
     if result.metrics and "trial_id" in result.metrics:
         return str(result.metrics["trial_id"])
-    found = re.search(r"_([0-9a-f]{5}_\d{5})_", Path(result.path).name)
+    found = checkpoints.TRIAL_ID.search(Path(result.path).name)
     return found.group(1) if found else Path(result.path).name
 
 
@@ -325,6 +325,9 @@ def run_sweep(
 
 def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> pd.DataFrame:
     """Every Tuner run of the spec (restored where it can be); -> one row per trial."""
+    # A sweep started before `checkpoints` keeps Ray's num_to_keep=2 (its config is restored
+    # with it), and with it a warning on each forced snapshot of Ray's state.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     videos: dict[Any, Video] = {}
     for cell in spec.cells:
         data = cell.config.data
@@ -339,6 +342,7 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
         path = directory / tuner_run
         restored = resume and _restorable(path)
         if restored:
+            checkpoints.unsaved(path)  # Ray writes the next ones over them
             tuner = _restored(path, trainable)
         else:
             budget = spec.budget.time_budget_s

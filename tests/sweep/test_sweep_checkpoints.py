@@ -6,6 +6,7 @@ import json
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,10 +18,13 @@ from sweep_helpers import SMOKE
 
 from ssvae_core.sweep import checkpoints, runner, spec
 
+NO_RESULT = "no result"  # `_tuner_dir`: a trial that has reported nothing yet
+
 
 def _tuner_dir(root: Path, names: dict[str, str | None]) -> Path:
-    """A Tuner run's directory as Ray leaves it: trial id -> the checkpoint its saved state
-    names (None: a last result without one); each trial with checkpoints 0-3."""
+    """A Tuner run's directory as Ray leaves it: trial id -> the checkpoint its last result
+    in the saved state names (None: a result without one; NO_RESULT: no result yet); each
+    trial with checkpoints 0-3."""
     tuner_dir = root / "grid"
     trial_data = []
     for n, (trial_id, name) in enumerate(names.items()):
@@ -29,26 +33,49 @@ def _tuner_dir(root: Path, names: dict[str, str | None]) -> Path:
             (trial / f"checkpoint_{index:06d}").mkdir(parents=True)
             (trial / f"checkpoint_{index:06d}" / "state.pt").write_bytes(b"")
         last = {"loss": 1.0} | ({} if name is None else {"checkpoint_dir_name": name})
-        trial_data.append([json.dumps({"trial_id": trial_id}), json.dumps({"last_result": last})])
+        metadata = {"last_result": {} if name == NO_RESULT else last}
+        trial_data.append([json.dumps({"trial_id": trial_id}), json.dumps(metadata)])
     state = tuner_dir / "experiment_state-2026-12-07_10-00-00.json"
     state.write_text(json.dumps({"trial_data": trial_data}))
     return tuner_dir
 
 
-def _left(tuner_dir: Path) -> dict[str, list[str]]:
+def _left(tuner_dir: Path) -> dict[str, list[int]]:
+    """Trial -> the indices of the checkpoints left."""
     return {
-        trial.name.split("_")[3]: sorted(c.name for c in trial.glob("checkpoint_*"))
+        trial.name.split("_")[3]: sorted(int(c.name[-6:]) for c in trial.glob("checkpoint_*"))
         for trial in sorted(tuner_dir.glob("train_trial_*"))
     }
 
 
-def test_prune_keeps_the_checkpoint_the_saved_state_names_and_the_newer(tmp_path: Path) -> None:
-    tuner_dir = _tuner_dir(tmp_path, {"aa_00000": "checkpoint_000002", "aa_00001": None})
+def test_prune_keeps_the_checkpoint_the_saved_state_names_the_one_before_and_the_newer(
+    tmp_path: Path,
+) -> None:
+    """Ray restores a trial from the checkpoint its last result names or, while the save of
+    that one is under way, the one before (seen in states Ray wrote here)."""
+    names = {"ab0de_00000": "checkpoint_000003", "ab0de_00001": None, "ab0de_00002": NO_RESULT}
+    tuner_dir = _tuner_dir(tmp_path, names)
     removed = checkpoints.prune(tuner_dir)
     assert [p.name for p in removed] == ["checkpoint_000000", "checkpoint_000001"]
-    assert _left(tuner_dir) == {  # a newer one (a driver killed before Ray saved) is kept
-        "00000": ["checkpoint_000002", "checkpoint_000003"],
-        "00001": [f"checkpoint_{i:06d}" for i in range(4)],  # its state names none: all kept
+    assert _left(tuner_dir) == {"00000": [2, 3], "00001": [0, 1, 2, 3], "00002": [0, 1, 2, 3]}
+    (tuner_dir / "train_trial_ab0de_00000_0_cell=0_2026-12-07_10-00-00/checkpoint_000009").mkdir()
+    assert checkpoints.prune(tuner_dir) == []  # one taken after Ray saved its state is kept
+
+
+def test_before_a_resume_the_checkpoints_taken_after_ray_saved_its_state_go(
+    tmp_path: Path,
+) -> None:
+    """Ray restores a trial from the checkpoint its state names (or the one before) and
+    writes the next ones into the same folders, over what is there: a file the new one
+    lacks would outlive it."""
+    names = {"ab0de_00000": "checkpoint_000001", "ab0de_00001": None, "ab0de_00002": NO_RESULT}
+    tuner_dir = _tuner_dir(tmp_path, names)
+    removed = checkpoints.unsaved(tuner_dir)
+    assert len(removed) == 2 + 4
+    assert _left(tuner_dir) == {
+        "00000": [0, 1],
+        "00001": [0, 1, 2, 3],  # a result without a checkpoint: Ray may restore any of them
+        "00002": [],  # no result yet: Ray starts it again from nothing
     }
 
 
@@ -56,10 +83,11 @@ def test_prune_keeps_the_checkpoint_the_saved_state_names_and_the_newer(tmp_path
     "damage",
     ["cut short", "a name that is not a checkpoint's", "the named one missing", "two trial dirs"],
 )
-def test_prune_removes_nothing_where_the_saved_state_is_not_understood(
-    tmp_path: Path, damage: str
+@pytest.mark.parametrize("remove", [checkpoints.prune, checkpoints.unsaved])
+def test_nothing_is_removed_where_the_saved_state_is_not_understood(
+    tmp_path: Path, damage: str, remove: Callable[[Path], list[Path]]
 ) -> None:
-    tuner_dir = _tuner_dir(tmp_path, {"aa_00000": "checkpoint_000002"})
+    tuner_dir = _tuner_dir(tmp_path, {"ab0de_00000": "checkpoint_000002"})
     state = next(tuner_dir.glob("experiment_state-*.json"))
     if damage == "cut short":
         state.write_text(state.read_text()[:40])
@@ -68,25 +96,40 @@ def test_prune_removes_nothing_where_the_saved_state_is_not_understood(
     elif damage == "the named one missing":
         next(tuner_dir.glob("*/checkpoint_000002")).rename(tuner_dir / "elsewhere")
     else:
-        (tuner_dir / "train_trial_aa_00000_9_cell=9_2026-12-07_11-00-00").mkdir()
-    checkpoints.prune(tuner_dir)
+        (tuner_dir / "train_trial_ab0de_00000_9_cell=9_2026-12-07_11-00-00").mkdir()
+    assert remove(tuner_dir) == []
     left = list(tuner_dir.glob("*/checkpoint_*"))
     assert len(left) == (3 if damage == "the named one missing" else 4)
 
 
 def test_the_pruner_prunes_the_trials_tuner_run_at_most_once_a_period(tmp_path: Path) -> None:
-    tuner_dir = _tuner_dir(tmp_path, {"aa_00000": "checkpoint_000001"})
+    tuner_dir = _tuner_dir(tmp_path, {"ab0de_00000": "checkpoint_000002"})
     [trial_dir] = tuner_dir.glob("train_trial_*")
     trial, pruner = SimpleNamespace(path=str(trial_dir)), checkpoints.Pruner()
     pruner.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
-    assert _left(tuner_dir)["00000"] == [f"checkpoint_{i:06d}" for i in (1, 2, 3)]
+    assert _left(tuner_dir)["00000"] == [1, 2, 3]
     state = next(tuner_dir.glob("experiment_state-*.json"))
-    state.write_text(state.read_text().replace("checkpoint_000001", "checkpoint_000003"))
+    state.write_text(state.read_text().replace("checkpoint_000002", "checkpoint_000003"))
     pruner.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)
-    assert len(_left(tuner_dir)["00000"]) == 3  # within the period: Ray's state not read
+    assert _left(tuner_dir)["00000"] == [1, 2, 3]  # within the period: Ray's state not read
     pruner.last -= checkpoints.PERIOD_S
     pruner.on_checkpoint(iteration=3, trials=[trial], trial=trial, checkpoint=None)
-    assert _left(tuner_dir)["00000"] == ["checkpoint_000003"]
+    assert _left(tuner_dir)["00000"] == [2, 3]
+
+
+def test_the_pruner_never_raises_into_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ray records a checkpoint after its callbacks, and not at all if one raises: its state
+    would go on naming the older one."""
+
+    def broken(tuner_dir: Path) -> list[Path]:
+        raise PermissionError(13, "Permission denied", str(tuner_dir))
+
+    monkeypatch.setattr(checkpoints, "prune", broken)
+    trial = SimpleNamespace(path=str(tmp_path / "grid" / "trial"))
+    checkpoints.Pruner().on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)
+    assert "superseded checkpoints left in" in caplog.text and "Permission denied" in caplog.text
 
 
 @pytest.mark.slow
@@ -96,9 +139,9 @@ def test_no_checkpoint_ray_may_restore_from_is_deleted_while_the_sweep_runs(
     """With ``num_to_keep=2`` Ray deleted a trial's oldest checkpoint before it saved the
     state naming the next: a driver killed in between left a state naming a checkpoint that
     was gone, and that trial errored on every ``--resume`` (seen in CI). Here Ray saves its
-    state at every step and the pruner reads it at every checkpoint: the checkpoint the saved
-    state names is there whenever it is looked at, and the older ones go while the trial
-    runs (Ray's real state read, not a copy of its format)."""
+    state at every step and the pruner reads it at every checkpoint: the checkpoint Ray's
+    saved state would restore from (read with Ray's own class) is there whenever it is
+    looked at, and the older ones go while the trial runs."""
     import ray
     from ray import tune
 
@@ -118,14 +161,25 @@ def test_no_checkpoint_ray_may_restore_from_is_deleted_while_the_sweep_runs(
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     tuner = runner._tuner(spec.load(SMOKE), six_checkpoints, tuner_dir, {"cell": 0}, None)
     missing: list[str] = []
+    looks: list[str] = []  # the checkpoint Ray would restore from, each time looked at
     looked = threading.Event()
 
     def look() -> None:  # what a driver killed now would leave for --resume
+        from ray.tune.trainable.metadata import _TrainingRunMetadata
+
         while not looked.is_set():
-            for name in checkpoints.named(tuner_dir).values():
-                if not list(tuner_dir.glob(f"*/{name}")):
-                    missing.append(name)
-            time.sleep(0.005)
+            try:  # the newest saved state, as Ray's restore reads it (a half-copied one: next)
+                newest = max(tuner_dir.glob("experiment_state-*.json"))
+                trial_data = json.loads(newest.read_bytes())["trial_data"]
+            except (ValueError, OSError):
+                continue
+            for _, metadata in trial_data:
+                manager = _TrainingRunMetadata.from_json_state(metadata).checkpoint_manager
+                if (latest := manager.latest_checkpoint_result) is not None:
+                    looks.append(Path(latest.checkpoint.path).name)
+                    if not Path(latest.checkpoint.path).is_dir():  # Ray's restore would fail
+                        missing.append(latest.checkpoint.path)
+            time.sleep(0.002)
 
     looker = threading.Thread(target=look)
     looker.start()
@@ -134,10 +188,13 @@ def test_no_checkpoint_ray_may_restore_from_is_deleted_while_the_sweep_runs(
     finally:
         looked.set()
         looker.join()
-    assert missing == []
+    assert missing == [] and len(set(looks)) >= 4, (missing, sorted(set(looks)))
     seen = result.metrics["seen"]  # before its last epoch: the older ones pruned as it ran
     assert "checkpoint_000004" in seen and "checkpoint_000000" not in seen, seen
     checkpoints.prune(tuner_dir)  # as the runner does after the fit
     [trial] = tuner_dir.glob("six_checkpoints_*")
-    assert sorted(c.name for c in trial.glob("checkpoint_*")) == ["checkpoint_000005"]
+    assert sorted(c.name for c in trial.glob("checkpoint_*")) == [
+        "checkpoint_000004",
+        "checkpoint_000005",
+    ]
     assert (trial / "checkpoint_000005" / "state.pt").read_text() == "5"

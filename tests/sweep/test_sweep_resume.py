@@ -29,7 +29,7 @@ from sweep_helpers import (
 
 from ssvae_core import cli
 from ssvae_core.errors import ConfigError
-from ssvae_core.sweep import progress, runner, spec
+from ssvae_core.sweep import checkpoints, progress, runner, spec
 
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
@@ -121,6 +121,15 @@ def _smoke_driver(workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
 def test_an_interrupted_sweep_resumes_into_the_same_mlflow_runs(workdir: Path) -> None:
     with _smoke_driver(workdir):
         pass  # killed on the way out, mid-sweep
+    grid = workdir / "runs" / "smoke" / "grid"
+    planted = 0  # a checkpoint taken after Ray last saved its state, holding a stale file
+    for trial_id, index in checkpoints.saved(grid).items():
+        if index < 3:  # the trial's last is checkpoint_000003 (epochs 0-2, its end)
+            [trial] = grid.glob(f"*_{trial_id}_*")
+            (trial / "checkpoint_000003").mkdir(exist_ok=True)
+            (trial / "checkpoint_000003" / "stale").write_text("")
+            planted += 1
+    assert planted
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     [parent], before = sweep_runs(uri, "smoke")
@@ -141,6 +150,7 @@ def test_an_interrupted_sweep_resumes_into_the_same_mlflow_runs(workdir: Path) -
     trials = pd.read_csv(workdir / "runs" / "smoke" / "trials.csv")
     assert sorted(trials["status"]) == ["ok"] * 4
     assert set(trials["mlflow_run_id"]) == {c.info.run_id for c in children}
+    assert not list(grid.glob("*/checkpoint_*/stale"))  # removed before Ray wrote over it
 
 
 @pytest.mark.slow

@@ -87,5 +87,5 @@ def test_mlflow_outage_mid_sweep_is_replayed_by_sync(
         == 0
     )
     _assert_complete(mlflow_server.uri, name, 4)
-    assert not list(workdir.glob("runs/**/mlflow_pending.jsonl"))
+    assert {p.read_text() for p in workdir.glob("runs/**/mlflow_pending.jsonl")} == {""}
     proxy.down()
