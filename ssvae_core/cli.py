@@ -21,6 +21,7 @@ from ssvae_core.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_PIPE,
     ConfigError,
     path_arg,
 )
@@ -31,10 +32,15 @@ from ssvae_core.sweep.nightly import cli as nightly_cli
 EPILOG = """\
 examples:
   ssvae train --preset small --set coupling.kind=gaussian --out runs/g0
+  ssvae sweep sweeps/paper-small.yaml --dry-run   (what it would run; nothing runs)
   ssvae sweep sweeps/paper-small.yaml        (then `mlflow ui` in this directory)
   ssvae report sweeps/paper-small.yaml
   ssvae nightly sweeps/nightly-small.yaml    (a scheduled ablation against its baseline)
   ssvae mi-bench --smoke-test
+
+exit status: 0 done; 1 the work failed (a diverged run, an errored trial, a regression);
+2 bad input, refused before any compute; 3 infrastructure (MLflow or Ray out of reach,
+another run of the same name, a full disk); 130 interrupted; 141 stdout's reader left
 """
 
 
@@ -250,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, not the stack it landed in
         print(f"\nssvae {raw[0] if raw else ''}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `ssvae ... | head` read what it wanted: no stack, as `cat` dies
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush
+        return EXIT_PIPE
 
 
 if __name__ == "__main__":

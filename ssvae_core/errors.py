@@ -21,6 +21,7 @@ EXIT_FAILED = 1  # the work ran and failed: a diverged run, an errored trial, a 
 EXIT_BAD_INPUT = 2  # bad input, refused before any compute
 EXIT_INFRA = 3  # infrastructure: tracking unreachable, a concurrent run, trials that errored
 EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_PIPE = 141  # the reader of stdout left (`| head`), as for a process SIGPIPE ended
 
 # How much of a user's value an error message repeats (a YAML alias bomb expands to gigabytes).
 MAX_REPR = 200

@@ -176,6 +176,16 @@ sys.exit(cli.main(["sweep", {str(REPO / "sweeps" / "smoke.yaml")!r}]))
     assert "Traceback" not in done.stderr
 
 
+def test_a_dry_run_needs_no_sweep_extra(tmp_path: Path) -> None:
+    code = f"""
+from ssvae_core import cli
+sys.exit(cli.main(["sweep", {str(REPO / "sweeps" / "smoke.yaml")!r}, "--dry-run"]))
+"""
+    done = _without_sweep_extra(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "nothing was run (--dry-run)"
+
+
 @pytest.mark.parametrize("case", ["missing", "broken"])
 def test_a_bad_sweep_file_answers_without_importing_ray(case: str, tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"

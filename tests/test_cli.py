@@ -350,3 +350,21 @@ def test_a_named_pipe_where_a_run_writes_is_refused_not_waited_on(tmp_path: Path
     assert "metrics.json is a named pipe: not written" in done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["status"] == "ok"  # printed all the same
     assert (out / "config.yaml").is_file()
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``ssvae ... | head -1``: the write into the closed pipe was a BrokenPipeError stack;
+    now exit 141 and nothing more, as a process SIGPIPE ends (`cat`, `grep`)."""
+    spec = Path(__file__).resolve().parents[1] / "sweeps" / "couplings.yaml"
+    ssvae = Path(sys.executable).parent / "ssvae"
+    reader_gone = subprocess.Popen(
+        [str(ssvae), "sweep", str(spec), "--dry-run"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert reader_gone.stdout is not None and reader_gone.stderr is not None
+    reader_gone.stdout.close()  # before the command writes a line
+    said = reader_gone.stderr.read().decode()
+    assert reader_gone.wait(timeout=120) == errors.EXIT_PIPE == 141
+    assert said == ""

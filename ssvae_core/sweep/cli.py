@@ -78,10 +78,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted sweep (same spec, name)"
     )
-    parser.add_argument(
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
         "--sync",
         action="store_true",
         help="only replay MLflow operations left pending by an outage; no trials run",
+    )
+    only.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the spec against this machine and say what it would run; nothing runs, "
+        "and neither Ray nor MLflow is needed",
     )
     _storage_args(parser, "the spec's name")
     parser.set_defaults(func=run)
@@ -95,11 +102,18 @@ def run(args: argparse.Namespace) -> int:
     try:
         text = safe_yaml.read_text(args.file, "sweep file (sweeps/NAME.yaml)")  # read once
         safe_yaml.read_yaml(text, str(args.file))  # broken YAML at once, before torch loads
-        from ssvae_core.sweep import spec, storage
+        from ssvae_core.sweep import plan, preflight, spec, storage
 
         sweep = spec.load(args.file, text=text)
         root = args.storage_path or storage.DEFAULT_STORAGE
-        storage.sweep_dir(sweep, root, args.name)  # a bad --name or --storage-path: now
+        directory = storage.sweep_dir(sweep, root, args.name)  # a bad --name: now
+        for same in plan.same_runs(sweep):
+            print(f"ssvae sweep: warning: {same}", file=sys.stderr)
+        if args.dry_run:
+            preflight.check_sweep(sweep, args.address)
+            print(plan.describe(sweep, directory, args.resume))
+            print("nothing was run (--dry-run)")
+            return EXIT_OK
     except ConfigError as err:
         print(f"ssvae sweep: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

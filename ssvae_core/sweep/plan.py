@@ -1,0 +1,102 @@
+"""What a sweep would run, said before it runs: ``ssvae sweep FILE --dry-run`` (`describe`),
+and the grid cells that would train the same runs (`same_runs`), which every ``ssvae
+sweep`` warns of.
+
+Two cells train the same run when every setting their runs use (`config.used`: what the
+mode reads, defaults included) is equal: ``grid: {method: [supervised, gaussian],
+coupling.lengthscale: [0.05, 0.1]}`` trains the supervised run twice, since a supervised
+run has no coupling. That may be meant (a flat reference on each lengthscale's row of the
+table) but costs a trial each, so it is a warning, not a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ssvae_core import config
+from ssvae_core.sweep import grid
+from ssvae_core.sweep.preflight import trials_at_once
+from ssvae_core.sweep.spec import Cell, SweepSpec
+
+
+@dataclass(frozen=True)
+class SameRun:
+    """A cell that trains the same runs as an earlier one; `keys`: what they differ in."""
+
+    first: Cell
+    again: Cell
+    keys: tuple[str, ...]
+
+    def __str__(self) -> str:
+        mode = self.again.config.train.mode
+        return (
+            f"grid cells ({self.first.label}) and ({self.again.label}) train the same run: "
+            f"they differ only in {', '.join(self.keys)}, which train.mode {mode} does not use"
+        )
+
+
+def same_runs(spec: SweepSpec) -> list[SameRun]:
+    """Each cell whose runs use the same settings as an earlier cell's (in grid order)."""
+    first: dict[str, Cell] = {}
+    found = []
+    for cell in spec.cells:
+        key = json.dumps(config.used(cell.config), sort_keys=True, default=str)
+        if key not in first:
+            first[key] = cell
+            continue
+        a, b = (config.flatten(config.to_dict(c.config)) for c in (first[key], cell))
+        found.append(SameRun(first[key], cell, tuple(k for k in a if a[k] != b[k])))
+    return found
+
+
+def describe(spec: SweepSpec, directory: Path, resume: bool = False) -> str:
+    """What ``ssvae sweep`` would run for `spec` into `directory` (``--resume``: `resume`):
+    the trials, their resources and budget, one line per grid cell, where the results go."""
+    cells, search = spec.cells, spec.search
+    lines = [f"sweep {spec.name}: {spec.n_trials} trial(s), study report {spec.report!r}"]
+    if search is not None:
+        lines.append(
+            f"  an Optuna study of {search.num_samples} trial(s) in each of {len(cells)} grid "
+            f"cell(s), {search.mode}imising {search.metric}, over "
+            + ", ".join(key for key, _ in spec.space)
+        )
+    if spec.resources.fuse > 1:
+        lines.append(
+            f"  fused: {len(cells)} cells as {len(spec.groups)} Ray trial(s) (resources.fuse "
+            f"{spec.resources.fuse})"
+        )
+    each = f"{spec.resources.cpu:g} CPU" + (
+        f" and {spec.resources.gpu:g} GPU" if spec.resources.gpu else ""
+    )
+    lines.append(
+        f"  each Ray trial: {each}; {trials_at_once(spec)} at once on this machine"
+        + (f", at most {spec.execution.max_concurrent}" if spec.execution.max_concurrent else "")
+    )
+    if spec.scheduler is not None:
+        lines.append(f"  scheduler: {spec.scheduler.kind}")
+    if spec.budget.time_budget_s is not None:
+        lines.append(f"  time budget: {spec.budget.time_budget_s:g} s")
+    axes = [key for key, _ in spec.axes]
+    rows = [["cell", *axes, "mode", "epochs"]]
+    for cell in cells:
+        row = cell.row(spec.axes)
+        values = ["" if row[key] is grid.ABSENT else str(row[key]) for key in axes]
+        train = cell.config.train
+        epochs = "-" if train.mode == "untrained" else str(train.epochs)
+        rows.append([str(cell.index), *values, train.mode, epochs])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines += [
+        "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    if not (directory / "sweep.yaml").exists():
+        state = "a new sweep"
+    elif resume:
+        state = "the sweep there is continued"
+    else:
+        state = "holds a sweep already: pass --resume to continue it or --name to start another"
+    lines.append(f"  results: {directory} ({state})")
+    lines.append(f"  MLflow experiment: {spec.experiment}")
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""``ssvae sweep --dry-run`` and the warning for grid cells that would train the same runs."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+from sweep_helpers import write_spec
+
+from ssvae_core import cli
+from ssvae_core.sweep import plan, spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+IGNORED = """\
+    grid: {method: [untrained, gaussian], train.lr: [0.01, 0.1], train.seed: [0, 1]}
+    """
+
+
+def test_cells_that_differ_only_in_what_their_mode_ignores_are_found(tmp_path: Path) -> None:
+    """An untrained run has no optimiser: its two learning rates train one run twice."""
+    sweep = spec.load(write_spec(tmp_path, "ignored", IGNORED))
+    found = plan.same_runs(sweep)
+    assert [(s.first.index, s.again.index, s.keys) for s in found] == [
+        (0, 2, ("train.lr",)),  # seed 0 at lr 0.01 and at lr 0.1
+        (1, 3, ("train.lr",)),
+    ]
+    assert str(found[0]) == (
+        "grid cells (method=untrained, train.lr=0.01, train.seed=0) and (method=untrained, "
+        "train.lr=0.1, train.seed=0) train the same run: they differ only in train.lr, which "
+        "train.mode untrained does not use"
+    )
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_no_shipped_sweep_trains_a_run_twice(path: Path) -> None:
+    assert plan.same_runs(spec.load(path)) == []
+
+
+def test_a_dry_run_says_what_would_run_and_runs_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write_spec(tmp_path, "ignored", IGNORED)
+    assert cli.main(["sweep", str(path), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("ssvae sweep: warning: grid cells (method=untrained, train.lr=0.01") == 2
+    lines = out.splitlines()
+    assert lines[0] == "sweep ignored: 8 trial(s), study report 'fig1c'"
+    assert lines[2].split() == ["cell", "method", "train.lr", "train.seed", "mode", "epochs"]
+    assert lines[3].split() == ["0", "untrained", "0.01", "0", "untrained", "-"]
+    assert (
+        lines[-3].endswith("ignored (a new sweep)") and lines[-1] == "nothing was run (--dry-run)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ignored.yaml"]  # no runs/, no mlflow.db
+
+    (tmp_path / "runs" / "sweeps" / "ignored").mkdir(parents=True)
+    (tmp_path / "runs" / "sweeps" / "ignored" / "sweep.yaml").write_text(path.read_text())
+    for flags, said in (
+        ([], "holds a sweep already: pass --resume to continue it or --name to start another"),
+        (["--resume"], "the sweep there is continued"),
+    ):
+        assert cli.main(["sweep", str(path), "--dry-run", *flags]) == 0
+        assert f"({said})" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("body", "flags", "said"),
+    [
+        ("grid: {train.lr: [0.1, -1]}", [], "train.lr"),
+        ("grid: {train.device: [cuda]}", [], "resources.gpu is 0"),  # this machine's check
+        ("grid: {train.seed: [0]}", ["--sync"], "--sync: not allowed with argument --dry-run"),
+    ],
+)
+def test_a_dry_run_refuses_what_a_run_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, flags: list[str], said: str
+) -> None:
+    path = write_spec(tmp_path, "bad", body)
+    with pytest.raises(SystemExit) if flags else nullcontext() as exited:  # argparse's
+        assert cli.main(["sweep", str(path), "--dry-run", *flags]) == 2
+    if flags:
+        assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
