@@ -13,12 +13,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ssvae_core import allocator
 from ssvae_core.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    EXIT_INFRA,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PIPE,
@@ -44,10 +46,25 @@ another run of the same name, a full disk); 130 interrupted; 141 stdout's reader
 """
 
 
+class _Once(argparse.Action):
+    """An option that may be given once: a second ``--config`` replaced the first, whose
+    settings were then silently not applied."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option: str | None = None) -> None:  # fmt: skip
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"{option}: given twice ({getattr(namespace, self.dest)}, {values}); "
+                         "put the settings of both in one file")  # fmt: skip
+        setattr(namespace, self.dest, values)
+
+
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="small", help="paper | small (default: small)")
     parser.add_argument(
-        "--config", type=path_arg, help="a YAML file of config sections, applied on the preset"
+        "--config",
+        type=path_arg,
+        action=_Once,
+        help="a YAML file of config sections, applied on the preset",
     )
     parser.add_argument(
         "--set",
@@ -64,10 +81,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = loader.load(args.preset, args.config, args.overrides)
     preflight.check_run(cfg)
-    if args.out:
-        preflight.writable_dir(args.out, "--out")
-    if args.checkpoint_dir:
-        preflight.writable_dir(args.checkpoint_dir, "--checkpoint-dir")
+    from ssvae_core import run_files
+    from ssvae_core.checkpoint import CHECKPOINT_FILE
+
+    for folder, key, names in (
+        (args.out, "--out", run_files.FILES),
+        (args.checkpoint_dir, "--checkpoint-dir", (CHECKPOINT_FILE,)),
+    ):
+        if folder:
+            preflight.writable_dir(folder, key)
+            for name in names:
+                preflight.output_file(Path(folder) / name, key)
     from tqdm import tqdm
 
     from ssvae_core.balls import simulate
@@ -93,11 +117,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             bar.set_postfix(shown)
             bar.update(1 if metrics["epoch"] > 0 else 0)
 
-        result = fit(cfg, report=progress, checkpoint_dir=args.checkpoint_dir, video=video)
+        try:
+            result = fit(cfg, report=progress, checkpoint_dir=args.checkpoint_dir, video=video)
+        except OSError as err:  # the only files `fit` writes: its checkpoints (a full disk)
+            if not args.checkpoint_dir:
+                raise
+            print(
+                f"ssvae: error: could not write a checkpoint in {args.checkpoint_dir}: "
+                f"{err.strerror or err}; the last one written is kept, and the same command "
+                "resumes from it",
+                file=sys.stderr,
+            )
+            return EXIT_INFRA
     written = True
     if args.out:
-        from ssvae_core import run_files  # pandas and matplotlib: only to write files
-
         try:
             run_files.write_run(result, video, args.out)
         except OSError as err:  # a disk that filled during training: the metrics still print

@@ -222,7 +222,8 @@ def image_path(path: str | Path, key: str) -> Path:
 def output_file(path: str | Path, key: str) -> Path:
     """A file to write at the end of a run, checked before it: not a directory, not a named
     pipe (writing would wait for a reader: hours of training, then a hang), not a symbolic
-    link to nothing; in a folder that can be written."""
+    link to nothing (written through, it would make its folders wherever it points), not a
+    read-only file; in a folder that can be written."""
     path = Path(path)
     try:
         problem = (
@@ -238,6 +239,8 @@ def output_file(path: str | Path, key: str) -> Path:
     real = Path(os.path.realpath(path))
     if real.exists() and not real.is_file():  # a device (/dev/null): written where it is
         return path
+    if real.exists() and not os.access(real, os.W_OK):  # replacing it would be refused
+        raise ConfigError(f"{key}: {path} is read-only")
     writable_dir(real.parent, key)  # where the file is made: a link's target's folder
     return path
 

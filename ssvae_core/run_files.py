@@ -8,14 +8,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import yaml
 
-from ssvae_core import config, figures
+from ssvae_core import config
 from ssvae_core.balls import Video
 from ssvae_core.files import write_text
 from ssvae_core.metrics import json_ready
 from ssvae_core.train import RunResult
+
+FILES = ("config.yaml", "metrics.json", "history.csv", "fig1b.png", "fig1de.png")  # at most
 
 
 def write_run(result: RunResult, video: Video, out: str | Path) -> list[Path]:
@@ -25,6 +26,10 @@ def write_run(result: RunResult, video: Video, out: str | Path) -> list[Path]:
     ``fig1de.png`` (the learned prior over the next location of the coral ball) for coupling
     runs.
     """
+    import pandas as pd  # here: `ssvae train` checks FILES before training, without them
+
+    from ssvae_core import figures
+
     out = Path(out)
     paths = [
         write_text(

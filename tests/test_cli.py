@@ -339,17 +339,17 @@ def test_a_path_no_file_system_takes_is_refused_at_parsing(
 
 def test_a_named_pipe_where_a_run_writes_is_refused_not_waited_on(tmp_path: Path) -> None:
     """Opening the pipe left at ``out/metrics.json`` waited for a reader for ever, after the
-    training, and the metrics were never printed (`ssvae_core.files`)."""
+    training, and the metrics were never printed; now it is refused before the training (and
+    `ssvae_core.files` refuses to open one, whoever writes)."""
     out = tmp_path / "out"
     out.mkdir()
     os.mkfifo(out / "metrics.json")
     argv = ["train", *TINY, "--set", "train.epochs=1", "--quiet", "--json", "--out", str(out)]
     done = subprocess.run([sys.executable, "-m", "ssvae_core.cli", *argv], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
-    assert done.returncode == 1, done.stderr[-2000:]
-    assert "metrics.json is a named pipe: not written" in done.stderr
-    assert json.loads(done.stdout.splitlines()[-1])["status"] == "ok"  # printed all the same
-    assert (out / "config.yaml").is_file()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"--out: {out / 'metrics.json'} is a named pipe" in done.stderr
+    assert done.stdout == "" and not (out / "config.yaml").exists()  # nothing trained
 
 
 def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
@@ -368,3 +368,63 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> 
     said = reader_gone.stderr.read().decode()
     assert reader_gone.wait(timeout=120) == errors.EXIT_PIPE == 141
     assert said == ""
+
+
+@pytest.mark.parametrize("folder", ["--out", "--checkpoint-dir"])
+@pytest.mark.parametrize("problem", ["a link to nothing", "read-only", "a directory"])
+@pytest.mark.usefixtures("no_compute")
+def test_a_file_train_would_write_is_checked_before_it_trains(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    folder: str,
+    problem: str,
+) -> None:
+    """A link to nothing was written through, its folders made wherever it pointed; a
+    read-only state.pt or a directory named history.csv was found after the training."""
+    directory = tmp_path / "run"
+    directory.mkdir()
+    path = directory / ("history.csv" if folder == "--out" else "state.pt")
+    if problem == "a link to nothing":
+        path.symlink_to(tmp_path / "elsewhere" / "x")
+        said = "is a symbolic link to nothing"
+    elif problem == "read-only":
+        path.write_text("")
+        real_access = os.access  # this test runs as root, whom os.access never refuses
+        monkeypatch.setattr(os, "access", lambda p, mode: p != path and real_access(p, mode))
+        said = "is read-only"
+    else:
+        path.mkdir()
+        said = "is a directory"
+    assert cli.main(["train", *TINY, folder, str(directory)]) == errors.EXIT_BAD_INPUT
+    assert f"{folder}: {path} {said}" in capsys.readouterr().err
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_checkpoint_the_disk_cannot_take_is_one_line_and_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A full disk under --checkpoint-dir was torch's RuntimeError chained to an OSError."""
+    from ssvae_core import checkpoint
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save", full)
+    argv = ["train", *TINY, "--set", "train.epochs=2", "--quiet"]
+    assert cli.main([*argv, "--checkpoint-dir", str(tmp_path / "ck")]) == errors.EXIT_INFRA
+    err = capsys.readouterr().err
+    assert "could not write a checkpoint in" in err and "No space left on device" in err
+    assert "Traceback" not in err
+
+
+def test_a_second_config_file_is_refused_not_silently_applied_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("a.yaml", "b.yaml"):
+        (tmp_path / name).write_text("train: {lr: 0.02}\n")
+    argv = ["train", "--config", str(tmp_path / "a.yaml"), "--config", str(tmp_path / "b.yaml")]
+    with pytest.raises(SystemExit) as exited:  # argparse's exit 2, before anything is read
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert "--config: given twice" in capsys.readouterr().err

@@ -101,6 +101,11 @@ def _pipe_in_out(tmp: Path) -> None:
     os.mkfifo(tmp / "out" / "metrics.json")  # opening it to write waits for a reader
 
 
+def _dangling_in_out(tmp: Path) -> None:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "fig1b.png").symlink_to(tmp / "nowhere" / "fig.png")
+
+
 def _open_tuner_state(tmp: Path) -> None:
     """A stopped sweep whose Ray state (``tuner.pkl``) anyone may rewrite, and someone did:
     unpickled, it would run ``touch pwned``."""
@@ -291,9 +296,12 @@ CASES = [
          "train.epochs: expected int"),
     Case("a path name over 255 bytes", ["train", "--out", "a" * 256], 2,
          "a name in the path is 256 bytes long"),
-    Case("a named pipe at out/metrics.json: the metrics still printed", ["train", *TRAIN_TINY,
-         "--out", "out", "--json"], 1, '"probe_error_px"',
+    Case("a named pipe at out/metrics.json: refused before the training", ["train",
+         *TRAIN_TINY, "--out", "out", "--json"], 2, "out/metrics.json is a named pipe",
          setup=_pipe_in_out, limit_s=60),
+    Case("a link to nothing at out/fig1b.png (its folders would be made)", ["train",
+         *TRAIN_TINY, "--out", "out"], 2, "out/fig1b.png is a symbolic link to nothing",
+         setup=_dangling_in_out),
     Case("resuming with fewer epochs than the checkpoint holds", ["train", *TRAIN_TINY,
          "--checkpoint-dir", "ck", "--set", "train.epochs=0"], 2,
          "train.epochs: 0, but the checkpoint in ck is after epoch 1",

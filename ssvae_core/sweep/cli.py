@@ -207,6 +207,11 @@ def run_report(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as err:  # a trials table the study cannot read
         print(f"ssvae report: error: the {sweep.report!r} report failed: {err!r}", file=sys.stderr)
         return EXIT_FAILED
+    except OSError as err:  # a folder or a pipe where a figure goes, a full disk
+        where = err.filename or out
+        print(f"ssvae report: error: could not write {where}: {err.strerror or err}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     for path in paths:
         print(path)
     return EXIT_OK

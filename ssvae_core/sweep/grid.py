@@ -48,6 +48,8 @@ def _parse_block(raw: Any, where: str, methods: Mapping[str, Any]) -> Axes:
     got = shown(raw)
     check(isinstance(raw, Mapping), where, f"expected a mapping of key -> [values], got {got}")
     for key, values in raw.items():
+        ok = "." in str(key) or key == METHOD_AXIS  # `train: [{seed: 0}]` slipped past checks
+        check(ok, f"{where}.{key}", "an axis is one setting: its dotted key, e.g. train.seed")
         ok = isinstance(values, list) and bool(values)
         check(ok, f"{where}.{key}", f"expected a non-empty list, got {shown(values)}")
         seen = Counter(map(_same, values))
@@ -63,6 +65,17 @@ def _same(value: Any) -> Any:
     text (a value may be unhashable)."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
     return value if number else shown(value, 40)
+
+
+def repeated(blocks: tuple[Axes, ...]) -> str | None:
+    """The label of a cell that two blocks both make (it would train twice), or None."""
+    seen: set[frozenset[tuple[str, Any]]] = set()
+    for params in cells(blocks):
+        key = frozenset((k, _same(v)) for k, v in params)
+        if key in seen:
+            return ", ".join(f"{k}={v}" for k, v in params) or "base"
+        seen.add(key)
+    return None
 
 
 def count(blocks: tuple[Axes, ...]) -> int:

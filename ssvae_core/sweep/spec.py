@@ -248,6 +248,19 @@ def _methods(raw: Any) -> dict[str, dict[str, Any]]:
     return methods
 
 
+def _check_methods_used(raw: Any, blocks: tuple[grid.Axes, ...]) -> None:
+    """Each method the file defines is on a grid block's method axis: one that is not (a
+    misspelt ``gausian``) was neither used nor checked."""
+    used = {v for axes in blocks for key, values in axes if key == METHOD_AXIS for v in values}
+    for name in raw if isinstance(raw, Mapping) else ():
+        check(
+            name in used,
+            f"methods.{name}",
+            f"not on any grid block's method axis ({', '.join(map(str, used)) or 'none'}); "
+            "a misspelt name?",
+        )
+
+
 def parse(
     text: str,
     default_name: str = "sweep",
@@ -271,6 +284,9 @@ def parse(
     choose(preset, "base.preset", config.PRESETS)
     methods = _methods(raw.get("methods"))
     blocks = grid.parse_grid(raw.get("grid"), methods)
+    _check_methods_used(raw.get("methods"), blocks)
+    again = grid.repeated(blocks)
+    check(again is None, "grid", f"the cell ({again}) is in two blocks: it would train twice")
     axes = grid.union(blocks)
     search, space = parse_search(raw.get("search"))
     both = {key for key, _ in space} & {key for key, _ in axes}

@@ -230,6 +230,25 @@ def test_report_command_refuses_another_sweeps_table_and_an_out_it_cannot_write(
     assert f"--out: cannot write to {tmp_path / 'f' / 'out'}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("blocked", ["summary.md", "fig1c.png"])
+def test_a_report_that_cannot_write_a_file_says_which_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], blocked: str
+) -> None:
+    """A folder where the summary or a figure goes was an IsADirectoryError stack."""
+    directory = tmp_path / "negatives"
+    directory.mkdir()
+    axes = {"coupling.kind": ["gaussian"], "objective.n_negatives": [1, 4], "train.seed": [0]}
+    _trials(axes, {"probe_error_px": [2.0, 1.0], "mi_estimate": [0.5, 1.0]}).assign(
+        seconds=1.0
+    ).to_csv(directory / "trials.csv", index=False)
+    (directory / blocked).mkdir()
+    argv = ["report", str(REPO / "sweeps" / "negatives.yaml"), "--storage-path", str(tmp_path)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("ssvae report: error: could not write") and blocked in err
+    assert len(err.splitlines()) == 1
+
+
 def _finished(root: Path, name: str, spec_text: str, age: float) -> Path:
     import os
 

@@ -96,7 +96,23 @@ BAD_SPECS = [
     (  # both cells trained lr 0.5, labelled 0.1 and 0.2
         "one-key-two-axes",
         "grid: {train.lr: [0.1, 0.2], train: [{lr: 0.5}]}",
-        "grid.train.lr",
+        "grid.train",  # a section as an axis: refused as such
+    ),
+    (  # every cell trained the --set seed, labelled by the section axis
+        "a-section-as-an-axis",
+        "grid: {method: [gaussian], train: [{seed: 0}, {seed: 1}]}",
+        "grid.train",
+    ),
+    (  # unused, so never checked; both cells trained the built-in gaussian
+        "a-misspelt-method",
+        "methods: {gausian: {train.lr: 0.02}}\ngrid: {method: [gaussian, bilinear]}",
+        "methods.gausian",
+    ),
+    (  # seed 1 trained twice; the reports refused the table after the sweep
+        "overlapping-blocks",
+        "grid: [{method: [gaussian], train.seed: [0, 1]},"
+        " {train.seed: [1, 2], method: [gaussian]}]",
+        "grid",
     ),
     ("one-value-spelt-twice", "grid: {train.lr: [1, 1.0]}", "grid.train.lr"),  # two cells
     ("nan-twice", "grid: {coupling.lengthscale: [.nan, .nan]}", "grid.coupling.lengthscale"),
