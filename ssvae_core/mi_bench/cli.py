@@ -13,6 +13,7 @@ those. Also ``python -m ssvae_core.mi_bench ...``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import itertools
 import math
@@ -75,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from ssvae_core.mi_bench.tasks import TASKS
     from ssvae_core.objectives import ESTIMATORS
 
+    partial = partial_path(args.csv) if args.from_csv is None else None  # rows as they finish
     try:
-        check_outputs(args.out, args.csv, args.figure)
-        check_distinct(args)
+        check_outputs(args.out, args.csv, args.figure, partial)
+        check_distinct(args, partial)
         if args.from_csv is not None:
             rows = read_rows(args.from_csv)
             try:
@@ -95,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         check(args.steps >= 1, "--steps", f"must be >= 1, got {args.steps}")
         check(args.seeds >= 1, "--seeds", f"must be >= 1, got {args.seeds}")
         tasks = [] if args.tasks == "none" else args.tasks.split(",")
-        estimators = (args.estimators or ",".join(ESTIMATORS)).split(",")
-        couplings = (args.couplings or ",".join(COUPLINGS)).split(",")
+        estimators = names_or_all(args.estimators, ESTIMATORS)  # "" is a list of one '',
+        couplings = names_or_all(args.couplings, COUPLINGS)  # refused: not every name
         mis = parse_mis(args.mis)
         for flag, names, registry in (
             ("--tasks", tasks, TASKS),
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         total = len(cases) * len(estimators) * (len(couplings) + 1) * n_seeds
         done = itertools.count(1)
 
-        rows = RowFile(args.csv, critics.COLUMNS)
+        rows = RowFile(partial, critics.COLUMNS)
 
         def progress(row: Mapping[str, object]) -> None:
             rows.add(row)
@@ -134,9 +136,10 @@ def run(args: argparse.Namespace) -> int:
                 cases, estimators, couplings, steps, range(n_seeds), True, progress
             )
         except KeyboardInterrupt:
-            if args.csv is not None and rows.count:
-                print(f"\nssvae mi-bench: the {rows.count} rows done are in {args.csv}; "
-                      "--from-csv draws their tables", file=sys.stderr)  # fmt: skip
+            if rows.path is not None and rows.count:
+                print(f"\nssvae mi-bench: the {rows.count} rows done are in {rows.path} "
+                      f"(--from-csv draws their tables); {args.csv} is as it was: only a "
+                      "finished run replaces it", file=sys.stderr)  # fmt: skip
             raise
     except ValueError as err:  # ConfigError too: an unknown name, a bad file, an MI too low
         print(f"ssvae mi-bench: error: {err}", file=sys.stderr)
@@ -148,15 +151,30 @@ def run(args: argparse.Namespace) -> int:
         f"{steps} Adam steps (batch 64, lr 5e-4) per cell and seed, seeds 0..{n_seeds - 1}, "
         f"mean ± std; wall time {seconds:.0f} s with {torch.get_num_threads()} torch thread(s)."
     )
-    return write_outputs(results, header, args.out, args.csv, args.figure)
+    return write_outputs(results, header, args.out, args.csv, args.figure, rows.path)
+
+
+def partial_path(csv: str | None) -> Path | None:
+    """Where the rows of ``--csv DIR/NAME.csv`` go as the runs finish: ``DIR/NAME.partial.csv``
+    (beside the file a link names, where `files.replacing` writes). None without ``--csv``, and
+    for a device (``--csv /dev/null``), which is written only at the end."""
+    if csv is None:
+        return None
+    real = Path(os.path.realpath(csv))
+    if real.exists() and not real.is_file():
+        return None
+    return real.with_name(f"{real.stem}.partial{real.suffix}")
 
 
 class RowFile:
-    """``--csv`` written a row at a time as the runs finish (a full run takes hours: Ctrl-C or
-    a crash keeps what is done), in the form the finished run's ``to_csv`` gives. A row that
-    cannot be written is reported when the run ends, by `write_outputs`."""
+    """The rows of ``--csv`` written one at a time as the runs finish (a full run takes hours:
+    Ctrl-C or a crash keeps what is done, and ``--from-csv`` draws its tables), in the form the
+    finished run's ``to_csv`` gives. They go to `partial_path`, not to the ``--csv`` file, which
+    `write_outputs` replaces whole at the end and only then removes this one: an interrupted run
+    leaves a previous run's file as it was, never half of a new one. A row that cannot be written
+    is reported when the run ends, by `write_outputs`."""
 
-    def __init__(self, path: str | None, columns: Sequence[str]) -> None:
+    def __init__(self, path: Path | None, columns: Sequence[str]) -> None:
         self.path, self.columns, self.count = path, list(columns), 0
 
     def add(self, row: Mapping[str, object]) -> None:
@@ -165,7 +183,7 @@ class RowFile:
         if self.path is None:
             return
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             frame = pd.DataFrame([row], columns=self.columns)
             frame.to_csv(self.path, mode="w" if self.count == 0 else "a", header=not self.count,
                          index=False)  # fmt: skip
@@ -174,20 +192,24 @@ class RowFile:
             pass
 
 
-def check_outputs(out: str | None, csv: str | None, figure: str | None) -> None:
-    """Each output can be written, checked before any training (a run takes hours)."""
+def check_outputs(
+    out: str | None, csv: str | None, figure: str | None, partial: Path | None = None
+) -> None:
+    """Each output, and the `partial_path` of ``--csv``'s rows, can be written, checked before
+    any training (a run takes hours)."""
     from ssvae_core.preflight import image_path, output_file
 
-    for path, key in ((out, "--out"), (csv, "--csv")):
+    for path, key in ((out, "--out"), (csv, "--csv"), (partial, "--csv")):
         if path is not None:
             output_file(path, key)
     if figure is not None:
         image_path(figure, "--figure")
 
 
-def check_distinct(args: argparse.Namespace) -> None:
+def check_distinct(args: argparse.Namespace, partial: Path | None = None) -> None:
     """No output names an input (``--from-csv``, ``--files``) or another output: ``--out
-    rows.csv --from-csv rows.csv`` overwrote the rows with the tables."""
+    rows.csv --from-csv rows.csv`` overwrote the rows with the tables. Nor does `partial`, where
+    a run that trains writes the rows of ``--csv`` as they finish."""
     seen: dict[str, str] = {}
     named = [("--from-csv", args.from_csv), *(("--files", f) for f in args.files)]
     named += [("--out", args.out), ("--csv", args.csv), ("--figure", args.figure)]
@@ -198,6 +220,12 @@ def check_distinct(args: argparse.Namespace) -> None:
         if key in ("--out", "--csv", "--figure") and real in seen:
             raise ConfigError(f"{key}: {path} is also the {seen[real]} file")
         seen.setdefault(real, key)
+    other = None if partial is None else seen.get(os.path.realpath(partial))
+    if other is not None:
+        raise ConfigError(
+            f"--csv: its rows go to {partial} as the runs finish, which is also the {other} "
+            "file; name another --csv"
+        )
 
 
 def check_sizes(cases: Sequence[Any], couplings: Sequence[str]) -> None:
@@ -220,6 +248,13 @@ def check_once(values: Sequence[Any], flag: str) -> None:
     more seeds (a smaller std). Files are named by their stem (``file:NAME``)."""
     twice = repeated(values)
     check(not twice, flag, f"{', '.join(twice)} given twice: each once")
+
+
+def names_or_all(text: str | None, registry: Mapping[str, object]) -> list[str]:
+    """A comma-separated option's names; not given, every name of `registry`. Given empty
+    (``--estimators ""``, a shell variable unset, say) it is the name '', which the name check
+    refuses: it ran the whole default benchmark, hours."""
+    return list(registry) if text is None else text.split(",")
 
 
 def parse_mis(text: str) -> list[float]:
@@ -316,10 +351,17 @@ def check_runs_once(rows: Any, path: str) -> None:
 
 
 def write_outputs(
-    results: Any, header: str, out: str | None, csv: str | None, figure: str | None
+    results: Any,
+    header: str,
+    out: str | None,
+    csv: str | None,
+    figure: str | None,
+    partial: Path | None = None,
 ) -> int:
-    """Print the header and tables; write them, the rows and the bias figure where asked.
-    -> the exit status: 1 when an output could not be written (the tables were printed)."""
+    """Print the header and tables; write them, the rows and the bias figure where asked; once
+    the rows are in `csv`, remove the `partial` file that held them as the runs finished (kept
+    where `csv` could not be written). -> the exit status: 1 when an output could not be written
+    (the tables were printed)."""
     from ssvae_core.mi_bench.tables import markdown_table, markdown_tables
 
     many = results["task"].nunique() > 1
@@ -332,8 +374,14 @@ def write_outputs(
 
         estimator_bias(results, path)
 
+    def rows_file(path: str) -> None:
+        write_text(path, results.to_csv(index=False))
+        if partial is not None:
+            with contextlib.suppress(OSError):  # left behind, it only repeats the rows
+                partial.unlink(missing_ok=True)
+
     writers: list[tuple[str, str | None, Callable[[str], object]]] = [
-        ("--csv", csv, lambda path: write_text(path, results.to_csv(index=False))),  # rows first
+        ("--csv", csv, rows_file),  # rows first
         ("--out", out, lambda path: write_text(path, document)),
         ("--figure", figure, bias_figure),
     ]

@@ -18,7 +18,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import numpy as np
 import torch
@@ -36,6 +36,21 @@ HELD_OUT = 0.2
 # larger files, and x and y read at this bound, with their float32 copies, peak near 1 GiB.
 MAX_ARRAY_BYTES = 2**28
 KEYS = ("x", "y", "mi")
+# What reading a damaged or foreign .npz raises: no such file, not a zip, a member cut short, a
+# deflated, bzip2 or LZMA stream that does not decode, a member zipfile cannot open (`_open`).
+DAMAGED: tuple[type[Exception], ...] = (
+    OSError,  # a bzip2 stream too
+    ValueError,  # _open's too
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+try:
+    import lzma
+
+    DAMAGED += (lzma.LZMAError,)
+except ImportError:  # a Python without lzma: zipfile then refuses LZMA members when opened
+    pass
 
 
 class Problem(Protocol):
@@ -135,7 +150,7 @@ def _check_header(path: Path, key: str, archive: zipfile.ZipFile, member: str) -
     `MAX_ARRAY_BYTES`: deflated, a 1 MB member can declare gigabytes, which ``np.load`` would
     allocate and inflate whole. Only the header is read."""
     fmt = np.lib.format
-    with archive.open(member) as stream:
+    with _open(archive, member) as stream:
         try:
             version = fmt.read_magic(stream)
         except ValueError:
@@ -160,8 +175,24 @@ def _check_header(path: Path, key: str, archive: zipfile.ZipFile, member: str) -
 def _read(archive: zipfile.ZipFile, member: str) -> np.ndarray:
     """The array of `member`, the very one `_check_header` checked (``data[key]`` may read
     another: with both ``x`` and ``x.npy`` in the archive, NumPy takes ``x``)."""
-    with archive.open(member) as stream:
+    with _open(archive, member) as stream:
         return np.lib.format.read_array(stream, allow_pickle=False)
+
+
+def _open(archive: zipfile.ZipFile, member: str) -> IO[bytes]:
+    """`member` opened for reading, or a ValueError saying why it cannot be: encrypted (its
+    flag bit 0 set: zipfile asks for a password) or compressed in a way zipfile does not read
+    (99, AES, say). ``np.savez`` writes neither."""
+    try:
+        return archive.open(member)
+    except NotImplementedError:  # before RuntimeError, its base class
+        method = archive.getinfo(member).compress_type
+        raise ValueError(
+            f"member {member} is compressed with method {method}, which Python's zipfile does "
+            "not read; np.savez and np.savez_compressed write ones it does"
+        ) from None
+    except RuntimeError as err:  # encrypted, or a compression module missing from this Python
+        raise ValueError(str(err)) from None
 
 
 def from_npz(path: str | Path, batch: int = 64) -> Samples:
@@ -178,8 +209,8 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
             arrays = {key: _read(data.zip, member) for key, member in members.items()}
     except ConfigError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:  # missing,
-        raise ConfigError(f"{path}: not a readable .npz of arrays ({err})") from None  # not npz
+    except DAMAGED as err:  # missing, not an npz, damaged
+        raise ConfigError(f"{path}: not a readable .npz of arrays ({err})") from None
     except (TypeError, AttributeError):  # np.load gave one array: an .npy file
         raise ConfigError(f"{path}: one array (.npy?), not an .npz of x, y and mi") from None
     except MemoryError:  # more than this machine has free, though within MAX_ARRAY_BYTES

@@ -118,6 +118,20 @@ def test_bad_input_exits_2_naming_it(
             "--out: {tmp}/header.csv is also the --from-csv file",
         ),
         (["--out", "{tmp}/t", "--csv", "{tmp}/t"], "--csv: {tmp}/t is also the --out file"),
+        # "" ran every estimator (or coupling): the whole default benchmark, hours
+        (["--estimators", ""], "--estimators: unknown name ''; choose from dv, infonce"),
+        (["--couplings", ""], "--couplings: unknown name ''; choose from bilinear"),
+        (["--estimators", "infonce,"], "--estimators: unknown name ''"),
+        (
+            ["--files", "{tmp}/encrypted.npz"],  # zipfile raised RuntimeError: a traceback
+            "encrypted.npz: not a readable .npz of arrays (File 'x.npy' is encrypted",
+        ),
+        (
+            ["--out", "{tmp}/t.partial.md", "--csv", "{tmp}/t.md"],
+            "--csv: its rows go to {tmp}/t.partial.md as the runs finish, which is also the "
+            "--out file",
+        ),
+        (["--csv", "{tmp}/p.csv"], "--csv: {tmp}/p.partial.csv is a named pipe"),
     ],
 )
 def test_bad_input_is_refused_before_any_training(
@@ -144,6 +158,7 @@ def test_bad_input_is_refused_before_any_training(
     (tmp_path / "task.csv").write_text(header + optimal)
     (tmp_path / "mi.csv").write_text(header + "gaussian,infonce,bilinear,,0,1.9\n")
     os.mkfifo(tmp_path / "pipe")  # open() waits for the other end: a hang before the check
+    os.mkfifo(tmp_path / "p.partial.csv")  # where the rows of --csv p.csv go as they finish
     np.save(tmp_path / "a.npy", np.zeros((3, 3)))
     rows = np.random.default_rng(0).normal(size=(400, 4))
     for name, arrays in {
@@ -158,6 +173,8 @@ def test_bad_input_is_refused_before_any_training(
         (tmp_path / name).parent.mkdir(exist_ok=True)
         np.savez(tmp_path / f"{name}.npz", **arrays)
     _npz_declaring(tmp_path / "x-declares-7-tib.npz", (10**12, 1), rows)
+    np.savez(tmp_path / "encrypted.npz", x=rows, y=rows, mi=np.array(1.0))
+    _flag_encrypted(tmp_path / "encrypted.npz")
     (tmp_path / "blank.csv").write_text(header + "gaussian,infonce,bilinear,2,0,1.9\n"
                                         "gaussian,,bilinear,2,0,1.9\n")  # fmt: skip
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
@@ -182,6 +199,23 @@ def _npz_declaring(path: Path, shape: tuple[int, ...], rows: np.ndarray) -> None
             buffer = io.BytesIO()
             np.save(buffer, array)
             archive.writestr(f"{key}.npy", buffer.getvalue())
+
+
+def _flag_encrypted(path: Path) -> None:
+    """Set the encryption bit (general purpose flag bit 0) of every member of zip `path`, in
+    its local and its central headers."""
+    import zipfile
+
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+    central = data.index(b"PK\x01\x02")  # the central directory, after every member's data
+    for info in members:
+        data[info.header_offset + 6] |= 1  # local header: signature, version, then the flags
+    for _ in members:
+        data[central + 8] |= 1  # central header: signature, two versions, then the flags
+        central = data.find(b"PK\x01\x02", central + 4)
+    path.write_bytes(bytes(data))
 
 
 ROW = "gaussian,infonce,bilinear"  # task, estimator, coupling
@@ -310,17 +344,47 @@ def test_rows_are_written_as_they_finish_and_kept_on_ctrl_c(
     capsys: pytest.CaptureFixture[str],
     ctrl_c_at_call: Callable[[object, str, int], None],
 ) -> None:
-    """A full run takes hours: --csv holds every finished row, and --from-csv redraws them."""
+    """A full run takes hours: its finished rows are kept in r.partial.csv beside --csv r.csv,
+    and --from-csv redraws them."""
     from ssvae_core.mi_bench import critics
 
     real = critics.train_estimator
     ctrl_c_at_call(critics, "train_estimator", 3)
     csv = tmp_path / "rows" / "r.csv"
+    partial = tmp_path / "rows" / "r.partial.csv"
     argv = ["--smoke-test", "--estimators", "infonce", "--couplings", "bilinear,gaussian",
             "--mis", "2,4", "--csv", str(csv)]  # fmt: skip
     assert main(argv) == 130
-    assert "the 2 rows done are in" in capsys.readouterr().err
-    rows = pd.read_csv(csv)
+    assert f"the 2 rows done are in {partial} (--from-csv" in capsys.readouterr().err
+    rows = pd.read_csv(partial)
     assert list(rows["coupling"]) == ["bilinear", "gaussian"] and rows["estimate"].notna().all()
+    assert not csv.exists()  # only a finished run writes it
     monkeypatch.setattr(critics, "train_estimator", real)
-    assert main(["--from-csv", str(csv), "--estimators", "infonce"]) == 0
+    assert main(["--from-csv", str(partial), "--estimators", "infonce"]) == 0
+
+
+def test_ctrl_c_leaves_the_previous_runs_rows_whole(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    ctrl_c_at_call: Callable[[object, str, int], None],
+) -> None:
+    """--csv was truncated at the new run's first row: Ctrl-C after it lost the previous
+    table. Now the file is the old one until the new one is complete, then the new one whole;
+    the rows kept as they finished go once it is written."""
+    from ssvae_core.mi_bench import critics
+
+    csv, partial = tmp_path / "r.csv", tmp_path / "r.partial.csv"
+    previous = "task,estimator,coupling,true_mi,seed,estimate\ngaussian,dv,bilinear,6,0,5.1\n"
+    csv.write_text(previous)
+    real = critics.train_estimator
+    ctrl_c_at_call(critics, "train_estimator", 2)
+    argv = ["--smoke-test", "--estimators", "infonce", "--couplings", "bilinear",
+            "--mis", "2,4", "--csv", str(csv)]  # fmt: skip
+    assert main(argv) == 130
+    assert csv.read_text() == previous
+    assert f"{csv} is as it was" in capsys.readouterr().err
+    assert list(pd.read_csv(partial)["true_mi"]) == [2.0]  # the run that finished
+    monkeypatch.setattr(critics, "train_estimator", real)
+    assert main(argv) == 0
+    assert len(pd.read_csv(csv)) == 4 and not partial.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tracemalloc
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,66 @@ def test_the_member_checked_is_the_member_read(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert pairs.dims == (1, 1) and peak < 2**24
+
+
+def _patched(path: Path, flags: int = 0, method: int | None = None) -> Path:
+    """Zip `path` with `flags` or'd into each member's general purpose flags and, if given,
+    its compression method set to `method`, in the local and the central headers alike."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+    central = data.index(b"PK\x01\x02")  # the central directory, after every member's data
+    for info in members:  # local: signature (4), version (2), flags (2), method (2)
+        data[info.header_offset + 6] |= flags
+        if method is not None:
+            data[info.header_offset + 8 : info.header_offset + 10] = method.to_bytes(2, "little")
+    for _ in members:  # central: signature (4), two versions (4), flags (2), method (2)
+        data[central + 8] |= flags
+        if method is not None:
+            data[central + 10 : central + 12] = method.to_bytes(2, "little")
+        central = data.find(b"PK\x01\x02", central + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _corrupt_lzma(path: Path) -> Path:
+    """An .npz of LZMA members whose x stream is damaged past its header."""
+    rows = np.random.default_rng(0).normal(size=(400, 2))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_LZMA) as archive:
+        _arrays(archive, x=rows, y=rows, mi=np.array(1.0))
+    data = bytearray(path.read_bytes())
+    start = data.index(b"x.npy") + len("x.npy") + 20  # into the compressed data, past its props
+    data[start : start + 100] = bytes(b ^ 0x5A for b in data[start : start + 100])
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        pytest.param(
+            lambda path: _patched(path, flags=1),
+            "File 'x.npy' is encrypted, password required",
+            id="encrypted",  # RuntimeError from zipfile
+        ),
+        pytest.param(
+            lambda path: _patched(path, method=99),
+            "member x.npy is compressed with method 99, which Python's zipfile does not read",
+            id="aes",  # NotImplementedError from zipfile
+        ),
+        pytest.param(_corrupt_lzma, "Corrupt input data", id="lzma"),  # LZMAError
+    ],
+)
+def test_a_member_zipfile_cannot_read_is_refused_as_an_unreadable_file(
+    tmp_path: Path, damage: Callable[[Path], Path], message: str
+) -> None:
+    """Each raised an error of zipfile's (or lzma's) that was not caught: a traceback."""
+    rows = np.random.default_rng(0).normal(size=(400, 2))
+    path = damage(_write(tmp_path / "p.npz", x=rows, y=rows, mi=1.0))
+    with pytest.raises(ConfigError) as err:
+        from_npz(path)
+    assert str(err.value).startswith(f"{path}: not a readable .npz of arrays (")
+    assert message in str(err.value)
 
 
 def test_members_other_than_x_y_and_mi_are_never_read(tmp_path: Path) -> None:
