@@ -79,7 +79,11 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from ssvae_core import loader, preflight
 
-    cfg = loader.load(args.preset, args.config, args.overrides)
+    values = loader.given(args.config, args.overrides)
+    cfg = loader.from_preset(args.preset, values)
+    if unused := loader.ignored(cfg, values):
+        print(f"ssvae train: warning: train.mode {cfg.train.mode} does not use "
+              f"{', '.join(unused)} (set, but nothing reads it)", file=sys.stderr)  # fmt: skip
     preflight.check_run(cfg)
     from ssvae_core import run_files
     from ssvae_core.checkpoint import CHECKPOINT_FILE

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from ssvae_core.config import DEFAULT_PRESET, PRESETS, RunConfig
+from ssvae_core.config import DEFAULT_PRESET, PRESETS, RunConfig, flatten, used
 from ssvae_core.errors import ConfigError, check_name, key_shown, shown
 from ssvae_core.safe_yaml import read_yaml, read_yaml_file
 
@@ -172,8 +172,22 @@ def load(
     preset: str = DEFAULT_PRESET, path: str | Path | None = None, overrides: Iterable[str] = ()
 ) -> RunConfig:
     """The config the CLI builds: a preset, then a YAML file, then ``key=value`` overrides."""
+    return from_preset(preset, given(path, overrides))
+
+
+def from_preset(preset: str, values: Mapping[str, Any]) -> RunConfig:
+    """A preset updated by nested `values` (`given`), validated."""
     check_name(preset, "--preset", PRESETS)
-    return from_dict(given(path, overrides), PRESETS[preset])
+    return from_dict(values, PRESETS[preset])
+
+
+def ignored(cfg: RunConfig, values: Mapping[str, Any]) -> list[str]:
+    """The dotted keys set in `values` (`given`) that `cfg`'s run does not use (`used`: an
+    untrained run has no optimiser, a supervised one no coupling); a key another kind of
+    coupling would take is refused when the config is built, not here."""
+    sections = {k: v for k, v in values.items() if isinstance(v, Mapping)}
+    used_keys = used(cfg)
+    return [key for key in flatten(sections) if key not in used_keys]
 
 
 def given(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:

@@ -428,3 +428,27 @@ def test_a_second_config_file_is_refused_not_silently_applied_alone(
         cli.main(argv)
     assert exited.value.code == 2
     assert "--config: given twice" in capsys.readouterr().err
+
+
+UNTRAINED = ["--set", "train.mode=untrained", "--set", "train.lr=9"]
+SUPERVISED = ["--set", "train.mode=supervised", "--set", "objective.estimator=nwj"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "unused"),
+    [  # an untrained run has no optimiser, epochs or batches; a supervised one no objective
+        (UNTRAINED, "untrained does not use train.batch_size, train.epochs, train.lr"),
+        (SUPERVISED, "supervised does not use objective.estimator"),
+    ],
+)
+def test_a_setting_the_run_does_not_use_is_named_once(
+    capsys: pytest.CaptureFixture[str], argv: list[str], unused: str
+) -> None:
+    assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--quiet", *argv]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and f"ssvae train: warning: train.mode {unused} (" in err
+
+
+def test_settings_the_run_uses_draw_no_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--quiet"]) == 0  # TINY: all used
+    assert "warning" not in capsys.readouterr().err
