@@ -118,8 +118,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 shown["loss"] = f"{metrics['loss']:.3f}"
             if "probe_error_px" in metrics:  # the probe's epochs only
                 shown["probe_px"] = f"{metrics['probe_error_px']:.2f}"
+            if not reported and metrics["epoch"] > 0:  # a fresh run reports epoch 0 first
+                _said(bar, f"resumed from {args.checkpoint_dir} after epoch {metrics['epoch'] - 1}")
+            reported.append(metrics["epoch"])
+            bar.n = metrics["epoch"]  # the epochs done, those restored included
             bar.set_postfix(shown)
-            bar.update(1 if metrics["epoch"] > 0 else 0)
+
+        reported: list[int] = []
 
         try:
             result = fit(cfg, report=progress, checkpoint_dir=args.checkpoint_dir, video=video)
@@ -133,6 +138,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_INFRA
+        if not reported and len(result.history) > 1:
+            _said(bar, f"the checkpoint in {args.checkpoint_dir} holds every epoch: none trained")
+        bar.n = max(len(result.history) - 1, 0) if result.status == "ok" else bar.n
+        bar.refresh()
     written = True
     if args.out:
         try:
@@ -149,6 +158,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         for key, value in metrics.items():
             print(f"{key:>16}: {value}")
     return EXIT_OK if result.status == "ok" and written else EXIT_FAILED
+
+
+def _said(bar: Any, line: str) -> None:
+    """One line on stderr above the progress bar (as the bar itself, even with --quiet)."""
+    bar.write(f"ssvae train: {line}", file=sys.stderr)
 
 
 def cmd_data(args: argparse.Namespace) -> int:

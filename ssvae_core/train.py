@@ -231,8 +231,8 @@ class Run:
             tic = time.perf_counter()
             try:
                 row: dict[str, float] = {"epoch": epoch, **self.train_epoch(epoch)}
-            except Diverged as err:
-                log.warning("run diverged: %s", err)
+            except Diverged as err:  # a result, said by whoever reads it (the CLI, a sweep's
+                log.info("run diverged: %s", err)  # tables): a warning here said it twice
                 return "diverged", str(err)
             self.end_epoch(row, tic, report, checkpoint_dir)
         return "ok", ""

@@ -452,3 +452,28 @@ def test_a_setting_the_run_does_not_use_is_named_once(
 def test_settings_the_run_uses_draw_no_warning(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--quiet"]) == 0  # TINY: all used
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_resumed_run_says_so_and_its_bar_counts_the_restored_epochs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bar ended at 2/4 after a resume, and at 0/4 on a finished checkpoint, silently."""
+    argv = ["train", *TINY, "--checkpoint-dir", str(tmp_path / "ck")]
+    assert cli.main([*argv, "--set", "train.epochs=2"]) == 0
+    assert "resumed" not in capsys.readouterr().err
+    assert cli.main([*argv, "--set", "train.epochs=3"]) == 0
+    err = capsys.readouterr().err
+    assert f"ssvae train: resumed from {tmp_path / 'ck'} after epoch 2" in err
+    assert "3/3" in err.split("\r")[-1]  # the bar's last state
+    assert cli.main([*argv, "--set", "train.epochs=3"]) == 0
+    err = capsys.readouterr().err
+    assert "holds every epoch: none trained" in err and "3/3" in err.split("\r")[-1]
+
+
+def test_a_diverged_run_is_said_once(tmp_path: Path) -> None:
+    """A logged warning said it a second time above the CLI's line (a real process: pytest
+    captures logging itself)."""
+    argv = ["train", *TINY, "--set", "train.lr=10", "--set", "train.epochs=1", "--quiet"]
+    done = subprocess.run([sys.executable, "-m", "ssvae_core.cli", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and done.stderr.count("diverged") == 1, done.stderr
