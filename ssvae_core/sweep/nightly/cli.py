@@ -5,6 +5,10 @@
                   [--storage-path DIR]
     ssvae nightly history SPEC_NAME [--out DIR] [--history K] [--tracking-uri URI]
 
+``history`` takes only its three options: one of the others (`NOT_HISTORY`) is refused, exit 2,
+rather than ignored. It only reads: a sqlite ``--tracking-uri`` must name an existing MLflow
+database (`report.check_database`), which it neither creates nor changes.
+
 Exit status: 0 baseline / pass / improvement, 1 regression, 2 bad input (before any
 compute), 3 infrastructure (MLflow unreachable, an overlapping nightly, errored trials).
 """
@@ -12,6 +16,7 @@ compute), 3 infrastructure (MLflow unreachable, an overlapping nightly, errored 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,13 +40,29 @@ DESCRIPTION = (
 )
 
 
+USAGE = """\
+%(prog)s SPEC [--baseline last|RUN_ID] [--history K] [--set KEY=VALUE ...]
+                     [--tracking-uri URI] [--address A] [--notify URL] [--name NAME]
+                     [--storage-path DIR]
+       %(prog)s history SPEC_NAME [--out DIR] [--history K] [--tracking-uri URI]"""
+# the options of `nightly SPEC` that `nightly history` has no use for: given, they are refused
+NOT_HISTORY = {
+    "baseline": "--baseline", "overrides": "--set", "address": "--address",
+    "notify": "--notify", "name": "--name", "storage_path": "--storage-path",
+}  # fmt: skip
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``nightly`` to an argparse subparsers object; returns its parser."""
+    """Add ``nightly`` to an argparse subparsers object; returns its parser. Every option of
+    `NOT_HISTORY` defaults to None (``--set`` to []), so that `run` sees which were given."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "nightly", help="a scheduled ablation compared with its baseline", description=DESCRIPTION
+        "nightly",
+        help="a scheduled ablation compared with its baseline",
+        description=DESCRIPTION,
+        usage=USAGE,
     )
     parser.add_argument("target", type=path_arg, nargs="+", metavar="SPEC | history SPEC_NAME")
-    parser.add_argument("--baseline", default="last", help="last (default) or a parent run id")
+    parser.add_argument("--baseline", help="last (default) or a parent run id")
     parser.add_argument(
         "--history",
         type=int,
@@ -64,7 +85,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--storage-path", type=path_arg, help="where sweeps live (default: runs/sweeps)"
     )
-    parser.add_argument("--out", type=path_arg, help="history: write its table and figure here")
+    parser.add_argument(
+        "--out", type=path_arg, help="history only: write its table and figure here"
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -79,6 +102,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if (is_history and len(target) != 2) or (not is_history and len(target) != 1):
             raise ConfigError("usage: ssvae nightly SPEC ... | ssvae nightly history SPEC_NAME")
+        if is_history:
+            given = [f for key, f in NOT_HISTORY.items() if getattr(args, key) not in (None, [])]
+            check(
+                not given,
+                ", ".join(given),
+                "not for 'ssvae nightly history SPEC_NAME', which takes only --out, --history "
+                "and --tracking-uri (the others are for 'ssvae nightly SPEC')",
+            )
         if args.history is not None and args.history < 0:
             raise ConfigError(f"--history: must be >= 0, got {args.history}")
         if args.notify is not None:
@@ -115,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         from ssvae_core.sweep.nightly.run import NightlyOptions, run_nightly
 
         options = NightlyOptions(
-            baseline=args.baseline,
+            baseline="last" if args.baseline is None else args.baseline,
             history=args.history,
             tracking_uri=uri,
             address=args.address,
@@ -175,6 +206,9 @@ def _history(name: str, uri: str, args: argparse.Namespace) -> int:
     """The history table and figure of spec `name`'s nightlies, from MLflow alone."""
     from ssvae_core.sweep.nightly.report import history_report
 
-    for path in history_report(name, uri, history_dir(name, args.out), args.history):
+    where = "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI"
+    if not args.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        where = f"--tracking-uri (default {uri})"
+    for path in history_report(name, uri, history_dir(name, args.out), args.history, where):
         print(path)
     return EXIT_OK

@@ -36,12 +36,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from ssvae_core.sweep.tables import cell_label
 
 MIN_HISTORY = 3  # nights needed for a median and MAD; fewer: z is NaN, the paired rule alone
 MAD_TO_SD = 1.4826  # MAD of a normal sample times this estimates its standard deviation
 MIN_SLOWDOWN_S = 0.5  # a slowdown must also add this much a trial (tiny trials only jitter)
+NUMBER_COLUMNS = ("probe_error_px", "seconds")  # a trials table's columns of numbers
 SEVERITY = {
     "failed": "regression", "regression": "regression", "improvement": "improvement",
     "within_history": "warning", "lost": "warning", "missing": "warning",
@@ -175,12 +177,42 @@ def _indexed(
     if absent:
         raise ValueError(f"trials table lacks column {absent[0]!r}; it has {list(trials.columns)}")
 
+    if (problem := not_numbers(trials)) is not None:
+        raise ValueError(f"trials table: {problem}")
+    numbers = {column: trials[column].astype(float) for column in NUMBER_COLUMNS}
     out = trials.assign(cell=cell_label(trials, cell_axes), seed=cell_label(trials, seed_axes))
+    out = out.assign(**numbers)
     twice = out[out.duplicated(["cell", "seed"])].head(1).to_dict("records")
     if twice:
         where = f"cell {twice[0]['cell']} has seed {twice[0]['seed']}"
         raise ValueError(f"{where} twice: a grid has one trial per cell and seed")
     return out
+
+
+def not_numbers(trials: pd.DataFrame) -> str | None:
+    """What in `trials` is not a number where `NUMBER_COLUMNS` need one (a damaged table:
+    pandas reads a column with one ``abc`` as text, and its median is a TypeError), or None.
+    An empty cell is a number here (NaN: a trial that diverged has no probe error)."""
+    for column in NUMBER_COLUMNS:
+        values = trials[column] if column in trials.columns else pd.Series([], dtype=float)
+        if is_numeric_dtype(values) and not is_bool_dtype(values):
+            continue
+        for row, value in enumerate(values):
+            if not _number(value):
+                return f"column {column!r} holds {str(value)[:40]!r} in row {row + 1}, not a number"
+    return None
+
+
+def _number(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def unfit(trials: pd.DataFrame, cell_axes: Sequence[str], seed_axes: Sequence[str]) -> str | None:

@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 
 from ssvae_core.errors import ConfigError
 from ssvae_core.sweep import process
+from ssvae_core.sweep.nightly.compare import not_numbers
 from ssvae_core.sweep.tracking import PROCESS_TAG, STATUS_TAG, TrackingUnavailable
 
 log = logging.getLogger(__name__)
@@ -143,10 +144,11 @@ def trials(client: MlflowClient, run: Any) -> pd.DataFrame:
 
 class Tables:
     """Nights' trials tables, each downloaded once. A night whose table cannot be read (its
-    artifact gone or damaged) or does not fit the grid it is read against (`fits`: what is
-    wrong, or None; the spec gained or lost an axis since) is left out, with one warning
-    naming it and why (`why`, of the last night read); only an MLflow that no longer answers
-    is an error (`TrackingUnavailable`)."""
+    artifact gone or damaged: not a CSV, or text where `compare` needs a number, whose median
+    would be a TypeError) or does not fit the grid it is read against (`fits`: what is wrong,
+    or None; the spec gained or lost an axis since) is left out, with one warning naming it
+    and why (`why`, of the last night read); only an MLflow that no longer answers is an
+    error (`TrackingUnavailable`)."""
 
     def __init__(
         self,
@@ -176,7 +178,7 @@ class Tables:
 
     def _download(self, run: Any) -> pd.DataFrame | None:
         try:
-            return trials(self.mlflow, run)
+            table = trials(self.mlflow, run)
         except ValueError as err:  # downloaded, but not a table (pandas' errors, UTF-8)
             self._leave_out(
                 run, f"has a damaged trials.csv ({type(err).__name__}: {str(err)[:200]})"
@@ -184,6 +186,10 @@ class Tables:
         except Exception as err:
             self._check_missing(run, err)
             self._leave_out(run, "has no trials.csv")
+        else:  # a table, but text where a number belongs: its medians were a TypeError
+            if (problem := not_numbers(table)) is None:
+                return table
+            self._leave_out(run, f"has a damaged trials.csv ({problem})")
         return None
 
     def _leave_out(self, run: Any, why: str) -> None:

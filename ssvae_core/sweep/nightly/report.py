@@ -2,12 +2,17 @@
 
 The newest finished nightly is compared again with the ones before it (`compare`), and the
 cells' medians per night are written as ``history.csv`` and ``history.md`` beside the
-figure of each cell's history (``cell-history.png``) and the verdict of every night.
+figure of each cell's history (``cell-history.png``) and the verdict of every night. It only
+reads: a sqlite URI must name an MLflow database that exists (`check_database`, exit 2).
 """
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import stat
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,60 @@ from ssvae_core.sweep.tracking import TrackingUnavailable, resolve_uri
 DEFAULT_NIGHTS = 7
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def check_database(uri: str, where: str = "--tracking-uri") -> None:
+    """A sqlite `uri` must name an MLflow database that exists: MLflow would create a missing
+    one (and its folders), fill an empty one with its tables, and retry a directory or a named
+    pipe for minutes; the history only reads. A `ConfigError` naming `where` and the path;
+    other URIs (a server, another database) pass, and are asked by `_nights`."""
+    scheme, _, rest = uri.partition("://")
+    if scheme.lower().split("+")[0] != "sqlite" or not rest.startswith("/"):
+        return  # sqlite:// is a database in memory: nothing on disk
+    path = Path(rest[1:].split("?")[0])  # sqlite:///rel.db (`resolve_uri`), sqlite:////abs.db
+    why = _not_a_database(path)
+    if why is not None:
+        raise ConfigError(
+            f"{where}: {path} {why}; 'ssvae nightly history' reads an MLflow database that "
+            "exists, and creates none"
+        )  # a sqlite URI: no password
+
+
+def _not_a_database(path: Path) -> str | None:
+    """Why the file at `path` is not an MLflow database, or None (it is, or may be). Opened
+    without blocking, so that a named pipe is told, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
+        return "does not exist"
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            return "is a directory, not a database file"
+        if not stat.S_ISREG(mode):
+            return f"is a {'named pipe' if stat.S_ISFIFO(mode) else 'device or socket'}, not a file"
+        header = os.read(fd, len(SQLITE_HEADER))
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    finally:
+        os.close(fd)
+    if header != SQLITE_HEADER:
+        return "is empty, not a database" if not header else "is not a SQLite database"
+    try:  # read-only; only a clear answer counts (a locked database: MLflow decides)
+        with closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+        ) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error:
+        return None
+    if not {"experiments", "runs"} <= tables:
+        return "is a SQLite database without MLflow's tables"
+    return None
+
+
 def _nights(uri: str, name: str) -> list[Any]:
     """The spec's finished nightlies in every experiment, newest first."""
     try:
@@ -42,9 +101,13 @@ def _nights(uri: str, name: str) -> list[Any]:
     return runs
 
 
-def history_report(name: str, uri: str, out: Path, nights: int | None = None) -> list[Path]:
-    """Write the history of spec `name` into `out`; the paths. ConfigError: no nightly."""
+def history_report(
+    name: str, uri: str, out: Path, nights: int | None = None, where: str = "--tracking-uri"
+) -> list[Path]:
+    """Write the history of spec `name` into `out`; the paths. ConfigError: no nightly, or a
+    sqlite `uri` (given as `where`) that names no MLflow database (`check_database`)."""
     uri = resolve_uri(uri)
+    check_database(uri, where)
     runs = _nights(uri, name)
     if not runs:
         raise ConfigError(f"{name}: no finished nightly of this spec at {url_shown(uri)}")

@@ -1,0 +1,242 @@
+"""``ssvae nightly history`` and the past nights ``ssvae nightly`` reads, without Ray.
+
+MLflow is a sqlite file in the test's folder; its nights are parent runs made by hand, each
+with a ``trials.csv`` artifact. Nothing here starts Ray (the one test that drives
+`run_nightly` replaces its sweep with tonight's table, written by hand).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("mlflow")
+
+from sweep_helpers import write_spec
+
+from ssvae_core import cli
+from ssvae_core.sweep.nightly.compare import compare, unfit
+
+TAGS = {"ssvae.nightly": "true", "ssvae.sweep": "tonight", "ssvae.role": "parent"}
+CELLS, SEEDS = ["method"], ["train.seed"]
+
+
+@pytest.fixture
+def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory (where a default ``mlflow.db`` would land)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path
+
+
+def _trials(px: float = 0.5) -> pd.DataFrame:
+    """A night of the grid method x train.seed, every trial ok."""
+    rows = [{"tuner_run": "grid", "trial_id": f"t{i}", "method": method, "train.seed": seed,
+             "status": "ok", "probe_error_px": px + seed / 100, "seconds": 1.0}
+            for i, (method, seed) in enumerate((m, s) for m in ("gaussian", "untrained")
+                                               for s in range(3))]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _damaged(column: str, value: str) -> pd.DataFrame:
+    table = _trials()
+    table[column] = table[column].astype(object)
+    table.loc[1, column] = value
+    return table
+
+
+def _store(folder: Path, nights: list[tuple[str, pd.DataFrame]], experiment_name: str) -> str:
+    """A sqlite MLflow in `folder` with finished nightlies of spec "tonight", oldest first;
+    -> its URI."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep.tracking import experiment
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client, experiment_id = MlflowClient(uri), experiment(uri, experiment_name)
+    start = int(time.time() * 1000) - 10_000
+    for i, (name, table) in enumerate(nights):
+        run = client.create_run(experiment_id, run_name=name, tags=TAGS, start_time=start + i)
+        csv = folder / "upload" / "trials.csv"
+        csv.parent.mkdir(exist_ok=True)
+        table.to_csv(csv, index=False)
+        client.log_artifact(run.info.run_id, str(csv))
+        client.set_terminated(run.info.run_id, "FINISHED")
+    return uri
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under `folder`, with its size and modification time."""
+    return {str(p): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+# ------------------------------------------------- 1. a past night with text in a number
+
+
+@pytest.mark.parametrize(("column", "value"), [("probe_error_px", "abc"), ("seconds", "x")])
+def test_history_leaves_out_a_night_with_text_where_a_number_belongs(
+    here: Path, caplog: pytest.LogCaptureFixture, column: str, value: str
+) -> None:
+    """It crashed (exit 1, ``TypeError: dtype 'str' does not support operation 'median'``)."""
+    bad = ("bad", _damaged(column, value))  # the newest night's baseline
+    nights = [("n1", _trials()), ("n2", _trials()), bad, ("n4", _trials(0.6))]
+    uri = _store(here / "store", nights, "tonight")
+    argv = ["nightly", "history", "tonight", "--tracking-uri", uri, "--out", "o"]
+    assert cli.main(argv) == 0
+    assert list(pd.read_csv(here / "o" / "history.csv", index_col="cell").columns) == [
+        "n4", "n2", "n1"
+    ]  # fmt: skip
+    said = f"has a damaged trials.csv (column {column!r} holds {value!r} in row 2"
+    assert "nightly bad (" in caplog.text and said in caplog.text
+
+
+def test_compare_names_text_in_a_number_column_instead_of_a_type_error() -> None:
+    damaged = _damaged("probe_error_px", "abc")
+    why = "column 'probe_error_px' holds 'abc' in row 2, not a number"
+    assert unfit(damaged, CELLS, SEEDS) == f"trials table: {why}"
+    with pytest.raises(ValueError, match=why):
+        compare(_trials(), damaged, [damaged], CELLS, SEEDS)
+    diverged = _trials()
+    diverged.loc[0, ["status", "probe_error_px"]] = ["diverged", None]  # empty: still a table
+    assert unfit(diverged, CELLS, SEEDS) is None
+    assert compare(_trials(), diverged, [diverged], CELLS, SEEDS).verdict == "pass"
+
+
+def test_tables_leave_out_a_damaged_night_so_tonights_comparison_goes_on(here: Path) -> None:
+    """What ``ssvae nightly`` reads before its verdict: `history.Tables` over MLflow."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep.nightly import history
+
+    nights = [("n1", _trials()), ("n2", _trials()), ("bad", _damaged("seconds", "x"))]
+    uri = _store(here / "store", nights, "tonight")
+    client = MlflowClient(uri)
+    experiment_id = client.get_experiment_by_name("tonight").experiment_id
+    runs = history.nightlies(client, experiment_id, "tonight", "FINISHED")
+    tables = history.Tables(client, uri, lambda table: unfit(table, CELLS, SEEDS))
+    read = [tables.read(run) for run in runs]  # newest first: bad, n2, n1
+    assert read[0] is None and "column 'seconds' holds 'x'" in tables.left_out[runs[0].info.run_id]
+    past = [table for table in read if table is not None]
+    assert compare(_trials(), past[0], past, CELLS, SEEDS).verdict == "pass"
+
+
+def test_nightly_compares_tonight_with_the_nights_before_a_damaged_one(
+    here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run_nightly` from its start to its verdict, its sweep replaced by tonight's table."""
+    pytest.importorskip("ray")  # run.py imports the runner; Ray itself is never started
+    from ssvae_core.sweep import spec as specs
+    from ssvae_core.sweep.nightly import run
+    from ssvae_core.sweep.runner import SweepResult
+
+    spec = specs.load(write_spec(here, "tonight", "grid: {method: [gaussian, untrained], "
+                                 "train.seed: [0, 1, 2]}\n"))  # fmt: skip
+    nights = [("n1", _trials()), ("n2", _trials()), ("bad", _damaged("probe_error_px", "abc"))]
+    uri = _store(here / "store", nights, spec.experiment)
+    directory = here / "runs" / "tonight-1"
+
+    def sweep(*args: Any, **kwargs: Any) -> SweepResult:
+        directory.mkdir(parents=True)
+        _trials().to_csv(directory / "trials.csv", index=False)
+        return SweepResult(pd.DataFrame(), _trials(), directory, "p1", uri)
+
+    monkeypatch.setattr(run, "run_sweep", sweep)
+    monkeypatch.setattr(run, "_report", lambda spec, result, comparison, *_: comparison)
+    options = run.NightlyOptions(tracking_uri=uri, storage_path=here / "runs")
+    comparison: Any = run.run_nightly(spec, options)
+    assert comparison.verdict == "pass"  # against n2, the newest night that can be read
+    assert set(comparison.nights["night"]) == {0, 1, 2}  # tonight, n2, n1
+
+
+# ------------------------------------------- 2. a sqlite file that is not an MLflow database
+
+
+def _not_databases(folder: Path) -> dict[str, Path]:
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.db")
+    (folder / "dir.db").mkdir()
+    (folder / "empty.db").write_bytes(b"")
+    (folder / "text.db").write_text("not a database\n")
+    with sqlite3.connect(folder / "other.db") as db:
+        db.execute("CREATE TABLE notes (x)")
+    return {
+        "does not exist": folder / "a" / "b" / "c" / "none.db",
+        "is a directory": folder / "dir.db",
+        "is a named pipe": folder / "pipe.db",
+        "is empty": folder / "empty.db",
+        "is not a SQLite database": folder / "text.db",
+        "is a SQLite database without MLflow's tables": folder / "other.db",
+    }
+
+
+def test_history_refuses_a_sqlite_path_that_is_no_mlflow_database_and_creates_nothing(
+    here: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A missing file was created (with its folders) and filled with MLflow's tables; an
+    empty one filled; a directory took 106 s of MLflow's retries, a named pipe 56 s."""
+    paths = _not_databases(here / "files")
+    before = _listing(here)
+    for why, path in paths.items():
+        started = time.monotonic()
+        argv = ["nightly", "history", "tonight", "--tracking-uri", f"sqlite:///{path}"]
+        assert cli.main([*argv, "--out", "o"]) == 2, why
+        assert time.monotonic() - started < 10, why
+        err = capsys.readouterr().err
+        assert f"error: --tracking-uri: {path} {why}" in err
+        assert err.count("\n") == 1, err
+    assert _listing(here) == before  # nothing created, nothing changed
+    assert "Creating initial MLflow database tables" not in caplog.text
+
+
+def test_history_with_the_default_uri_creates_no_mlflow_db(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["nightly", "history", "tonight"]) == 2
+    err = capsys.readouterr().err
+    assert f"--tracking-uri (default sqlite:///mlflow.db): {here / 'mlflow.db'} does not" in err
+    assert list(here.iterdir()) == []
+
+
+# ------------------------------------------------- 3. options that history has no use for
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--set", "train.lr=abc"],
+        ["--baseline", "nonexistent-run"],
+        ["--name", "../../x"],
+        ["--address", "auto"],
+        ["--notify", "http://127.0.0.1:9/hook"],
+        ["--storage-path", "elsewhere"],
+        ["--set", "train.lr=abc", "--baseline", "nonexistent-run", "--name", "../../x"],
+    ],
+)
+def test_history_refuses_the_options_of_a_night(
+    here: Path, capsys: pytest.CaptureFixture[str], extra: list[str]
+) -> None:
+    """They were ignored, exit 0."""
+    uri = _store(here / "store", [("n1", _trials())], "tonight")
+    argv = ["nightly", "history", "tonight", "--tracking-uri", uri, "--out", "o"]
+    assert cli.main([*argv, *extra]) == 2
+    said = capsys.readouterr().err.splitlines()[-1]
+    assert ": not for 'ssvae nightly history SPEC_NAME', which takes only --out" in said
+    named = said.split("error: ")[1].split(": not for")[0].split(", ")
+    assert sorted(named) == sorted(flag for flag in extra if flag.startswith("--"))
+    assert not (here / "o").exists()
+    assert cli.main(argv) == 0  # the same without them
+
+
+def test_a_night_still_takes_its_options() -> None:
+    argv = ["nightly", "s.yaml", "--baseline", "abc", "--set", "a=1", "--name", "n", "--address",
+            "auto", "--notify", "http://h/x", "--storage-path", "s", "--history", "3",
+            "--tracking-uri", "sqlite:///m.db"]  # fmt: skip
+    args = cli.build_parser().parse_args(argv)
+    assert (args.baseline, args.overrides, args.name, args.history) == ("abc", ["a=1"], "n", 3)
+    assert cli.build_parser().parse_args(["nightly", "s.yaml"]).baseline is None  # = "last"
