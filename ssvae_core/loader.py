@@ -105,6 +105,8 @@ def nest(values: Any, where: str = ROOT, _open: frozenset[int] = frozenset()) ->
     nested: dict[str, Any] = {}
     for key, value in values.items():
         *parents, leaf = str(key).split(".")
+        if "" in (*parents, leaf) and parents:  # ".train.lr", "train..lr", "train.lr."
+            raise ConfigError(f"{_dotted(where, key)}: an empty name between dots")
         node = nested
         for depth, part in enumerate(parents, 1):
             node = node.setdefault(part, {})

@@ -108,6 +108,18 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
     return size
 
 
+def _one_line(err: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: where (line and column) and what, without the quoted
+    source and caret it prints below (a message is one line)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None)
+    if mark is not None and problem:
+        context = getattr(err, "context", None)
+        said = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        return said + (f" ({context})" if context else "")
+    return " ".join(str(err).replace('"<unicode string>", ', "").split())
+
+
 def read_yaml(text: str, where: str = "<yaml>") -> Any:
     """Parse YAML text safely, bounded in size; `where` (a path) names it in errors."""
     if len(text.encode("utf-8", "replace")) > MAX_YAML_BYTES:
@@ -125,8 +137,7 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
             )
         return loader.construct_document(node)
     except yaml.YAMLError as err:  # a control character is refused before loader.name is set
-        said = str(err).replace('"<unicode string>"', f'"{where}"')
-        raise ConfigError(f"{where}: not valid YAML: {said}") from None
+        raise ConfigError(f"{where}: not valid YAML: {_one_line(err)}") from None
     except RecursionError:  # PyYAML's parser recurses once per level ([[[[...]]]])
         raise ConfigError(f"{where}: nested too deeply; not a config") from None
     finally:

@@ -244,7 +244,11 @@ def _methods(raw: Any) -> dict[str, dict[str, Any]]:
     check(isinstance(extra, Mapping), "methods", f"expected a mapping, got {shown(extra)}")
     methods = deepcopy(config.METHODS)
     for name, bundle in extra.items():  # a built-in one updated, not replaced
-        loader.merge(methods.setdefault(str(name), {}), loader.nest(bundle, f"methods.{name}"))
+        nested = loader.nest(bundle, f"methods.{name}")
+        for part, values in nested.items():  # `train: 5` was named `train` alone, later
+            ok = isinstance(values, Mapping)
+            check(ok, f"methods.{name}.{part}", f"expected a mapping, got {shown(values)}")
+        loader.merge(methods.setdefault(str(name), {}), nested)
     return methods
 
 

@@ -103,6 +103,11 @@ BAD_SPECS = [
         "grid: {method: [gaussian], train: [{seed: 0}, {seed: 1}]}",
         "grid.train",
     ),
+    (  # named `train` alone, as if the file's own section were wrong
+        "a-method-setting-a-section-to-a-value",
+        "methods: {bilinear: {train: 5}}\ngrid: {method: [bilinear]}",
+        "methods.bilinear.train",
+    ),
     (  # unused, so never checked; both cells trained the built-in gaussian
         "a-misspelt-method",
         "methods: {gausian: {train.lr: 0.02}}\ngrid: {method: [gaussian, bilinear]}",
