@@ -230,6 +230,22 @@ def test_report_command_refuses_another_sweeps_table_and_an_out_it_cannot_write(
     assert f"--out: cannot write to {tmp_path / 'f' / 'out'}" in capsys.readouterr().err
 
 
+def test_report_refuses_text_on_an_axis_of_numbers_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``abc`` as N was pandas' 'Unable to parse string' (exit 1), naming neither."""
+    directory = tmp_path / "negatives"
+    directory.mkdir()
+    axes = {"coupling.kind": ["gaussian"], "objective.n_negatives": [1, 4], "train.seed": [0]}
+    trials = _trials(axes, {"probe_error_px": [2.0, 1.0], "mi_estimate": [0.5, 1.0]})
+    trials = trials.assign(seconds=1.0).astype(object)
+    trials.loc[1, "objective.n_negatives"] = "abc"
+    trials.to_csv(directory / "trials.csv", index=False)
+    argv = ["report", str(REPO / "sweeps" / "negatives.yaml"), "--storage-path", str(tmp_path)]
+    assert cli.main(argv) == 2
+    assert "row 2: objective.n_negatives holds 'abc', not a number" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("blocked", ["summary.md", "fig1c.png"])
 def test_a_report_that_cannot_write_a_file_says_which_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], blocked: str

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from ssvae_core.config import RunConfig
 from ssvae_core.errors import ConfigError, shown
 from ssvae_core.files import write_text
-from ssvae_core.sweep.grid import METHOD_AXIS
+from ssvae_core.sweep.grid import ABSENT, METHOD_AXIS
 from ssvae_core.sweep.sections import SEED_AXES
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ def check_values(
     would misread (``ssvae report`` on a table edited or written elsewhere): a metric that is
     no number (``abc`` was dropped by one study and a traceback in another; ``True`` was
     drawn as 1), a seed that is no integer (``0.5`` became a seed of its own), a method the
-    sweep's grid does not have. An empty cell is a trial that failed, or an axis another
-    block of the grid has."""
+    sweep's grid does not have, text on an axis of numbers. An empty cell is a trial that
+    failed, or an axis another block of the grid has."""
     import pandas as pd
 
     def refuse(column: str, bad: pd.Series, what: str) -> None:
@@ -132,6 +132,11 @@ def check_values(
             bad = values.notna() & ~values.astype(str).isin([str(v) for v in allowed])
             if bad.any():
                 refuse(column, bad, f"a method of the grid ({', '.join(map(str, allowed))})")
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in allowed):
+            numbers = pd.to_numeric(values, errors="coerce")  # objective.n_negatives: `abc`
+            bad = values.notna() & numbers.isna() & (values.astype(str) != ABSENT)
+            if bad.any():  # was pandas' "Unable to parse string" with neither row nor column
+                refuse(column, bad, "a number")
 
 
 def write(
