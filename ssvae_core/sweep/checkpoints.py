@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 
 KEEP = None  # CheckpointConfig(num_to_keep=KEEP): every one, until `prune`
 INDEX = re.compile(r"checkpoint_(\d+)")
-TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5})_")  # Ray's trial id in its trial folder's name
+# Ray's trial id in its trial folder's name, ``{trainable}_{id}_{index}_{params}_{date}``: a
+# grid's (``590e0_00003``) or a searcher's (``4497fae4``)
+TRIAL_ID = re.compile(r"_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_\d+_")
 PERIOD_S = 10.0  # `Pruner` reads Ray's state at most this often (Ray saves it about as often)
 
 
@@ -63,20 +65,22 @@ def saved(tuner_dir: Path) -> dict[str, int]:
 
 
 def _remove(tuner_dir: Path, drop: Callable[[int, int], bool], what: str) -> list[Path]:
-    """Remove the checkpoints ``checkpoint_<i>`` of each trial `saved` knows, found in one
-    directory, for which ``drop(i, named)``; -> those removed. One that cannot be removed is
-    a warning."""
+    """Remove the checkpoints ``checkpoint_<i>`` of each trial `saved` knows, for which
+    ``drop(i, named)``, in its one folder (of those with its id, the one holding the named
+    checkpoint: a trial made again on a resume gets a folder of a new date); -> those
+    removed. One that cannot be removed is a warning."""
     dirs: dict[str, list[Path]] = {}
     for path in tuner_dir.iterdir():
-        if (found := TRIAL_ID.search(path.name)) and path.is_dir() and not path.is_symlink():
-            dirs.setdefault(found.group(1), []).append(path)
+        if (match := TRIAL_ID.search(path.name)) and path.is_dir() and not path.is_symlink():
+            dirs.setdefault(match.group(1), []).append(path)
     removed = []
     for trial_id, named in saved(tuner_dir).items():
-        if len(dirs.get(trial_id, ())) != 1:
+        found = dirs.get(trial_id, [])  # two: one made again on a resume (a new date)
+        if named >= 0:
+            found = [d for d in found if (d / f"checkpoint_{named:06d}").is_dir()]
+        if len(found) != 1:
             continue
-        [trial_dir] = dirs[trial_id]
-        if named >= 0 and not (trial_dir / f"checkpoint_{named:06d}").is_dir():
-            continue
+        [trial_dir] = found
         for checkpoint in trial_dir.glob("checkpoint_*"):
             index = INDEX.fullmatch(checkpoint.name)
             if index is None or not drop(int(index.group(1)), named) or checkpoint.is_symlink():
@@ -101,9 +105,11 @@ def prune(tuner_dir: Path) -> list[Path]:
 def unsaved(tuner_dir: Path) -> list[Path]:
     """Before ``--resume``: remove each trial's checkpoints newer than the one its last
     result in Ray's saved state names (all of them for a trial with no result yet): taken
-    after Ray last saved it; -> those removed. Ray restores the trial from an older one and
-    writes the next ones into the same folders over what is there, so a file the new one
-    lacks (an MLflow backlog sent since) would outlive it; their epochs are trained again."""
+    after Ray last saved it; -> those removed. Ray restores the trial from the named one (or
+    the one before, `prune`) and writes the next ones into the same folders over what is
+    there, so a file the new one lacks would outlive it; their epochs are trained again.
+    The named one itself may be written over: the trainable writes the same files each
+    time (its MLflow backlog an empty file when there is none, `runlog`)."""
     return _remove(tuner_dir, lambda index, named: index > named, "an unsaved")
 
 

@@ -62,6 +62,22 @@ def test_prune_keeps_the_checkpoint_the_saved_state_names_the_one_before_and_the
     assert checkpoints.prune(tuner_dir) == []  # one taken after Ray saved its state is kept
 
 
+def test_a_searchers_trial_ids_and_a_trial_made_again_on_a_resume_are_found(
+    tmp_path: Path,
+) -> None:
+    """A searcher names trials ``4497fae4``, not ``590e0_00003``: none of an Optuna sweep's
+    checkpoints was pruned. A trial made again on a resume gets a folder of a new date."""
+    tuner_dir = _tuner_dir(tmp_path, {"4497fae4": "checkpoint_000003", "0c1d2e3f": None})
+    again = tuner_dir / "train_trial_4497fae4_0_cell=0_2026-12-07_11-00-00" / "checkpoint_000000"
+    again.mkdir(parents=True)  # the same id, a later life that has not reached checkpoint 3
+    removed = checkpoints.prune(tuner_dir)
+    assert [(p.parent.name[12:22], p.name[-1]) for p in removed] == [
+        ("4497fae4_0", "0"),  # the folder that holds the one named: its first life's
+        ("4497fae4_0", "1"),
+    ]
+    assert again.is_dir() and len(list(tuner_dir.glob("*0c1d2e3f*/checkpoint_*"))) == 4
+
+
 def test_before_a_resume_the_checkpoints_taken_after_ray_saved_its_state_go(
     tmp_path: Path,
 ) -> None:
@@ -95,11 +111,12 @@ def test_nothing_is_removed_where_the_saved_state_is_not_understood(
         state.write_text(state.read_text().replace("checkpoint_000002", "../../etc"))
     elif damage == "the named one missing":
         next(tuner_dir.glob("*/checkpoint_000002")).rename(tuner_dir / "elsewhere")
-    else:
-        (tuner_dir / "train_trial_ab0de_00000_9_cell=9_2026-12-07_11-00-00").mkdir()
+    else:  # both holding the one named: which is Ray's cannot be told
+        again = tuner_dir / "train_trial_ab0de_00000_9_cell=9_2026-12-07_11-00-00"
+        (again / "checkpoint_000002").mkdir(parents=True)
     assert remove(tuner_dir) == []
     left = list(tuner_dir.glob("*/checkpoint_*"))
-    assert len(left) == (3 if damage == "the named one missing" else 4)
+    assert len(left) == {"the named one missing": 3, "two trial dirs": 5}.get(damage, 4)
 
 
 def test_the_pruner_prunes_the_trials_tuner_run_at_most_once_a_period(tmp_path: Path) -> None:

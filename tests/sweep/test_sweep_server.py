@@ -79,7 +79,7 @@ def test_mlflow_outage_mid_sweep_is_replayed_by_sync(
     trials = pd.read_csv(workdir / "runs" / name / "trials.csv")
     assert sorted(trials["status"]) == ["ok"] * 4
     assert trials["mlflow_pending"].sum() > 0  # kept in the trials' checkpoints
-    assert (workdir / "runs" / name / "mlflow_pending.jsonl").exists()  # the parent's
+    assert (workdir / "runs" / name / "mlflow_pending.jsonl").read_text()  # the parent's
 
     proxy.up()
     assert (
