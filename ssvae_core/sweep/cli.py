@@ -107,10 +107,11 @@ def run(args: argparse.Namespace) -> int:
         sweep = spec.load(args.file, text=text)
         root = args.storage_path or storage.DEFAULT_STORAGE
         directory = storage.sweep_dir(sweep, root, args.name)  # a bad --name: now
-        for same in plan.same_runs(sweep):
+        for same in plan.same_runs(sweep) if not args.sync else ():
             print(f"ssvae sweep: warning: {same}", file=sys.stderr)
         if args.dry_run:
             preflight.check_sweep(sweep, args.address)
+            storage.check_state(sweep, directory, args.resume)
             print(plan.describe(sweep, directory, args.resume))
             print("nothing was run (--dry-run)")
             return EXIT_OK

@@ -3,10 +3,10 @@ and the grid cells that would train the same runs (`same_runs`), which every ``s
 sweep`` warns of.
 
 Two cells train the same run when every setting their runs use (`config.used`: what the
-mode reads, defaults included) is equal: ``grid: {method: [supervised, gaussian],
-coupling.lengthscale: [0.05, 0.1]}`` trains the supervised run twice, since a supervised
-run has no coupling. That may be meant (a flat reference on each lengthscale's row of the
-table) but costs a trial each, so it is a warning, not a refusal.
+mode trains with, defaults included) is equal: ``grid: {method: [untrained, gaussian],
+train.lr: [0.01, 0.1]}`` trains the untrained control twice, since it has no optimiser.
+That may be meant (a flat reference on each learning rate's row of the table) but costs a
+trial each, so it is a warning, not a refusal.
 """
 
 from __future__ import annotations
@@ -91,12 +91,7 @@ def describe(spec: SweepSpec, directory: Path, resume: bool = False) -> str:
         "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    if not (directory / "sweep.yaml").exists():
-        state = "a new sweep"
-    elif resume:
-        state = "the sweep there is continued"
-    else:
-        state = "holds a sweep already: pass --resume to continue it or --name to start another"
-    lines.append(f"  results: {directory} ({state})")
+    there = resume and (directory / "sweep.yaml").exists()  # `storage.check_state` passed
+    lines.append(f"  results: {directory} ({'the sweep there continued' if there else 'new'})")
     lines.append(f"  MLflow experiment: {spec.experiment}")
     return "\n".join(lines)

@@ -14,7 +14,6 @@ the study's report (`reports`) are written to the sweep directory and logged to 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -33,7 +32,6 @@ import pandas as pd
 import ray
 from ray import tune
 
-from ssvae_core import safe_yaml
 from ssvae_core.balls import Video, simulate
 from ssvae_core.errors import ConfigError
 from ssvae_core.files import write_text
@@ -44,7 +42,7 @@ from ssvae_core.sweep.preflight import check_sweep
 from ssvae_core.sweep.progress import Progress
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.spec import SweepSpec
-from ssvae_core.sweep.storage import DEFAULT_STORAGE, check_private, sweep_dir
+from ssvae_core.sweep.storage import DEFAULT_STORAGE, check_state, sweep_dir, unresumable
 from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
 from ssvae_core.sweep.trainable import train_trial
 
@@ -95,48 +93,9 @@ def _catch_interrupt() -> Iterator[threading.Event]:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
-def _unresumable(what: str, detail: str) -> ConfigError:
-    """``--resume`` refused: `what` ("sweep.json is damaged") and why (cut to 200 chars)."""
-    return ConfigError(
-        f"--resume: {what} ({detail[:200]}); this sweep cannot be resumed: start it again "
-        "with another --name"
-    )
-
-
 def _said(err: BaseException) -> str:
     """An error as a message repeats it: its type, then its text."""
     return f"{type(err).__name__}: {err}"
-
-
-def _check_state(spec: SweepSpec, directory: Path, resume: bool) -> None:
-    started = directory / "sweep.yaml"
-    if started.exists() and not resume:
-        raise ConfigError(
-            f"--resume: {directory} holds a sweep already; pass --resume to continue it "
-            "or --name to start another"
-        )
-    if resume and directory.exists():  # sweep.yaml or not, Ray restores what it finds
-        check_private(directory)  # Ray's pickles are read only if no one else could write them
-        for path in sorted({state.parent for state in directory.glob("*/experiment_state-*")}):
-            if (why := _damaged(path)) is not None:  # before MLflow or Ray: nothing reopened
-                raise _unresumable(f"Ray's state in {path} is damaged", why)
-    if resume and started.exists():
-        kept = safe_yaml.read_yaml_file(started, "sweep file it started with")
-        same_text = kept == safe_yaml.read_yaml(spec.text)
-        stored = directory / "sweep.json"
-        try:
-            info = (
-                json.loads(safe_yaml.read_bytes(stored, "sweep record")) if stored.exists() else {}
-            )
-            if not isinstance(info, dict):
-                raise ValueError(f"expected a JSON object, got {type(info).__name__}")
-        except ValueError as err:  # ConfigError (unreadable), JSON or UTF-8 errors, a list
-            raise _unresumable(f"{stored} is damaged", str(err)) from None
-        if not same_text or info.get("overrides", {}) != spec.overrides:
-            raise ConfigError(
-                f"--resume: the spec (or its --set overrides) differs from the one {directory} "
-                "started with"
-            )
 
 
 def _restorable(path: Path) -> bool:
@@ -147,31 +106,16 @@ def _restorable(path: Path) -> bool:
     return tune.Tuner.can_restore(str(path)) and any(path.glob("experiment_state-*.json"))
 
 
-def _damaged(path: Path) -> str | None:
-    """What is wrong with the newest of Ray's states of a Tuner run's trials at `path`
-    (``experiment_state-*.json``; the searcher's ``*-state-*`` files are pickles, whatever
-    their names say), or None. Ray restores from one cut short (a full disk) as if it held
-    nothing: one trial with no config, a KeyError per --resume, for ever."""
-    newest = max(path.glob("experiment_state-*.json"), default=None)  # names end in the time
-    if newest is None:
-        return None
-    try:
-        json.loads(newest.read_bytes())
-    except ValueError as err:
-        return f"{newest.name}: {err}"
-    return None
-
-
 def _restored(path: Path, trainable: Any) -> Any:
     """The Tuner run kept at `path`, restored; Ray's state there damaged (a ``tuner.pkl`` cut
-    short; `_check_state` has refused an ``experiment_state`` cut short before anything ran)
+    short; `storage.check_state` has refused an ``experiment_state`` cut short before anything ran)
     is a `ConfigError` naming it, not a traceback from inside Ray."""
     try:
         return tune.Tuner.restore(
             str(path), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     except Exception as err:  # whatever unpickling a damaged state raises
-        raise _unresumable(f"Ray's state in {path} cannot be read", _said(err)) from None
+        raise unresumable(f"Ray's state in {path} cannot be read", _said(err)) from None
 
 
 def _tuner(spec: SweepSpec, trainable: Any, path: Path, params: dict, budget: float | None) -> Any:
@@ -292,7 +236,7 @@ def run_sweep(
     directory = sweep_dir(spec, storage_path, name)
     writable_dir(directory.parent, "--storage-path").mkdir(parents=True, exist_ok=True)  # by name
     with driving(directory):
-        _check_state(spec, directory, resume)
+        check_state(spec, directory, resume)
         check_sweep(spec, address)
         started_ray = cluster.connect(address)
         try:
@@ -356,9 +300,7 @@ def _run_tuners(spec: SweepSpec, target: Any, directory: Path, resume: bool) -> 
                 grid = tuner.fit()
             except (EOFError, pickle.UnpicklingError) as err:  # its own files, cut short
                 if restored:  # the searcher's state, read back as the run starts
-                    raise _unresumable(
-                        f"Ray's state in {path} cannot be read", _said(err)
-                    ) from None
+                    raise unresumable(f"Ray's state in {path} cannot be read", _said(err)) from None
                 raise OSError(
                     f"Ray could not read back what it wrote in {path} ({_said(err)}); is that "
                     "disk full?"

@@ -14,6 +14,7 @@ as ``ssh`` checks ``~/.ssh`` before reading it.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -141,4 +142,62 @@ def _inside_problem(directory: Path) -> str | None:
                 return f"{path} is a link (to {os.readlink(path)})"
             if (why := ownership.problem(path)) is not None:
                 return why
+    return None
+
+
+def unresumable(what: str, detail: str) -> ConfigError:
+    """``--resume`` refused: `what` ("sweep.json is damaged") and why (cut to 200 chars)."""
+    return ConfigError(
+        f"--resume: {what} ({detail[:200]}); this sweep cannot be resumed: start it again "
+        "with another --name"
+    )
+
+
+def check_state(spec: Any, directory: Path, resume: bool) -> None:
+    """The sweep directory's state against what is asked, before Ray or MLflow (and by
+    ``--dry-run``): a sweep there already without `resume`; with it, files others could
+    have written (`check_private`), Ray's state cut short (`damaged`), a damaged record or
+    another spec. `spec`: a `SweepSpec` (its ``text`` and ``overrides``)."""
+    started = directory / "sweep.yaml"
+    if started.exists() and not resume:
+        raise ConfigError(
+            f"--resume: {directory} holds a sweep already; pass --resume to continue it "
+            "or --name to start another"
+        )
+    if resume and directory.exists():  # sweep.yaml or not, Ray restores what it finds
+        check_private(directory)  # Ray's pickles are read only if no one else could write them
+        for path in sorted({state.parent for state in directory.glob("*/experiment_state-*")}):
+            if (why := damaged(path)) is not None:  # before MLflow or Ray: nothing reopened
+                raise unresumable(f"Ray's state in {path} is damaged", why)
+    if resume and started.exists():
+        kept = safe_yaml.read_yaml_file(started, "sweep file it started with")
+        same_text = kept == safe_yaml.read_yaml(spec.text)
+        stored = directory / "sweep.json"
+        try:
+            info = (
+                json.loads(safe_yaml.read_bytes(stored, "sweep record")) if stored.exists() else {}
+            )
+            if not isinstance(info, dict):
+                raise ValueError(f"expected a JSON object, got {type(info).__name__}")
+        except ValueError as err:  # ConfigError (unreadable), JSON or UTF-8 errors, a list
+            raise unresumable(f"{stored} is damaged", str(err)) from None
+        if not same_text or info.get("overrides", {}) != spec.overrides:
+            raise ConfigError(
+                f"--resume: the spec (or its --set overrides) differs from the one {directory} "
+                "started with"
+            )
+
+
+def damaged(path: Path) -> str | None:
+    """What is wrong with the newest of Ray's states of a Tuner run's trials at `path`
+    (``experiment_state-*.json``; the searcher's ``*-state-*`` files are pickles, whatever
+    their names say), or None. Ray restores from one cut short (a full disk) as if it held
+    nothing: one trial with no config, a KeyError per --resume, for ever."""
+    newest = max(path.glob("experiment_state-*.json"), default=None)  # names end in the time
+    if newest is None:
+        return None
+    try:
+        json.loads(newest.read_bytes())
+    except ValueError as err:
+        return f"{newest.name}: {err}"
     return None

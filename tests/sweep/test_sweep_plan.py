@@ -50,19 +50,20 @@ def test_a_dry_run_says_what_would_run_and_runs_nothing(
     assert lines[0] == "sweep ignored: 8 trial(s), study report 'fig1c'"
     assert lines[2].split() == ["cell", "method", "train.lr", "train.seed", "mode", "epochs"]
     assert lines[3].split() == ["0", "untrained", "0.01", "0", "untrained", "-"]
-    assert (
-        lines[-3].endswith("ignored (a new sweep)") and lines[-1] == "nothing was run (--dry-run)"
-    )
+    assert lines[-3].endswith("ignored (new)") and lines[-1] == "nothing was run (--dry-run)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ignored.yaml"]  # no runs/, no mlflow.db
 
-    (tmp_path / "runs" / "sweeps" / "ignored").mkdir(parents=True)
-    (tmp_path / "runs" / "sweeps" / "ignored" / "sweep.yaml").write_text(path.read_text())
-    for flags, said in (
-        ([], "holds a sweep already: pass --resume to continue it or --name to start another"),
-        (["--resume"], "the sweep there is continued"),
-    ):
-        assert cli.main(["sweep", str(path), "--dry-run", *flags]) == 0
-        assert f"({said})" in capsys.readouterr().out
+    there = tmp_path / "runs" / "sweeps" / "ignored"  # a sweep started there
+    there.mkdir(parents=True)
+    (there / "sweep.yaml").write_text(path.read_text())
+    assert cli.main(["sweep", str(path), "--dry-run", "--resume"]) == 0
+    assert "(the sweep there continued)" in capsys.readouterr().out
+    # what a run would refuse, the dry run refuses (it exited 0)
+    assert cli.main(["sweep", str(path), "--dry-run"]) == 2
+    assert "holds a sweep already; pass --resume" in capsys.readouterr().err
+    (there / "sweep.yaml").write_text(path.read_text().replace("0.1]", "0.2]"))
+    assert cli.main(["sweep", str(path), "--dry-run", "--resume"]) == 2
+    assert "the spec (or its --set overrides) differs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

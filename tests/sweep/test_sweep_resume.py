@@ -29,7 +29,7 @@ from sweep_helpers import (
 
 from ssvae_core import cli
 from ssvae_core.errors import ConfigError
-from ssvae_core.sweep import checkpoints, progress, runner, spec
+from ssvae_core.sweep import checkpoints, progress, runner, spec, storage
 
 STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
@@ -70,14 +70,14 @@ def test_a_tuner_run_whose_state_was_cut_short_is_refused_by_name(tmp_path: Path
     grid.mkdir(parents=True)
     state = grid / "experiment_state-2026-12-07_08-00-00.json"
     state.write_text('{"trial_data": [["{\\"trial_id')
-    assert runner._damaged(grid) == (
+    assert storage.damaged(grid) == (
         f"{state.name}: Unterminated string starting at: line 1 column 18 (char 17)"
     )
     with pytest.raises(ConfigError, match=r"is damaged \(experiment_state-.*another --name"):
-        runner._check_state(spec.load(SMOKE), tmp_path / "smoke", resume=True)  # before Ray
+        storage.check_state(spec.load(SMOKE), tmp_path / "smoke", resume=True)  # before Ray
     (grid / "experiment_state-2026-12-07_07-00-00.json").write_text("{")
     state.write_text("{}")  # an older one cut short does not count: Ray reads the newest
-    assert runner._damaged(grid) is None
+    assert storage.damaged(grid) is None
 
 
 def test_progress_counts_a_trial_once_whether_ray_marked_it_finished_or_not() -> None:
