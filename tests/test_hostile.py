@@ -48,6 +48,9 @@ class Case:
     setup: Callable[[Path], None] | None = None
 
 
+HUNDRED = "[" + ", ".join(str(i) for i in range(1, 101)) + "]"
+
+
 def _sweep(body: str) -> dict[str, str]:
     return {"s.yaml": f"name: s\n{TINY}{body}"}
 
@@ -311,6 +314,11 @@ CASES = [
          "train.seed: ssvae fig1c sets it"),
     Case("nightly --set on a grid axis", ["nightly", "s.yaml", "--set", "train.seed=5"], 2,
          "--set train.seed: the sweep varies it", _sweep("grid: {train.seed: [0, 1]}\n")),
+    Case("a grid of 10^10 cells (each cell was walked before the count)", ["sweep", "s.yaml",
+         "--dry-run"], 2, "grid: 10000000000 cells, more than", _sweep("grid: {" + ", ".join(
+             f"{key}: {HUNDRED}" for key in ("train.seed", "data.seed", "train.epochs",
+                                            "probe.every_epochs", "train.batch_size")) + "}\n"),
+         limit_s=15),
     Case("nightly.resamples: 10^12", ["sweep", "s.yaml"], 2, "nightly.resamples: must be in",
          _sweep("nightly: {resamples: 1000000000000}\n")),
     Case("sweep --resume with a damaged sweep.json", ["sweep", "s.yaml", "--resume"], 2,

@@ -222,12 +222,13 @@ def _check_swept_couplings(spec: SweepSpec) -> None:
         for key in (k for k in swept if k.startswith("coupling.") and k != "coupling.kind"):
             cfg, field = cell.config, key.split(".", 1)[1]
             ssl = cfg.train.mode == "ssl"
-            what = f"coupling {cfg.coupling.kind!r}" if ssl else "no coupling"
-            check(
-                ssl and field in coupling_params(cfg.coupling.kind),
-                key,
-                f"{what} in grid cell ({cell.label}) has no {field!r}: sweeping it changes nothing",
+            what = (
+                f"the coupling {cfg.coupling.kind!r} of grid cell ({cell.label}) has no {field!r}"
+                if ssl
+                else f"grid cell ({cell.label}) trains no coupling (train.mode {cfg.train.mode})"
             )
+            ok = ssl and field in coupling_params(cfg.coupling.kind)
+            check(ok, key, f"{what}: sweeping it changes nothing")
 
 
 def _corners(space: tuple[tuple[str, SearchParam], ...]) -> list[dict[str, Any]]:
@@ -260,7 +261,7 @@ def _check_methods_used(raw: Any, blocks: tuple[grid.Axes, ...]) -> None:
         check(
             name in used,
             f"methods.{name}",
-            f"not on any grid block's method axis ({', '.join(map(str, used)) or 'none'}); "
+            f"not on any grid block's method axis ({', '.join(sorted(map(str, used))) or 'none'}); "
             "a misspelt name?",
         )
 
@@ -289,8 +290,6 @@ def parse(
     methods = _methods(raw.get("methods"))
     blocks = grid.parse_grid(raw.get("grid"), methods)
     _check_methods_used(raw.get("methods"), blocks)
-    again = grid.repeated(blocks)
-    check(again is None, "grid", f"the cell ({again}) is in two blocks: it would train twice")
     axes = grid.union(blocks)
     search, space = parse_search(raw.get("search"))
     both = {key for key, _ in space} & {key for key, _ in axes}
@@ -305,6 +304,8 @@ def parse(
     check(not missing, "report", f"study {study!r} needs grid axes {', '.join(missing)}")
     budget = section(Budget, raw.get("budget"), "budget.")
     _check_size(grid.count(blocks), search, budget)
+    again = grid.repeated(blocks)  # after the count: it walks every cell
+    check(again is None, "grid", f"the cell ({again}) is in two blocks: it would train twice")
     spec = SweepSpec(
         name=name,
         experiment=experiment,

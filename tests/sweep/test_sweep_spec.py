@@ -65,6 +65,12 @@ BAD_SPECS = [
         "search: {space: {coupling.lengthscale: {dist: loguniform, low: 0.01, high: 1}}}",
         "coupling.lengthscale",
     ),
+    (  # its message read "no coupling in grid cell (...) has no 'lengthscale'"
+        "coupling-key-on-a-supervised-cell",
+        "grid: {method: [supervised, gaussian], coupling.lengthscale: [0.05, 0.1]}",
+        "coupling.lengthscale: grid cell (method=supervised, coupling.lengthscale=0.05) "
+        "trains no coupling (train.mode supervised)",
+    ),
     (
         "search-over-method",
         "search: {space: {method: {dist: uniform, low: 0.1, high: 0.2}}}",
