@@ -82,8 +82,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     values = loader.given(args.config, args.overrides)
     cfg = loader.from_preset(args.preset, values)
     if unused := loader.ignored(cfg, values):
-        print(f"ssvae train: warning: train.mode {cfg.train.mode} does not use "
-              f"{', '.join(unused)} (set, but nothing reads it)", file=sys.stderr)  # fmt: skip
+        said = f"train.mode {cfg.train.mode} does not train with {', '.join(unused)}"
+        print(f"ssvae train: warning: {said}: set, it changes nothing in the run", file=sys.stderr)
     preflight.check_run(cfg)
     from ssvae_core import run_files
     from ssvae_core.checkpoint import CHECKPOINT_FILE
@@ -138,9 +138,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return EXIT_INFRA
-        if not reported and len(result.history) > 1:
-            _said(bar, f"the checkpoint in {args.checkpoint_dir} holds every epoch: none trained")
-        bar.n = max(len(result.history) - 1, 0) if result.status == "ok" else bar.n
+        done = max(len(result.history) - 1, 0)  # the epochs done, those restored included
+        if not reported and args.checkpoint_dir and done > 0:  # nothing trained since
+            if result.status == "ok" and done >= cfg.epochs_trained:
+                _said(
+                    bar, f"the checkpoint in {args.checkpoint_dir} holds every epoch: none trained"
+                )
+            else:  # the first epoch after it diverged
+                _said(bar, f"resumed from {args.checkpoint_dir} after epoch {done}")
+        bar.n = done
         bar.refresh()
     written = True
     if args.out:

@@ -440,8 +440,8 @@ SUPERVISED = ["--set", "train.mode=supervised", "--set", "objective.estimator=nw
 @pytest.mark.parametrize(
     ("argv", "unused"),
     [  # an untrained run has no optimiser, epochs or batches; a supervised one no objective
-        (UNTRAINED, "untrained does not use train.batch_size, train.epochs, train.lr"),
-        (SUPERVISED, "supervised does not use objective.estimator"),
+        (UNTRAINED, "untrained does not train with train.batch_size, train.epochs, train.lr"),
+        (SUPERVISED, "supervised does not train with objective.estimator"),
     ],
 )
 def test_a_setting_the_run_does_not_use_is_named_once(
@@ -449,7 +449,7 @@ def test_a_setting_the_run_does_not_use_is_named_once(
 ) -> None:
     assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--quiet", *argv]) == 0
     err = capsys.readouterr().err
-    assert err.count("warning") == 1 and f"ssvae train: warning: train.mode {unused} (" in err
+    assert err.count("warning") == 1 and f"ssvae train: warning: train.mode {unused}: set" in err
 
 
 def test_settings_the_run_uses_draw_no_warning(capsys: pytest.CaptureFixture[str]) -> None:
@@ -480,3 +480,23 @@ def test_a_diverged_run_is_said_once(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "ssvae_core.cli", *argv], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 1 and done.stderr.count("diverged") == 1, done.stderr
+
+
+def test_a_resumed_run_that_diverges_at_once_says_it_resumed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said the checkpoint held every epoch, then that the run diverged."""
+    from ssvae_core import train
+
+    argv = ["train", *TINY, "--checkpoint-dir", str(tmp_path / "ck")]
+    assert cli.main([*argv, "--set", "train.epochs=2"]) == 0
+    capsys.readouterr()
+
+    def diverges(self: object, epoch: int) -> None:
+        raise train.Diverged(f"loss is nan at epoch {epoch}")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train.Run, "train_epoch", diverges)
+        assert cli.main([*argv, "--set", "train.epochs=3"]) == 1
+    err = capsys.readouterr().err
+    assert f"resumed from {tmp_path / 'ck'} after epoch 2" in err and "holds every" not in err
