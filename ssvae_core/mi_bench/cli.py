@@ -79,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     partial = partial_path(args.csv) if args.from_csv is None else None  # rows as they finish
     try:
         check_outputs(args.out, args.csv, args.figure, partial)
+        if partial is not None and partial.is_file() and partial.stat().st_size:
+            raise ConfigError(  # a new run would start it again, the rows done lost
+                f"--csv: {partial} holds the rows of an interrupted run: draw their tables "
+                f"with --from-csv {partial}, or remove it"
+            )
         check_distinct(args, partial)
         if args.from_csv is not None:
             rows = read_rows(args.from_csv)

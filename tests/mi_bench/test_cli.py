@@ -386,5 +386,8 @@ def test_ctrl_c_leaves_the_previous_runs_rows_whole(
     assert f"{csv} is as it was" in capsys.readouterr().err
     assert list(pd.read_csv(partial)["true_mi"]) == [2.0]  # the run that finished
     monkeypatch.setattr(critics, "train_estimator", real)
+    assert main(argv) == 2  # the rows done are not thrown away by the next run
+    assert f"--csv: {partial} holds the rows of an interrupted run" in capsys.readouterr().err
+    partial.unlink()
     assert main(argv) == 0
     assert len(pd.read_csv(csv)) == 4 and not partial.exists()
