@@ -89,7 +89,10 @@ def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     data, train = cfg.data, cfg.train
     pixels = data.size * data.size
     n_negatives = cfg.objective.n_negatives or train.batch_size - 1
-    encoded = 2 * train.batch_size + max(0, n_negatives - (train.batch_size - 1))
+    encoded = {  # the frames a step encodes (`train.Run.step_index`); untrained: no step
+        "ssl": 2 * train.batch_size + max(0, n_negatives - (train.batch_size - 1)),
+        "supervised": train.batch_size,
+    }.get(train.mode, 0)
     step = encoded * pixels * ACTIVATIONS_PER_PIXEL * FLOAT
     per_pass = frames_per_batch(data.size, data.size, torch.device("cuda" if gpu else "cpu"))
     probe = min(per_pass, data.n_frames) * pixels * NO_GRAD_PER_PIXEL * FLOAT  # encode_all

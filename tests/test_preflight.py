@@ -163,3 +163,15 @@ def test_data_preview_on_a_full_disk_is_one_line_and_exit_1(
     assert cli.main(["data", *tiny, "--preview", str(tmp_path / "full.png")]) == 1
     err = capsys.readouterr().err
     assert "could not write" in err and "No space left" in err and "Traceback" not in err
+
+
+def test_a_steps_memory_counts_the_frames_its_mode_encodes() -> None:
+    """A supervised run encodes B frames a step and an untrained one none: N extra
+    negatives, which only SSL draws, made a supervised run 'need' 139 GiB (exit 2 naming
+    train.batch_size, where the warning said the run does not train with them)."""
+    base = {"data": {"n_frames": 20000}, "objective": {"n_negatives": 19000}}
+    size = {}
+    for mode in ("ssl", "supervised", "untrained"):
+        cfg = loader.from_dict({**base, "train": {"mode": mode}}, loader.PRESETS["paper"])
+        size[mode] = sum(preflight.run_bytes(cfg, gpu=False).values())
+    assert size["ssl"] > 100 * 2**30 > 2**30 > size["supervised"] >= size["untrained"] > 0
