@@ -115,19 +115,22 @@ def unsaved(tuner_dir: Path) -> list[Path]:
 
 class Pruner(tune.Callback):
     """`prune` the Tuner run a trial that just checkpointed belongs to, at most once per
-    ``PERIOD_S`` (a Ray Tune driver callback; the run's directory is found from the trial,
-    so a sweep moved elsewhere and resumed there prunes there)."""
+    ``PERIOD_S``, or per 19 times its last prune took, as Ray paces its own saves: 5 % of the
+    driver's time at most, however large its state grows (a Ray Tune driver callback; the
+    run's directory is found from the trial, so a sweep moved elsewhere and resumed there
+    prunes there)."""
 
     def __init__(self) -> None:
-        self.last = -math.inf
+        self.last, self.wait = -math.inf, PERIOD_S
 
     def on_checkpoint(
         self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
     ) -> None:
         now = time.monotonic()
-        if now - self.last >= PERIOD_S and trial.path:
-            self.last = now
+        if now - self.last >= self.wait and trial.path:
             try:  # Ray records the checkpoint after its callbacks, and not if one raises
                 prune(Path(trial.path).parent)
             except Exception as err:
                 log.warning("superseded checkpoints left in %s: %r", trial.path, err)
+            self.last = time.monotonic()
+            self.wait = max(PERIOD_S, 19 * (self.last - now))

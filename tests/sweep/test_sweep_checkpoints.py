@@ -134,6 +134,23 @@ def test_the_pruner_prunes_the_trials_tuner_run_at_most_once_a_period(tmp_path: 
     assert _left(tuner_dir)["00000"] == [2, 3]
 
 
+def test_the_pruner_waits_longer_after_a_slow_prune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray's state of a large grid is large: reading it every 10 s on Ray's driver thread
+    would slow the whole sweep. A prune that took 2 s waits 38 s for the next."""
+    clock = iter([100.0, 102.0, 130.0, 140.0, 140.5])  # now, then the prune's end: 2 s
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: next(clock))
+    calls: list[Path] = []
+    monkeypatch.setattr(checkpoints, "prune", lambda tuner_dir: calls.append(tuner_dir) or [])
+    trial, pruner = SimpleNamespace(path=str(tmp_path / "grid" / "t")), checkpoints.Pruner()
+    pruner.on_checkpoint(iteration=1, trials=[trial], trial=trial, checkpoint=None)  # at 100
+    assert pruner.wait == 38.0
+    pruner.on_checkpoint(iteration=2, trials=[trial], trial=trial, checkpoint=None)  # 130: no
+    pruner.on_checkpoint(iteration=3, trials=[trial], trial=trial, checkpoint=None)  # 140: yes
+    assert calls == [tmp_path / "grid"] * 2 and pruner.wait == checkpoints.PERIOD_S
+
+
 def test_the_pruner_never_raises_into_ray(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
