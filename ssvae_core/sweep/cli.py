@@ -112,6 +112,10 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             preflight.check_sweep(sweep, args.address)
             storage.check_state(sweep, directory, args.resume)
+            if missing_extra() is None:  # the URI's store, where MLflow is there to ask
+                from ssvae_core.sweep import tracking
+
+                tracking.default_uri(args.tracking_uri)
             print(plan.describe(sweep, directory, args.resume))
             print("nothing was run (--dry-run)")
             return EXIT_OK

@@ -89,6 +89,11 @@ def default_uri(given: str | None) -> str:
         known = ", ".join(sorted(TRACKING_SCHEMES - {""}))
         message = f"no MLflow store for {scheme}:// in {url_shown(uri)}; use one of {known}"
         raise ConfigError(f"{where}: {message}")
+    if scheme == "sqlite" and urllib.parse.urlparse(uri).path.lstrip("/") in (":memory:", ""):
+        raise ConfigError(  # each trial's process would log to a database of its own, lost
+            f"{where}: {url_shown(uri)} keeps nothing once the command ends; name a file, "
+            "e.g. sqlite:///mlflow.db"
+        )
     return uri
 
 

@@ -240,3 +240,14 @@ def test_a_night_still_takes_its_options() -> None:
     args = cli.build_parser().parse_args(argv)
     assert (args.baseline, args.overrides, args.name, args.history) == ("abc", ["a=1"], "n", 3)
     assert cli.build_parser().parse_args(["nightly", "s.yaml"]).baseline is None  # = "last"
+
+
+def test_a_night_refuses_out_which_only_history_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``ssvae nightly SPEC --out DIR`` ignored --out: the night wrote elsewhere."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\n")
+    assert cli.main(["nightly", str(spec), "--out", str(tmp_path / "o")]) == 2
+    assert "--out: only for 'ssvae nightly history'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

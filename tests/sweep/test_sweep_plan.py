@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -71,16 +70,21 @@ def test_a_dry_run_says_what_would_run_and_runs_nothing(
     [
         ("grid: {train.lr: [0.1, -1]}", [], "train.lr"),
         ("grid: {train.device: [cuda]}", [], "resources.gpu is 0"),  # this machine's check
-        ("grid: {train.seed: [0]}", ["--sync"], "--sync: not allowed with argument --dry-run"),
+        ("grid: {train.seed: [0]}", ["--tracking-uri", "bogus://x"], "no MLflow store for bogus"),
+        ("grid: {train.seed: [0]}", ["--tracking-uri", "sqlite:///:memory:"], "keeps nothing"),
     ],
 )
 def test_a_dry_run_refuses_what_a_run_would(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, flags: list[str], said: str
 ) -> None:
     path = write_spec(tmp_path, "bad", body)
-    with pytest.raises(SystemExit) if flags else nullcontext() as exited:  # argparse's
-        assert cli.main(["sweep", str(path), "--dry-run", *flags]) == 2
-    if flags:
-        assert exited.value.code == 2
+    assert cli.main(["sweep", str(path), "--dry-run", *flags]) == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
+
+
+def test_a_dry_run_is_not_a_sync(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:  # argparse's
+        cli.main(["sweep", str(write_spec(tmp_path, "s", "")), "--dry-run", "--sync"])
+    assert exited.value.code == 2
+    assert "--sync: not allowed with argument --dry-run" in capsys.readouterr().err

@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
                 "not for 'ssvae nightly history SPEC_NAME', which takes only --out, --history "
                 "and --tracking-uri (the others are for 'ssvae nightly SPEC')",
             )
+        check(is_history or args.out is None, "--out",
+              "only for 'ssvae nightly history': a night writes into its sweep's folder "
+              "(--storage-path)")  # fmt: skip
         if args.history is not None and args.history < 0:
             raise ConfigError(f"--history: must be >= 0, got {args.history}")
         if args.notify is not None:
