@@ -204,6 +204,8 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
         preflight.check_run(cfg)
     if args.out:
         preflight.writable_dir(args.out, "--out")
+        for name in fig1c.FILES:  # found after hours of training, a stack
+            preflight.output_file(Path(args.out) / name, "--out")
 
     from tqdm import tqdm
 
@@ -221,7 +223,13 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-        table = fig1c.run_methods(runs, args.out, on_result=show, report=epoch_done)
+        try:
+            table = fig1c.run_methods(runs, args.out, on_result=show, report=epoch_done)
+        except OSError as err:  # a full disk under --out
+            where = err.filename or args.out
+            print(f"ssvae fig1c: error: could not write {where}: {err.strerror or err}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_INFRA
     print(fig1c.summary(table).to_string(float_format=lambda v: f"{v:.2f}"))
     failed = table[table["status"] != "ok"]
     if len(failed):  # as `ssvae train`: a run that did not finish ok is exit 1

@@ -63,6 +63,9 @@ def method_configs(
     return runs
 
 
+FILES = ("fig1c.csv", "fig1c.png")  # what `run_methods` writes under `out`
+
+
 def run_methods(
     runs: list[tuple[str, int, config.RunConfig]],
     out: str | Path | None = None,

@@ -3,7 +3,8 @@
 `replacing(path)` gives the path to write. Where the target is a regular file or nothing yet,
 that is a new temporary file, renamed onto the target only if the block ends without an
 error: a crash or a full disk mid-write leaves the previous file (a checkpoint, a sweep's
-record) as it was. A symbolic link is written through, to the file it names. Anything else
+record) as it was. A symbolic link is written through, to the file it names (one to a
+file in no folder is refused: its folders would be made wherever it points). Anything else
 is never replaced: a device (``--out /dev/null``) is written in place, and a named pipe is
 refused with an `OSError`, since opening it would wait for ever for a reader. A file replaced
 keeps its permissions, a read-only one is refused as a plain write would be; its owner and
@@ -32,6 +33,10 @@ def replacing(path: str | Path) -> Iterator[Path]:
         mode = target.stat().st_mode
     except FileNotFoundError:
         mode = None
+    if mode is None and Path(path).is_symlink() and not target.parent.is_dir():
+        raise OSError(  # its folders would be made wherever it points
+            errno.ENOENT, "a symbolic link to nothing: not written through", str(path)
+        )
     if mode is not None and stat.S_ISFIFO(mode):
         raise OSError(f"{path} is a named pipe: not written (it would wait for a reader)")
     if mode is not None and not stat.S_ISREG(mode):  # a device: written where it is

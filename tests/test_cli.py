@@ -500,3 +500,15 @@ def test_a_resumed_run_that_diverges_at_once_says_it_resumed(
         assert cli.main([*argv, "--set", "train.epochs=3"]) == 1
     err = capsys.readouterr().err
     assert f"resumed from {tmp_path / 'ck'} after epoch 2" in err and "holds every" not in err
+
+
+@pytest.mark.parametrize("name", ["fig1c.csv", "fig1c.png"])
+@pytest.mark.usefixtures("no_compute")
+def test_fig1c_checks_its_files_before_it_trains(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """A folder at out/fig1c.png was a stack after every run had trained."""
+    (tmp_path / "out" / name).mkdir(parents=True)
+    argv = ["fig1c", *TINY, "--seeds", "0", "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == errors.EXIT_BAD_INPUT
+    assert f"--out: {tmp_path / 'out' / name} is a directory" in capsys.readouterr().err

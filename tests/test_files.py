@@ -141,3 +141,17 @@ def test_another_user_replaces_a_write_only_file_in_a_folder_it_cannot_list() ->
         import shutil
 
         shutil.rmtree(folder)
+
+
+def test_a_link_to_a_file_in_no_folder_is_refused_not_made(tmp_path: Path) -> None:
+    """A link to nothing had its folders made wherever it pointed (``ssvae report --out``
+    made ``/nonexist4/`` at the root)."""
+    link = tmp_path / "fig.png"
+    link.symlink_to(tmp_path / "nowhere" / "deeper" / "fig.png")
+    with pytest.raises(OSError, match="a symbolic link to nothing"):
+        files.write_text(link, "x")
+    assert not (tmp_path / "nowhere").exists()
+    link.unlink()
+    link.symlink_to(tmp_path / "real.png")  # to a file yet to be made, in a folder: written
+    files.write_text(link, "x")
+    assert (tmp_path / "real.png").read_text() == "x"
