@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         text = safe_yaml.read_text(args.file, "sweep file (sweeps/NAME.yaml)")  # read once
         safe_yaml.read_yaml(text, str(args.file))  # broken YAML at once, before torch loads
+        from ssvae_core.preflight import writable_dir
         from ssvae_core.sweep import plan, preflight, spec, storage
 
         sweep = spec.load(args.file, text=text)
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"ssvae sweep: warning: {same}", file=sys.stderr)
         if args.dry_run:
             preflight.check_sweep(sweep, args.address)
+            writable_dir(directory.parent, "--storage-path")  # as `runner.run_sweep` checks it
             storage.check_state(sweep, directory, args.resume)
             if missing_extra() is None:  # the URI's store, where MLflow is there to ask
                 from ssvae_core.sweep import tracking
@@ -202,7 +204,8 @@ def run_report(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"{table}: no column {', '.join(missing)}, which the {sweep.report!r} report draws"
             )
-        reports.check_values(sweep.report, trials, sweep.axes, str(table))
+        partial = {k for k, _ in sweep.axes if any(k not in dict(c.params) for c in sweep.cells)}
+        reports.check_values(sweep.report, trials, sweep.axes, str(table), partial)
         out = writable_dir(args.out or directory, "--out")
     except ConfigError as err:
         print(f"ssvae report: error: {err}", file=sys.stderr)

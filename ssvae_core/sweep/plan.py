@@ -30,11 +30,11 @@ class SameRun:
     keys: tuple[str, ...]
 
     def __str__(self) -> str:
-        mode = self.again.config.train.mode
-        return (
-            f"grid cells ({self.first.label}) and ({self.again.label}) train the same run: "
-            f"they differ only in {', '.join(self.keys)}, which train.mode {mode} does not use"
-        )
+        both = f"grid cells ({self.first.label}) and ({self.again.label}) train the same run"
+        if not self.keys:  # one config spelt two ways (another axis, an empty method)
+            return f"{both}: their settings are the same"
+        mode, keys = self.again.config.train.mode, ", ".join(self.keys)
+        return f"{both}: they differ only in {keys}, which train.mode {mode} does not use"
 
 
 def same_runs(spec: SweepSpec) -> list[SameRun]:

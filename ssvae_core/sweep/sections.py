@@ -58,6 +58,8 @@ class SearchOptions:
         choose(self.metric, "metric", SEARCHABLE)
         choose(self.mode, "mode", ("min", "max"))
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
+        ok = 0 <= self.seed <= 2**32 - 1  # Optuna's; refused by Ray after the sweep started
+        check(ok, "seed", f"must be in [0, 2**32 - 1], got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ class NightlyOptions:
             "resamples",
             f"must be in [100, {MAX_RESAMPLES}], got {self.resamples}",
         )
+        ok = 0 <= self.seed <= 2**63 - 1  # numpy's generator; refused after a night's training
+        check(ok, "seed", f"must be in [0, 2**63 - 1], got {self.seed}")
 
 
 def section(cls: type[T], raw: Any, prefix: str) -> T:

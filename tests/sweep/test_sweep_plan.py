@@ -32,6 +32,13 @@ def test_cells_that_differ_only_in_what_their_mode_ignores_are_found(tmp_path: P
     )
 
 
+def test_one_config_spelt_two_ways_is_said_so(tmp_path: Path) -> None:
+    """The warning read 'they differ only in , which ...'."""
+    body = "grid: [{method: [gaussian], train.seed: [0]}, {coupling.kind: [gaussian]}]"
+    [found] = plan.same_runs(spec.load(write_spec(tmp_path, "twice", body)))
+    assert str(found).endswith("train the same run: their settings are the same")
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_no_shipped_sweep_trains_a_run_twice(path: Path) -> None:
     assert plan.same_runs(spec.load(path)) == []
@@ -72,6 +79,7 @@ def test_a_dry_run_says_what_would_run_and_runs_nothing(
         ("grid: {train.device: [cuda]}", [], "resources.gpu is 0"),  # this machine's check
         ("grid: {train.seed: [0]}", ["--tracking-uri", "bogus://x"], "no MLflow store for bogus"),
         ("grid: {train.seed: [0]}", ["--tracking-uri", "sqlite:///:memory:"], "keeps nothing"),
+        ("grid: {train.seed: [0]}", ["--storage-path", "/dev/null"], "--storage-path"),
     ],
 )
 def test_a_dry_run_refuses_what_a_run_would(

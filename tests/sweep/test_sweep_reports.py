@@ -385,3 +385,26 @@ def test_report_refuses_a_method_its_grid_does_not_have(
     assert "row 6: method holds 'weird', not a method of the grid (supervised" in (
         capsys.readouterr().err
     )
+
+
+def test_report_reads_the_dash_a_sweep_writes_for_another_blocks_axis(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The runner writes '-' for an axis only other blocks have; `ssvae report` refused it
+    on the method and seed axes ('method holds '-', not a method of the grid')."""
+    spec_file = tmp_path / "two.yaml"
+    spec_file.write_text(
+        "name: two\n"
+        "grid: [{method: [gaussian, bilinear], train.seed: [0, 1]}, {method: [untrained]}]\n"
+    )
+    rows = [("gaussian", 0), ("gaussian", 1), ("bilinear", 0), ("bilinear", 1), ("untrained", "-")]
+    table = pd.DataFrame(rows, columns=["method", "train.seed"]).assign(
+        status="ok", probe_error_px=[1.0, 1.1, 2.0, 2.1, 5.0], seconds=1.0
+    )
+    (tmp_path / "two").mkdir()
+    table.to_csv(tmp_path / "two" / "trials.csv", index=False)
+    argv = ["report", str(spec_file), "--storage-path", str(tmp_path)]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    table.loc[4, "method"] = "-"  # a method no cell has: still refused
+    table.to_csv(tmp_path / "two" / "trials.csv", index=False)
+    assert cli.main(argv) == 2

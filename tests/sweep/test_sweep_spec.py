@@ -109,6 +109,12 @@ BAD_SPECS = [
         "grid: {method: [gaussian], train: [{seed: 0}, {seed: 1}]}",
         "grid.train",
     ),
+    (  # Ray refused it inside the Tuner, after the sweep had started
+        "search-seed-negative",
+        "search: {seed: -1, space: {train.lr: {dist: loguniform, low: 0.001, high: 0.1}}}",
+        "search.seed",
+    ),
+    ("nightly-seed-negative", "nightly: {seed: -5}", "nightly.seed"),  # after a night's training
     (  # named `train` alone, as if the file's own section were wrong
         "a-method-setting-a-section-to-a-value",
         "methods: {bilinear: {train: 5}}\ngrid: {method: [bilinear]}",

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,14 +92,18 @@ def columns(name: str) -> tuple[str, ...]:
 
 
 def check_values(
-    name: str, trials: pd.DataFrame, axes: Sequence[tuple[str, Sequence[object]]], where: str
+    name: str,
+    trials: pd.DataFrame,
+    axes: Sequence[tuple[str, Sequence[object]]],
+    where: str,
+    partial: Collection[str] = (),
 ) -> None:
     """A `ConfigError` naming the column and row of a trials table value report `name`
     would misread (``ssvae report`` on a table edited or written elsewhere): a metric that is
     no number (``abc`` was dropped by one study and a traceback in another; ``True`` was
     drawn as 1), a seed that is no integer (``0.5`` became a seed of its own), a method the
     sweep's grid does not have, text on an axis of numbers. An empty cell is a trial that
-    failed, or an axis another block of the grid has."""
+    failed; ``-`` on an axis in `partial` (one some grid blocks lack), a cell of such a block."""
     import pandas as pd
 
     def refuse(column: str, bad: pd.Series, what: str) -> None:
@@ -122,6 +126,8 @@ def check_values(
         if column not in trials.columns:
             continue
         values = trials[column]
+        if column in partial:  # the runner's '-': a cell of a block without this axis
+            values = values.where(values.astype(str) != ABSENT)
         if column in SEED_AXES:
             numbers = pd.to_numeric(values, errors="coerce")
             seed = (numbers == numbers.round()) & (numbers >= 0) & (numbers < 2**63)  # not inf
@@ -134,7 +140,7 @@ def check_values(
                 refuse(column, bad, f"a method of the grid ({', '.join(map(str, allowed))})")
         elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in allowed):
             numbers = pd.to_numeric(values, errors="coerce")  # objective.n_negatives: `abc`
-            bad = values.notna() & numbers.isna() & (values.astype(str) != ABSENT)
+            bad = values.notna() & numbers.isna()
             if bad.any():  # was pandas' "Unable to parse string" with neither row nor column
                 refuse(column, bad, "a number")
 
