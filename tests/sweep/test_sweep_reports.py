@@ -117,14 +117,21 @@ def test_stochastic_pairs_the_elbo_with_the_deterministic_encoder(tmp_path: Path
     assert rows["sigma-0.1"][3] == "0.5"
 
 
-def test_report_command_redraws_a_finished_sweep(tmp_path: Path) -> None:
+def _finished_negatives(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A finished ``negatives`` sweep's trials table under `tmp_path`; -> its folder and the
+    ``ssvae report`` arguments that redraw it."""
     directory = tmp_path / "negatives"
     directory.mkdir()
     axes = {"coupling.kind": ["gaussian"], "objective.n_negatives": [1, 4], "train.seed": [0]}
     _trials(axes, {"probe_error_px": [2.0, 1.0], "mi_estimate": [0.5, 1.0]}).assign(
         seconds=1.0
     ).to_csv(directory / "trials.csv", index=False)
-    argv = ["report", str(REPO / "sweeps" / "negatives.yaml"), "--storage-path", str(tmp_path)]
+    return directory, ["report", str(REPO / "sweeps" / "negatives.yaml"), "--storage-path",
+                       str(tmp_path)]  # fmt: skip
+
+
+def test_report_command_redraws_a_finished_sweep(tmp_path: Path) -> None:
+    directory, argv = _finished_negatives(tmp_path)
     assert cli.main(argv) == 0
     assert (directory / "negatives.png").exists() and (directory / "fig1c.png").exists()
     assert "| 4 |" in (directory / "summary.md").read_text()
@@ -251,14 +258,8 @@ def test_a_report_that_cannot_write_a_file_says_which_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], blocked: str
 ) -> None:
     """A folder where the summary or a figure goes was an IsADirectoryError stack."""
-    directory = tmp_path / "negatives"
-    directory.mkdir()
-    axes = {"coupling.kind": ["gaussian"], "objective.n_negatives": [1, 4], "train.seed": [0]}
-    _trials(axes, {"probe_error_px": [2.0, 1.0], "mi_estimate": [0.5, 1.0]}).assign(
-        seconds=1.0
-    ).to_csv(directory / "trials.csv", index=False)
+    directory, argv = _finished_negatives(tmp_path)
     (directory / blocked).mkdir()
-    argv = ["report", str(REPO / "sweeps" / "negatives.yaml"), "--storage-path", str(tmp_path)]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("ssvae report: error: could not write") and blocked in err
