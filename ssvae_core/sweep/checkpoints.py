@@ -5,14 +5,14 @@ Ray's ``CheckpointConfig(num_to_keep=k)`` deletes a trial's oldest checkpoint as
 the newest, and saves its state (``experiment_state-*.json``, naming each trial's latest
 checkpoint) only after: a driver killed in between leaves a state naming a checkpoint that
 is gone, and that trial errors on every ``--resume`` ("Could not recover from checkpoint as
-it does not exist on storage anymore"). Ray's own pruning is still on (``KEEP``): turning
-it off coincided with the lost-node test (``tests/sweep/test_sweep_cluster.py``) failing,
-whose cause is not found yet, so the long-tested setting stays. `prune` removes what Ray's
-limit would leave behind (a
-trial made again on a resume) and never one Ray may restore from: those older than the one
-before the one its newest saved state names, as trials checkpoint (`Pruner`, a driver
-callback) and once a Tuner run is over. Before ``--resume``, `unsaved` removes the newer:
-Ray writes the next checkpoints over them.
+it does not exist on storage anymore"). So Ray deletes none (``KEEP``), and `prune` removes
+a trial's checkpoints older than the one before the one Ray's newest saved state names (a
+state's last result can name checkpoint N while the checkpoint manager Ray restores from
+still holds N-1): as trials checkpoint (`Pruner`, a driver callback, paced as Ray paces its
+own saves) and once a Tuner run is over. A trial holds two checkpoints and those taken
+since Ray last saved its state (one is ``state.pt``, the model and optimiser: 20-170 kB for
+the centre-of-mass encoder). Before ``--resume``, `unsaved` removes the newer: Ray writes
+the next checkpoints over them.
 
 Only the state's JSON is read (never its pickles): each trial's id and the
 ``checkpoint_dir_name`` of its last result (the trainable checkpoints with every report).
@@ -34,7 +34,7 @@ from ray import tune
 
 log = logging.getLogger(__name__)
 
-KEEP = 1_000_000  # CheckpointConfig(num_to_keep=KEEP): every one, until `prune`
+KEEP = None  # CheckpointConfig(num_to_keep=KEEP): every one, until `prune`
 INDEX = re.compile(r"checkpoint_(\d+)")
 # Ray's trial id in its trial folder's name, ``{trainable}_{id}_{index}_{params}_{date}``: a
 # grid's (``590e0_00003``) or a searcher's (``4497fae4``)
