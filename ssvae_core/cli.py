@@ -174,14 +174,19 @@ def _said(bar: Any, line: str) -> None:
 def cmd_data(args: argparse.Namespace) -> int:
     from ssvae_core import loader, preflight
 
-    cfg = loader.load(args.preset, args.config, args.overrides)
-    preflight.check_memory(cfg)
+    data, unused = loader.data_from_preset(args.preset, loader.given(args.config, args.overrides))
+    if unused:
+        print(
+            f"ssvae data: warning: {', '.join(unused)}: set, it changes nothing in the video",
+            file=sys.stderr,
+        )
+    preflight.check_video(data)
     if args.preview:
         preflight.image_path(args.preview, "--preview")
     from ssvae_core import figures
     from ssvae_core.balls import simulate
 
-    video = simulate(cfg.data.balls, cfg.data.seed)
+    video = simulate(data.balls, data.seed)
     print(f"video: {video.frames.shape} uint8, positions {video.positions.shape} px")
     if args.preview:
         try:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
-from ssvae_core.config import DEFAULT_PRESET, PRESETS, RunConfig, flatten, used
+from ssvae_core.config import DEFAULT_PRESET, PRESETS, DataConfig, RunConfig, flatten, used
 from ssvae_core.errors import ConfigError, check_name, key_shown, shown
 from ssvae_core.safe_yaml import read_yaml, read_yaml_file
 
@@ -181,6 +181,23 @@ def from_preset(preset: str, values: Mapping[str, Any]) -> RunConfig:
     """A preset updated by nested `values` (`given`), validated."""
     check_name(preset, "--preset", PRESETS)
     return from_dict(values, PRESETS[preset])
+
+
+def data_from_preset(preset: str, values: Mapping[str, Any]) -> tuple[DataConfig, list[str]]:
+    """The video a preset updated by nested `values` (`given`) makes, and the dotted keys set
+    outside ``data`` (they change nothing in it). Every section is checked key by key, but
+    not against the others: a batch larger than a shorter video is a training error, not
+    the video's."""
+    check_name(preset, "--preset", PRESETS)
+    base = PRESETS[preset]
+    hints, names = _fields(RunConfig)
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"{key_shown(key)}: unknown key; valid keys: {', '.join(names)}")
+        build(hints[key], getattr(base, key), value, f"{key}.")
+    data = build(DataConfig, base.data, values.get("data", {}), "data.")
+    others = {k: v for k, v in values.items() if k != "data" and isinstance(v, Mapping)}
+    return data, list(flatten(others))
 
 
 def ignored(cfg: RunConfig, values: Mapping[str, Any]) -> list[str]:

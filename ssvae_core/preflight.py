@@ -184,6 +184,13 @@ def check_memory(cfg: RunConfig, available: int | None = None) -> None:
     refuse_beyond(estimate(cfg), available or size, where)
 
 
+def check_video(data: DataConfig, available: int | None = None) -> None:
+    """Refuse a video (``ssvae data``: simulated on the CPU) beyond `MEMORY_SHARE` of this
+    machine's memory (`available` instead if given)."""
+    parts = {video_key(data): video_bytes(data)}
+    refuse_beyond(parts, available or memory_bytes(), "this machine's", "the video")
+
+
 def check_gpu_share(
     cfg: RunConfig, share: float, runs: int = 1, device: tuple[str, int] | None = None
 ) -> None:

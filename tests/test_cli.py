@@ -165,6 +165,28 @@ def test_data_preview_writes_a_png(tmp_path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_data_needs_only_the_data_section_and_says_what_else_changes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A video shorter than the preset's batch is a video (only training needs the batch to
+    fit); a training key is still checked, and said to change nothing."""
+    assert cli.main(["data", "--set", "data.n_frames=10", "--set", "coupling.kind=bilinear"]) == 0
+    captured = capsys.readouterr()
+    assert "video: (10, 64, 64, 3) uint8" in captured.out
+    assert "warning: coupling.kind: set, it changes nothing in the video" in captured.err
+    assert cli.main(["data", "--set", "data.n_frames=10", "--set", "train.lr=-1"]) == 2
+    assert "train.lr: must be in (0, 10], got -1.0" in capsys.readouterr().err
+    assert cli.main(["data", "--set", "data.n_frames=1"]) == 2
+    assert "data.n_frames: must be >= 2" in capsys.readouterr().err
+
+
+def test_data_beyond_the_machine_is_refused_before_simulating(
+    no_compute: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["data", "--set", "data.n_frames=100000000"]) == 2
+    assert "data.n_frames: the video needs about" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("entry", [["ssvae_core.cli", "data"], ["ssvae_core.mi_bench"]])
 def test_figures_ignore_a_bad_mplbackend(entry: list[str], tmp_path: Path) -> None:
     """Figures are files: an MPLBACKEND matplotlib does not know (it fails ``import
