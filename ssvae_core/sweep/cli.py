@@ -112,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"ssvae sweep: warning: {same}", file=sys.stderr)
         if args.dry_run:
             preflight.check_sweep(sweep, args.address)
+            if args.address in (None, "local"):
+                preflight.check_resources_here(sweep)
             writable_dir(directory.parent, "--storage-path")  # as `runner.run_sweep` checks it
             storage.check_state(sweep, directory, args.resume)
             if missing_extra() is None:  # the URI's store, where MLflow is there to ask

@@ -1,4 +1,5 @@
-"""Checks of a sweep against this machine, made before Ray starts: devices and memory.
+"""Checks of a sweep against this machine, made before Ray starts: devices, memory and (for
+``--dry-run``, which starts no Ray) a trial's resources.
 
 `ssvae_core.preflight` checks one run; a sweep adds what its trials share. The driver
 simulates each distinct video once and Ray's object store holds a second copy, which every
@@ -33,6 +34,26 @@ def check_devices(spec: SweepSpec) -> None:
             f"train.device: cuda in grid cell ({cuda[0]}), but resources.gpu is 0, so Ray gives "
             "the trials no GPU; set resources.gpu (e.g. 0.25) or train.device: auto"
         )
+
+
+def check_resources_here(
+    spec: SweepSpec, cores: int | None = None, gpus: int | None = None
+) -> None:
+    """Refuse a sweep to be started here whose trial asks for more ``resources.cpu`` or
+    ``resources.gpu`` than this machine has (`cores`, `gpus`: its own by default, as torch
+    sees them); for ``--dry-run``, which starts no Ray: a run asks Ray's nodes
+    (`cluster.check_resources`)."""
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    for key, asked, here in (("cpu", spec.resources.cpu, cores), ("gpu", spec.resources.gpu, gpus)):
+        if asked > here:
+            raise ConfigError(
+                f"resources.{key}: each trial asks for {asked:g} {key.upper()}, and this machine "
+                f"has {here}; lower it, or run on a cluster (--address)"
+            )
 
 
 def trials_at_once(spec: SweepSpec, cores: int | None = None) -> int:

@@ -91,6 +91,25 @@ def test_a_dry_run_refuses_what_a_run_would(
     assert said in err and "Traceback" not in err
 
 
+def test_a_dry_run_here_refuses_a_trial_larger_than_this_machine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep started here runs here: a GPU share on a machine with none (``paper.yaml`` on
+    a laptop) or more cores than it has is refused; with --address the cluster's nodes
+    decide, when the run asks them."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    gpu = write_spec(tmp_path, "gpu", "resources: {gpu: 0.25}\ngrid: {train.seed: [0]}")
+    assert cli.main(["sweep", str(gpu), "--dry-run"]) == 2
+    said = "resources.gpu: each trial asks for 0.25 GPU, and this machine has 0"
+    assert said in capsys.readouterr().err
+    assert cli.main(["sweep", str(gpu), "--dry-run", "--address", "10.0.0.1:6379"]) == 0
+    cpu = write_spec(tmp_path, "cpu", "resources: {cpu: 100000}\ngrid: {train.seed: [0]}")
+    assert cli.main(["sweep", str(cpu), "--dry-run"]) == 2
+    assert "resources.cpu: each trial asks for 100000 CPU" in capsys.readouterr().err
+
+
 def test_a_dry_run_is_not_a_sync(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:  # argparse's
         cli.main(["sweep", str(write_spec(tmp_path, "s", "")), "--dry-run", "--sync"])
