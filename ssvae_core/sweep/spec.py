@@ -45,7 +45,7 @@ from typing import Any
 from ssvae_core import config, loader, safe_yaml
 from ssvae_core.config import RunConfig
 from ssvae_core.couplings import coupling_params
-from ssvae_core.errors import check, key_shown, shown, within
+from ssvae_core.errors import ConfigError, check, key_shown, shown, within
 from ssvae_core.errors import check_name as choose
 from ssvae_core.fused import fuse_key
 from ssvae_core.metrics import SEARCHABLE
@@ -280,7 +280,12 @@ def parse(
     check(isinstance(raw, Mapping), where, f"expected a mapping of sections, got {shown(raw)}")
     for key in raw:
         check(key in _TOP_KEYS, key_shown(key), f"unknown key; valid keys: {', '.join(_TOP_KEYS)}")
-    name = check_name_component(raw.get("name", default_name), "name")
+    try:
+        name = check_name_component(raw.get("name", default_name), "name")
+    except ConfigError as err:
+        if "name" in raw:
+            raise
+        raise ConfigError(f"{err} (the file's name); set name: in the file") from None
     experiment = raw.get("experiment", name)
     ok = isinstance(experiment, str) and experiment.strip() != ""
     check(ok, "experiment", f"expected a non-empty MLflow experiment name, got {shown(experiment)}")

@@ -73,6 +73,15 @@ def test_a_bad_grid_or_name_is_refused_naming_the_key(
     assert str(err.value).startswith(message), str(err.value)
 
 
+def test_a_file_whose_name_is_no_sweep_name_says_to_set_one(tmp_path: Path) -> None:
+    path = tmp_path / "my sweep.yaml"
+    path.write_text("grid: {train.seed: [0]}\n")
+    with pytest.raises(ConfigError, match=r"got 'my sweep' \(the file's name\); set name: in"):
+        spec.load(path)
+    path.write_text("name: mine\ngrid: {train.seed: [0]}\n")
+    assert spec.load(path).name == "mine"
+
+
 @pytest.mark.parametrize("name", ["../../escape", "/abs/path", "..", ".hidden", "a/b"])
 def test_a_sweep_directory_stays_inside_the_storage_path(tmp_path: Path, name: str) -> None:
     sweep = spec.load(write_spec(tmp_path, "ok", "grid: {train.seed: [0]}\n"))
