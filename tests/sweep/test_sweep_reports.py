@@ -150,6 +150,13 @@ def test_a_sweep_whose_trials_all_failed_still_gets_its_tables(name: str, tmp_pa
     )  # fmt: skip
     paths = reports.write(sweep.report, trials, sweep.report_context(), tmp_path)
     assert (tmp_path / "fig1c.png") in paths and (tmp_path / "summary.md") in paths
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"**No trial finished ok** ({len(trials)} trials: {len(trials)} error)" in summary
+    assert "|  |" not in summary and "\n||\n" not in summary  # no table without a column
+    metrics = ["probe_error_px", "mi_estimate", "lengthscale", "sigma", "elbo", "elbo_gap"]
+    trials.loc[0, ["status", *metrics, "elbo_at_mean"]] = ["ok", *[1.0] * len(metrics), 1.0]
+    reports.write(sweep.report, trials, sweep.report_context(), tmp_path)
+    assert "No trial finished ok" not in (tmp_path / "summary.md").read_text()
 
 
 def test_pairs_use_every_seed_axis_and_sort_the_seeds(tmp_path: Path) -> None:

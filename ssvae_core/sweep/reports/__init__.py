@@ -145,6 +145,17 @@ def check_values(
                 refuse(column, bad, "a number")
 
 
+def _failures(trials: pd.DataFrame) -> str:
+    """A line above the summary's tables where no trial finished ok ("" where one did)."""
+    if "status" not in trials or (trials["status"] == "ok").any():
+        return ""
+    counts = ", ".join(f"{n} {status}" for status, n in trials["status"].value_counts().items())
+    return (
+        f"**No trial finished ok** ({len(trials)} trials: {counts}), so there is nothing to "
+        "compare; each trial's status and error are in trials.csv.\n\n"
+    )
+
+
 def write(
     name: str, trials: pd.DataFrame, context: ReportContext, out: Path, strict: bool = False
 ) -> list[Path]:
@@ -168,5 +179,5 @@ def write(
             raise
         log.exception("the %r report failed; redraw it with `ssvae report`", name)
         return files
-    write_text(summary, f"# {context.name}\n\n{output.markdown}\n")
+    write_text(summary, f"# {context.name}\n\n{_failures(trials)}{output.markdown}\n")
     return [*files, *output.figures, summary]

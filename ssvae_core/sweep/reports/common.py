@@ -28,7 +28,10 @@ def finished(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def markdown(table: pd.DataFrame, digits: int = 3) -> str:
-    """A DataFrame as a markdown table (numbers to `digits` significant figures, NaN as -)."""
+    """A DataFrame as a markdown table (numbers to `digits` significant figures, NaN as -);
+    one with no column (nothing was measured) as a line that says so."""
+    if table.shape[1] == 0:
+        return "(no values: no trial to show)"
 
     def cell(value: object) -> str:
         if isinstance(value, float | np.floating):
