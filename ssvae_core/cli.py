@@ -203,7 +203,17 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
     runs = fig1c.method_configs(
         args.preset, args.methods, args.seeds, path=args.config, overrides=args.overrides
     )
-    from ssvae_core import preflight
+    from ssvae_core import loader, preflight
+
+    values = loader.given(args.config, args.overrides)
+    unused = [k for k in loader.ignored(runs[0][2], values)
+              if all(k in loader.ignored(cfg, values) for _, _, cfg in runs)]  # fmt: skip
+    if unused:
+        print(
+            f"ssvae fig1c: warning: {', '.join(unused)}: set, and no method of --methods trains "
+            "with it: it changes nothing in the runs",
+            file=sys.stderr,
+        )
 
     for _, _, cfg in runs:
         preflight.check_run(cfg)

@@ -228,6 +228,17 @@ def test_fig1c_runs_every_method_and_seed(
     assert "gaussian" in captured.out
     assert "fig1c: 100%" in captured.err and "2/2 [" in captured.err  # 2 seeds x 1 epoch
     assert "untrained seed 1:" in captured.err
+    assert "warning" not in captured.err  # gaussian trains with every key TINY sets
+
+
+def test_fig1c_says_which_settings_no_method_trains_with(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The untrained control has no optimiser and no batches: its lr changes nothing."""
+    argv = ["fig1c", *TINY, "--set", "train.lr=0.5", "--methods", "untrained", "--seeds", "0"]
+    assert cli.main(argv) == 0
+    said = "ssvae fig1c: warning: train.batch_size, train.lr: set, and no method of --methods"
+    assert said in capsys.readouterr().err
 
 
 def test_fig1c_rejects_an_unknown_method(capsys: pytest.CaptureFixture[str]) -> None:
