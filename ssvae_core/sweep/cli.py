@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         sweep = spec.load(args.file, text=text)
         root = args.storage_path or storage.DEFAULT_STORAGE
         directory = storage.sweep_dir(sweep, root, args.name)  # a bad --name: now
-        for same in plan.same_runs(sweep) if not args.sync else ():
+        for same in [*plan.same_runs(sweep), *plan.idle_searches(sweep)] if not args.sync else ():
             print(f"ssvae sweep: warning: {same}", file=sys.stderr)
         if args.dry_run:
             preflight.check_sweep(sweep, args.address)

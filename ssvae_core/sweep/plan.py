@@ -1,6 +1,6 @@
 """What a sweep would run, said before it runs: ``ssvae sweep FILE --dry-run`` (`describe`),
-and the grid cells that would train the same runs (`same_runs`), which every ``ssvae
-sweep`` warns of.
+and the grid cells that would train the same runs (`same_runs`) or search a key they do not
+use (`idle_searches`), which every ``ssvae sweep`` warns of.
 
 Two cells train the same run when every setting their runs use (`config.used`: what the
 mode trains with, defaults included) is equal: ``grid: {method: [untrained, gaussian],
@@ -48,6 +48,27 @@ def same_runs(spec: SweepSpec) -> list[SameRun]:
             continue
         a, b = (config.flatten(config.to_dict(c.config)) for c in (first[key], cell))
         found.append(SameRun(first[key], cell, tuple(k for k in a if a[k] != b[k])))
+    return found
+
+
+def idle_searches(spec: SweepSpec) -> list[str]:
+    """One line per grid cell whose mode does not use a searched key (``search.space``): its
+    search's trials differ only there, so they train the same run."""
+    found = []
+    for cell in spec.cells:
+        used = config.used(cell.config)
+        idle = [key for key, _ in spec.space if key not in used]
+        if idle:
+            n = spec.search.num_samples if spec.search else 0
+            what = (
+                f"its {n} trials train the same run"
+                if len(idle) == len(spec.space)
+                else "the values searched change nothing in its trials"
+            )
+            found.append(
+                f"grid cell ({cell.label}) searches {', '.join(idle)}, which train.mode "
+                f"{cell.config.train.mode} does not use: {what}"
+            )
     return found
 
 

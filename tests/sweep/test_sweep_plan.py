@@ -39,9 +39,34 @@ def test_one_config_spelt_two_ways_is_said_so(tmp_path: Path) -> None:
     assert str(found).endswith("train the same run: their settings are the same")
 
 
+def test_a_search_over_a_key_the_mode_does_not_use_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The untrained control has no optimiser: its search over lr trains one run 3 times."""
+
+    def body(more: str = "") -> str:
+        space = "{train.lr: {dist: loguniform, low: 0.001, high: 0.1}" + more + "}"
+        grid = "grid: {method: [untrained, gaussian]}\n"
+        return grid + f"search: {{num_samples: 3, space: {space}}}"
+
+    path = write_spec(tmp_path, "lr", body())
+    assert cli.main(["sweep", str(path), "--dry-run"]) == 0
+    assert "warning: grid cell (method=untrained) searches train.lr" in capsys.readouterr().err
+    sweep = spec.load(path)
+    assert plan.idle_searches(sweep) == [
+        "grid cell (method=untrained) searches train.lr, which train.mode untrained does not "
+        "use: its 3 trials train the same run"
+    ]
+    seed = ", data.seed: {dist: int, low: 0, high: 9}"
+    sweep = spec.load(write_spec(tmp_path, "both", body(seed)))
+    [line] = plan.idle_searches(sweep)
+    assert line.endswith("does not use: the values searched change nothing in its trials")
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_no_shipped_sweep_trains_a_run_twice(path: Path) -> None:
-    assert plan.same_runs(spec.load(path)) == []
+    sweep = spec.load(path)
+    assert plan.same_runs(sweep) == [] and plan.idle_searches(sweep) == []
 
 
 def test_a_dry_run_says_what_would_run_and_runs_nothing(
