@@ -216,8 +216,6 @@ def test_the_pruner_reads_rays_own_state_while_the_sweep_runs(
     finally:
         looked.set()
         looker.join()
-    # Ray's own num_to_keep may still delete one in the gap before it saves its state
-    # (`checkpoints` says why it is kept): here only what `prune` could cause is judged
     assert len(set(looks)) >= 4, sorted(set(looks))
     seen = result.metrics["seen"]  # before its last epoch: the older ones pruned as it ran
     assert "checkpoint_000004" in seen and "checkpoint_000000" not in seen, seen
@@ -228,3 +226,40 @@ def test_the_pruner_reads_rays_own_state_while_the_sweep_runs(
         "checkpoint_000005",
     ]
     assert (trial / "checkpoint_000005" / "state.pt").read_text() == "5"
+
+
+@pytest.mark.slow
+def test_ray_deletes_no_checkpoint_its_saved_state_names(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race `checkpoints` closes, made certain: Ray saves its state only when it must,
+    and after each checkpoint Ray registers (where ``num_to_keep`` deletes) the one its
+    newest saved state names must still be there, or a driver killed now leaves a trial no
+    ``--resume`` can restore. With ``num_to_keep=2`` the third checkpoint deleted it."""
+    import ray
+    from ray import tune
+    from ray.tune.experiment.trial import Trial
+
+    tuner_dir = workdir / "runs" / "grid"
+    gone: list[str] = []
+    registered = Trial.on_checkpoint
+
+    def on_checkpoint(trial: Trial, result: object) -> None:
+        registered(trial, result)
+        [named] = checkpoints.saved(tuner_dir).values() or [-1]
+        folders = list(tuner_dir.glob(f"*/checkpoint_{named:06d}"))
+        if named >= 0 and not folders:
+            gone.append(f"checkpoint_{named:06d}")
+
+    def four_checkpoints(config: dict) -> None:  # local: Ray's workers cannot import tests
+        for epoch in range(4):
+            with tempfile.TemporaryDirectory() as work:
+                (Path(work) / "state.pt").write_text(str(epoch))
+                metrics = {"probe_error_px": 1.0, "final": epoch == 3}
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(work))
+
+    monkeypatch.setattr(Trial, "on_checkpoint", on_checkpoint)
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1000")  # saved only when Ray must
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    [result] = runner._tuner(spec.load(SMOKE), four_checkpoints, tuner_dir, {"cell": 0}, None).fit()
+    assert result.error is None and gone == [], gone
