@@ -345,6 +345,10 @@ def test_a_failed_notification_does_not_print_the_webhooks_secret_path(
     printed = capsys.readouterr().out
     assert f"notification to http://127.0.0.1:{port}/... failed: " in printed
     assert "s3cret" not in printed
+    # http.client's own refusals (not OSError) are a failed notification too, not a crash
+    assert notify(f"http://127.0.0.1:{port}/s3cret path", {"verdict": "pass"}) is False
+    printed = capsys.readouterr().out
+    assert "can't contain control characters" in printed and "s3cret" not in printed
 
 
 @pytest.mark.parametrize(
@@ -360,6 +364,8 @@ def test_a_failed_notification_does_not_print_the_webhooks_secret_path(
         (["--notify", "https:///path"], "with a host and port 1-65535, got https:///..."),
         (["--notify", "http://127.0.0.1:0/x"], "port 1-65535, got http://127.0.0.1:0/..."),
         (["--notify", "http://TOKEN@127.0.0.1:8/x"], "a user or token before @ is not sent"),
+        (["--notify", "http://127.0.0.1:8/a b"], "--notify: a space or control character at"),
+        (["--notify", "http://127.0.0.1:8/a\nb"], "--notify: a space or control character at"),
     ],
 )
 def test_bad_input_exits_2_before_any_trial(

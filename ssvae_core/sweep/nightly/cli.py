@@ -179,7 +179,14 @@ def run(args: argparse.Namespace) -> int:
 
 def check_notify_url(url: str) -> None:
     """``--notify``: an http(s) URL with a host and a valid port (1-65535; not ``file://``,
-    which urllib would open), or a `ConfigError`."""
+    which urllib would open) and no space or control character (http.client refuses those
+    when it sends, after the night), or a `ConfigError`."""
+    bad = next((i for i, c in enumerate(url) if ord(c) <= 32 or ord(c) == 127), None)
+    check(
+        bad is None,
+        "--notify",
+        f"a space or control character at position {bad}: percent-encode it (a space is %20)",
+    )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises ValueError for a port out of range)

@@ -15,6 +15,7 @@ Exit status: 0 baseline / pass / improvement, 1 regression, 2 bad input, 3 infra
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 
@@ -252,10 +254,11 @@ def notify(url: str, payload: dict[str, Any]) -> bool:
     try:
         with urllib.request.urlopen(request, timeout=NOTIFY_TIMEOUT_S) as response:
             ok = 200 <= response.status < 300
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, http.client.HTTPException) as err:  # refused, reset, bad URL
         shown = url_shown(url, path=False)  # a webhook's path is its secret
-        log.warning("--notify %s failed: %s (the verdict is kept in verdict.json)", shown, err)
-        print(f"notification to {shown} failed: {err}; the verdict is kept")
+        said = str(err).replace(urlsplit(url).path, "/...") if urlsplit(url).path else str(err)
+        log.warning("--notify %s failed: %s (the verdict is kept in verdict.json)", shown, said)
+        print(f"notification to {shown} failed: {said}; the verdict is kept")
         return False
     if not ok:
         print(
