@@ -158,6 +158,10 @@ def check_state(spec: Any, directory: Path, resume: bool) -> None:
     ``--dry-run``): a sweep there already without `resume`; with it, files others could
     have written (`check_private`), Ray's state cut short (`damaged`), a damaged record or
     another spec. `spec`: a `SweepSpec` (its ``text`` and ``overrides``)."""
+    if directory.is_symlink() or directory.exists():
+        what = "a link to nothing" if directory.is_symlink() else "a file"
+        check(directory.is_dir(), "--name", f"{directory} is {what}, not a folder; pass another "
+              "--name or --storage-path, or remove it")  # fmt: skip
     started = directory / "sweep.yaml"
     if started.exists() and not resume:
         raise ConfigError(

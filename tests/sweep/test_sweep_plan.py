@@ -135,6 +135,26 @@ def test_a_dry_run_here_refuses_a_trial_larger_than_this_machine(
     assert "resources.cpu: each trial asks for 100000 CPU" in capsys.readouterr().err
 
 
+def test_a_sweep_folder_that_is_a_file_or_a_dangling_link_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked with the sweep's state, before Ray or MLflow: a run would otherwise open its
+    MLflow parent run and then fail to write its folder."""
+    path = write_spec(tmp_path, "s", "grid: {train.seed: [0]}")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "file").write_text("x")
+    (runs / "dangling").symlink_to(tmp_path / "nowhere")
+    for name, what in (("file", "a file"), ("dangling", "a link to nothing")):
+        argv = ["sweep", str(path), "--dry-run", "--storage-path", str(runs), "--name", name]
+        assert cli.main(argv) == 2
+        assert f"--name: {runs / name} is {what}, not a folder" in capsys.readouterr().err
+    (tmp_path / "elsewhere").mkdir()
+    (runs / "linked").symlink_to(tmp_path / "elsewhere")  # a folder on another disk: fine
+    argv = ["sweep", str(path), "--dry-run", "--storage-path", str(runs), "--name", "linked"]
+    assert cli.main(argv) == 0
+
+
 def test_a_dry_run_is_not_a_sync(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:  # argparse's
         cli.main(["sweep", str(write_spec(tmp_path, "s", "")), "--dry-run", "--sync"])
