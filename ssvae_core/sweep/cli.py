@@ -207,7 +207,10 @@ def run_report(args: argparse.Namespace) -> int:
                 f"{table}: no column {', '.join(missing)}, which the {sweep.report!r} report draws"
             )
         partial = {k for k, _ in sweep.axes if any(k not in dict(c.params) for c in sweep.cells)}
-        reports.check_values(sweep.report, trials, sweep.axes, str(table), partial)
+        reports.check_values(
+            sweep.report, trials, sweep.axes, str(table), partial,
+            most=sweep.n_trials, one_per_cell=sweep.search is None,
+        )  # fmt: skip
         out = writable_dir(args.out or directory, "--out")
     except ConfigError as err:
         print(f"ssvae report: error: {err}", file=sys.stderr)

@@ -184,8 +184,8 @@ def test_in_batch_negatives_count_as_n_equal_b_minus_1(tmp_path: Path) -> None:
 def test_report_command_fails_loudly_on_a_table_it_cannot_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A column the study draws missing: exit 2 naming it, before anything is drawn or removed.
-    A table the study cannot pair (two trials of one arm and seed): exit 1, no stale summary."""
+    """A column the study draws missing, or two trials of one grid cell: exit 2 naming it,
+    before anything is drawn or removed."""
     directory = tmp_path / "stochastic"
     directory.mkdir()
     table = {"method": ["deterministic"], "train.seed": [0], "status": ["ok"],
@@ -200,9 +200,11 @@ def test_report_command_fails_loudly_on_a_table_it_cannot_read(
     assert (directory / "summary.md").read_text() == "stale"
     twice = pd.DataFrame({**table, "elbo": [1.0], "elbo_gap": [0.0]})
     pd.concat([twice, twice]).to_csv(directory / "trials.csv", index=False)
-    assert cli.main(argv) == 1
-    assert "several trials per arm and seed" in capsys.readouterr().err
-    assert not (directory / "summary.md").exists()
+    assert cli.main(argv) == 2  # a grid sweep runs each cell once: refused before drawing
+    assert "row 2: a second trial of one grid cell (method=deterministic, train.seed=0)" in (
+        capsys.readouterr().err
+    )
+    assert (directory / "summary.md").read_text() == "stale"
 
 
 @pytest.mark.parametrize("name", sorted(reports.REPORTS))
@@ -217,11 +219,49 @@ def test_each_report_draws_from_the_columns_it_declares_and_needs_each(
     values = np.arange(1.0, len(rows) + 1)  # not constant: a rank correlation is defined
     trials = pd.DataFrame(rows).assign(**dict.fromkeys(reports.columns(name), values))
     trials["status"] = "ok"
-    reports.write(name, trials, sweep.report_context(), tmp_path, strict=True)
+    paths = reports.write(name, trials, sweep.report_context(), tmp_path, strict=True)
+    drawn = sorted(p.name for p in paths if p.suffix == ".png")  # declared: none left stale
+    assert drawn == sorted(["fig1c.png", *reports.REPORTS[name].figures])
     for column in reports.columns(name):
         with pytest.raises(KeyError, match=column):
             reports.write(name, trials.drop(columns=column), sweep.report_context(), tmp_path,
                           strict=True)  # fmt: skip
+
+
+def test_report_refuses_a_table_the_sweep_did_not_write_and_leaves_no_stale_figure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``x`` among True/False made every row 'learned' (the text 'False' is true); a table
+    longer than the sweep hung for minutes; a redraw kept the last draw's paired figure."""
+    directory = tmp_path / "lengthscale"
+    directory.mkdir()
+    sweep = _spec("lengthscale")
+    trials = pd.DataFrame([dict(cell.params) for cell in sweep.cells]).assign(
+        status="ok", probe_error_px=1.0, lengthscale=0.1, mi_estimate=1.0
+    )
+    argv = ["report", str(REPO / "sweeps" / "lengthscale.yaml"), "--storage-path", str(tmp_path)]
+    edited = trials.astype(object)
+    edited.loc[0, "coupling.learn_lengthscale"] = "x"
+    edited.to_csv(directory / "trials.csv", index=False)
+    assert cli.main(argv) == 2
+    said = "row 1: coupling.learn_lengthscale holds 'x', not a value of the grid (True, False)"
+    assert said in capsys.readouterr().err
+    pd.concat([trials] * 2).to_csv(directory / "trials.csv", index=False)
+    assert cli.main(argv) == 2
+    assert "60 rows, more than the sweep's 30 trials" in capsys.readouterr().err
+    trials.to_csv(directory / "trials.csv", index=False)
+    assert cli.main(argv) == 0
+    assert "| learned |" in (directory / "summary.md").read_text()
+    assert "| fixed |" in (directory / "summary.md").read_text()
+
+    paper = tmp_path / "paper-small"
+    paper.mkdir()
+    (paper / "fig1c-paired.png").write_bytes(b"stale")
+    medians_only = pd.DataFrame(
+        {"method": ["gaussian", "bilinear"], "status": "ok", "probe_error_px": [1.0, 2.0]}
+    )  # no seed: nothing to pair
+    reports.write("fig1c", medians_only, _context("paper-small"), paper, strict=True)
+    assert not (paper / "fig1c-paired.png").exists()
 
 
 def test_report_command_refuses_another_sweeps_table_and_an_out_it_cannot_write(
@@ -353,7 +393,13 @@ def test_fig1c_finds_the_control_beside_axes_it_does_not_have(tmp_path: Path) ->
         (("train.seed", 0, "0.5"), "row 1: train.seed holds 0.5, not an integer seed"),
         (("train.seed", 2, "x"), "row 3: train.seed holds 'x', not an integer seed"),
         (("train.seed", 1, "inf"), "row 2: train.seed holds inf, not an integer seed"),
-        (("coupling.kind", 0, "weird"), None),  # critics' axes: not checked beyond their form
+        (("coupling.kind", 0, "weird"), "row 1: coupling.kind holds 'weird', not a value of the"),
+        (("train.seed", 2, "7"), "row 3: train.seed holds 7, not a value of the grid (0, 1, 2)"),
+        (("probe_error_px", 1, "-5"), "row 2: probe_error_px holds -5.0, not a finite error >= 0"),
+        (("probe_error_px", 1, "inf"), "row 2: probe_error_px holds inf, not a finite error"),
+        (("status", 3, ""), "row 4: status holds nan, not one of ok, diverged, stopped, error"),
+        (("coupling.kind", 0, "gaussian"), "row 4: a second trial of one grid cell (coupling.kind"),
+        (("probe_error_px", 1, "0"), None),
     ],
 )
 def test_report_refuses_a_value_it_would_misread_naming_its_line(
@@ -390,7 +436,7 @@ def test_report_refuses_a_method_its_grid_does_not_have(
     table.write_text(table.read_text().replace("untrained,2,", "weird,2,"))
     argv = ["report", str(REPO / "sweeps" / "paper-small.yaml"), "--storage-path", str(tmp_path)]
     assert cli.main([*argv, "--name", "paper-small"]) == 2
-    assert "row 6: method holds 'weird', not a method of the grid (supervised" in (
+    assert "row 6: method holds 'weird', not a value of the grid (supervised" in (
         capsys.readouterr().err
     )
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from ssvae_core.config import RunConfig
 from ssvae_core.errors import ConfigError, shown
 from ssvae_core.files import write_text
-from ssvae_core.sweep.grid import ABSENT, METHOD_AXIS
+from ssvae_core.sweep.grid import ABSENT
 from ssvae_core.sweep.sections import SEED_AXES
 
 if TYPE_CHECKING:
@@ -63,25 +63,40 @@ class ReportOutput:
 @dataclass(frozen=True)
 class Report:
     """A study's report: the module of this package that draws it, the grid axes it reads
-    (checked when a sweep file is parsed) and the trials table's metric columns it reads
-    beyond `COLUMNS` (checked by ``ssvae report`` before it draws)."""
+    (checked when a sweep file is parsed), the trials table's metric columns it reads
+    beyond `COLUMNS` (checked by ``ssvae report`` before it draws) and the figures it may
+    write."""
 
     module: str
     axes: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()  # the PNGs it may write: none is left from an earlier draw
 
 
 COLUMNS = ("status", "probe_error_px")  # what every report reads (fig1c.png of every sweep)
 REPORTS: dict[str, Report] = {
-    "fig1c": Report("fig1c"),
-    "critics": Report("critics", ("coupling.kind", "objective.estimator"), ("mi_estimate",)),
-    "negatives": Report("negatives", ("coupling.kind", "objective.n_negatives"), ("mi_estimate",)),
+    "fig1c": Report("fig1c", figures=("fig1c-paired.png",)),
+    "critics": Report(
+        "critics",
+        ("coupling.kind", "objective.estimator"),
+        ("mi_estimate",),
+        ("critics-mi-vs-probe.png",),
+    ),
+    "negatives": Report(
+        "negatives",
+        ("coupling.kind", "objective.n_negatives"),
+        ("mi_estimate",),
+        ("negatives.png",),
+    ),
     "lengthscale": Report(
         "lengthscale",
         ("coupling.learn_lengthscale", "coupling.lengthscale"),
         ("lengthscale", "mi_estimate"),
+        ("lengthscale.png",),
     ),
-    "stochastic": Report("stochastic", ("method", "train.seed"), ("elbo", "elbo_gap")),
+    "stochastic": Report(
+        "stochastic", ("method", "train.seed"), ("elbo", "elbo_gap"), ("stochastic.png",)
+    ),
 }
 
 
@@ -97,14 +112,23 @@ def check_values(
     axes: Sequence[tuple[str, Sequence[object]]],
     where: str,
     partial: Collection[str] = (),
+    most: int | None = None,
+    one_per_cell: bool = False,
 ) -> None:
     """A `ConfigError` naming the column and row of a trials table value report `name`
-    would misread (``ssvae report`` on a table edited or written elsewhere): a metric that is
-    no number (``abc`` was dropped by one study and a traceback in another; ``True`` was
-    drawn as 1), a seed that is no integer (``0.5`` became a seed of its own), a method the
-    sweep's grid does not have, text on an axis of numbers. An empty cell is a trial that
-    failed; ``-`` on an axis in `partial` (one some grid blocks lack), a cell of such a block."""
+    would misread (``ssvae report`` on a table edited or written elsewhere): more rows than
+    the sweep's `most` trials (a table of 400 000 rows took minutes), a status the runner
+    never writes (an empty one: a row cut short), a metric that is no number (``abc`` was
+    dropped by one study and a traceback in another; ``True`` was drawn as 1), a probe error
+    below 0 or infinite, a seed that is no integer (``0.5`` became a seed of its own), a
+    value the sweep's grid does not have on one of its axes (``x`` among ``True``/``False``
+    read every row as learned), and with `one_per_cell` (a grid, no search) a second row of
+    one cell. An empty metric is a trial that failed; ``-`` on an axis in `partial` (one
+    some grid blocks lack), a cell of such a block."""
+    import numpy as np
     import pandas as pd
+
+    from ssvae_core.sweep.tables import STATUSES
 
     def refuse(column: str, bad: pd.Series, what: str) -> None:
         line = int(bad.to_numpy().nonzero()[0][0])
@@ -112,6 +136,14 @@ def check_values(
         value = value.item() if hasattr(value, "item") else value  # numpy's scalars: as read
         raise ConfigError(f"{where}: row {line + 1}: {column} holds {shown(value)}, not {what}")
 
+    if most is not None and len(trials) > most:
+        raise ConfigError(
+            f"{where}: {len(trials)} rows, more than the sweep's {most} trials: not its table"
+        )
+    if "status" in trials.columns:
+        refuse_if = ~trials["status"].isin(STATUSES)
+        if refuse_if.any():
+            refuse("status", refuse_if, f"one of {', '.join(STATUSES)}")
     for column in ("probe_error_px", *REPORTS[name].metrics):  # the numbers it draws
         if column not in trials.columns:
             continue
@@ -122,27 +154,45 @@ def check_values(
         bad = numbers.isna() & values.notna()
         if bad.any():
             refuse(column, bad, "a number")
+        if column == "probe_error_px":  # a distance in pixels
+            bad = numbers.notna() & ~(np.isfinite(numbers) & (numbers >= 0))
+            if bad.any():
+                refuse(column, bad, "a finite error >= 0 px")
     for column, allowed in axes:
         if column not in trials.columns:
             continue
         values = trials[column]
+        given = [v for v in allowed if v is not None]  # None: an empty cell, as written
+        grid = f"a value of the grid ({', '.join(map(str, allowed))})"
         if column in partial:  # the runner's '-': a cell of a block without this axis
             values = values.where(values.astype(str) != ABSENT)
+        numbers = pd.to_numeric(values, errors="coerce")
         if column in SEED_AXES:
-            numbers = pd.to_numeric(values, errors="coerce")
             seed = (numbers == numbers.round()) & (numbers >= 0) & (numbers < 2**63)  # not inf
             bad = values.notna() & (numbers.isna() | ~seed | (values.dtype == bool))
             if bad.any():
                 refuse(column, bad, "an integer seed")
-        elif column == METHOD_AXIS:
-            bad = values.notna() & ~values.astype(str).isin([str(v) for v in allowed])
-            if bad.any():
-                refuse(column, bad, f"a method of the grid ({', '.join(map(str, allowed))})")
-        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in allowed):
-            numbers = pd.to_numeric(values, errors="coerce")  # objective.n_negatives: `abc`
-            bad = values.notna() & numbers.isna()
+        if column in SEED_AXES or all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in given
+        ):
+            bad = values.notna() & numbers.isna()  # objective.n_negatives: `abc`
             if bad.any():  # was pandas' "Unable to parse string" with neither row nor column
                 refuse(column, bad, "a number")
+            bad = numbers.notna() & ~numbers.isin([float(str(v)) for v in given])
+        else:  # a method, a coupling's name, True/False: as the runner writes them
+            bad = values.notna() & ~values.astype(str).isin([str(v) for v in given])
+        if bad.any():  # a seed or N the sweep never ran, `x` among True/False: edited
+            refuse(column, bad, grid)
+    present = [column for column, _ in axes if column in trials.columns]
+    if one_per_cell and present:
+        again = trials.duplicated(subset=present)
+        if again.any():
+            line = int(again.to_numpy().nonzero()[0][0])
+            raise ConfigError(
+                f"{where}: row {line + 1}: a second trial of one grid cell "
+                f"({', '.join(f'{c}={trials[c].iloc[line]}' for c in present)}); a grid sweep "
+                "has one"
+            )
 
 
 def _failures(trials: pd.DataFrame) -> str:
@@ -168,7 +218,8 @@ def write(
 
     out.mkdir(parents=True, exist_ok=True)
     summary = out / "summary.md"
-    summary.unlink(missing_ok=True)  # never leave a stale summary beside new figures
+    for stale in (summary, out / "fig1c.png", *(out / f for f in REPORTS[name].figures)):
+        stale.unlink(missing_ok=True)  # never one from an earlier draw beside the new ones
     title = f"{context.name}: probe error per cell (median bar, one point per trial)"
     files = [probe_error_by_cell(trials, context.group_axes, out / "fig1c.png", title)]
     module = importlib.import_module(f"{__name__}.{REPORTS[name].module}")
