@@ -9,6 +9,8 @@ message naming the key or path, before any video is simulated or any training st
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -319,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}  # a stream that cannot be written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(raw)
@@ -339,6 +344,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `ssvae ... | head` read what it wanted: no stack, as `cat` dies
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush
         return EXIT_PIPE
+    except OSError as err:
+        if err.errno not in FULL or err.filename is not None:
+            raise
+        # Only the standard streams are written without a name (`> /dev/full`, a full disk
+        # under `2> log`): every file the commands write is named, and caught where written.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush
+        with contextlib.suppress(OSError):
+            print(f"ssvae: error: could not write the output: {err.strerror}", file=sys.stderr)
+        return EXIT_INFRA
 
 
 if __name__ == "__main__":

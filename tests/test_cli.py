@@ -187,6 +187,25 @@ def test_data_beyond_the_machine_is_refused_before_simulating(
     assert "data.n_frames: the video needs about" in capsys.readouterr().err
 
 
+def test_a_full_disk_under_stdout_is_one_line_and_loses_no_file(tmp_path: Path) -> None:
+    """``> /dev/full``: mi-bench printed its tables before writing its files, and died in a
+    traceback with none written."""
+    csv, md = tmp_path / "rows.csv", tmp_path / "tables.md"
+    args = ["--smoke-test", "--tasks", "gaussian", "--estimators", "infonce", "--couplings",
+            "bilinear", "--mis", "2", "--csv", str(csv), "--out", str(md)]  # fmt: skip
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "ssvae_core.mi_bench", *args], stdout=full,
+            stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stderr.endswith(
+        "ssvae: error: could not write the output: No space left on device\n"
+    )
+    assert "Traceback" not in done.stderr
+    assert csv.read_text().startswith("task,") and "| estimator" in md.read_text()
+
+
 @pytest.mark.parametrize("entry", [["ssvae_core.cli", "data"], ["ssvae_core.mi_bench"]])
 def test_figures_ignore_a_bad_mplbackend(entry: list[str], tmp_path: Path) -> None:
     """Figures are files: an MPLBACKEND matplotlib does not know (it fails ``import

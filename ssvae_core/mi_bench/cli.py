@@ -363,7 +363,7 @@ def write_outputs(
     figure: str | None,
     partial: Path | None = None,
 ) -> int:
-    """Print the header and tables; write them, the rows and the bias figure where asked; once
+    """Write the rows, the tables and the bias figure where asked, then print the tables; once
     the rows are in `csv`, remove the `partial` file that held them as the runs finished (kept
     where `csv` could not be written). -> the exit status: 1 when an output could not be written
     (the tables were printed)."""
@@ -372,7 +372,6 @@ def write_outputs(
     many = results["task"].nunique() > 1
     tables = markdown_tables(results) if many else markdown_table(results)
     document = f"{header}\n\n{tables}\n"
-    print(document)
 
     def bias_figure(path: str) -> None:
         from ssvae_core.mi_bench.figures import estimator_bias  # matplotlib: only when asked
@@ -399,4 +398,5 @@ def write_outputs(
         except OSError as err:  # a full disk, say: the other outputs are still written
             print(f"ssvae mi-bench: {key}: could not write {path}: {err}", file=sys.stderr)
             failed += 1
+    print(document)  # after the files: a stdout that fails (a full disk) loses none of them
     return EXIT_FAILED if failed else EXIT_OK
