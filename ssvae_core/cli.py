@@ -78,6 +78,28 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class Tolerant:
+    """`stream` (stderr) for progress lines during training, its write errors dropped: a full
+    disk under ``2> log`` stopped a run at its next progress line, and the run is worth more
+    than the line."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return int(self._stream.write(text))
+        except OSError:
+            return 0
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: tqdm asks
+        return getattr(self._stream, name)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ssvae_core import loader, preflight
 
@@ -111,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         desc=f"{cfg.train.mode}:{cfg.coupling.kind}",
         unit="epoch",
         disable=args.quiet,
-        file=sys.stderr,
+        file=Tolerant(sys.stderr),
     ) as bar:
         shown: dict[str, str] = {}
 
@@ -170,7 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _said(bar: Any, line: str) -> None:
     """One line on stderr above the progress bar (as the bar itself, even with --quiet)."""
-    bar.write(f"ssvae train: {line}", file=sys.stderr)
+    bar.write(f"ssvae train: {line}", file=Tolerant(sys.stderr))
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -227,7 +249,8 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     total = sum(cfg.epochs_trained for _, _, cfg in runs)
-    with tqdm(total=total, desc="fig1c", unit="epoch", disable=args.quiet, file=sys.stderr) as bar:
+    stderr = Tolerant(sys.stderr)
+    with tqdm(total=total, desc="fig1c", unit="epoch", disable=args.quiet, file=stderr) as bar:
 
         def epoch_done(metrics: dict[str, Any], _ckpt: str | None) -> None:
             bar.update(1 if metrics["epoch"] > 0 else 0)
@@ -237,7 +260,7 @@ def cmd_fig1c(args: argparse.Namespace) -> int:
             bar.write(
                 f"{method:>11} seed {seed}: {result.probe_error_px:7.3f} px  "
                 f"({result.status}, {result.seconds:.0f} s)",
-                file=sys.stderr,
+                file=stderr,
             )
 
         try:

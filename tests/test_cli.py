@@ -187,6 +187,23 @@ def test_data_beyond_the_machine_is_refused_before_simulating(
     assert "data.n_frames: the video needs about" in capsys.readouterr().err
 
 
+def test_a_stderr_that_cannot_be_written_does_not_stop_training(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``2> log`` on a disk that fills: the progress bar's next line raised ENOSPC and the run
+    died at that epoch, its result lost (and with --checkpoint-dir the checkpoint blamed)."""
+    import errno
+    import io
+
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stderr", Full())
+    assert cli.main(["train", *TINY, "--set", "train.epochs=2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["probe_error_px"] > 0
+
+
 def test_a_full_disk_under_stdout_is_one_line_and_loses_no_file(tmp_path: Path) -> None:
     """``> /dev/full``: mi-bench printed its tables before writing its files, and died in a
     traceback with none written."""
