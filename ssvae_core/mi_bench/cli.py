@@ -40,6 +40,21 @@ from ssvae_core.files import write_text
 from ssvae_core.safe_yaml import read_bytes
 
 MAX_ROWS_BYTES = 100_000_000  # docs/estimators-suite.csv, 480 rows, is 26 kB
+MAX_SEEDS = 1000  # the runs are a product of tasks, estimators, couplings and seeds
+# options that --from-csv (it trains nothing) and --smoke-test (20 steps, 1 seed) would ignore
+NOT_WITH = {
+    "from_csv": (
+        "tasks",
+        "files",
+        "steps",
+        "seeds",
+        "estimators",
+        "couplings",
+        "mis",
+        "smoke_test",
+    ),
+    "smoke_test": ("steps", "seeds"),
+}
 DESCRIPTION = "Score the MI estimators on pairs of known mutual information."
 
 
@@ -67,6 +82,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_ignored(args: argparse.Namespace) -> None:
+    """A `ConfigError` for an option that --from-csv or --smoke-test would ignore, given."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = vars(parser.parse_args([]))
+    for mode, ignored in NOT_WITH.items():
+        if getattr(args, mode) in (None, False):
+            continue
+        for dest in ignored:
+            if getattr(args, dest) != defaults[dest]:
+                flag, by = (f"--{name.replace('_', '-')}" for name in (dest, mode))
+                raise ConfigError(f"{flag}: not used with {by}; leave one of them out")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark for parsed `args`; -> the exit status (2: bad input, before training)."""
     import torch
@@ -85,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 f"with --from-csv {partial}, or remove it"
             )
         check_distinct(args, partial)
+        check_ignored(args)
         if args.from_csv is not None:
             rows = read_rows(args.from_csv)
             try:
@@ -100,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
     steps, n_seeds = (20, 1) if args.smoke_test else (args.steps, args.seeds)
     try:
         check(args.steps >= 1, "--steps", f"must be >= 1, got {args.steps}")
-        check(args.seeds >= 1, "--seeds", f"must be >= 1, got {args.seeds}")
+        check(
+            1 <= args.seeds <= MAX_SEEDS,
+            "--seeds",
+            f"must be in [1, {MAX_SEEDS}], got {args.seeds}",
+        )
         tasks = [] if args.tasks == "none" else args.tasks.split(",")
         estimators = names_or_all(args.estimators, ESTIMATORS)  # "" is a list of one '',
         couplings = names_or_all(args.couplings, COUPLINGS)  # refused: not every name
