@@ -119,7 +119,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if folder:
             preflight.writable_dir(folder, key)
             for name in names:
-                preflight.output_file(Path(folder) / name, key)
+                path = preflight.output_file(Path(folder) / name, key)
+                if args.config and path.resolve() == Path(args.config).resolve():
+                    raise ConfigError(f"{key}: {path} is also the --config file; choose another")
     from tqdm import tqdm
 
     from ssvae_core.balls import simulate

@@ -242,7 +242,9 @@ def fig1de(
 
 
 def preview(video: Video, path: str | Path, frames: Sequence[int] = (0, 1, 2, 3)) -> Path:
-    """The first frames of the video with the true centres marked."""
+    """The first frames of the video with the true centres marked (those it has of `frames`:
+    a video may be 2 frames long)."""
+    frames = [t for t in frames if t < len(video.frames)]
     fig, axes = plt.subplots(1, len(frames), figsize=(3 * len(frames), 3.2))
     size = video.frames.shape[1]
     for ax, t in zip(np.atleast_1d(axes), frames, strict=False):

@@ -180,6 +180,25 @@ def test_data_needs_only_the_data_section_and_says_what_else_changes_nothing(
     assert "data.n_frames: must be >= 2" in capsys.readouterr().err
 
 
+def test_data_previews_a_video_of_two_frames(tmp_path: Path) -> None:
+    """The preview drew frames 0 to 3 whatever the video's length: an IndexError after
+    simulating."""
+    png = tmp_path / "two.png"
+    assert cli.main(["data", "--set", "data.n_frames=2", "--preview", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_out_refuses_to_write_over_its_own_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_compute: None
+) -> None:
+    """--out DIR wrote DIR/config.yaml over the commented file --config read."""
+    mine = tmp_path / "config.yaml"
+    mine.write_text("# my notes\ntrain: {epochs: 1}\n")
+    assert cli.main(["train", *TINY, "--config", str(mine), "--out", str(tmp_path)]) == 2
+    assert f"--out: {mine} is also the --config file" in capsys.readouterr().err
+    assert mine.read_text().startswith("# my notes")
+
+
 def test_data_beyond_the_machine_is_refused_before_simulating(
     no_compute: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
