@@ -195,11 +195,22 @@ def _open(archive: zipfile.ZipFile, member: str) -> IO[bytes]:
         raise ValueError(str(err)) from None
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # how an .npz (a zip) starts
+NPY_MAGIC = b"\x93NUM"  # an .npy's start: refused below as one array, not an .npz
+
+
 def from_npz(path: str | Path, batch: int = 64) -> Samples:
     """The pairs of an ``.npz`` (``x``, ``y``, ``mi``); a `ConfigError` names what is wrong."""
     path = Path(path)
     if path.exists() and not path.is_file():  # a named pipe would block np.load's open()
         raise ConfigError(f"{path}: not a readable .npz of arrays (not a regular file)")
+    try:  # np.load reads any other file as a pickle, and says to allow_pickle
+        with path.open("rb") as file:
+            magic = file.read(len(ZIP_MAGIC))
+    except OSError as err:
+        raise ConfigError(f"{path}: not a readable .npz of arrays ({err.strerror})") from None
+    if magic not in (ZIP_MAGIC, NPY_MAGIC):
+        raise ConfigError(f"{path}: not an .npz (a zip of .npy arrays: np.savez writes one)")
     try:
         with np.load(path, allow_pickle=False) as data:
             named = {name.removesuffix(".npy"): name for name in data.zip.namelist()}

@@ -88,7 +88,9 @@ def test_bad_input_exits_2_naming_it(
         (["--couplings", "bogus"], "--couplings: unknown name 'bogus'; choose from"),
         (["--mis", "400"], "--mis: 400 for task gaussian: 400 nats over 20 dimensions is beyond"),
         (["--files", "{tmp}/a.npy"], "a.npy: one array (.npy?), not an .npz of x, y and mi"),
-        (["--files", "{tmp}/f"], "f: not a readable .npz of arrays (No data left in file)"),
+        (["--files", "{tmp}/f"], "f: not an .npz (a zip of .npy arrays: np.savez writes one)"),
+        # np.load took any other file for a pickle, and the message said to allow_pickle
+        (["--files", "{tmp}/hello.npz"], "hello.npz: not an .npz (a zip of .npy arrays"),
         (["--files", "{tmp}/pipe"], "pipe: not a readable .npz of arrays (not a regular file)"),
         (["--files", "{tmp}/mi-text.npz"], "mi-text.npz: mi must be one finite number >= 0"),
         (
@@ -152,6 +154,7 @@ def test_bad_input_is_refused_before_any_training(
 
     monkeypatch.setattr(critics, "staircase", no_training)
     (tmp_path / "f").write_text("")
+    (tmp_path / "hello.npz").write_text("hello")
     header = "task,estimator,coupling,true_mi,seed,estimate\n"
     (tmp_path / "cols.csv").write_text("a,b\n1,2\n")
     (tmp_path / "seed.csv").write_text(header + "gaussian,infonce,bilinear,2,1.5,1.9\n")
