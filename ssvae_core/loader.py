@@ -202,11 +202,11 @@ def data_from_preset(preset: str, values: Mapping[str, Any]) -> tuple[DataConfig
 
 def ignored(cfg: RunConfig, values: Mapping[str, Any]) -> list[str]:
     """The dotted keys set in `values` (`given`) that `cfg`'s run does not use (`used`: an
-    untrained run has no optimiser, a supervised one no coupling); a key another kind of
-    coupling would take is refused when the config is built, not here."""
+    untrained run has no optimiser, a supervised one no coupling), null ones left out; a key
+    another kind of coupling would take is refused when the config is built, not here."""
     sections = {k: v for k, v in values.items() if isinstance(v, Mapping)}
-    used_keys = used(cfg)
-    return [key for key in flatten(sections) if key not in used_keys]
+    used_keys = used(cfg)  # a null is no setting (a run's own config.yaml writes them)
+    return [key for key, v in flatten(sections).items() if key not in used_keys and v is not None]
 
 
 def given(path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict[str, Any]:

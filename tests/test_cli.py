@@ -540,8 +540,15 @@ def test_a_setting_the_run_does_not_use_is_named_once(
     assert err.count("warning") == 1 and f"ssvae train: warning: train.mode {unused}: set" in err
 
 
-def test_settings_the_run_uses_draw_no_warning(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["train", *TINY, "--set", "train.epochs=1", "--quiet"]) == 0  # TINY: all used
+def test_settings_the_run_uses_draw_no_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["train", *TINY, "--set", "train.epochs=0", "--quiet"]) == 0  # TINY: all used
+    assert "warning" not in capsys.readouterr().err
+    # a run's own config.yaml (its nulls are no settings: they warned of encoder.sigma, ...)
+    assert cli.main(["train", *TINY, "--set", "train.epochs=0", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--config", str(tmp_path / "config.yaml"), "--quiet"]) == 0
     assert "warning" not in capsys.readouterr().err
 
 
