@@ -71,7 +71,7 @@ def load(
         raise CheckpointError(f"{path}: not a valid ssvae checkpoint ({_reason(err)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("config"), dict):
         raise CheckpointError(f"{path}: not a valid ssvae checkpoint (no config fingerprint)")
-    differences = _differences(state["config"], fingerprint(cfg))
+    differences = _differences(state["config"], fingerprint(cfg), config.used(cfg))
     if differences:
         raise CheckpointError(
             f"{path}: written for another config ({'; '.join(differences)}); resume with "
@@ -119,12 +119,19 @@ def _reason(err: BaseException) -> str:
     return (named or reasons or [type(err).__name__])[0][:300]
 
 
-def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: saved -> current`` for every key whose value differs (or exists on one side)."""
+def _differences(
+    saved: dict[str, Any], current: dict[str, Any], defaults: dict[str, Any]
+) -> list[str]:
+    """``key: saved -> current`` for every key whose value differs (or exists on one side); a
+    null (unset) is its default in `defaults` (`config.used`), so ``coupling.lengthscale:
+    0.05``, the Gaussian's own, resumes a run that left it unset."""
     missing = object()
     found = []
     for key in sorted(set(saved) | set(current)):
         before, now = saved.get(key, missing), current.get(key, missing)
+        default = defaults.get(key, missing)
+        if (default if before is None else before) == (default if now is None else now):
+            continue
         if before != now:
             old = "(absent)" if before is missing else shown(before, 40)
             new = "(absent)" if now is missing else shown(now, 40)

@@ -93,6 +93,21 @@ def test_what_leaves_the_weights_alone_may_change_on_resume(
     assert "train.epochs" in checkpoint.fingerprint(cosine)  # its schedule depends on epochs
 
 
+def test_a_default_set_by_its_value_resumes_the_run_that_left_it_unset(
+    tmp_path: Path, tiny_cfg: RunConfig, tiny_video: Video
+) -> None:
+    """'coupling.lengthscale: None in the checkpoint, 0.05 now' refused the same run."""
+    assert tiny_cfg.coupling.kind == "gaussian" and tiny_cfg.coupling.lengthscale is None
+    fit(tiny_cfg, checkpoint_dir=str(tmp_path), video=tiny_video)
+    explicit = {"coupling": {"lengthscale": 0.05}, "train": {"momentum": 0.0, "epochs": 3}}
+    resumed = fit(loader.from_dict(explicit, tiny_cfg), checkpoint_dir=str(tmp_path),
+                  video=tiny_video)  # fmt: skip
+    assert len(resumed.history) == 4
+    other = loader.from_dict({"coupling": {"lengthscale": 0.06}}, tiny_cfg)
+    with pytest.raises(CheckpointError, match=r"coupling.lengthscale: 0.05 in the checkpoint"):
+        fit(other, checkpoint_dir=str(tmp_path), video=tiny_video)
+
+
 def test_resuming_with_fewer_epochs_than_the_checkpoint_holds_is_refused(
     tmp_path: Path, tiny_cfg: RunConfig, tiny_video: Video
 ) -> None:
