@@ -13,6 +13,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +27,9 @@ from ssvae_core.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PIPE,
+    EXIT_TERMINATED,
     ConfigError,
+    Terminated,
     path_arg,
 )
 from ssvae_core.mi_bench import cli as mi_bench_cli
@@ -44,7 +47,8 @@ examples:
 
 exit status: 0 done; 1 the work failed (a diverged run, an errored trial, a regression);
 2 bad input, refused before any compute; 3 infrastructure (MLflow or Ray out of reach,
-another run of the same name, a full disk); 130 interrupted; 141 stdout's reader left
+another run of the same name, a full disk); 130 interrupted; 141 stdout's reader left;
+143 terminated (SIGTERM)
 """
 
 
@@ -346,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}  # a stream that cannot be written
 
 
@@ -358,14 +366,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every figure is a file: matplotlib's Agg, whatever MPLBACKEND says (an unknown name there
     # fails `import matplotlib` itself, after the training). Ray's local workers inherit it.
     os.environ["MPLBACKEND"] = "agg"
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return func(args)
     except ConfigError as err:
         print(f"ssvae: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:  # Ctrl-C: one line, not the stack it landed in
-        print(f"\nssvae {raw[0] if raw else ''}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, not the stack it landed in
+        said = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        with contextlib.suppress(OSError):
+            print(f"\nssvae {raw[0] if raw else ''}: {said}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:  # `ssvae ... | head` read what it wanted: no stack, as `cat` dies
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush
         return EXIT_PIPE

@@ -22,6 +22,13 @@ EXIT_BAD_INPUT = 2  # bad input, refused before any compute
 EXIT_INFRA = 3  # infrastructure: tracking unreachable, a concurrent run, trials that errored
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_PIPE = 141  # the reader of stdout left (`| head`), as for a process SIGPIPE ended
+EXIT_TERMINATED = 143  # SIGTERM (systemd's stop, `timeout`, `kill`), as the signal's own
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is (`ssvae_core.cli.main` installs it): what Ctrl-C
+    cleans up (a half-written temporary file, a run's rows so far) is cleaned up for it too."""
+
 
 # How much of a user's value an error message repeats (a YAML alias bomb expands to gigabytes).
 MAX_REPR = 200

@@ -223,6 +223,26 @@ def test_a_stderr_that_cannot_be_written_does_not_stop_training(
     assert json.loads(capsys.readouterr().out)["probe_error_px"] > 0
 
 
+def test_sigterm_is_one_line_exit_143_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """``timeout``, ``kill``, systemd's stop: the process ended silently (143 from the signal
+    itself), its temporary checkpoint file left beside state.pt when it landed mid-write."""
+    import signal
+    import time
+
+    ck = tmp_path / "ck"
+    argv = [sys.executable, "-m", "ssvae_core.cli", "train", *TINY, "--set", "train.epochs=500",
+            "--quiet", "--checkpoint-dir", str(ck)]  # fmt: skip
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (ck / "state.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip() == "ssvae train: terminated (SIGTERM)"
+    assert [p.name for p in ck.iterdir()] == ["state.pt"]
+
+
 def test_a_full_disk_under_stdout_is_one_line_and_loses_no_file(tmp_path: Path) -> None:
     """``> /dev/full``: mi-bench printed its tables before writing its files, and died in a
     traceback with none written."""
