@@ -46,6 +46,12 @@ def shown(value: Any, limit: int = MAX_REPR) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
+def first_line(err: BaseException) -> str:
+    """An error's first line (SQLAlchemy's add the SQL and a link), or its type's name."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def key_shown(key: Any, limit: int = 100) -> str:
     """A key (or a place, ``grid cell a=1``) as a message names it: as typed, unless it is
     longer than `limit` or holds a newline or another unprintable character, then `shown`."""

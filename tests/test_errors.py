@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ssvae_core.errors import url_shown, without_password
+from ssvae_core.errors import first_line, url_shown, without_password
 
 
 @pytest.mark.parametrize(
@@ -73,3 +73,10 @@ def test_repeated_names_each_value_given_twice_once_in_first_order() -> None:
     from ssvae_core.errors import repeated
 
     assert repeated([3, 1, 3, 2, 1, 3]) == ["3", "1"] and repeated(["a", "b"]) == []
+
+
+def test_first_line_keeps_an_errors_first_line_or_names_its_type() -> None:
+    """SQLAlchemy's errors add their SQL and a link on lines of their own."""
+    err = RuntimeError("(sqlite3.OperationalError) database is locked\n[SQL: SELECT 1]\n(link)")
+    assert first_line(err) == "(sqlite3.OperationalError) database is locked"
+    assert first_line(TimeoutError()) == "TimeoutError"

@@ -34,7 +34,7 @@ from typing import Any
 
 from ssvae_core import config, run_files
 from ssvae_core.balls import Video
-from ssvae_core.errors import ConfigError, url_shown, without_password
+from ssvae_core.errors import ConfigError, first_line, url_shown, without_password
 from ssvae_core.files import write_text
 from ssvae_core.metrics import finite_numbers
 from ssvae_core.sweep import lock, process, ui
@@ -237,7 +237,9 @@ def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> st
                     mlflow.set_experiment_tag(found.experiment_id, key, value)
             return str(found.experiment_id)
     except Exception as err:
-        raise TrackingUnavailable(f"MLflow at {uri} is unreachable: {err}", uri) from err
+        raise TrackingUnavailable(
+            f"MLflow at {uri} is unreachable: {first_line(err)}", uri
+        ) from err
 
 
 class SweepTracking:

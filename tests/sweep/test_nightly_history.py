@@ -165,6 +165,11 @@ def _not_databases(folder: Path) -> dict[str, Path]:
     (folder / "text.db").write_text("not a database\n")
     with sqlite3.connect(folder / "other.db") as db:
         db.execute("CREATE TABLE notes (x)")
+    with sqlite3.connect(folder / "damaged.db") as db:  # its schema page overwritten
+        db.execute("CREATE TABLE experiments (x)")
+    damaged = bytearray((folder / "damaged.db").read_bytes())
+    damaged[100:4096] = b"\xff" * (4096 - 100)
+    (folder / "damaged.db").write_bytes(bytes(damaged))
     return {
         "does not exist": folder / "a" / "b" / "c" / "none.db",
         "is a directory": folder / "dir.db",
@@ -172,6 +177,8 @@ def _not_databases(folder: Path) -> dict[str, Path]:
         "is empty": folder / "empty.db",
         "is not a SQLite database": folder / "text.db",
         "is a SQLite database without MLflow's tables": folder / "other.db",
+        # was 3 lines of SQLAlchemy's (its SQL, a link), exit 3 'unreachable'
+        "is damaged (database disk image is malformed)": folder / "damaged.db",
     }
 
 

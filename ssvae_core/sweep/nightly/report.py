@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from ssvae_core.errors import ConfigError, url_shown
+from ssvae_core.errors import ConfigError, first_line, url_shown
 from ssvae_core.files import write_text
 from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import compare, unfit
@@ -78,8 +78,10 @@ def _not_a_database(path: Path) -> str | None:
             sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
         ) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    except sqlite3.Error:
+    except sqlite3.OperationalError:  # locked, say: MLflow decides
         return None
+    except sqlite3.DatabaseError as err:  # "database disk image is malformed"
+        return f"is damaged ({err})"
     if not {"experiments", "runs"} <= tables:
         return "is a SQLite database without MLflow's tables"
     return None
@@ -96,7 +98,9 @@ def _nights(uri: str, name: str) -> list[Any]:
             for run in history.nightlies(mlflow, experiment, name, status="FINISHED")
         ]
     except Exception as err:
-        raise TrackingUnavailable(f"MLflow at {uri} is unreachable: {err}", uri) from err
+        raise TrackingUnavailable(
+            f"MLflow at {uri} is unreachable: {first_line(err)}", uri
+        ) from err
     runs.sort(key=lambda run: run.info.start_time, reverse=True)
     return runs
 
