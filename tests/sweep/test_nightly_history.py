@@ -96,6 +96,33 @@ def test_history_leaves_out_a_night_with_text_where_a_number_belongs(
     assert "nightly bad (" in caplog.text and said in caplog.text
 
 
+def test_history_on_a_full_disk_names_out_and_leaves_no_earlier_file_beside_a_new_one(
+    here: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It blamed the storage path (which history never uses) and kept the last history's
+    figure beside the new table."""
+    import errno
+
+    from ssvae_core.sweep.nightly import report
+
+    uri = _store(here / "store", [("n1", _trials()), ("n2", _trials(0.6))], "tonight")
+    argv = ["nightly", "history", "tonight", "--tracking-uri", uri, "--out", "o"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    real = report.write_text
+
+    def full(path: Path, text: str) -> None:
+        if Path(path).name == "history.md":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(report, "write_text", full)
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert err == "ssvae nightly: error: --out: could not write in o: No space left on device\n"
+    assert sorted(p.name for p in (here / "o").iterdir()) == ["history.csv"]  # tonight's
+
+
 def test_compare_names_text_in_a_number_column_instead_of_a_type_error() -> None:
     damaged = _damaged("probe_error_px", "abc")
     why = "column 'probe_error_px' holds 'abc' in row 2, not a number"

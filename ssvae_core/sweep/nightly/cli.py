@@ -219,6 +219,13 @@ def _history(name: str, uri: str, args: argparse.Namespace) -> int:
     where = "--tracking-uri" if args.tracking_uri else "$MLFLOW_TRACKING_URI"
     if not args.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
         where = f"--tracking-uri (default {uri})"
-    for path in history_report(name, uri, history_dir(name, args.out), args.history, where):
+    out = history_dir(name, args.out)
+    try:
+        paths = history_report(name, uri, out, args.history, where)
+    except OSError as err:  # a full disk: named here, not as the (unused) storage path
+        print(f"ssvae nightly: error: --out: could not write in {out}: {err.strerror or err}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_INFRA
+    for path in paths:
         print(path)
     return EXIT_OK

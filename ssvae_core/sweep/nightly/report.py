@@ -105,6 +105,9 @@ def _nights(uri: str, name: str) -> list[Any]:
     return runs
 
 
+HISTORY_FILES = ("history.csv", "history.md", "cell-history.png")
+
+
 def history_report(
     name: str, uri: str, out: Path, nights: int | None = None, where: str = "--tracking-uri"
 ) -> list[Path]:
@@ -135,12 +138,15 @@ def history_report(
          "run_id": [run.info.run_id for run in runs]}
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
+    files = [out / name for name in HISTORY_FILES]
+    for stale in files:  # none from an earlier history beside a new one, if a write fails
+        stale.unlink(missing_ok=True)
     write_text(out / "history.csv", wide.to_csv())
     text = f"# {name}: nightly history (median probe error, px; newest first)\n\n"
     text += markdown(wide.reset_index()) + "\n\n" + markdown(verdicts) + "\n"
     write_text(out / "history.md", text)
-    figure = plot_cell_history(comparison, out / "cell-history.png")
-    return [out / "history.csv", out / "history.md", figure]
+    plot_cell_history(comparison, out / "cell-history.png")
+    return files
 
 
 def _tables(runs: list[Any], uri: str, limit: int) -> tuple[list[Any], list[pd.DataFrame]]:
