@@ -462,3 +462,18 @@ def test_report_reads_the_dash_a_sweep_writes_for_another_blocks_axis(
     table.loc[4, "method"] = "-"  # a method no cell has: still refused
     table.to_csv(tmp_path / "two" / "trials.csv", index=False)
     assert cli.main(argv) == 2
+
+
+def test_a_report_of_constant_values_prints_no_library_warning(tmp_path: Path) -> None:
+    """scipy's ConstantInputWarning (a rank correlation of equal values) reached the
+    terminal with its source line; the table shows the NaN as -."""
+    import warnings
+
+    sweep = _spec("critics")
+    trials = pd.DataFrame([dict(cell.params) for cell in sweep.cells]).assign(
+        status="ok", probe_error_px=1.0, mi_estimate=0.5
+    )
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        reports.write("critics", trials, sweep.report_context(), tmp_path, strict=True)
+    assert [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)] == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import warnings
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -123,10 +124,12 @@ def history_report(
         raise ConfigError(f"{name}: no finished nightly of this spec at {url_shown(uri)} has a "
                           "trials table (see the warnings above)")  # fmt: skip
     cells, seeds = _axes(tables[0])
-    comparison = compare(
-        tables[0], tables[1] if len(tables) > 1 else None, tables[1:], cells, seeds,
-        lookback=len(tables) - 1,
-    )  # fmt: skip
+    with warnings.catch_warnings():  # an inf in a past night: numpy's 'invalid value'
+        warnings.simplefilter("ignore", RuntimeWarning)
+        comparison = compare(
+            tables[0], tables[1] if len(tables) > 1 else None, tables[1:], cells, seeds,
+            lookback=len(tables) - 1,
+        )  # fmt: skip
     names = dict(enumerate(_labels(runs)))
     table = comparison.nights.assign(night=comparison.nights["night"].map(names))
     wide = table.pivot(index="cell", columns="night", values="median_px")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,14 +222,16 @@ def write(
     for stale in (summary, out / "fig1c.png", *(out / f for f in REPORTS[name].figures)):
         stale.unlink(missing_ok=True)  # never one from an earlier draw beside the new ones
     title = f"{context.name}: probe error per cell (median bar, one point per trial)"
-    files = [probe_error_by_cell(trials, context.group_axes, out / "fig1c.png", title)]
     module = importlib.import_module(f"{__name__}.{REPORTS[name].module}")
-    try:
-        output: ReportOutput = module.report(trials, context, out)
-    except Exception:
-        if strict:
-            raise
-        log.exception("the %r report failed; redraw it with `ssvae report`", name)
-        return files
+    with warnings.catch_warnings():  # a constant input's rank correlation, a mean of none:
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN, shown as - in the tables
+        files = [probe_error_by_cell(trials, context.group_axes, out / "fig1c.png", title)]
+        try:
+            output: ReportOutput = module.report(trials, context, out)
+        except Exception:
+            if strict:
+                raise
+            log.exception("the %r report failed; redraw it with `ssvae report`", name)
+            return files
     write_text(summary, f"# {context.name}\n\n{_failures(trials)}{output.markdown}\n")
     return [*files, *output.figures, summary]
