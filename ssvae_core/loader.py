@@ -85,6 +85,25 @@ def build(cls: type[T], base: T, values: Mapping[str, Any], prefix: str) -> T:
         raise ConfigError(f"{prefix}{err}") from None
 
 
+def check_keys(values: Mapping[str, Any], prefix: str, cls: type = RunConfig) -> None:
+    """Each key of nested `values` is a key of `cls`'s sections, of its type; else a
+    `ConfigError` naming it as `prefix` + the dotted key (``--set train.lrr``). For values
+    applied to many configs (a sweep's ``--set``, a method's bundle): checked alone, an error
+    names them, not the first grid cell built with them. Checks across keys wait for `build`."""
+    hints, names = _fields(cls)
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"{key_shown(dotted)}: unknown key; valid keys: {', '.join(names)}")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{dotted}: expected a mapping, got {shown(value)}")
+            check_keys(value, f"{dotted}.", hint)  # type: ignore[arg-type]
+        elif not _type_ok(value, hint):
+            raise ConfigError(f"{dotted}: expected {_hint_name(hint)}, got {shown(value)}")
+
+
 def from_dict(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
     """`base` (default: the `DEFAULT_PRESET`) updated by a nested mapping, strictly checked."""
     return build(RunConfig, base or PRESETS[DEFAULT_PRESET], values, "")

@@ -249,6 +249,7 @@ def _methods(raw: Any) -> dict[str, dict[str, Any]]:
         for part, values in nested.items():  # `train: 5` was named `train` alone, later
             ok = isinstance(values, Mapping)
             check(ok, f"methods.{name}.{part}", f"expected a mapping, got {shown(values)}")
+        loader.check_keys(nested, f"methods.{name}.")  # not '(in grid cell method=...)'
         loader.merge(methods.setdefault(str(name), {}), nested)
     return methods
 
@@ -328,7 +329,7 @@ def parse(
             Execution, {k: raw[k] for k in ("max_concurrent", "max_failures") if k in raw}, ""
         ),
         report=study,
-        overrides=loader.nest(overrides or {}, "--set"),
+        overrides=_checked_overrides(loader.nest(overrides or {}, "--set")),
         nightly=section(NightlyOptions, raw.get("nightly"), "nightly."),
     )
     cells = []
@@ -372,6 +373,13 @@ def _check_scheduler(scheduler: SchedulerSpec, cells: Sequence[Cell], epochs: in
         f"must be >= {least:.4g} over {epochs} epochs (ASHA's rungs, at most one per epoch), "
         f"got {factor}",
     )
+
+
+def _checked_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``--set`` values, their keys and types checked alone: an error names ``--set``, not
+    the first grid cell built with them."""
+    loader.check_keys(overrides, "--set ")
+    return overrides
 
 
 def _check_overrides(spec: SweepSpec) -> None:

@@ -97,3 +97,22 @@ def test_overrides_apply_to_every_trial_last(tmp_path: Path) -> None:
     assert {c.config.train.lr for c in sweep.cells} == {0.5}  # over supervised's own 0.03
     with pytest.raises(ConfigError, match=r"train\.epochs: must be >= 0"):
         spec.load(path, overrides={"train.epochs": -1})
+
+
+@pytest.mark.parametrize(
+    ("body", "overrides", "message"),
+    [
+        ("methods: {gaussian: {trian.lr: 0.1}}\n", {}, "methods.gaussian.trian: unknown key"),
+        ("methods: {gaussian: {train.lr: .nan}}\n", {}, "methods.gaussian.train.lr: expected"),
+        ("", {"nightly.history": 3}, "--set nightly: unknown key; valid keys: data"),
+        ("", {"train.lr": float("nan")}, "--set train.lr: expected finite float, got nan"),
+    ],
+)
+def test_a_methods_bundle_or_set_is_named_not_the_first_grid_cell_built_with_it(
+    tmp_path: Path, body: str, overrides: dict, message: str
+) -> None:
+    """They were named '(in grid cell method=gaussian)', sending the user to the grid."""
+    path = write_spec(tmp_path, "m", body + "grid: {method: [gaussian, bilinear]}\n")
+    with pytest.raises(ConfigError) as err:
+        spec.load(path, overrides=overrides)
+    assert str(err.value).startswith(message) and "grid cell" not in str(err.value)
