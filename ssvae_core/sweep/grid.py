@@ -56,6 +56,8 @@ def _parse_block(raw: Any, where: str, methods: Mapping[str, Any]) -> Axes:
         duplicates = sorted(shown(v, 40) for v, times in seen.items() if times > 1)[:5]
         check(not duplicates, f"{where}.{key}", f"repeated values: {', '.join(duplicates)}")
         for name in values if key == METHOD_AXIS else ():
+            text = isinstance(name, str)  # 1 or null: 'unknown name 1; choose from 1, ...'
+            check(text, f"{where}.method", f"a method's name is text, got {shown(name)}; quote it")
             check_name(name, f"{where}.method", methods)
     return tuple((str(key), tuple(values)) for key, values in raw.items())
 

@@ -245,6 +245,8 @@ def _methods(raw: Any) -> dict[str, dict[str, Any]]:
     check(isinstance(extra, Mapping), "methods", f"expected a mapping, got {shown(extra)}")
     methods = deepcopy(config.METHODS)
     for name, bundle in extra.items():  # a built-in one updated, not replaced
+        check(isinstance(name, str), "methods", f"a method's name is text, got {shown(name)}; "
+              "quote it")  # fmt: skip
         nested = loader.nest(bundle, f"methods.{name}")
         for part, values in nested.items():  # `train: 5` was named `train` alone, later
             ok = isinstance(values, Mapping)

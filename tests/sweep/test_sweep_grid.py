@@ -51,6 +51,9 @@ def test_a_grid_is_counted_before_a_cell_is_built(tmp_path: Path) -> None:
         ("grid: [{method: [gaussian]}, 3]\n", "grid[1]: expected a mapping"),
         ("grid: [{train.seed: []}]\n", "grid[0].train.seed: expected a non-empty list"),
         ("grid: [{method: [nope]}]\n", "grid[0].method: unknown name 'nope'"),
+        # 'unknown name 1; choose from 1, bilinear, ...': the file's name became text '1'
+        ("grid: {method: [1]}\n", "grid.method: a method's name is text, got 1; quote it"),
+        ("methods: {1: {}}\ngrid: {method: ['1']}\n", "methods: a method's name is text, got 1"),
         ("grid: {train.seed: [1, 1]}\n", "grid.train.seed: repeated values: 1"),
         ("name: ..\n", "name: expected 1-100 letters"),
         ("name: a/b\n", "name: expected 1-100 letters"),
