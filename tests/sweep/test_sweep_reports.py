@@ -400,6 +400,7 @@ def test_fig1c_finds_the_control_beside_axes_it_does_not_have(tmp_path: Path) ->
         (("status", 3, ""), "row 4: status holds nan, not one of ok, diverged, stopped, error"),
         (("coupling.kind", 0, "gaussian"), "row 4: a second trial of one grid cell (coupling.kind"),
         (("probe_error_px", 1, "0"), None),
+        (("objective.estimator", 2, ""), "row 3: objective.estimator holds nan, not a value of"),
     ],
 )
 def test_report_refuses_a_value_it_would_misread_naming_its_line(

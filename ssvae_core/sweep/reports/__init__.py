@@ -165,6 +165,8 @@ def check_values(
         values = trials[column]
         given = [v for v in allowed if v is not None]  # None: an empty cell, as written
         grid = f"a value of the grid ({', '.join(map(str, allowed))})"
+        if None not in allowed and values.isna().any():  # an empty cell: a row cut short
+            refuse(column, values.isna(), grid)
         if column in partial:  # the runner's '-': a cell of a block without this axis
             values = values.where(values.astype(str) != ABSENT)
         numbers = pd.to_numeric(values, errors="coerce")
