@@ -340,6 +340,19 @@ CASES = [
          "--mis: 2.0 given twice"),
     Case("an .npz whose header declares 7 TiB", ["mi-bench", "--tasks", "none", "--files",
          "big.npz"], 2, "big.npz: its arrays declare more", setup=_npz_declaring_7_tib),
+    Case("nightly --notify with a space (a traceback after the night)", ["nightly", "s.yaml",
+         "--notify", "http://127.0.0.1:9/a b"], 2, "--notify: a space or control character",
+         _sweep("")),
+    Case("ssvae report on a seed the grid never ran", ["report", "s.yaml"], 2,
+         "row 1: train.seed holds 7, not a value of the grid (0)",
+         {**_sweep("grid: {train.seed: [0]}\n"),
+          "runs/sweeps/s/trials.csv": "train.seed,status,probe_error_px\n7,ok,1.0\n"}),
+    Case("a sweep whose folder is a file", ["sweep", "s.yaml"], 2,
+         "is a file, not a folder", {**_sweep(""), "runs/sweeps/s": "x"}),
+    Case("mi-bench --seeds 10^20 (a traceback, or a 36 GB tuple at 10^9)", ["mi-bench",
+         "--seeds", "100000000000000000000"], 2, "--seeds: must be in [1, 1000]"),
+    Case("mi-bench --files of a text file (numpy's advice to allow pickles)", ["mi-bench",
+         "--tasks", "none", "--files", "t.npz"], 2, "t.npz: not an .npz", {"t.npz": "hello"}),
 ]  # fmt: skip
 
 
