@@ -183,6 +183,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     from ssvae_core.preflight import writable_dir
     from ssvae_core.sweep import reports, spec, storage
+    from ssvae_core.sweep.grid import METHOD_AXIS
 
     try:
         sweep = spec.load(args.file)
@@ -190,7 +191,9 @@ def run_report(args: argparse.Namespace) -> int:
         directory = storage.finished_sweep(sweep, root, args.name)
         table = directory / "trials.csv"
         try:
-            trials = pd.read_csv(table)
+            methods = {METHOD_AXIS: str} if METHOD_AXIS in dict(sweep.axes) else {}
+            # only an empty cell is empty: a method named NA or nan, 01 or true is its name
+            trials = pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=methods)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise ConfigError(f"{table}: not a trials table ({err})") from None
         if trials.empty:

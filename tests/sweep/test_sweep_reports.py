@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sweep_helpers import REPO
+from sweep_helpers import REPO, write_spec
 
 from ssvae_core import cli
 from ssvae_core.sweep import reports, spec
@@ -478,3 +478,22 @@ def test_a_report_of_constant_values_prints_no_library_warning(tmp_path: Path) -
         warnings.simplefilter("always")
         reports.write("critics", trials, sweep.report_context(), tmp_path, strict=True)
     assert [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)] == []
+
+
+def test_report_reads_back_what_the_sweep_wrote_a_method_named_na_a_seed_past_2_53(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pandas read a method named NA as an empty cell, and a seed of 2**53 + 1 compared as
+    the float it rounds to: both refused on the sweep's own table."""
+    body = ("methods: {'NA': {train.mode: untrained}}\n"
+            "grid: {method: [gaussian, 'NA'], train.seed: [9007199254740993, 0]}\n")  # fmt: skip
+    path = write_spec(tmp_path, "odd", body)
+    sweep = spec.load(path)
+    (tmp_path / "runs" / "odd").mkdir(parents=True)
+    rows = [dict(cell.params) for cell in sweep.cells]
+    pd.DataFrame(rows).assign(status="ok", probe_error_px=1.0).to_csv(
+        tmp_path / "runs" / "odd" / "trials.csv", index=False
+    )
+    argv = ["report", str(path), "--storage-path", str(tmp_path / "runs")]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert "| NA |" in (tmp_path / "runs" / "odd" / "summary.md").read_text()

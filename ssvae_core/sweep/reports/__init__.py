@@ -29,6 +29,7 @@ import logging
 import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -181,7 +182,8 @@ def check_values(
             bad = values.notna() & numbers.isna()  # objective.n_negatives: `abc`
             if bad.any():  # was pandas' "Unable to parse string" with neither row nor column
                 refuse(column, bad, "a number")
-            bad = numbers.notna() & ~numbers.isin([float(str(v)) for v in given])
+            exact = {_number(v) for v in given}  # seeds beyond 2**53 too: not as floats
+            bad = values.notna() & ~values.map(_number).isin(exact)
         else:  # a method, a coupling's name, True/False: as the runner writes them
             bad = values.notna() & ~values.astype(str).isin([str(v) for v in given])
         if bad.any():  # a seed or N the sweep never ran, `x` among True/False: edited
@@ -196,6 +198,16 @@ def check_values(
                 f"({', '.join(f'{c}={trials[c].iloc[line]}' for c in present)}); a grid sweep "
                 "has one"
             )
+
+
+def _number(value: object) -> Decimal | None:
+    """A number as written, exactly (``9007199254740993`` is not the float it rounds to;
+    ``1``, ``1.0`` and ``1e0`` are one), or None for no number."""
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
 
 
 def _failures(trials: pd.DataFrame) -> str:
