@@ -47,8 +47,9 @@ examples:
 
 exit status: 0 done; 1 the work failed (a diverged run, an errored trial, a regression);
 2 bad input, refused before any compute; 3 infrastructure (MLflow or Ray out of reach,
-another run of the same name, a full disk); 130 interrupted; 141 stdout's reader left;
-143 terminated (SIGTERM)
+another run of the same name, a full disk); 130 interrupted (a sweep or nightly stopped
+by Ctrl-C or SIGTERM: --resume continues it); 141 stdout's reader left; 143 terminated by
+SIGTERM (train, data, fig1c, mi-bench, report; once Ray has started, Ray's own handler)
 """
 
 
@@ -92,9 +93,10 @@ class Tolerant:
 
     def write(self, text: str) -> int:
         try:
-            return int(self._stream.write(text))
+            written = self._stream.write(text)
         except OSError:
             return 0
+        return written if isinstance(written, int) else len(text)
 
     def flush(self) -> None:
         with contextlib.suppress(OSError):
@@ -102,6 +104,13 @@ class Tolerant:
 
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: tqdm asks
         return getattr(self._stream, name)
+
+    def __eq__(self, other: object) -> bool:  # tqdm clears its bar for a line to its file
+        inner = other._stream if isinstance(other, Tolerant) else other
+        return inner is self._stream
+
+    def __hash__(self) -> int:
+        return id(self._stream)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -366,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every figure is a file: matplotlib's Agg, whatever MPLBACKEND says (an unknown name there
     # fails `import matplotlib` itself, after the training). Ray's local workers inherit it.
     os.environ["MPLBACKEND"] = "agg"
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return func(args)
     except ConfigError as err:
@@ -389,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             print(f"ssvae: error: could not write the output: {err.strerror}", file=sys.stderr)
         return EXIT_INFRA
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main() called in a process that goes on
 
 
 if __name__ == "__main__":

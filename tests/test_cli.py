@@ -582,6 +582,7 @@ def test_a_resumed_run_says_so_and_its_bar_counts_the_restored_epochs(
     assert cli.main([*argv, "--set", "train.epochs=3"]) == 0
     err = capsys.readouterr().err
     assert f"ssvae train: resumed from {tmp_path / 'ck'} after epoch 2" in err
+    assert "\rssvae train: resumed from" in err  # the bar cleared first, not glued to it
     assert "3/3" in err.split("\r")[-1]  # the bar's last state
     assert cli.main([*argv, "--set", "train.epochs=3"]) == 0
     err = capsys.readouterr().err
