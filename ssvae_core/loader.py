@@ -216,7 +216,7 @@ def data_from_preset(preset: str, values: Mapping[str, Any]) -> tuple[DataConfig
         build(hints[key], getattr(base, key), value, f"{key}.")
     data = build(DataConfig, base.data, values.get("data", {}), "data.")
     others = {k: v for k, v in values.items() if k != "data" and isinstance(v, Mapping)}
-    return data, list(flatten(others))
+    return data, [key for key, v in flatten(others).items() if v is not None]  # null: unset
 
 
 def ignored(cfg: RunConfig, values: Mapping[str, Any]) -> list[str]:

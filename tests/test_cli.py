@@ -178,6 +178,8 @@ def test_data_needs_only_the_data_section_and_says_what_else_changes_nothing(
     assert "train.lr: must be in (0, 10], got -1.0" in capsys.readouterr().err
     assert cli.main(["data", "--set", "data.n_frames=1"]) == 2
     assert "data.n_frames: must be >= 2" in capsys.readouterr().err
+    assert cli.main(["data", "--set", "data.n_frames=10", "--set", "coupling.dof=null"]) == 0
+    assert "warning" not in capsys.readouterr().err  # a null is no setting (a run's dump)
 
 
 def test_data_previews_a_video_of_two_frames(tmp_path: Path) -> None:

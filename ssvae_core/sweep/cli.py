@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"ssvae sweep: warning: {same}", file=sys.stderr)
         if args.dry_run:
             preflight.check_sweep(sweep, args.address)
-            if args.address in (None, "local"):
+            if preflight.starts_ray_here(args.address):  # else the cluster's nodes decide
                 preflight.check_resources_here(sweep)
             writable_dir(directory.parent, "--storage-path")  # as `runner.run_sweep` checks it
             storage.check_state(sweep, directory, args.resume)

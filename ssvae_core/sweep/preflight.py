@@ -13,6 +13,7 @@ so a trial on a GPU checks its own share when it starts (`sweep.trainable`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from ssvae_core import preflight
 from ssvae_core.config import DataConfig, RunConfig
@@ -36,13 +37,25 @@ def check_devices(spec: SweepSpec) -> None:
         )
 
 
+def starts_ray_here(address: str | None) -> bool:
+    """Whether a sweep with this ``--address`` starts its own Ray on this machine: ``local``,
+    or none given while no ``RAY_ADDRESS`` is set and no ``ray start`` cluster runs here
+    (`ray.init` joins one, found by the file Ray keeps in its temporary folder)."""
+    if address is not None:
+        return address == "local"
+    if os.environ.get("RAY_ADDRESS"):
+        return False
+    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    return not (Path(tmp) / "ray" / "ray_current_cluster").exists()
+
+
 def check_resources_here(
     spec: SweepSpec, cores: int | None = None, gpus: int | None = None
 ) -> None:
-    """Refuse a sweep to be started here whose trial asks for more ``resources.cpu`` or
-    ``resources.gpu`` than this machine has (`cores`, `gpus`: its own by default, as torch
-    sees them); for ``--dry-run``, which starts no Ray: a run asks Ray's nodes
-    (`cluster.check_resources`)."""
+    """Refuse a sweep that starts its own Ray here (`starts_ray_here`) whose trial asks for
+    more ``resources.cpu`` or ``resources.gpu`` than this machine has (`cores`, `gpus`: its
+    own by default, as torch sees them); for ``--dry-run``, which starts no Ray: a run asks
+    Ray's nodes (`cluster.check_resources`)."""
     cores = (os.cpu_count() or 1) if cores is None else cores
     if gpus is None:
         import torch

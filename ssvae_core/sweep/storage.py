@@ -159,7 +159,9 @@ def check_state(spec: Any, directory: Path, resume: bool) -> None:
     have written (`check_private`), Ray's state cut short (`damaged`), a damaged record or
     another spec. `spec`: a `SweepSpec` (its ``text`` and ``overrides``)."""
     if directory.is_symlink() or directory.exists():
-        what = "a link to nothing" if directory.is_symlink() else "a file"
+        what = "a file"
+        if directory.is_symlink():
+            what = "a link to a file" if directory.exists() else "a link to nothing"
         check(directory.is_dir(), "--name", f"{directory} is {what}, not a folder; pass another "
               "--name or --storage-path, or remove it")  # fmt: skip
     started = directory / "sweep.yaml"

@@ -120,16 +120,26 @@ def test_a_dry_run_here_refuses_a_trial_larger_than_this_machine(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A sweep started here runs here: a GPU share on a machine with none (``paper.yaml`` on
-    a laptop) or more cores than it has is refused; with --address the cluster's nodes
-    decide, when the run asks them."""
+    a laptop) or more cores than it has is refused; with --address, RAY_ADDRESS or a `ray
+    start` cluster on this machine (which ray.init joins) the cluster's nodes decide, when
+    the run asks them."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no `ray start` cluster here
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     gpu = write_spec(tmp_path, "gpu", "resources: {gpu: 0.25}\ngrid: {train.seed: [0]}")
     assert cli.main(["sweep", str(gpu), "--dry-run"]) == 2
     said = "resources.gpu: each trial asks for 0.25 GPU, and this machine has 0"
     assert said in capsys.readouterr().err
     assert cli.main(["sweep", str(gpu), "--dry-run", "--address", "10.0.0.1:6379"]) == 0
+    (tmp_path / "ray").mkdir()  # `ray start` ran here: ray.init would join its cluster
+    (tmp_path / "ray" / "ray_current_cluster").write_text("10.0.0.1:6379")
+    assert cli.main(["sweep", str(gpu), "--dry-run"]) == 0
+    (tmp_path / "ray" / "ray_current_cluster").unlink()
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert cli.main(["sweep", str(gpu), "--dry-run"]) == 0
+    monkeypatch.delenv("RAY_ADDRESS")
     cpu = write_spec(tmp_path, "cpu", "resources: {cpu: 100000}\ngrid: {train.seed: [0]}")
     assert cli.main(["sweep", str(cpu), "--dry-run"]) == 2
     assert "resources.cpu: each trial asks for 100000 CPU" in capsys.readouterr().err
@@ -145,7 +155,9 @@ def test_a_sweep_folder_that_is_a_file_or_a_dangling_link_is_refused(
     runs.mkdir()
     (runs / "file").write_text("x")
     (runs / "dangling").symlink_to(tmp_path / "nowhere")
-    for name, what in (("file", "a file"), ("dangling", "a link to nothing")):
+    (runs / "to-file").symlink_to(runs / "file")
+    cases = (("file", "a file"), ("dangling", "a link to nothing"), ("to-file", "a link to a file"))
+    for name, what in cases:
         argv = ["sweep", str(path), "--dry-run", "--storage-path", str(runs), "--name", name]
         assert cli.main(argv) == 2
         assert f"--name: {runs / name} is {what}, not a folder" in capsys.readouterr().err
