@@ -380,6 +380,9 @@ def _check_scheduler(scheduler: SchedulerSpec, cells: Sequence[Cell], epochs: in
 def _checked_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """``--set`` values, their keys and types checked alone: an error names ``--set``, not
     the first grid cell built with them."""
+    for key in overrides:
+        check(key not in _TOP_KEYS, f"--set {key}", f"{key} is a section of the sweep file, not of "
+              "a trial's config (what --set changes); set it in the file")  # fmt: skip
     loader.check_keys(overrides, "--set ")
     return overrides
 

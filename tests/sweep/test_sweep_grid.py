@@ -107,7 +107,8 @@ def test_overrides_apply_to_every_trial_last(tmp_path: Path) -> None:
     [
         ("methods: {gaussian: {trian.lr: 0.1}}\n", {}, "methods.gaussian.trian: unknown key"),
         ("methods: {gaussian: {train.lr: .nan}}\n", {}, "methods.gaussian.train.lr: expected"),
-        ("", {"nightly.history": 3}, "--set nightly: unknown key; valid keys: data"),
+        ("", {"nightly.history": 3}, "--set nightly: nightly is a section of the sweep file"),
+        ("", {"nightly2.history": 3}, "--set nightly2: unknown key; valid keys: data"),
         ("", {"train.lr": float("nan")}, "--set train.lr: expected finite float, got nan"),
     ],
 )
