@@ -171,8 +171,9 @@ def test_the_pruner_reads_rays_own_state_while_the_sweep_runs(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ray saves its state at every step and the pruner reads it at every checkpoint: the
-    checkpoint each saved state would restore from (read with Ray's own class) is looked at
-    throughout, the older ones go while the trial runs, and the last two stay."""
+    checkpoint each saved state would restore from (read with Ray's own class) is there
+    whenever it is looked at, the older ones go while the trial runs, and the last two
+    stay. (That Ray itself deletes none is the next test's.)"""
     import ray
     from ray import tune
 
@@ -192,6 +193,7 @@ def test_the_pruner_reads_rays_own_state_while_the_sweep_runs(
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     tuner = runner._tuner(spec.load(SMOKE), six_checkpoints, tuner_dir, {"cell": 0}, None)
     looks: list[str] = []  # the checkpoint Ray would restore from, each time looked at
+    missing: list[str] = []  # ... and found gone: pruned under the state that names it
     looked = threading.Event()
 
     def look() -> None:  # what a driver killed now would leave for --resume
@@ -207,6 +209,8 @@ def test_the_pruner_reads_rays_own_state_while_the_sweep_runs(
                 manager = _TrainingRunMetadata.from_json_state(metadata).checkpoint_manager
                 if (latest := manager.latest_checkpoint_result) is not None:
                     looks.append(Path(latest.checkpoint.path).name)
+                    if not Path(latest.checkpoint.path).is_dir():  # Ray's restore would fail
+                        missing.append(latest.checkpoint.path)
             time.sleep(0.002)
 
     looker = threading.Thread(target=look)
@@ -216,7 +220,7 @@ def test_the_pruner_reads_rays_own_state_while_the_sweep_runs(
     finally:
         looked.set()
         looker.join()
-    assert len(set(looks)) >= 4, sorted(set(looks))
+    assert missing == [] and len(set(looks)) >= 4, (missing, sorted(set(looks)))
     seen = result.metrics["seen"]  # before its last epoch: the older ones pruned as it ran
     assert "checkpoint_000004" in seen and "checkpoint_000000" not in seen, seen
     checkpoints.prune(tuner_dir)  # as the runner does after the fit
