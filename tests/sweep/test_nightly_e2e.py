@@ -376,6 +376,17 @@ def test_bad_input_exits_2_before_any_trial(
     assert not (workdir / "runs" / "n1").exists()
 
 
+def test_a_night_this_machine_cannot_hold_creates_nothing_before_its_refusal(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The refusal came after the night had made the default mlflow.db and runs/."""
+    spec = _spec(workdir)
+    before = sorted(p.name for p in workdir.iterdir())
+    assert _night(spec, "n1", "--set", "data.size=3000000") == 2
+    assert "data.size: the sweep needs about" in capsys.readouterr().err
+    assert sorted(p.name for p in workdir.iterdir()) == before
+
+
 def test_sync_while_a_night_writes_its_verdict_is_refused(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,6 +36,7 @@ from ssvae_core.sweep import lock
 from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import Comparison, Tolerance, compare, unfit
 from ssvae_core.sweep.nightly.verdict import verdict_markdown, write_verdict
+from ssvae_core.sweep.preflight import check_sweep
 from ssvae_core.sweep.runlog import RunLog, client
 from ssvae_core.sweep.runner import SweepResult, driving, run_sweep
 from ssvae_core.sweep.sections import SEED_AXES
@@ -91,6 +92,7 @@ def tolerance(spec: SweepSpec) -> Tolerance:
 
 def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
     """One night of `spec` (see the module doc)."""
+    check_sweep(spec, options.address)  # this machine's refusals before MLflow or a folder
     root = writable_dir(Path(options.storage_path).resolve(), "--storage-path")
     root.mkdir(parents=True, exist_ok=True)  # for the lock
     with lock.exclusive(
