@@ -237,17 +237,11 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_fig1c(args: argparse.Namespace) -> int:
-    from ssvae_core import fig1c
-
-    runs = fig1c.method_configs(
-        args.preset, args.methods, args.seeds, path=args.config, overrides=args.overrides
-    )
-    from ssvae_core import loader, preflight
+    from ssvae_core import fig1c, loader, preflight
 
     values = loader.given(args.config, args.overrides)
-    unused = [k for k in loader.ignored(runs[0][2], values)
-              if all(k in loader.ignored(cfg, values) for _, _, cfg in runs)]  # fmt: skip
-    if unused:
+    runs = fig1c.method_configs(args.preset, args.methods, args.seeds, values)
+    if unused := fig1c.unused(runs, values):
         print(
             f"ssvae fig1c: warning: {', '.join(unused)}: set, and no method of --methods trains "
             "with it: it changes nothing in the runs",
@@ -366,6 +360,11 @@ def _terminate(signum: int, frame: Any) -> None:
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}  # a stream that cannot be written
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so Python's own flush at exit cannot fail a second time."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(raw)
@@ -387,14 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nssvae {raw[0] if raw else ''}: {said}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
     except BrokenPipeError:  # `ssvae ... | head` read what it wanted: no stack, as `cat` dies
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush
+        _drop_stdout()
         return EXIT_PIPE
     except OSError as err:
         if err.errno not in FULL or err.filename is not None:
             raise
         # Only the standard streams are written without a name (`> /dev/full`, a full disk
         # under `2> log`): every file the commands write is named, and caught where written.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's last flush
+        _drop_stdout()
         with contextlib.suppress(OSError):
             print(f"ssvae: error: could not write the output: {err.strerror}", file=sys.stderr)
         return EXIT_INFRA

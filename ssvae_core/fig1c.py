@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,15 +27,13 @@ def method_configs(
     preset: str,
     methods: Sequence[str],
     seeds: Sequence[int],
-    *,
-    path: str | Path | None = None,
-    overrides: Iterable[str] = (),
+    given: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, int, config.RunConfig]]:
     """Every (method, seed, config), all validated before anything runs.
 
-    The preset, then `path` (a YAML file), then `overrides`, then the method's bundle and the
-    seed. A key the bundle (with another value) or ``--seeds`` sets is refused if also given:
-    it would be replaced.
+    The preset, then `given` (``loader.given``: the --config file, then --set), then the
+    method's bundle and the seed. A key the bundle (with another value) or ``--seeds`` sets is
+    refused if also given: it would be replaced.
     """
     for method in methods:
         check_name(method, "--methods", config.METHODS)
@@ -44,7 +43,7 @@ def method_configs(
     for seed in seeds:
         check(seed >= 0, "--seeds", f"must be >= 0, got {seed}")
     check_name(preset, "--preset", config.PRESETS)
-    given = loader.given(path, overrides)
+    given = given or {}
     base = loader.from_dict(given, config.PRESETS[preset])
     user = config.flatten(given)
     if "train.seed" in user:
@@ -61,6 +60,14 @@ def method_configs(
         values = loader.merge(copy.deepcopy(config.METHODS[method]), {"train": {"seed": seed}})
         runs.append((method, seed, loader.from_dict(values, base)))
     return runs
+
+
+def unused(
+    runs: Sequence[tuple[str, int, config.RunConfig]], given: Mapping[str, Any]
+) -> list[str]:
+    """The dotted keys set in `given` that no run of `runs` trains with (`loader.ignored`)."""
+    others = [set(loader.ignored(cfg, given)) for _, _, cfg in runs[1:]]
+    return [key for key in loader.ignored(runs[0][2], given) if all(key in o for o in others)]
 
 
 FILES = ("fig1c.csv", "fig1c.png")  # what `run_methods` writes under `out`

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ssvae_core import balls, cli, errors, fig1c
+from ssvae_core import balls, cli, errors, fig1c, loader
 
 TINY = [
     "--set",
@@ -351,8 +351,8 @@ def test_fig1c_refuses_a_key_its_methods_or_seeds_would_replace(
 def test_fig1c_takes_a_methods_own_value_and_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("train: {epochs: 3}\n")
-    runs = fig1c.method_configs("small", ["supervised", "gaussian"], [0, 4], path=config,
-                                overrides=["train.optimizer=adam", "train.lr=0.03"])  # fmt: skip
+    given = loader.given(config, ["train.optimizer=adam", "train.lr=0.03"])
+    runs = fig1c.method_configs("small", ["supervised", "gaussian"], [0, 4], given)
     assert [(m, s) for m, s, _ in runs] == [("supervised", 0), ("supervised", 4),
                                            ("gaussian", 0), ("gaussian", 4)]  # fmt: skip
     assert {cfg.train.epochs for _, _, cfg in runs} == {3}  # from the file
