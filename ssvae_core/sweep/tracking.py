@@ -97,12 +97,24 @@ def default_uri(given: str | None) -> str:
     return uri
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The file a sqlite `uri` names, as SQLAlchemy reads it: ``sqlite:///rel.db`` (relative),
+    ``sqlite:////abs.db``, with a driver (``sqlite+pysqlite://``) or options (``?timeout=20``);
+    None for another store or a database in memory."""
+    parts = urllib.parse.urlsplit(uri)
+    name = parts.path[1:]  # the path after the third slash: relative unless it starts with /
+    if parts.scheme.lower().split("+")[0] != "sqlite" or name in ("", ":memory:"):
+        return None
+    return Path(name)
+
+
 def resolve_uri(uri: str) -> str:
-    """A relative ``sqlite:///file.db`` made absolute (trials run in other directories)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
+    """A relative sqlite file (`sqlite_file`) made absolute: trials run in other directories."""
+    file = sqlite_file(uri)
+    if file is None or file.is_absolute():
+        return uri
+    parts = urllib.parse.urlsplit(uri)  # urlunsplit would drop the empty host's slashes
+    return f"{parts.scheme}:///{file.resolve()}" + (f"?{parts.query}" if parts.query else "")
 
 
 # ---------------------------------------------------------------- trials
@@ -202,11 +214,6 @@ def provenance() -> dict[str, str]:
     return tags | {f"ssvae.versions.{name}": _version(name) for name in VERSIONED}
 
 
-def _sqlite_path(uri: str) -> Path | None:
-    prefix = "sqlite:///"
-    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
-
-
 def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> str:
     """The id of experiment `name` at `uri`, created if new, tagged as training runs
     (`EXPERIMENT_KIND`) and with `tags` (MLflow's saved views, `ui.saved_views`);
@@ -217,7 +224,7 @@ def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> st
     and its first clients queue on a lock beside it (MLflow's schema creation races).
     """
     uri = resolve_uri(uri)
-    database = _sqlite_path(uri)
+    database = sqlite_file(uri)
     folder = database.parent if database is not None else None
     if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
         raise ConfigError(  # what was asked for, not MLflow out of reach: exit 2

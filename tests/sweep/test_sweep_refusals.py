@@ -159,6 +159,46 @@ def test_a_tracking_uri_mlflow_has_no_store_for_is_refused_before_ray(
     assert not ray.is_initialized()
 
 
+@pytest.mark.parametrize(
+    ("uri", "file"),
+    [
+        ("sqlite:///m.db", "m.db"),
+        ("sqlite:////abs/m.db", "/abs/m.db"),
+        ("sqlite+pysqlite:///m.db?timeout=20", "m.db"),  # was left relative, and no file
+        ("sqlite:///m.db?timeout=20", "m.db"),  # was the file 'm.db?timeout=20'
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("postgresql://u@h/db", None),
+    ],
+)
+def test_a_sqlite_uri_names_its_file_with_a_driver_or_options(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, uri: str, file: str | None
+) -> None:
+    """Trials run in other folders: each must reach the file the driver named, with the
+    URI's options kept (SQLAlchemy's forms, which MLflow takes)."""
+    from ssvae_core.sweep import tracking
+
+    monkeypatch.chdir(tmp_path)
+    assert tracking.sqlite_file(uri) == (None if file is None else Path(file))
+    resolved = tracking.resolve_uri(uri)
+    if file is None or file.startswith("/"):
+        assert resolved == uri
+    else:
+        scheme, _, options = uri.partition(":///m.db")
+        assert resolved == f"{scheme}:///{tmp_path / file}{options}"
+
+
+def test_a_sqlite_uri_with_options_is_checked_for_a_writable_folder(tmp_path: Path) -> None:
+    from ssvae_core.errors import ConfigError
+    from ssvae_core.sweep import tracking
+
+    uri = f"sqlite+pysqlite:///{tmp_path}/missing/m.db?timeout=1"
+    with pytest.raises(ConfigError, match=r"cannot write .*/missing/m\.db \("):
+        tracking.experiment(uri, "x")
+    tracking.experiment(f"sqlite:///{tmp_path}/m.db?timeout=20", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.db", "m.db.lock"]
+
+
 def test_the_tracking_schemes_are_those_mlflow_serves() -> None:
     """`tracking.TRACKING_SCHEMES` against MLflow's own (private) store registry: a new MLflow
     that adds or drops a scheme fails here rather than refusing a good URI."""

@@ -27,7 +27,7 @@ from ssvae_core.sweep.nightly.verdict import plot_cell_history
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.runlog import client
 from ssvae_core.sweep.sections import SEED_AXES
-from ssvae_core.sweep.tracking import TrackingUnavailable, resolve_uri
+from ssvae_core.sweep.tracking import TrackingUnavailable, resolve_uri, sqlite_file
 
 DEFAULT_NIGHTS = 7
 
@@ -40,10 +40,9 @@ def check_database(uri: str, where: str = "--tracking-uri") -> None:
     one (and its folders), fill an empty one with its tables, and retry a directory or a named
     pipe for minutes; the history only reads. A `ConfigError` naming `where` and the path;
     other URIs (a server, another database) pass, and are asked by `_nights`."""
-    scheme, _, rest = uri.partition("://")
-    if scheme.lower().split("+")[0] != "sqlite" or not rest.startswith("/"):
-        return  # sqlite:// is a database in memory: nothing on disk
-    path = Path(rest[1:].split("?")[0])  # sqlite:///rel.db (`resolve_uri`), sqlite:////abs.db
+    path = sqlite_file(uri)
+    if path is None:
+        return  # another store, or a database in memory: nothing on disk
     why = _not_a_database(path)
     if why is not None:
         raise ConfigError(
