@@ -216,3 +216,18 @@ sys.exit(cli.main(["report", {str(REPO / "sweeps" / "paper-small.yaml")!r}]))
     assert done.returncode == 0, done.stderr
     assert (directory / "summary.md").read_text().startswith("# paper-small")
     assert (directory / "fig1c-paired.png").stat().st_size > 0
+
+
+def test_the_command_line_and_its_help_import_no_torch() -> None:
+    """`ssvae --help` and a subcommand's help answer in a blink (0.05 s to import the command
+    line, README): torch's import alone takes over a second."""
+    code = (
+        "import contextlib, sys\n"
+        "from ssvae_core import cli\n"
+        "for argv in (['--help'], ['nightly', '--help'], ['sweep', '--help']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(None):\n"
+        "        cli.main(argv)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["[]"], done.stderr

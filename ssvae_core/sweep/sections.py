@@ -150,7 +150,7 @@ MAX_RESAMPLES = 100_000  # ten times the default
 
 
 @dataclass(frozen=True)
-class NightlyOptions:
+class NightlySection:
     """The ``nightly`` section: the tolerance, the slowdown ratio that is a finding, the
     history's z threshold and length (``--history`` overrides it), and the bootstrap."""
 

@@ -56,7 +56,7 @@ from ssvae_core.sweep.sections import (
     SEED_AXES,
     Budget,
     Execution,
-    NightlyOptions,
+    NightlySection,
     Resources,
     SchedulerSpec,
     SearchOptions,
@@ -109,7 +109,7 @@ class SweepSpec:
     report: str = "fig1c"  # a key of `reports.REPORTS`
     cells: tuple[Cell, ...] = ()
     overrides: Mapping[str, Any] = field(default_factory=dict)  # nested; every trial, last
-    nightly: NightlyOptions = field(default_factory=NightlyOptions)  # `ssvae nightly` judges
+    nightly: NightlySection = field(default_factory=NightlySection)  # `ssvae nightly` judges
 
     @property
     def metric(self) -> str:
@@ -332,7 +332,7 @@ def parse(
         ),
         report=study,
         overrides=_checked_overrides(loader.nest(overrides or {}, "--set")),
-        nightly=section(NightlyOptions, raw.get("nightly"), "nightly."),
+        nightly=section(NightlySection, raw.get("nightly"), "nightly."),
     )
     cells = []
     for index, params in enumerate(grid.cells(blocks)):

@@ -7,6 +7,7 @@ with a ``trials.csv`` artifact. Nothing here starts Ray (the one test that drive
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -163,12 +164,15 @@ def test_nightly_compares_tonight_with_the_nights_before_a_damaged_one(
     from ssvae_core.sweep.runner import SweepResult
 
     spec = specs.load(write_spec(here, "tonight", "grid: {method: [gaussian, untrained], "
-                                 "train.seed: [0, 1, 2]}\n"))  # fmt: skip
+                                 "train.seed: [0, 1, 2]}\n"
+                                 "nightly: {tolerance: {abs_px: 0.2}}\n"))  # fmt: skip
     nights = [("n1", _trials()), ("n2", _trials()), ("bad", _damaged("probe_error_px", "abc"))]
     uri = _store(here / "store", nights, spec.experiment)
     directory = here / "runs" / "tonight-1"
+    tags: dict[str, str] = {}
 
     def sweep(*args: Any, **kwargs: Any) -> SweepResult:
+        tags.update(kwargs["parent_tags"])
         directory.mkdir(parents=True)
         _trials().to_csv(directory / "trials.csv", index=False)
         return SweepResult(pd.DataFrame(), _trials(), directory, "p1", uri)
@@ -179,6 +183,31 @@ def test_nightly_compares_tonight_with_the_nights_before_a_damaged_one(
     comparison: Any = run.run_nightly(spec, options)
     assert comparison.verdict == "pass"  # against n2, the newest night that can be read
     assert set(comparison.nights["night"]) == {0, 1, 2}  # tonight, n2, n1
+    assert comparison.tolerance.abs_px == 0.2
+    written = json.loads(tags["ssvae.nightly.tolerance"])  # for `history`, judging as tonight
+    assert written == {"abs_px": 0.2, "rel": 0.05, "slowdown": 1.5, "history_z": 3.0}
+
+
+def test_history_draws_the_bands_of_the_newest_nights_tolerance(
+    here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its spec's ``nightly.tolerance``, not the defaults: its figure showed bands other
+    than those its verdict was judged by."""
+    from ssvae_core.sweep.nightly import report
+
+    uri = _store(here / "store", [("n1", _trials()), ("n2", _trials())], "tonight")
+    drawn: list[Any] = []
+    monkeypatch.setattr(report, "plot_cell_history", lambda comparison, _: drawn.append(
+        comparison.tolerance))  # fmt: skip
+    report.history_report("tonight", uri, here / "o")
+    assert drawn[-1] == report.history.Tolerance()  # no tag: a night before it was written
+    from mlflow import MlflowClient
+
+    newest = report.history.nightlies(MlflowClient(uri), "1", "tonight")[0]
+    tag = '{"abs_px": 0.2, "rel": 0.1, "slowdown": 2.0, "history_z": 4.0}'
+    MlflowClient(uri).set_tag(newest.info.run_id, "ssvae.nightly.tolerance", tag)
+    report.history_report("tonight", uri, here / "o")
+    assert drawn[-1] == report.history.Tolerance(0.2, 0.1, 2.0, 4.0)
 
 
 # ------------------------------------------- 2. a sqlite file that is not an MLflow database

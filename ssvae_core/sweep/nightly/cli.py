@@ -66,7 +66,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--history",
         type=int,
-        help="earlier nights to compare with (default: the spec's nightly.history; 'history': 7)",
+        help="earlier nights to compare with (default: the spec's nightly.history; for "
+        "'history', that key's default)",
     )
     parser.add_argument(
         "--set",

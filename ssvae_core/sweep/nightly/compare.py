@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
+from ssvae_core.sweep.sections import NightlySection, NightlyTolerance
 from ssvae_core.sweep.tables import cell_label
 
 MIN_HISTORY = 3  # nights needed for a median and MAD; fewer: z is NaN, the paired rule alone
@@ -70,10 +71,16 @@ class Tolerance:
     shared machine the times were measured on, 23 % of cell-nights crossed it by noise.
     """
 
-    abs_px: float = 0.05
-    rel: float = 0.05
-    slowdown: float = 1.5
-    history_z: float = 3.0
+    abs_px: float = NightlyTolerance.abs_px  # the spec's defaults: one place for each
+    rel: float = NightlyTolerance.rel
+    slowdown: float = NightlySection.slowdown
+    history_z: float = NightlySection.history_z
+
+    @classmethod
+    def of(cls, options: NightlySection) -> Tolerance:
+        """The spec's ``nightly`` section as a `Tolerance`."""
+        t = options.tolerance
+        return cls(t.abs_px, t.rel, options.slowdown, options.history_z)
 
     def __post_init__(self) -> None:
         for name, low in (("abs_px", 0.0), ("rel", 0.0), ("history_z", 0.0), ("slowdown", 1.0)):
@@ -243,8 +250,8 @@ def compare(
     seed_axes: Sequence[str],
     tolerance: Tolerance | None = None,
     *,
-    lookback: int = 7,
-    resamples: int = 10_000,
+    lookback: int = NightlySection.history,
+    resamples: int = NightlySection.resamples,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Comparison:

@@ -10,6 +10,7 @@ plus an hour. Two that start at once both open their runs; the later run stands 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ from mlflow import MlflowClient
 
 from ssvae_core.errors import ConfigError
 from ssvae_core.sweep import process
-from ssvae_core.sweep.nightly.compare import not_numbers
+from ssvae_core.sweep.nightly.compare import Tolerance, not_numbers
 from ssvae_core.sweep.tracking import PROCESS_TAG, STATUS_TAG, TrackingUnavailable
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 NIGHTLY_TAG = "ssvae.nightly"
 VERDICT_TAG = "ssvae.verdict"
 BASELINE_TAG = "ssvae.baseline_run_id"
+TOLERANCE_TAG = "ssvae.nightly.tolerance"  # the night's `Tolerance`, as JSON
 STALE_MARGIN_S = 3600.0  # a RUNNING nightly older than its budget by this much is dead
 STALE_WITHOUT_BUDGET_S = 24 * 3600.0
 
@@ -108,12 +110,18 @@ def overlapping(
     return None
 
 
-def baseline(client: MlflowClient, experiment_id: str, name: str, choice: str) -> Any | None:
-    """``last``: the newest FINISHED nightly of the spec (None on the first night); else
-    the run with id `choice` (a `ConfigError` if there is no such parent run)."""
-    if choice == "last":
-        finished = nightlies(client, experiment_id, name, status="FINISHED")
-        return finished[0] if finished else None
+def tolerance(run: Any) -> Tolerance:
+    """The tolerance night `run` was judged by (`TOLERANCE_TAG`); the default where the tag
+    is missing (a night before it was written) or is not one."""
+    try:
+        return Tolerance(**json.loads(run.data.tags[TOLERANCE_TAG]))
+    except (KeyError, TypeError, ValueError):
+        return Tolerance()
+
+
+def baseline(client: MlflowClient, choice: str) -> Any:
+    """``--baseline RUN_ID``: the parent run with that id (a `ConfigError` if there is none).
+    The default, ``last``, is the newest night with a trials table (`run.run_nightly`)."""
     try:
         run = client.get_run(choice)
     except Exception:

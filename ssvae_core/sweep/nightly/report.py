@@ -26,10 +26,10 @@ from ssvae_core.sweep.nightly.compare import compare, unfit
 from ssvae_core.sweep.nightly.verdict import plot_cell_history
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.runlog import client
-from ssvae_core.sweep.sections import SEED_AXES
+from ssvae_core.sweep.sections import SEED_AXES, NightlySection
 from ssvae_core.sweep.tracking import TrackingUnavailable, resolve_uri, sqlite_file
 
-DEFAULT_NIGHTS = 7
+DEFAULT_NIGHTS = NightlySection.history
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -127,7 +127,7 @@ def history_report(
         warnings.simplefilter("ignore", RuntimeWarning)
         comparison = compare(
             tables[0], tables[1] if len(tables) > 1 else None, tables[1:], cells, seeds,
-            lookback=len(tables) - 1,
+            history.tolerance(runs[0]), lookback=len(tables) - 1,  # the newest night's bands
         )  # fmt: skip
     names = dict(enumerate(_labels(runs)))
     table = comparison.nights.assign(night=comparison.nights["night"].map(names))

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -79,17 +79,6 @@ class Night:
     notified: bool | None  # None: no --notify
 
 
-def tolerance(spec: SweepSpec) -> Tolerance:
-    """The spec's ``nightly`` section as the comparison's `Tolerance`."""
-    options = spec.nightly
-    return Tolerance(
-        abs_px=options.tolerance.abs_px,
-        rel=options.tolerance.rel,
-        slowdown=options.slowdown,
-        history_z=options.history_z,
-    )
-
-
 def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
     """One night of `spec` (see the module doc)."""
     check_sweep(spec, options.address)  # this machine's refusals before MLflow or a folder
@@ -112,7 +101,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
                 recent = finished[: max(lookback, 1)]  # a spec changed: read the recent only
                 base = next((run for run in recent if tables.read(run) is not None), None)
             else:
-                base = history.baseline(mlflow, experiment_id, spec.name, options.baseline)
+                base = history.baseline(mlflow, options.baseline)
                 if tables.read(base) is None:
                     raise ConfigError(f"--baseline: run {options.baseline} {tables.why}")
             past = history.history(mlflow, experiment_id, spec.name, lookback, base)
@@ -130,6 +119,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
         base_id = base.info.run_id if base is not None else ""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         tags = {history.NIGHTLY_TAG: "true", history.BASELINE_TAG: base_id}
+        tags[history.TOLERANCE_TAG] = json.dumps(asdict(Tolerance.of(spec.nightly)))
         result = run_sweep(
             spec,
             options.address,
@@ -148,7 +138,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
                 past_trials,
                 spec.group_axes,
                 seeds,
-                tolerance(spec),
+                Tolerance.of(spec.nightly),
                 lookback=lookback,
                 resamples=spec.nightly.resamples,
                 seed=spec.nightly.seed,
