@@ -182,8 +182,7 @@ def run_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from ssvae_core.preflight import writable_dir
-    from ssvae_core.sweep import reports, spec, storage
-    from ssvae_core.sweep.grid import METHOD_AXIS
+    from ssvae_core.sweep import reports, spec, storage, tables
 
     try:
         sweep = spec.load(args.file)
@@ -191,9 +190,7 @@ def run_report(args: argparse.Namespace) -> int:
         directory = storage.finished_sweep(sweep, root, args.name)
         table = directory / "trials.csv"
         try:
-            methods = {METHOD_AXIS: str} if METHOD_AXIS in dict(sweep.axes) else {}
-            # only an empty cell is empty: a method named NA or nan, 01 or true is its name
-            trials = pd.read_csv(table, keep_default_na=False, na_values=[""], dtype=methods)
+            trials = tables.read_trials(table)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise ConfigError(f"{table}: not a trials table ({err})") from None
         if trials.empty:

@@ -22,8 +22,15 @@ import numpy as np
 import pandas as pd
 
 from ssvae_core.files import replacing, write_text
+from ssvae_core.sweep.grid import METHOD_AXIS
 
 STATUSES = ("ok", "diverged", "stopped", "error")
+
+
+def read_trials(path: Path) -> pd.DataFrame:
+    """A ``trials.csv`` (`write`) as written: only an empty field is empty, so a method named
+    NA, nan, 01 or true keeps its name (pandas would read NaN, 1 or True)."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={METHOD_AXIS: str})
 
 
 def cell_label(trials: pd.DataFrame, group_axes: Sequence[str]) -> pd.Series:

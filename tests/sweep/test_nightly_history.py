@@ -314,3 +314,17 @@ def test_a_night_refuses_out_which_only_history_writes(
     assert cli.main(["nightly", str(spec), "--out", str(tmp_path / "o")]) == 2
     assert "--out: only for 'ssvae nightly history'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_night_reads_a_method_named_na_or_01_by_its_name(here: Path) -> None:
+    """As `ssvae report` reads it (`tables.read_trials`): pandas read NaN and 1, so the
+    nightly's cells were '-' and '1' where the report's were 'NA' and '01'."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.sweep.nightly import history
+
+    table = _trials().assign(method=["NA"] * 3 + ["01"] * 3)
+    uri = _store(here / "store", [("n1", table)], "tonight")
+    client = MlflowClient(uri)
+    run = history.nightlies(client, "1", "tonight")[0]
+    assert history.trials(client, run)["method"].tolist() == ["NA"] * 3 + ["01"] * 3

@@ -26,6 +26,7 @@ from mlflow import MlflowClient
 from ssvae_core.errors import ConfigError
 from ssvae_core.sweep import process
 from ssvae_core.sweep.nightly.compare import Tolerance, not_numbers
+from ssvae_core.sweep.tables import read_trials
 from ssvae_core.sweep.tracking import PROCESS_TAG, STATUS_TAG, TrackingUnavailable
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def trials(client: MlflowClient, run: Any) -> pd.DataFrame:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bar per night
     with tempfile.TemporaryDirectory(prefix="ssvae-night-") as folder:
         path = client.download_artifacts(run.info.run_id, "trials.csv", folder)
-        return pd.read_csv(Path(path))
+        return read_trials(Path(path))
 
 
 class Tables:

@@ -27,8 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pandas as pd
-
 from ssvae_core.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, url_shown
 from ssvae_core.files import write_text
 from ssvae_core.preflight import writable_dir
@@ -42,6 +40,7 @@ from ssvae_core.sweep.runner import SweepResult, driving, run_sweep
 from ssvae_core.sweep.sections import SEED_AXES
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.sweep.storage import DEFAULT_STORAGE
+from ssvae_core.sweep.tables import read_trials
 from ssvae_core.sweep.tracking import (
     DEFAULT_TRACKING_URI,
     TrackingUnavailable,
@@ -131,7 +130,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
             claim=lambda run_id: _claim(mlflow, uri, experiment_id, spec, run_id),
         )
         with driving(result.directory):  # the parent run's queue: no --sync beside it
-            tonight = pd.read_csv(result.directory / "trials.csv")  # as the baseline's was read
+            tonight = read_trials(result.directory / "trials.csv")  # as the baseline's was read
             comparison = compare(
                 tonight,
                 base_trials,
