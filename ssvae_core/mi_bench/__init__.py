@@ -5,10 +5,13 @@
 - `critics`: a coupling trained as the critic of an estimator, and its estimate;
 - `tables`, `figures`: the markdown tables and the bias figure; `cli`: ``ssvae mi-bench``.
 
-Separate from the SSVAE science it checks: it uses `couplings` and `objectives`, and nothing
-in the package root imports it.
+Apart from the SSVAE science it checks: it trains `couplings` as critics under the
+`objectives`' estimators with `optim`'s Adam, and only the command line (`ssvae_core.cli`)
+imports it.
 """
 
 # The suite's defaults, here (nothing imported) so that ``ssvae mi-bench --help`` shows them.
 DEFAULT_STEPS = 2000
 DEFAULT_MIS: tuple[float, ...] = (2.0, 4.0, 6.0, 8.0, 10.0)
+DEFAULT_BATCH = 64
+DEFAULT_LR = 5e-4

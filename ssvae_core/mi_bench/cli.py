@@ -37,6 +37,7 @@ from ssvae_core.errors import (
     shown,
 )
 from ssvae_core.files import write_text
+from ssvae_core.mi_bench import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_MIS, DEFAULT_STEPS
 from ssvae_core.safe_yaml import read_bytes
 
 MAX_ROWS_BYTES = 100_000_000  # docs/estimators-suite.csv, 480 rows, is 26 kB
@@ -65,11 +66,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--files", type=path_arg, nargs="+", default=[], metavar="NPZ", help="pairs to score"
     )
-    parser.add_argument("--steps", type=int, default=2000, help="Adam steps per run")
+    parser.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help="Adam steps per run (default: %(default)s)"
+    )
     parser.add_argument("--seeds", type=int, default=2, help="number of seeds (0..K-1)")
     parser.add_argument("--estimators", help="comma-separated (default: every estimator)")
     parser.add_argument("--couplings", help="comma-separated (default: every coupling)")
-    parser.add_argument("--mis", default="2,4,6,8,10", help="true MIs of the tasks (nats)")
+    mis = ",".join(f"{mi:g}" for mi in DEFAULT_MIS)
+    parser.add_argument(
+        "--mis", default=mis, help="true MIs of the tasks, nats (default: %(default)s)"
+    )
     parser.add_argument("--out", type=path_arg, help="also write the markdown tables here")
     parser.add_argument("--csv", type=path_arg, help="also write every run (one row each) here")
     parser.add_argument("--figure", type=path_arg, help="also plot every estimate's bias here")
@@ -187,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
     command = " ".join(["ssvae mi-bench", *getattr(args, "argv", [])])
     header = (
         f"`{command}` on {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}: "
-        f"{steps} Adam steps (batch 64, lr 5e-4) per cell and seed, seeds 0..{n_seeds - 1}, "
+        f"{steps} Adam steps (batch {DEFAULT_BATCH}, lr {DEFAULT_LR:g}) per cell and seed, "
+        f"seeds 0..{n_seeds - 1}, "
         f"mean ± std; wall time {seconds:.0f} s with {torch.get_num_threads()} torch thread(s)."
     )
     return write_outputs(results, header, args.out, args.csv, args.figure, rows.path)

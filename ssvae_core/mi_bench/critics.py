@@ -18,12 +18,11 @@ import pandas as pd
 import torch
 
 from ssvae_core.couplings import COUPLINGS, build_coupling, coupling_params
+from ssvae_core.mi_bench import DEFAULT_BATCH, DEFAULT_LR, DEFAULT_STEPS
 from ssvae_core.mi_bench.problems import Problem
 from ssvae_core.objectives import ESTIMATORS, get_estimator, get_loss
 from ssvae_core.optim import Adam
 
-DEFAULT_STEPS = 2000
-DEFAULT_MIS: tuple[float, ...] = (2.0, 4.0, 6.0, 8.0, 10.0)
 EVAL_BATCHES = 32
 OPTIMAL = "(true log-ratio)"
 OPTIMAL_OFFSET = {"nwj": 1.0}  # NWJ is tight at f = 1 + log p/q; the others at log p/q
@@ -60,8 +59,8 @@ def train_estimator(
     coupling: str,
     problem: Problem,
     steps: int = DEFAULT_STEPS,
-    batch: int = 64,
-    lr: float = 5e-4,
+    batch: int = DEFAULT_BATCH,
+    lr: float = DEFAULT_LR,
     seed: int = 0,
     critic_params: Mapping[str, Any] | None = None,
 ) -> float:

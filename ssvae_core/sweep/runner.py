@@ -1,11 +1,13 @@
 """`run_sweep(spec, ...)`: a validated `SweepSpec` -> Ray Tune trials -> a results table.
 
 Order of events: the sweep directory's state is checked (a fresh start never reuses one; a
-resume must run the same spec), MLflow is reached and the parent run opened (an unreachable
-MLflow is a `TrackingUnavailable` before any trial starts), Ray starts - ``ray.init()`` on
-this machine without an address, ``address="auto"`` on a cluster head - and each distinct
-video is simulated once. Then each Tuner run of `space.tuner_runs` (the grid, or one Optuna
-study per grid cell when the spec has a ``search``) runs under ``SWEEP_DIR/NAME``; with
+resume must run the same spec), then the sweep against this machine (`preflight.check_sweep`);
+Ray starts (`cluster.connect`: ``ray.init()`` on this machine without an address, the
+cluster's head with one) and its nodes are asked whether a trial fits; only then is MLflow
+reached and the parent run opened (an unreachable MLflow is a `TrackingUnavailable` before
+any trial starts), and each distinct video simulated once. Then each Tuner run of
+`space.tuner_runs` (the grid, or one Optuna study per grid cell when the spec has a
+``search``) runs under ``SWEEP_DIR/NAME``; with
 ``resume=True`` a Tuner run that can be restored is restored (``resume_unfinished``,
 ``resume_errored``; the searcher's state comes back with it). At the end pending MLflow
 operations are replayed, runs left RUNNING by stopped trials are closed, and the tables and
