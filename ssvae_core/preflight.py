@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ssvae_core.batches import frames_per_step
 from ssvae_core.config import PRESETS, DataConfig, RunConfig
 from ssvae_core.couplings import coupling_params
 from ssvae_core.errors import ConfigError
@@ -88,11 +89,7 @@ def run_bytes(cfg: RunConfig, gpu: bool, runs: int = 1) -> dict[str, int]:
     and weights)."""
     data, train = cfg.data, cfg.train
     pixels = data.size * data.size
-    n_negatives = cfg.objective.n_negatives or train.batch_size - 1
-    encoded = {  # the frames a step encodes (`train.Run.step_index`); untrained: no step
-        "ssl": 2 * train.batch_size + max(0, n_negatives - (train.batch_size - 1)),
-        "supervised": train.batch_size,
-    }.get(train.mode, 0)
+    encoded = frames_per_step(train.mode, train.batch_size, cfg.objective.n_negatives)
     step = encoded * pixels * ACTIVATIONS_PER_PIXEL * FLOAT
     per_pass = frames_per_batch(data.size, data.size, torch.device("cuda" if gpu else "cpu"))
     probe = min(per_pass, data.n_frames) * pixels * NO_GRAD_PER_PIXEL * FLOAT  # encode_all

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ssvae_core import checkpoint
 from ssvae_core.balls import Video, simulate
-from ssvae_core.batches import ssl_batches
+from ssvae_core.batches import frames_per_step, ssl_batches
 from ssvae_core.config import RunConfig
 from ssvae_core.conv3x3 import memory_format
 from ssvae_core.couplings import build_coupling
@@ -357,19 +357,14 @@ def relative_cost(cfg: RunConfig) -> float:
     """What a run will cost, before it runs: frame passes times pixels per frame.
 
     A training pass (forward and backward) counts 1: each of the ((T - 1) // B) steps of an
-    epoch passes `Run.step_index`'s frames to the encoder, 2B + max(0, N - (B - 1)) for SSL
-    and B for ``supervised`` (at most: a frame that appears twice is encoded once);
+    epoch passes `Run.step_index`'s frames to the encoder (`batches.frames_per_step`);
     ``untrained`` trains no epoch. Each probe (epoch 0, every ``probe.every_epochs`` and the
     last) encodes all T frames forward, `PROBE_PASS` each. A sweep starts its costliest trials
     first with it (`sweep.space.longest_first`).
     """
     t, batch = cfg.data.n_frames, cfg.train.batch_size
     epochs = cfg.epochs_trained
-    if cfg.train.mode == "ssl":
-        negatives = cfg.objective.n_negatives or batch - 1
-        per_step = 2 * batch + max(0, negatives - (batch - 1))
-    else:
-        per_step = batch
+    per_step = frames_per_step(cfg.train.mode, batch, cfg.objective.n_negatives)
     every = cfg.probe.every_epochs
     probes = 1 + epochs // every + (epochs % every > 0)
     passes = epochs * ((t - 1) // batch) * per_step + probes * t * PROBE_PASS
