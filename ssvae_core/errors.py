@@ -1,8 +1,9 @@
 """The project's user-facing errors and exit codes, written once.
 
 Every command exits with one of the `EXIT_*` statuses. A user's mistake is a `ConfigError`
-whose message starts with the offending dotted key (``train.lr: must be > 0, got -1``); the
-command prints it and exits with `EXIT_BAD_INPUT` before any compute, never a traceback.
+whose message starts with the offending dotted key (``train.lr: must be in (0, 10], got
+-1.0``); the command prints it and exits with `EXIT_BAD_INPUT` before any compute, never a
+traceback.
 """
 
 from __future__ import annotations

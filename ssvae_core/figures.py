@@ -36,7 +36,8 @@ from ssvae_core.probe import ProbeResult
 
 
 def save(fig: plt.Figure, path: str | Path) -> Path:
-    """Write `fig` as a PNG at `path` (folders made), close it; the path."""
+    """Write `fig` at `path` in the format its suffix names (PNG without one; folders made),
+    close it; the path."""
     path = Path(path)
     with replacing(path) as tmp:  # never half a PNG; a named pipe there is replaced, not opened
         fig.savefig(tmp, format=path.suffix.lstrip(".").lower() or "png", dpi=120,

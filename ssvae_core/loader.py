@@ -1,7 +1,8 @@
 """Strict loading of config sections from YAML, JSON-like mappings and ``--set key=value``.
 
 `build` fills a section dataclass from a mapping: an unknown key, a wrong type or a value
-out of range is a `ConfigError` that names the dotted key (``train.lr: must be > 0, got -1``);
+out of range is a `ConfigError` that names the dotted key (``train.lr: must be in (0, 10],
+got -1.0``);
 nothing is built or trained before that. YAML is read by `safe_yaml` (safe and bounded).
 """
 
@@ -21,7 +22,6 @@ from ssvae_core.config import DEFAULT_PRESET, PRESETS, DataConfig, RunConfig, fl
 from ssvae_core.errors import ConfigError, check_name, key_shown, shown
 from ssvae_core.safe_yaml import read_yaml, read_yaml_file
 
-__all__ = ["build", "from_dict", "load", "merge", "nest", "parse_override", "read_yaml"]
 T = TypeVar("T")
 ROOT = "<root>"  # how an error names the top of a config
 

@@ -173,7 +173,6 @@ def negative_mask(
     batch: int,
     n_negatives: int,
     generator: torch.Generator,
-    device: torch.device | str | None = None,
 ) -> Tensor:
     """Which candidates to keep: a bool [B, B], True = keep.
 
@@ -187,7 +186,7 @@ def negative_mask(
     kept = keys.argsort(dim=1)[:, : n_negatives + 1]  # [B, n_negatives + 1]
     keep = torch.zeros(batch, batch, dtype=torch.bool, device=generator.device)
     keep.scatter_(1, kept, True)
-    return keep.to(device) if device is not None else keep
+    return keep
 
 
 def mask_scores(log_f: Tensor, keep: Tensor) -> Tensor:

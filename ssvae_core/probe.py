@@ -47,9 +47,10 @@ def fit_probe(
     features = np.concatenate([z.astype(np.float64), np.ones((n_frames, 1))], axis=1)  # [T, D+1]
     targets = positions.reshape(n_frames, 2 * n_balls).astype(np.float64)  # [T, 2K]
     train, test = split_frames(n_frames, train_fraction, seed)
-    if not np.isfinite(features).all():
-        nan = np.full_like(targets, np.nan)
-        return ProbeResult(float("nan"), float("nan"), nan[:1], nan, test)
+    if not np.isfinite(features).all():  # a diverged run: NaN, in the shapes of a fitted one
+        weights = np.full((features.shape[1], 2 * n_balls), np.nan)
+        predicted = np.full((n_frames, n_balls, 2), np.nan, dtype=np.float32)
+        return ProbeResult(float("nan"), float("nan"), weights, predicted, test)
     weights, *_ = np.linalg.lstsq(features[train], targets[train], rcond=None)  # [D+1, 2K]
     predicted = features @ weights  # [T, 2K]
     residual = (predicted[test] - targets[test]).reshape(len(test), n_balls, 2)

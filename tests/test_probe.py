@@ -43,3 +43,4 @@ def test_non_finite_representation_gives_nan_not_an_exception() -> None:
     z = np.full((50, 2), np.nan)
     result = fit_probe(z, np.zeros((50, 1, 2)), 0.8, seed=0)
     assert np.isnan(result.probe_error_px)
+    assert result.weights.shape == (3, 2) and result.predicted.shape == (50, 1, 2)  # as fitted

@@ -1,12 +1,14 @@
 """A search's selected configurations, scored again on data the search never saw.
 
-Optuna (and ASHA) select each cell's best trial on ``probe_error_px`` of the held-out frames
-of the sweep's video. Reporting that same number as the result is optimistic: the best of
-many noisy scores is biased low. So after a search, each cell's selected configuration is
-trained again on a second video (``data.seed`` + `TEST_SEED_SHIFT`: other balls, other paths,
-the same seeds for the weights) and probed there. The tables and MLflow then report both,
-under distinct names: ``validation_px`` (what the search saw and chose by) and ``test_px``
-(the unbiased estimate); their difference is the selection's bias.
+Optuna (and ASHA) select each cell's best trial by the search's metric (`spec.metric`:
+``probe_error_px`` of the held-out frames of the sweep's video, unless the spec names
+another). Reporting that same number as the result is optimistic: the best of many noisy
+scores is biased low. So after a search, each cell's selected configuration is trained
+again on a second video (``data.seed`` + `TEST_SEED_SHIFT`: other balls, other paths, the
+same seeds for the weights) and probed there. The tables and MLflow then report both, under
+distinct names: ``validation_px`` (the selected trial's probe error on the sweep's video)
+and ``test_px`` (on the second video); where the search chose by the probe error, their
+difference is the selection's bias.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -52,9 +53,14 @@ def _damaged(column: str, value: str) -> pd.DataFrame:
     return table
 
 
-def _store(folder: Path, nights: list[tuple[str, pd.DataFrame]], experiment_name: str) -> str:
-    """A sqlite MLflow in `folder` with finished nightlies of spec "tonight", oldest first;
-    -> its URI."""
+def _store(
+    folder: Path,
+    nights: list[tuple[str, pd.DataFrame]],
+    experiment_name: str,
+    params: dict[str, str] | None = None,
+) -> str:
+    """A sqlite MLflow in `folder` with finished nightlies of spec "tonight", oldest first,
+    each with `params` as its parent run's; -> its URI."""
     from mlflow import MlflowClient
 
     from ssvae_core.sweep.tracking import experiment
@@ -64,6 +70,8 @@ def _store(folder: Path, nights: list[tuple[str, pd.DataFrame]], experiment_name
     start = int(time.time() * 1000) - 10_000
     for i, (name, table) in enumerate(nights):
         run = client.create_run(experiment_id, run_name=name, tags=TAGS, start_time=start + i)
+        for key, value in (params or {}).items():
+            client.log_param(run.info.run_id, key, value)
         csv = folder / "upload" / "trials.csv"
         csv.parent.mkdir(exist_ok=True)
         table.to_csv(csv, index=False)
@@ -328,3 +336,22 @@ def test_a_night_reads_a_method_named_na_or_01_by_its_name(here: Path) -> None:
     client = MlflowClient(uri)
     run = history.nightlies(client, "1", "tonight")[0]
     assert history.trials(client, run)["method"].tolist() == ["NA"] * 3 + ["01"] * 3
+
+
+def test_history_of_a_search_keeps_its_cells_by_the_axes_the_night_logged(here: Path) -> None:
+    """A searched key sits between ``trial_id`` and ``status`` too: read as an axis, every
+    trial was a cell of its own (its lr), and no night could be paired with another."""
+    from ssvae_core.sweep.nightly import report
+
+    def searched(seed: int) -> pd.DataFrame:
+        table = _trials()
+        lr = np.random.default_rng(seed).uniform(0.01, 0.1, len(table))
+        return table.assign(**{"train.lr": lr})[[*table.columns[:4], "train.lr",
+                                                 *table.columns[4:]]]  # fmt: skip
+
+    nights = [("n1", searched(1)), ("n2", searched(2))]
+    uri = _store(here / "store", nights, "tonight", {"sweep.axes": "method,train.seed"})
+    report.history_report("tonight", uri, here / "o")
+    history = pd.read_csv(here / "o" / "history.csv")
+    assert history["cell"].tolist() == ["gaussian", "untrained"]
+    assert history[["n1", "n2"]].notna().all().all()

@@ -122,7 +122,7 @@ def history_report(
     if not runs:
         raise ConfigError(f"{name}: no finished nightly of this spec at {url_shown(uri)} has a "
                           "trials table (see the warnings above)")  # fmt: skip
-    cells, seeds = _axes(tables[0])
+    cells, seeds = _axes(tables[0], runs[0])
     with warnings.catch_warnings():  # an inf in a past night: numpy's 'invalid value'
         warnings.simplefilter("ignore", RuntimeWarning)
         comparison = compare(
@@ -165,7 +165,7 @@ def _tables(runs: list[Any], uri: str, limit: int) -> tuple[list[Any], list[pd.D
         except Exception as err:  # MLflow went away between the calls
             raise TrackingUnavailable(f"MLflow at {uri}: {err}", uri) from err
         if table is not None and not read:  # the newest: the others are read against it
-            reader.fits = _fits(*_axes(table))
+            reader.fits = _fits(*_axes(table, run))
             if (table := reader.read(run)) is None:  # not even its own grid's columns
                 reader.fits = _fits()
         if table is not None:
@@ -199,14 +199,19 @@ def _labels(runs: list[Any]) -> list[str]:
     ]
 
 
-def _axes(trials: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """A trials table's cell axes and seed axes."""
-    axes = _grid_columns(trials)
+def _axes(trials: pd.DataFrame, run: Any) -> tuple[list[str], list[str]]:
+    """A night's cell axes and seed axes: its grid's axes, as its parent run logged them
+    (``sweep.axes``), else (a night before that was logged) `_grid_columns`."""
+    logged = run.data.params.get("sweep.axes")
+    axes = [a for a in logged.split(",") if a] if logged is not None else _grid_columns(trials)
+    if not set(axes) <= set(trials.columns):  # not this table's: read it from the columns
+        axes = _grid_columns(trials)
     seeds = [a for a in SEED_AXES if a in axes]
     return [a for a in axes if a not in seeds], seeds
 
 
 def _grid_columns(trials: pd.DataFrame) -> list[str]:
-    """The grid axes of a trials table: the columns between its ``trial_id`` and ``status``."""
+    """The columns between a trials table's ``trial_id`` and ``status``: its grid axes, and
+    a search's searched keys (`runner.trial_rows`)."""
     columns = list(trials.columns)
     return columns[columns.index("trial_id") + 1 : columns.index("status")]
