@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ssvae_core import cli, loader, preflight
+from ssvae_core.couplings import COUPLINGS, build_coupling
 from ssvae_core.errors import ConfigError
 
 GIB = 2**30
@@ -175,3 +176,15 @@ def test_a_steps_memory_counts_the_frames_its_mode_encodes() -> None:
         cfg = loader.from_dict({**base, "train": {"mode": mode}}, loader.PRESETS["paper"])
         size[mode] = sum(preflight.run_bytes(cfg, gpu=False).values())
     assert size["ssl"] > 100 * 2**30 > 2**30 > size["supervised"] >= size["untrained"] > 0
+
+
+@pytest.mark.parametrize("kind", sorted(COUPLINGS))
+def test_every_coupling_with_weights_is_counted_by_the_memory_check(kind: str) -> None:
+    """`preflight.coupling_bytes` names its kinds; a new critic with weights and no entry
+    there would be estimated at 0 bytes and pass the check whatever its size."""
+    cfg = loader.load("small", None, [f"coupling.kind={kind}"])
+    dim = 2 * cfg.data.n_balls
+    coupling = build_coupling(kind, dim, **cfg.coupling.params())
+    weights = sum(p.numel() for p in coupling.parameters()) * 4  # float32
+    counted = sum(preflight.coupling_bytes(cfg).values())
+    assert counted >= weights or weights <= 4 * dim * dim, (kind, weights, counted)
