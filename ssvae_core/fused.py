@@ -300,7 +300,7 @@ def fit_fused(
         ended: dict[int, dict[str, Any]] = {}
         for i, outcome in zip(due, fused_epoch([runs[i] for i in due], epoch), strict=True):
             if isinstance(outcome, Diverged):
-                log.warning("run %d diverged: %s", i, outcome)
+                log.info("run %d diverged: %s", i, outcome)  # as `train.fit`: its row says so
                 status[i] = ("diverged", str(outcome))
                 continue
             ended[i] = {"epoch": epoch, **outcome}

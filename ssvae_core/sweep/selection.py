@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from ssvae_core import loader
+from ssvae_core.sweep.grid import ABSENT
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.sweep.tables import cell_label
 from ssvae_core.train import fit
@@ -53,7 +54,7 @@ def score_selected(spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFrame:
     for cell in (c for c in cells if c in best.index):
         trial = best.loc[cell]
         params = {key: trial[key] for key, _ in spec.axes if key in trial.index}
-        params = {k: v for k, v in params.items() if pd.notna(v) and v != "-"}
+        params = {k: v for k, v in params.items() if pd.notna(v) and v != ABSENT}
         params |= {key: trial[key] for key, _ in spec.space}
         cfg = spec.trial_config(params)
         shifted = cfg.data.seed + TEST_SEED_SHIFT

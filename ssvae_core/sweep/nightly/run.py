@@ -18,7 +18,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import math
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ from urllib.parse import urlsplit
 
 from ssvae_core.errors import EXIT_FAILED, EXIT_INFRA, EXIT_OK, ConfigError, url_shown
 from ssvae_core.files import write_text
+from ssvae_core.metrics import finite_or_none
 from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import lock
 from ssvae_core.sweep.nightly import history
@@ -212,10 +212,8 @@ def summary_json(
 ) -> dict[str, Any]:
     """The verdict as plain JSON: what ``--notify`` posts and ``verdict.json`` holds."""
 
-    def clean(value: Any) -> Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return value.item() if hasattr(value, "item") else value
+    def clean(value: Any) -> Any:  # a numpy scalar as Python's, then NaN as None
+        return finite_or_none(value.item() if hasattr(value, "item") else value)
 
     cells = [{k: clean(v) for k, v in row.items()} for row in comparison.cells.to_dict("records")]
     return {
