@@ -69,13 +69,18 @@ def _same(value: Any) -> Any:
     return value if number else shown(value, 40)
 
 
+def label(params: Params) -> str:
+    """A cell as its settings read (``method=gaussian, train.seed=0``); ``base`` for none."""
+    return ", ".join(f"{k}={v}" for k, v in params) or "base"
+
+
 def repeated(blocks: tuple[Axes, ...]) -> str | None:
     """The label of a cell that two blocks both make (it would train twice), or None."""
     seen: set[frozenset[tuple[str, Any]]] = set()
     for params in cells(blocks):
         key = frozenset((k, _same(v)) for k, v in params)
         if key in seen:
-            return ", ".join(f"{k}={v}" for k, v in params) or "base"
+            return label(params)
         seen.add(key)
     return None
 

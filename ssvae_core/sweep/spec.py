@@ -83,7 +83,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.params) or "base"
+        return grid.label(self.params)
 
     def row(self, axes: grid.Axes) -> dict[str, Any]:
         """Its value on every axis of the sweep (`grid.ABSENT` for other blocks' axes)."""
@@ -336,10 +336,8 @@ def parse(
     )
     cells = []
     for index, params in enumerate(grid.cells(blocks)):
-        label = ", ".join(f"{k}={v}" for k, v in params) or "base"
-        cells.append(
-            Cell(index, params, within(f"grid cell {label}", spec.trial_config, dict(params)))
-        )
+        where = f"grid cell {grid.label(params)}"
+        cells.append(Cell(index, params, within(where, spec.trial_config, dict(params))))
         list(spec.corner_configs(cells[-1]))  # each built, so each validated
     spec = replace(spec, cells=tuple(cells))
     _check_overrides(spec)
