@@ -193,7 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run_files.write_run(result, video, args.out)
         except OSError as err:  # a disk that filled during training: the metrics still print
             print(f"ssvae: error: could not write {args.out}: {err}", file=sys.stderr)
-            written = False
+            written = False  # the machine's problem, as in fig1c: exit 3
     metrics = json_ready(result.metrics())
     if result.status != "ok":
         print(f"ssvae: run {result.status}: {result.message}", file=sys.stderr)
@@ -202,7 +202,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         for key, value in metrics.items():
             print(f"{key:>16}: {value}")
-    return EXIT_OK if result.status == "ok" and written else EXIT_FAILED
+    if not written:
+        return EXIT_INFRA
+    return EXIT_OK if result.status == "ok" else EXIT_FAILED
 
 
 def _said(bar: Any, line: str) -> None:

@@ -118,6 +118,30 @@ def test_train_json_is_the_last_line_and_out_has_the_files(
     assert json.loads((out / "metrics.json").read_text())["status"] == "ok"
 
 
+def test_train_into_an_earlier_runs_out_leaves_none_of_its_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A supervised run (no coupling: no Fig. 1D/E) into the folder of a Gaussian one kept
+    that run's fig1de.png beside its own config; a write that failed kept the old figures
+    beside the new metrics, and exited 1 as if the run had failed."""
+    from ssvae_core import figures
+
+    out = tmp_path / "run"
+    argv = ["train", *TINY, "--set", "train.epochs=1", "--quiet", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--set", "train.mode=supervised"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.yaml", "fig1b.png", "history.csv", "metrics.json"]  # fmt: skip
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figures, "fig1b", full)
+    assert cli.main(argv) == 3  # the machine's problem, not the run's
+    assert "No space left on device" in capsys.readouterr().err
+    assert "fig1b.png" not in {p.name for p in out.iterdir()}
+
+
 def test_train_imports_only_what_it_uses(tmp_path: Path) -> None:
     """Without --out, `ssvae train` writes nothing and imports neither pandas nor matplotlib;
     with --out (the control), it does. Never torch._dynamo (`ssvae_core.optim`). Fresh
