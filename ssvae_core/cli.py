@@ -390,6 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `ssvae ... | head` read what it wanted: no stack, as `cat` dies
         _drop_stdout()
         return EXIT_PIPE
+    except PermissionError as err:  # a file or folder this user may not read: what was asked
+        if err.filename is None:
+            raise
+        with contextlib.suppress(OSError):
+            print(f"ssvae: error: {err.filename}: {err.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except OSError as err:
         if err.errno not in FULL or err.filename is not None:
             raise

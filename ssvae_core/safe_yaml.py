@@ -25,7 +25,7 @@ from ssvae_core.errors import ConfigError
 
 MAX_YAML_BYTES = 1_000_000
 MAX_YAML_NODES = 100_000
-PIPE_WAIT_S = 5.0  # how long a pipe may take to get its first byte (or its writer to close)
+PIPE_WAIT_S = 5.0  # how long a pipe may stay silent before its writer closes it
 
 
 class _Loader(yaml.SafeLoader):
@@ -138,6 +138,10 @@ def read_yaml(text: str, where: str = "<yaml>") -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as err:  # a control character is refused before loader.name is set
         raise ConfigError(f"{where}: not valid YAML: {_one_line(err)}") from None
+    except ConfigError:
+        raise
+    except ValueError as err:  # a date that does not exist (2020-02-30), a bad UTC offset
+        raise ConfigError(f"{where}: not valid YAML: {err}") from None
     except RecursionError:  # PyYAML's parser recurses once per level ([[[[...]]]])
         raise ConfigError(f"{where}: nested too deeply; not a config") from None
     finally:
@@ -150,30 +154,52 @@ def read_bytes(path: str | Path, what: str = "file", limit: int = MAX_YAML_BYTES
     never ends) is refused after reading ``limit + 1``, never read whole. A missing path, a
     directory or an unreadable file name the path. A pipe (``--config <(cmd)``, or a named
     one) is read once something is written to it or its writer has closed (an empty pipe
-    reads as an empty file does), and refused if nothing comes within `PIPE_WAIT_S`: ``open``
-    alone would wait for ever for a writer that never comes."""
+    reads as an empty file does), and refused if it falls silent for `PIPE_WAIT_S` before its
+    end: ``open`` alone would wait for ever for a writer that never comes, and ``read`` for
+    one that never closes."""
     path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a directory; expected a {what}")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read it as a {what}: {err}") from None
+    except OSError as err:  # a folder it may not enter, a name too long
+        raise ConfigError(f"{path}: cannot read it as a {what}: {err.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        os.close(fd)
+        raise ConfigError(f"{path}: is a directory; expected a {what}")
     with os.fdopen(fd, "rb") as handle:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode) and not select.select([fd], [], [], PIPE_WAIT_S)[0]:
-            raise ConfigError(
-                f"{path}: a pipe nothing was written to within {PIPE_WAIT_S:g} s; expected a {what}"
-            )
-        os.set_blocking(fd, True)  # a pipe with a writer is read to its end
         try:
-            data = handle.read(limit + 1)
+            if stat.S_ISFIFO(mode):
+                data = _read_pipe(fd, limit, path, what)
+            else:
+                os.set_blocking(fd, True)
+                data = handle.read(limit + 1)
         except OSError as err:
             raise ConfigError(f"{path}: cannot read it as a {what}: {err}") from None
     if len(data) > limit:
         raise ConfigError(f"{path}: larger than {limit} bytes; not a {what}")
     return data
+
+
+def _read_pipe(fd: int, limit: int, path: Path, what: str) -> bytes:
+    """A pipe's bytes to its end (or `limit` + 1 of them), each wait at most `PIPE_WAIT_S`."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        if not select.select([fd], [], [], PIPE_WAIT_S)[0]:
+            said = (
+                f"a pipe nothing was written to within {PIPE_WAIT_S:g} s"
+                if not chunks
+                else f"a pipe whose writer went silent for {PIPE_WAIT_S:g} s without closing it"
+            )
+            raise ConfigError(f"{path}: {said}; expected a {what}")
+        chunk = os.read(fd, min(1 << 16, limit + 1 - size))
+        if not chunk:  # its writer closed: the end
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def read_text(path: str | Path, what: str = "file") -> str:

@@ -654,3 +654,44 @@ def test_fig1c_checks_its_files_before_it_trains(
     argv = ["fig1c", *TINY, "--seeds", "0", "--out", str(tmp_path / "out")]
     assert cli.main(argv) == errors.EXIT_BAD_INPUT
     assert f"--out: {tmp_path / 'out' / name} is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--config", "noacc/c.yaml"],
+        ["sweep", "noacc/smoke.yaml", "--dry-run"],
+        ["report", "noacc/smoke.yaml"],
+        ["mi-bench", "--tasks", "none", "--files", "noacc/x.npz"],
+        ["mi-bench", "--smoke-test", "--csv", "noacc/x.csv"],
+        ["sweep", "smoke.yaml", "--dry-run", "--storage-path", "noacc/x"],
+        ["report", "smoke.yaml", "--storage-path", "noacc/x"],
+    ],
+)
+def test_a_path_in_a_folder_this_user_may_not_enter_is_exit_2_naming_it(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """Another user's folder on a shared machine: each was a PermissionError traceback.
+    As root, the test drops the capabilities that let root in anyway."""
+    import shutil
+
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: every folder may be entered")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
+    locked = tmp_path / "noacc"
+    locked.mkdir()
+    (locked / "c.yaml").write_text("train: {}\n")
+    spec = Path(__file__).parent.parent / "sweeps" / "smoke.yaml"
+    for folder in (locked, tmp_path):
+        shutil.copy(spec, folder / "smoke.yaml")
+    locked.chmod(0)
+    try:
+        command = [*prefix, sys.executable, "-m", "ssvae_core.cli", *argv]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o700)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "noacc" in done.stderr and "Permission denied" in done.stderr
+    assert "Traceback" not in done.stderr

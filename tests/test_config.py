@@ -251,6 +251,50 @@ def test_a_named_pipe_without_a_writer_is_refused_and_one_with_a_writer_is_read(
         os.close(read)
 
 
+def test_a_pipe_whose_writer_goes_silent_without_closing_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--config <(printf 'train: {}'; sleep 1000)``: the first bytes came, and the read
+    then waited for the writer's end, for ever. A read still waiting after 10 s is released
+    (the writer closed) and fails the test rather than hang the suite."""
+    import os
+    import threading
+
+    from ssvae_core import safe_yaml
+
+    monkeypatch.setattr(safe_yaml, "PIPE_WAIT_S", 0.5)
+    read, write = os.pipe()
+    os.write(write, b"train: {epochs: 1}\n")
+    answer: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            safe_yaml.read_yaml_file(f"/proc/self/fd/{read}", "config file")
+        except ConfigError as err:
+            answer.append(err)
+
+    reader = threading.Thread(target=attempt, daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    os.close(write)  # releases a reader that waits for the end
+    reader.join(timeout=10)
+    os.close(read)
+    assert answer, "the read waited for the writer to close"
+    assert "writer went silent for 0.5 s without closing it" in str(answer[0])
+
+
+@pytest.mark.parametrize(
+    "text", ["train: {mode: 2020-02-30}\n", "seed: 2020-01-01 25:61:00\n",
+             "lr: 2020-01-01T00:00:00+99:00\n"],
+)  # fmt: skip
+def test_a_date_that_does_not_exist_is_a_yaml_error_naming_the_file(text: str) -> None:
+    """YAML's timestamps are built by datetime, whose ValueError was a traceback."""
+    from ssvae_core import safe_yaml
+
+    with pytest.raises(ConfigError, match=r"^c\.yaml: not valid YAML: .*(range|offset|must)"):
+        safe_yaml.read_yaml(text, "c.yaml")
+
+
 def test_a_key_twice_in_one_mapping_is_refused_not_replaced() -> None:
     """YAML 1.1 keeps the last of two equal keys, silently: a second ``grid:`` in a sweep
     file would replace the first. A merge key (``<<``) may still be overridden."""

@@ -193,6 +193,8 @@ def run_report(args: argparse.Namespace) -> int:
             trials = tables.read_trials(table)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
             raise ConfigError(f"{table}: not a trials table ({err})") from None
+        except OSError as err:  # a table this user may not read
+            raise ConfigError(f"{table}: cannot read it: {err.strerror or err}") from None
         if trials.empty:
             raise ConfigError(f"{table}: no trials in it (a header only): nothing to draw")
         missing = [key for key, _ in sweep.axes if key not in trials.columns]

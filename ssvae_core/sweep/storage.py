@@ -62,7 +62,11 @@ def sweep_dir(spec: Named, storage_path: str | Path, name: str | None) -> Path:
     is always inside the storage path; a storage path that is a file is refused here.
     """
     root = Path(storage_path).resolve()
-    check(not root.is_file(), "--storage-path", f"{root} is a file, not a directory")
+    try:
+        is_file = root.is_file()
+    except OSError as err:  # under a folder this user may not enter
+        raise ConfigError(f"--storage-path: {root}: {err.strerror}") from None
+    check(not is_file, "--storage-path", f"{root} is a file, not a directory")
     return root / check_name_component(name if name is not None else spec.name, "--name")
 
 
@@ -72,20 +76,29 @@ def finished_sweep(spec: Named, storage_path: str | Path, name: str | None) -> P
     `ConfigError` lists the sweeps of the spec that exist."""
     if name is not None:
         directory = sweep_dir(spec, storage_path, name)
-        if (directory / "trials.csv").is_file():
+        if _is_file(directory / "trials.csv"):
             return directory
     root = Path(storage_path).resolve()
-    ran = [
-        folder
-        for folder in (root.iterdir() if root.is_dir() else ())
-        if (folder / "trials.csv").is_file() and _ran(folder, spec.name)
-    ]
+    try:
+        folders = list(root.iterdir()) if root.is_dir() else []
+    except OSError as err:
+        raise ConfigError(f"--storage-path: {root}: {err.strerror}") from None
+    ran = [f for f in folders if _is_file(f / "trials.csv") and _ran(f, spec.name)]
     if name is None and ran:
         return max(ran, key=lambda folder: (folder / "trials.csv").stat().st_mtime)
     asked = f"no finished sweep {name!r}" if name else f"no finished sweep of {spec.name!r}"
     known = ", ".join(sorted(folder.name for folder in ran)) or "none"
     key = "--name" if name else "--storage-path"  # no --name: where to look was wrong
     raise ConfigError(f"{key}: {asked} in {root} (finished sweeps of this spec: {known})")
+
+
+def _is_file(path: Path) -> bool:
+    """Whether `path` is a file; not if it is in a folder this user may not enter (another
+    user's sweep beside this one's)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _ran(folder: Path, name: str) -> bool:
