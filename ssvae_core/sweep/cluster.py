@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -71,6 +73,7 @@ def connect(address: str | None) -> bool:
                 f"{CONNECT_TIMEOUT_S:.0f} s ({err}); is the cluster up (ray status)?"
             ) from None
     os.environ.update(allocator.HUGE_PAGES_ENV)  # for the workers a local start spawns
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(
             address=address,
@@ -81,6 +84,10 @@ def connect(address: str | None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ClusterUnavailable(f"--address {address}: {first[:300]}") from None
+    finally:  # ray.init puts its C++ handler on SIGTERM: a stack dump and exit 15. The
+        # command's own (one line, exit 143) holds until a Tuner run's graceful stop does.
+        if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, on_sigterm)
     where = "on this machine" if address in (None, "local") else f"at {address}"
     print(
         f"Ray: {'started' if address in (None, 'local') else 'joined'} {where}, token "

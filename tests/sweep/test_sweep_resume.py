@@ -166,3 +166,32 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does_and_resume_finishes_it(workdir: Pa
     assert cli.main(["sweep", str(SMOKE), "--storage-path", "runs", "--resume"]) == 0
     trials = pd.read_csv(workdir / "runs" / "smoke" / "trials.csv")
     assert sorted(trials["status"]) == ["ok"] * 4
+
+
+@pytest.mark.slow
+def test_sigterm_just_after_ray_starts_is_one_line_not_rays_stack(workdir: Path) -> None:
+    """Between ``ray.init`` and the first Tuner run (the parent run opened, the videos
+    simulated) SIGTERM met Ray's C++ handler: ``*** SIGTERM received`` and a stack, exit 15.
+    Now the command's own handler holds there: one line, exit 143."""
+    log = open(workdir / "driver.log", "w")  # noqa: SIM115 - closed below
+    command = sweep_command(str(SMOKE), "--storage-path", "runs")
+    driver = subprocess.Popen(
+        command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        started = wait_for(
+            lambda: "Ray: started" in (workdir / "driver.log").read_text(), 120, 0.01
+        )
+        assert started, (workdir / "driver.log").read_text()[-3000:]
+        os.kill(driver.pid, signal.SIGTERM)
+        code = driver.wait(timeout=120)
+    finally:
+        below = descendants(driver.pid)
+        if driver.poll() is None:
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait()
+        kill_pids(below)
+        log.close()
+    said = (workdir / "driver.log").read_text()
+    assert "SIGTERM received" not in said and "Traceback" not in said, said[-3000:]
+    assert code in (143, 130), said[-3000:]  # 130: it landed in the Tuner run, stopped gracefully
