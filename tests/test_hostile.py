@@ -169,7 +169,7 @@ CASES = [
     Case("--out on a read-only filesystem", ["train", *TRAIN_TINY, "--out", "out"], 2,
          "--out: cannot write to out", mount="ro"),
     Case("--out on a full filesystem: the result still printed", ["train", *TRAIN_TINY,
-         "--out", "out", "--json"], 1, '"probe_error_px"', mount="full", limit_s=120),
+         "--out", "out", "--json"], 3, '"probe_error_px"', mount="full", limit_s=120),
     Case("train.device=cuda without CUDA (train)", ["train", "--set", "train.device=cuda"], 2,
          "train.device: cuda, but torch sees no CUDA device"),
     Case("train.device=cuda without a GPU share (sweep)", ["sweep", "s.yaml"], 2,
