@@ -180,8 +180,8 @@ def check_state(spec: Any, directory: Path, resume: bool) -> None:
     started = directory / "sweep.yaml"
     if started.exists() and not resume:
         raise ConfigError(
-            f"--resume: {directory} holds a sweep already; pass --resume to continue it "
-            "or --name to start another"
+            f"--name: {directory} holds a sweep already; pass --resume to continue it "
+            "or another --name to start another"
         )
     if resume and directory.exists():  # sweep.yaml or not, Ray restores what it finds
         check_private(directory)  # Ray's pickles are read only if no one else could write them
@@ -200,11 +200,16 @@ def check_state(spec: Any, directory: Path, resume: bool) -> None:
                 raise ValueError(f"expected a JSON object, got {type(info).__name__}")
         except ValueError as err:  # ConfigError (unreadable), JSON or UTF-8 errors, a list
             raise unresumable(f"{stored} is damaged", str(err)) from None
+        except RecursionError:  # json recurses once per level: [[[[...
+            raise unresumable(f"{stored} is damaged", "nested too deeply") from None
         if not same_text or info.get("overrides", {}) != spec.overrides:
             raise ConfigError(
                 f"--resume: the spec (or its --set overrides) differs from the one {directory} "
                 "started with"
             )
+
+
+RAY_STATE_BYTES = 1 << 30  # more than any Ray state of a sweep this tool would run
 
 
 def damaged(path: Path) -> str | None:
@@ -215,8 +220,10 @@ def damaged(path: Path) -> str | None:
     newest = max(path.glob("experiment_state-*.json"), default=None)  # names end in the time
     if newest is None:
         return None
-    try:
-        json.loads(newest.read_bytes())
-    except ValueError as err:
+    try:  # bounded, and a pipe not waited on (`safe_yaml.read_bytes`); Ray's own can be large
+        json.loads(safe_yaml.read_bytes(newest, "Ray state", limit=RAY_STATE_BYTES))
+    except ValueError as err:  # ConfigError too: a pipe, a folder, unreadable
         return f"{newest.name}: {err}"
+    except RecursionError:  # json recurses once per level: [[[[...
+        return f"{newest.name}: nested too deeply"
     return None

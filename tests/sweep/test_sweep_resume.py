@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -78,6 +79,25 @@ def test_a_tuner_run_whose_state_was_cut_short_is_refused_by_name(tmp_path: Path
     (grid / "experiment_state-2026-12-07_07-00-00.json").write_text("{")
     state.write_text("{}")  # an older one cut short does not count: Ray reads the newest
     assert storage.damaged(grid) is None
+    state.write_text("[" * 200_000)  # was a RecursionError traceback
+    assert storage.damaged(grid) == f"{state.name}: nested too deeply"
+
+
+def test_a_tuner_runs_state_that_is_a_pipe_is_refused_not_waited_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refused_not_waited: Any
+) -> None:
+    from ssvae_core import safe_yaml
+
+    monkeypatch.setattr(safe_yaml, "PIPE_WAIT_S", 0.5)
+    state = tmp_path / "experiment_state-2026-12-07_08-00-00.json"
+    os.mkfifo(state)
+    message = refused_not_waited(state, lambda: _raise_if_damaged(tmp_path))
+    assert f"{state.name}: {state}: a pipe nothing was written to within 0.5 s" in message
+
+
+def _raise_if_damaged(path: Path) -> None:
+    if (why := storage.damaged(path)) is not None:
+        raise ConfigError(why)
 
 
 def test_progress_counts_a_trial_once_whether_ray_marked_it_finished_or_not() -> None:

@@ -195,8 +195,9 @@ def test_an_existing_sweep_is_not_reused_without_resume_nor_resumed_with_another
         ("sweep.json", b"[1]", "sweep.json is damaged (expected a JSON object, got list)"),
         ("sweep.json", b"\xff\xfe{", "sweep.json is damaged ("),
         ("sweep.yaml", b"grid: \xff\n", "sweep.yaml: "),
-    ],
-    ids=["not json", "a list", "not utf-8", "spec not utf-8"],
+        ("sweep.json", b"[" * 200_000, "sweep.json is damaged (nested too deeply)"),  # was a
+    ],  # RecursionError traceback
+    ids=["not json", "a list", "not utf-8", "spec not utf-8", "nested"],
 )
 def test_resuming_a_sweep_whose_record_is_damaged_exits_2_before_ray(
     workdir: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, message: str
