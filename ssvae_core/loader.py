@@ -24,6 +24,7 @@ from ssvae_core.safe_yaml import read_yaml, read_yaml_file
 
 T = TypeVar("T")
 ROOT = "<root>"  # how an error names the top of a config
+MAX_KEY_PARTS = 16  # a dotted key's names: methods.NAME.section.key is the deepest, 4
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -126,6 +127,11 @@ def nest(values: Any, where: str = ROOT, _open: frozenset[int] = frozenset()) ->
         *parents, leaf = str(key).split(".")
         if "" in (*parents, leaf) and parents:  # ".train.lr", "train..lr", "train.lr."
             raise ConfigError(f"{_dotted(where, key)}: an empty name between dots")
+        if len(parents) >= MAX_KEY_PARTS:  # merging one level per name recursed to a traceback
+            raise ConfigError(
+                f"{key_shown(_dotted(where, key))}: more than {MAX_KEY_PARTS} names between "
+                "dots; no setting is that deep"
+            )
         node = nested
         for depth, part in enumerate(parents, 1):
             node = node.setdefault(part, {})

@@ -339,3 +339,15 @@ def test_an_explicit_number_tag_is_decimal_too(text: str, value: object) -> None
     else:
         got = safe_yaml.read_yaml(text)
         assert got == value and type(got) is type(value)
+
+
+def test_a_key_with_thousands_of_dots_is_refused_not_a_recursion_error(tmp_path: Path) -> None:
+    """Merging went one level per name between dots: a RecursionError traceback."""
+    key = "train" + ".a" * 3000
+    with pytest.raises(ConfigError, match=r"more than 16 names between dots"):
+        loader.load("small", None, [f"{key}=1"])
+    path = tmp_path / "c.yaml"
+    path.write_text(f"? {key}\n: 1\n")  # an explicit key: YAML's plain ones stop at 1024
+    with pytest.raises(ConfigError, match=r"more than 16 names between dots"):
+        loader.load("small", path)
+    loader.load("small", None, ["train.lr=0.1"])  # four names or fewer: every real key
