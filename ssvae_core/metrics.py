@@ -74,6 +74,18 @@ def finite_or_none(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def as_numbers(values: Any) -> Any:
+    """A column read from a table as floats: NaN where a cell is no number, ±inf where it is
+    beyond a float (pandas reads a long integer as a Python int, which ``to_numeric`` refused
+    with an OverflowError). `values` a pandas Series (or None: NaN)."""
+    import pandas as pd  # here: training imports this module without pandas
+
+    try:
+        return pd.to_numeric(values, errors="coerce")
+    except OverflowError:
+        return pd.to_numeric(values.astype(str), errors="coerce")
+
+
 def json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
     """`values` with every non-finite float as None, so that it is strict JSON."""
     return {key: finite_or_none(value) for key, value in values.items()}

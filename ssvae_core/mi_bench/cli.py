@@ -361,7 +361,9 @@ def read_rows(path: str) -> Any:
         held = shown(bool(rows[column][bools].iloc[0])) if bools.any() else ""
         message = f"{path}: column {column} holds {held}, not {what[column]}"
         check(not bools.any(), "--from-csv", message)
-    numbers = {c: pd.to_numeric(rows[c], errors="coerce") for c in ("true_mi", "seed", "estimate")}
+    from ssvae_core.metrics import as_numbers
+
+    numbers = {c: as_numbers(rows[c]) for c in ("true_mi", "seed", "estimate")}
     seed = numbers["seed"]  # int64, uint64 or float64: each compares exactly with 2**63
     wrong = {
         "true_mi": ~np.isfinite(numbers["true_mi"]) | (numbers["true_mi"] < 0),

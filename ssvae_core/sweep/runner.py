@@ -37,7 +37,7 @@ from ray import tune
 from ssvae_core.balls import Video, simulate
 from ssvae_core.errors import ConfigError
 from ssvae_core.files import write_text
-from ssvae_core.metrics import METRICS
+from ssvae_core.metrics import METRICS, as_numbers
 from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import checkpoints, cluster, lock, reports, selection, space, tables, ui
 from ssvae_core.sweep.preflight import check_sweep
@@ -318,7 +318,7 @@ def _unsent(trials: pd.DataFrame) -> set[str]:
     """The trials whose run's end is still in their pending MLflow logging (MLflow out of
     reach): finished ones (ok, diverged; a stopped or errored trial logs no end) with
     operations pending. ``--sync`` sends their end; `reconcile` leaves them alone."""
-    pending = pd.to_numeric(trials.get("mlflow_pending"), errors="coerce").fillna(0) > 0
+    pending = as_numbers(trials.get("mlflow_pending")).fillna(0) > 0
     ended = trials["status"].isin(["ok", "diverged"])
     return set(trials.loc[pending & ended, "trial_id"])
 

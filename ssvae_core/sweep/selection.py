@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from ssvae_core import loader
+from ssvae_core.metrics import as_numbers
 from ssvae_core.sweep.grid import ABSENT
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.sweep.tables import cell_label
@@ -37,7 +38,7 @@ SECTION = (
 def selected(spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFrame:
     """Each cell's best finished trial by the search's metric and mode: one row per cell."""
     done = trials[trials["status"] == "ok"].copy()
-    done[spec.metric] = pd.to_numeric(done[spec.metric], errors="coerce")
+    done[spec.metric] = as_numbers(done[spec.metric])
     done = done.dropna(subset=[spec.metric]).assign(cell=cell_label(done, spec.group_axes))
     ascending = spec.mode == "min"
     ordered = done.sort_values(spec.metric, ascending=ascending, kind="stable")

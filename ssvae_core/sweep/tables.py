@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ssvae_core.files import replacing, write_text
+from ssvae_core.metrics import as_numbers
 from ssvae_core.sweep.grid import METHOD_AXIS
 
 STATUSES = ("ok", "diverged", "stopped", "error")
@@ -66,7 +67,7 @@ def cell_table(
             "probe_error_px_std": errors.std(ddof=1) if len(errors) > 1 else np.nan,
             "probe_error_px_best": errors.min(),
             "mi_estimate_mean": done["mi_estimate"].astype(float).mean(),
-            "lengthscale_mean": pd.to_numeric(done.get("lengthscale"), errors="coerce").mean(),
+            "lengthscale_mean": as_numbers(done.get("lengthscale")).mean(),
             "seconds_mean": group["seconds"].astype(float).mean(),
         }
         row |= {f"n_{status}": int((group["status"] == status).sum()) for status in STATUSES}

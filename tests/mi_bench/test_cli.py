@@ -78,6 +78,7 @@ def test_bad_input_exits_2_naming_it(
         (["--from-csv", "/dev/zero"], "--from-csv: /dev/zero: larger than 100000000 bytes"),
         (["--from-csv", "{tmp}/cols.csv"], "cols.csv: lacks the columns task, estimator, coupling"),
         (["--from-csv", "{tmp}/inf.csv"], "inf.csv: column true_mi holds 'inf', not a finite"),
+        (["--from-csv", "{tmp}/big.csv"], "big.csv: column seed holds '99999"),  # OverflowError
         (["--from-csv", "{tmp}/header.csv"], "--from-csv: {tmp}/header.csv: holds no rows"),
         (["--from-csv", "{tmp}/task.csv"], "--from-csv: {tmp}/task.csv: task: unknown name"),
         (["--from-csv", "{tmp}/seed.csv"], "seed.csv: column seed holds '1.5', not an integer"),
@@ -159,6 +160,7 @@ def test_bad_input_is_refused_before_any_training(
     (tmp_path / "cols.csv").write_text("a,b\n1,2\n")
     (tmp_path / "seed.csv").write_text(header + "gaussian,infonce,bilinear,2,1.5,1.9\n")
     (tmp_path / "inf.csv").write_text(header + "gaussian,infonce,bilinear,inf,0,1.9\n")
+    (tmp_path / "big.csv").write_text(header + f"gaussian,infonce,bilinear,2,{'9' * 400},1.9\n")
     (tmp_path / "header.csv").write_text(header)
     optimal = "gaussian,infonce,bilinear,2,0,1.9\ncauchy,infonce,(true log-ratio),2,0,1.9\n"
     (tmp_path / "task.csv").write_text(header + optimal)

@@ -397,6 +397,8 @@ def test_fig1c_finds_the_control_beside_axes_it_does_not_have(tmp_path: Path) ->
         (("train.seed", 2, "7"), "row 3: train.seed holds 7, not a value of the grid (0, 1, 2)"),
         (("probe_error_px", 1, "-5"), "row 2: probe_error_px holds -5.0, not a finite error >= 0"),
         (("probe_error_px", 1, "inf"), "row 2: probe_error_px holds inf, not a finite error"),
+        (("probe_error_px", 1, "9" * 400), "row 2: probe_error_px holds inf, not a finite"),
+        (("train.seed", 1, "9" * 400), "row 2: train.seed holds 9999"),  # was an OverflowError
         (("status", 3, ""), "row 4: status holds nan, not one of ok, diverged, stopped, error"),
         (("coupling.kind", 0, "gaussian"), "row 4: a second trial of one grid cell (coupling.kind"),
         (("probe_error_px", 1, "0"), None),

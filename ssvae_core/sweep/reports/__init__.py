@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 from ssvae_core.config import RunConfig
 from ssvae_core.errors import ConfigError, shown
 from ssvae_core.files import write_text
+from ssvae_core.metrics import as_numbers
 from ssvae_core.sweep.grid import ABSENT
 from ssvae_core.sweep.sections import SEED_AXES
 
@@ -128,7 +129,6 @@ def check_values(
     one cell. An empty metric is a trial that failed; ``-`` on an axis in `partial` (one
     some grid blocks lack), a cell of such a block."""
     import numpy as np
-    import pandas as pd
 
     from ssvae_core.sweep.tables import STATUSES
 
@@ -152,7 +152,7 @@ def check_values(
         values = trials[column]
         if values.dtype == bool:
             refuse(column, values.notna(), "a number")
-        numbers = pd.to_numeric(values, errors="coerce")
+        numbers = as_numbers(values)
         bad = numbers.isna() & values.notna()
         if bad.any():
             refuse(column, bad, "a number")
@@ -170,7 +170,7 @@ def check_values(
             refuse(column, values.isna(), grid)
         if column in partial:  # the runner's '-': a cell of a block without this axis
             values = values.where(values.astype(str) != ABSENT)
-        numbers = pd.to_numeric(values, errors="coerce")
+        numbers = as_numbers(values)
         if column in SEED_AXES:
             seed = (numbers == numbers.round()) & (numbers >= 0) & (numbers < 2**63)  # not inf
             bad = values.notna() & (numbers.isna() | ~seed | (values.dtype == bool))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ssvae_core import figures
-from ssvae_core.metrics import METRICS
+from ssvae_core.metrics import METRICS, as_numbers
 from ssvae_core.sweep.sections import SEED_AXES
 from ssvae_core.sweep.tables import cell_label
 
@@ -23,7 +23,7 @@ def finished(trials: pd.DataFrame) -> pd.DataFrame:
     done = trials[trials["status"] == "ok"].copy()
     for column in METRICS:
         if column in done:
-            done[column] = pd.to_numeric(done[column], errors="coerce")
+            done[column] = as_numbers(done[column])
     return done
 
 

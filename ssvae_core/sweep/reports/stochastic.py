@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ssvae_core.figures import save
+from ssvae_core.metrics import as_numbers
 from ssvae_core.sweep.reports import ReportContext, ReportOutput
 from ssvae_core.sweep.reports.common import by_seed, finished, markdown, spread
 
@@ -27,7 +28,7 @@ def report(trials: pd.DataFrame, context: ReportContext, out: Path) -> ReportOut
             "final sigma": group["sigma"].mean() if "sigma" in group else math.nan,
             "ELBO (eq. 20)": group["elbo"].mean(),
             "Jensen gap": group["elbo_gap"].mean(),
-            "ELBO at mean z": pd.to_numeric(group.get("elbo_at_mean"), errors="coerce").mean(),
+            "ELBO at mean z": as_numbers(group.get("elbo_at_mean")).mean(),
         }
         if reference in elbo.index:
             row["ELBO − deterministic (paired)"] = (elbo.loc[name] - elbo.loc[reference]).mean()
