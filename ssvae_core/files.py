@@ -76,6 +76,9 @@ def _sync(path: Path, folder: bool = False) -> None:
             raise
 
 
+TMP_EXTRA_BYTES = len(".") + len(".01234567.tmp")  # `_new_file`'s name beyond the target's
+
+
 def _new_file(target: Path) -> Path:
     """A new empty file beside `target`, with the permissions a plain ``open(target, "w")``
     gives (0666 less the umask; `tempfile.mkstemp` would make it 0600)."""

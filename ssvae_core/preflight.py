@@ -18,7 +18,8 @@ import torch
 from ssvae_core.batches import frames_per_step
 from ssvae_core.config import PRESETS, DataConfig, RunConfig
 from ssvae_core.couplings import coupling_params
-from ssvae_core.errors import ConfigError
+from ssvae_core.errors import NAME_MAX, PATH_MAX, ConfigError
+from ssvae_core.files import TMP_EXTRA_BYTES
 from ssvae_core.frames import frames_per_batch
 
 MEMORY_SHARE = 0.8  # a run may plan on this share of the machine's memory
@@ -243,11 +244,22 @@ def output_file(path: str | Path, key: str) -> Path:
         raise ConfigError(f"{key}: cannot write to {path} ({err.strerror or err})") from None
     if problem is not None:
         raise ConfigError(f"{key}: {path} {problem}")
-    real = Path(os.path.realpath(path))
-    if real.exists() and not real.is_file():  # a device (/dev/null): written where it is
+    try:
+        real = Path(os.path.realpath(path))
+        exists = real.exists()
+    except OSError as err:  # a path too long once made absolute
+        raise ConfigError(f"{key}: cannot write to {path} ({err.strerror or err})") from None
+    if exists and not real.is_file():  # a device (/dev/null): written where it is
         return path
-    if real.exists() and not os.access(real, os.W_OK):  # replacing it would be refused
+    if exists and not os.access(real, os.W_OK):  # replacing it would be refused
         raise ConfigError(f"{key}: {path} is read-only")
+    name, whole = len(os.fsencode(real.name)), len(os.fsencode(str(real)))
+    if name + TMP_EXTRA_BYTES > NAME_MAX or whole + TMP_EXTRA_BYTES >= PATH_MAX:
+        raise ConfigError(  # found after the run: hours of training, then 'File name too long'
+            f"{key}: {path} is written as .NAME.xxxxxxxx.tmp first, {TMP_EXTRA_BYTES} bytes "
+            f"longer, and that is over the file system's limits ({NAME_MAX} bytes a name, "
+            f"{PATH_MAX} a path); use a shorter name"
+        )
     writable_dir(real.parent, key)  # where the file is made: a link's target's folder
     return path
 

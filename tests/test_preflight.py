@@ -188,3 +188,19 @@ def test_every_coupling_with_weights_is_counted_by_the_memory_check(kind: str) -
     weights = sum(p.numel() for p in coupling.parameters()) * 4  # float32
     counted = sum(preflight.coupling_bytes(cfg).values())
     assert counted >= weights or weights <= 4 * dim * dim, (kind, weights, counted)
+
+
+def test_an_output_name_too_long_for_its_temporary_file_is_refused_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file is written as .NAME.xxxxxxxx.tmp, 14 bytes longer: a 246-byte name passed the
+    check, and the write failed after the training ('File name too long'). A relative path
+    over the limit once made absolute was an OSError traceback."""
+    with pytest.raises(ConfigError, match=r"^--figure: .* is written as \.NAME\.xxxxxxxx\.tmp"):
+        preflight.output_file(tmp_path / ("b" * 242), "--figure")
+    preflight.output_file(tmp_path / ("b" * 241), "--figure")  # 255 bytes with the suffix
+    deep = tmp_path / "/".join(["d" * 200] * 19)  # 3,800 bytes: made, then entered
+    os.makedirs(deep)
+    monkeypatch.chdir(deep)
+    with pytest.raises(ConfigError, match=r"^--out: "):
+        preflight.output_file("/".join(["e" * 200] * 2) + "/f", "--out")
