@@ -341,6 +341,7 @@ def parse(
         list(spec.corner_configs(cells[-1]))  # each built, so each validated
     spec = replace(spec, cells=tuple(cells))
     _check_overrides(spec)
+    _check_methods(spec)
     _check_swept_couplings(spec)
     _check_fuse(spec)
     if spec.scheduler is not None:
@@ -393,6 +394,23 @@ def _check_overrides(spec: SweepSpec) -> None:
     swept = {key for key, _ in spec.axes} | {key for key, _ in spec.space}
     for key in config.flatten(spec.overrides):
         check(key not in swept, f"--set {key}", "the sweep varies it (a grid axis or searched)")
+
+
+def _check_methods(spec: SweepSpec) -> None:
+    """A method's own setting of a key its cell also varies (a grid axis of its block, or a
+    searched key) is refused: the cell's value replaced the method's, silently
+    (``ssvae fig1c`` refuses the same)."""
+    searched = {key for key, _ in spec.space}
+    for cell in spec.cells:
+        params = dict(cell.params)
+        if (name := params.get(METHOD_AXIS)) is None:
+            continue
+        for key, value in config.flatten(spec.methods[name]).items():
+            if key in params or key in searched:
+                raise ConfigError(
+                    f"methods.{name}.{key}: the grid or the search varies {key} too, and its "
+                    f"values replace the method's ({value!r}); leave it out of one of them"
+                )
 
 
 def _check_size(n_cells: int, search: SearchOptions | None, budget: Budget) -> None:

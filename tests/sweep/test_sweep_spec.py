@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -418,6 +419,26 @@ def test_dotted_and_nested_keys_mean_the_same() -> None:
     assert spec.parse(nested).base.train.epochs == 3
     with pytest.raises(ConfigError, match=r"^train\.epochs: expected int"):
         spec.parse(dotted.replace("train.epochs: 3", "train.epochs: 2.5"))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("grid: {method: [g], train.lr: [0.1, 0.2]}", "methods.g.train.lr: the grid or the"),
+        ("grid: {method: [g]}\nsearch: {num_samples: 2, space: {train.lr: "
+         "{dist: loguniform, low: 0.01, high: 0.1}}}", "methods.g.train.lr: the grid or the"),
+        ("grid: [{method: [g]}, {train.lr: [0.1, 0.2]}]", None),  # other blocks: the method's
+    ],
+)  # fmt: skip
+def test_a_methods_setting_its_cell_also_varies_is_refused(body: str, message: str | None) -> None:
+    """The grid's value replaced the method's, silently: a study of method g at lr 0.5 ran
+    at 0.1 and 0.2 under g's name. ``ssvae fig1c`` refuses the same."""
+    text = f"name: a\nmethods: {{g: {{coupling.kind: gaussian, train.lr: 0.5}}}}\n{body}\n"
+    if message is None:
+        spec.parse(text)
+        return
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}"):
+        spec.parse(text)
 
 
 def test_the_cluster_script_runs_ssvae_sweep_with_address_auto(
