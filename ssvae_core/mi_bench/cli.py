@@ -165,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--tasks: no task and no --files: nothing to score")
         check_sizes(cases, couplings)
         started = time.perf_counter()
-        total = len(cases) * len(estimators) * (len(couplings) + 1) * n_seeds
+        critics_per_case = [len(couplings) + case.knows_log_ratio for case in cases]  # + optimal
+        total = sum(critics_per_case) * len(estimators) * n_seeds
         done = itertools.count(1)
 
         rows = RowFile(partial, critics.COLUMNS)

@@ -315,7 +315,9 @@ def test_tables_can_be_redrawn_from_the_rows(tmp_path: Path) -> None:
     assert "| infonce | bilinear |" in out.read_text() and png.exists()
 
 
-def test_pairs_from_a_file_are_scored_with_their_own_sizes(tmp_path: Path) -> None:
+def test_pairs_from_a_file_are_scored_with_their_own_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(640, 3))
     y = np.concatenate([x[:, :2] + 0.1 * rng.normal(size=(640, 2)), rng.normal(size=(640, 3))], 1)
@@ -328,6 +330,8 @@ def test_pairs_from_a_file_are_scored_with_their_own_sizes(tmp_path: Path) -> No
     rows = pd.read_csv(csv)
     assert list(rows["task"]) == ["file:pairs", "file:pairs"]  # no optimal critic is known
     assert list(rows["true_mi"]) == [4.0, 4.0] and rows["estimate"].notna().all()
+    progress = [line for line in capsys.readouterr().err.splitlines() if "task=" in line]
+    assert [line.split("] ")[1].split()[0] for line in progress] == ["1/2", "2/2"]  # was x/3
 
 
 def test_an_output_that_cannot_be_written_leaves_the_others_and_exits_1(
