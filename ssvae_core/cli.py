@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from ssvae_core.errors import (
     ConfigError,
     Terminated,
     path_arg,
+    shown,
 )
 from ssvae_core.mi_bench import cli as mi_bench_cli
 from ssvae_core.sweep import cli as sweep_cli  # imports no Ray until a sweep runs
@@ -362,6 +364,24 @@ def _terminate(signum: int, frame: Any) -> None:
 FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}  # a stream that cannot be written
 
 
+def _check_tqdm_environment() -> None:
+    """``TQDM_*`` variables that tqdm cannot use (``TQDM_NCOLS=abc`` fails its import,
+    ``TQDM_BAR_FORMAT={bar`` its first bar) are a `ConfigError` naming them, before any
+    compute; without any, tqdm is not imported here."""
+    names = sorted(name for name in os.environ if name.upper().startswith("TQDM_"))
+    if not names:
+        return
+    try:
+        from tqdm import tqdm
+
+        with tqdm(total=2, file=io.StringIO(), mininterval=0) as bar:
+            bar.update(1)
+            bar.refresh()
+    except Exception as err:  # ValueError, KeyError, TypeError: whatever the variable broke
+        said = ", ".join(f"${name}={shown(os.environ[name], 40)}" for name in names)
+        raise ConfigError(f"{said}: tqdm (the progress bars) cannot use it: {err!r}") from None
+
+
 def _drop_stdout() -> None:
     """Point stdout at /dev/null, so Python's own flush at exit cannot fail a second time."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -378,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["MPLBACKEND"] = "agg"
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        _check_tqdm_environment()
         return func(args)
     except ConfigError as err:
         print(f"ssvae: error: {err}", file=sys.stderr)

@@ -695,3 +695,17 @@ def test_a_path_in_a_folder_this_user_may_not_enter_is_exit_2_naming_it(
     assert done.returncode == 2, done.stderr[-2000:]
     assert "noacc" in done.stderr and "Permission denied" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TQDM_NCOLS", "abc"), ("TQDM_BAR_FORMAT", "{bar"), ("TQDM_BAR_FORMAT", "{nope}")],
+)
+def test_a_tqdm_variable_tqdm_cannot_use_is_exit_2_naming_it(name: str, value: str) -> None:
+    """Each was a traceback: TQDM_NCOLS=abc at tqdm's import (even with --quiet), a broken
+    bar format at the first bar. A fresh process: tqdm reads them when it is imported."""
+    env = {**os.environ, name: value}
+    argv = [sys.executable, "-m", "ssvae_core.cli", "train", *TINY, "--set", "train.epochs=1"]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"${name}=" in done.stderr and "Traceback" not in done.stderr
