@@ -341,7 +341,7 @@ def parse(
         list(spec.corner_configs(cells[-1]))  # each built, so each validated
     spec = replace(spec, cells=tuple(cells))
     _check_overrides(spec)
-    _check_methods(spec)
+    _check_methods(spec, raw.get("methods") or {})
     _check_swept_couplings(spec)
     _check_fuse(spec)
     if spec.scheduler is not None:
@@ -396,17 +396,19 @@ def _check_overrides(spec: SweepSpec) -> None:
         check(key not in swept, f"--set {key}", "the sweep varies it (a grid axis or searched)")
 
 
-def _check_methods(spec: SweepSpec) -> None:
-    """A method's own setting of a key its cell also varies (a grid axis of its block, or a
-    searched key) is refused: the cell's value replaced the method's, silently
-    (``ssvae fig1c`` refuses the same)."""
+def _check_methods(spec: SweepSpec, written: Mapping[str, Any]) -> None:
+    """A setting the file's ``methods`` gives a method (`written`) that its cell replaces is
+    refused: a grid axis of its block with another value, or a searched key. The method ran
+    at the cell's value under its own name, silently (``ssvae fig1c`` refuses the same). A
+    built-in bundle's settings (``supervised``'s Adam at lr 0.03) a grid may vary."""
     searched = {key for key, _ in spec.space}
     for cell in spec.cells:
         params = dict(cell.params)
-        if (name := params.get(METHOD_AXIS)) is None:
+        name = params.get(METHOD_AXIS)
+        if not isinstance(name, str) or name not in written:
             continue
-        for key, value in config.flatten(spec.methods[name]).items():
-            if key in params or key in searched:
+        for key, value in config.flatten(loader.nest(written[name])).items():
+            if key in searched or (key in params and params[key] != value):
                 raise ConfigError(
                     f"methods.{name}.{key}: the grid or the search varies {key} too, and its "
                     f"values replace the method's ({value!r}); leave it out of one of them"

@@ -428,6 +428,8 @@ def test_dotted_and_nested_keys_mean_the_same() -> None:
         ("grid: {method: [g]}\nsearch: {num_samples: 2, space: {train.lr: "
          "{dist: loguniform, low: 0.01, high: 0.1}}}", "methods.g.train.lr: the grid or the"),
         ("grid: [{method: [g]}, {train.lr: [0.1, 0.2]}]", None),  # other blocks: the method's
+        ("grid: {method: [g], train.lr: [0.5]}", None),  # the method's own value
+        ("grid: {method: [supervised, g], train.optimizer: [sgd, adam]}", None),  # built-in
     ],
 )  # fmt: skip
 def test_a_methods_setting_its_cell_also_varies_is_refused(body: str, message: str | None) -> None:
