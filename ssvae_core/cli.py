@@ -204,9 +204,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         for key, value in metrics.items():
             print(f"{key:>16}: {value}")
-    if not written:
-        return EXIT_INFRA
-    return EXIT_OK if result.status == "ok" else EXIT_FAILED
+    if result.status != "ok":  # the run's own failure first: what the user must change
+        return EXIT_FAILED
+    return EXIT_OK if written else EXIT_INFRA
 
 
 def _said(bar: Any, line: str) -> None:
@@ -374,12 +374,17 @@ def _check_tqdm_environment() -> None:
     try:
         from tqdm import tqdm
 
-        with tqdm(total=2, file=io.StringIO(), mininterval=0) as bar:
-            bar.update(1)
-            bar.refresh()
+        interval, tqdm.monitor_interval = tqdm.monitor_interval, 0  # no monitor thread left
+        try:
+            with tqdm(total=2, file=io.StringIO(), mininterval=0) as bar:
+                bar.update(1)
+                bar.refresh()
+        finally:
+            tqdm.monitor_interval = interval
     except Exception as err:  # ValueError, KeyError, TypeError: whatever the variable broke
         said = ", ".join(f"${name}={shown(os.environ[name], 40)}" for name in names)
-        raise ConfigError(f"{said}: tqdm (the progress bars) cannot use it: {err!r}") from None
+        which = "it" if len(names) == 1 else "one of them"
+        raise ConfigError(f"{said}: tqdm (the progress bars) cannot use {which}: {err!r}") from None
 
 
 def _drop_stdout() -> None:
@@ -411,12 +416,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `ssvae ... | head` read what it wanted: no stack, as `cat` dies
         _drop_stdout()
         return EXIT_PIPE
-    except PermissionError as err:  # a file or folder this user may not read: what was asked
-        if err.filename is None:
-            raise
-        with contextlib.suppress(OSError):
-            print(f"ssvae: error: {err.filename}: {err.strerror}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except OSError as err:
         if err.errno not in FULL or err.filename is not None:
             raise

@@ -25,15 +25,17 @@ def write_run(result: RunResult, video: Video, out: str | Path) -> list[Path]:
     Figures: ``fig1b.png`` (decoded vs true centres) when the run has a probe, and
     ``fig1de.png`` (the learned prior over the next location of the coral ball) for coupling
     runs. Every file of `FILES` an earlier run left in `out` goes first: none of them beside
-    this run's, whether this run draws it or not, or a write fails.
+    this run's, whether this run draws it or not, or a write fails. A link or a device there
+    stays: it is written through, where it points (`files.replacing`).
     """
     import pandas as pd  # here: `ssvae train` checks FILES before training, without them
 
     from ssvae_core import figures
 
     out = Path(out)
-    for stale in FILES:
-        (out / stale).unlink(missing_ok=True)
+    for stale in (out / name for name in FILES):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
     paths = [
         write_text(
             out / "config.yaml", yaml.safe_dump(config.to_dict(result.config), sort_keys=False)

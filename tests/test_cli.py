@@ -136,6 +136,13 @@ def test_train_into_an_earlier_runs_out_leaves_none_of_its_figures(
     def full(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
+    shared = tmp_path / "shared.json"  # a link is written through, not removed
+    shared.write_text("old")
+    (out / "metrics.json").unlink()
+    (out / "metrics.json").symlink_to(shared)
+    assert cli.main(argv) == 0
+    assert (out / "metrics.json").is_symlink() and '"probe_error_px"' in shared.read_text()
+
     monkeypatch.setattr(figures, "fig1b", full)
     assert cli.main(argv) == 3  # the machine's problem, not the run's
     assert "No space left on device" in capsys.readouterr().err
@@ -666,6 +673,7 @@ def test_fig1c_checks_its_files_before_it_trains(
         ["mi-bench", "--smoke-test", "--csv", "noacc/x.csv"],
         ["sweep", "smoke.yaml", "--dry-run", "--storage-path", "noacc/x"],
         ["report", "smoke.yaml", "--storage-path", "noacc/x"],
+        ["report", "smoke.yaml", "--storage-path", ".", "--name", "noacc"],  # 'no such sweep'
     ],
 )
 def test_a_path_in_a_folder_this_user_may_not_enter_is_exit_2_naming_it(
