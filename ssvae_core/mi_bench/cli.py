@@ -111,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
     from ssvae_core.mi_bench.tasks import TASKS
     from ssvae_core.objectives import ESTIMATORS
 
-    partial = partial_path(args.csv) if args.from_csv is None else None  # rows as they finish
     try:
+        partial = partial_path(args.csv) if args.from_csv is None else None  # rows as they go
         check_outputs(args.out, args.csv, args.figure, partial)
         if partial is not None and partial.is_file() and partial.stat().st_size:
             raise ConfigError(  # a new run would start it again, the rows done lost
@@ -192,9 +192,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     seconds = time.perf_counter() - started
     command = " ".join(["ssvae mi-bench", *getattr(args, "argv", [])])
+    lr = f"{DEFAULT_LR:.0e}".replace("e-0", "e-")  # 5e-4, as the docs' tables say
     header = (
         f"`{command}` on {datetime.now().astimezone():%Y-%m-%d %H:%M %Z}: "
-        f"{steps} Adam steps (batch {DEFAULT_BATCH}, lr {DEFAULT_LR:g}) per cell and seed, "
+        f"{steps} Adam steps (batch {DEFAULT_BATCH}, lr {lr}) per cell and seed, "
         f"seeds 0..{n_seeds - 1}, "
         f"mean ± std; wall time {seconds:.0f} s with {torch.get_num_threads()} torch thread(s)."
     )
@@ -208,8 +209,11 @@ def partial_path(csv: str | None) -> Path | None:
     if csv is None:
         return None
     real = Path(os.path.realpath(csv))
-    if real.exists() and not real.is_file():
-        return None
+    try:
+        if real.exists() and not real.is_file():
+            return None
+    except OSError as err:  # in a folder this user may not enter
+        raise ConfigError(f"--csv: {csv}: {err.strerror}") from None
     return real.with_name(f"{real.stem}.partial{real.suffix}")
 
 

@@ -202,7 +202,11 @@ NPY_MAGIC = b"\x93NUM"  # an .npy's start: refused below as one array, not an .n
 def from_npz(path: str | Path, batch: int = 64) -> Samples:
     """The pairs of an ``.npz`` (``x``, ``y``, ``mi``); a `ConfigError` names what is wrong."""
     path = Path(path)
-    if path.exists() and not path.is_file():  # a named pipe would block np.load's open()
+    try:
+        special = path.exists() and not path.is_file()  # a pipe would block np.load's open()
+    except OSError as err:  # in a folder this user may not enter
+        raise ConfigError(f"{path}: not a readable .npz of arrays ({err.strerror})") from None
+    if special:
         raise ConfigError(f"{path}: not a readable .npz of arrays (not a regular file)")
     try:  # np.load reads any other file as a pickle, and says to allow_pickle
         with path.open("rb") as file:

@@ -76,8 +76,11 @@ def finished_sweep(spec: Named, storage_path: str | Path, name: str | None) -> P
     `ConfigError` lists the sweeps of the spec that exist."""
     if name is not None:
         directory = sweep_dir(spec, storage_path, name)
-        if _is_file(directory / "trials.csv"):
-            return directory
+        try:
+            if (directory / "trials.csv").is_file():
+                return directory
+        except OSError as err:  # a folder this user may not enter: not 'no such sweep'
+            raise ConfigError(f"--name: {directory}: {err.strerror}") from None
     root = Path(storage_path).resolve()
     try:
         folders = list(root.iterdir()) if root.is_dir() else []
