@@ -127,8 +127,8 @@ def nest(values: Any, where: str = ROOT, _open: frozenset[int] = frozenset()) ->
         *parents, leaf = str(key).split(".")
         if "" in (*parents, leaf) and parents:  # ".train.lr", "train..lr", "train.lr."
             raise ConfigError(f"{_dotted(where, key)}: an empty name between dots")
-        if len(parents) >= MAX_KEY_PARTS:  # merging one level per name recursed to a traceback
-            raise ConfigError(
+        if _dotted(where, key).count(".") >= MAX_KEY_PARTS:  # its mappings above count too:
+            raise ConfigError(  # merging one level per name recursed to a traceback
                 f"{key_shown(_dotted(where, key))}: more than {MAX_KEY_PARTS} names between "
                 "dots; no setting is that deep"
             )

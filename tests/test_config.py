@@ -350,4 +350,8 @@ def test_a_key_with_thousands_of_dots_is_refused_not_a_recursion_error(tmp_path:
     path.write_text(f"? {key}\n: 1\n")  # an explicit key: YAML's plain ones stop at 1024
     with pytest.raises(ConfigError, match=r"more than 16 names between dots"):
         loader.load("small", path)
+    nested = "train:\n" + "".join(f"{'  ' * (i + 1)}{'.'.join(['a'] * 16)}:\n" for i in range(70))
+    path.write_text(nested + "  " * 71 + "b: 1\n")  # 16 names a key, 70 mappings deep
+    with pytest.raises(ConfigError, match=r"more than 16 names between dots"):
+        loader.load("small", path)
     loader.load("small", None, ["train.lr=0.1"])  # four names or fewer: every real key
