@@ -98,12 +98,13 @@ def default_uri(given: str | None) -> str:
 
 
 def sqlite_file(uri: str) -> Path | None:
-    """The file a sqlite `uri` names, as SQLAlchemy reads it: ``sqlite:///rel.db`` (relative),
-    ``sqlite:////abs.db``, with a driver (``sqlite+pysqlite://``) or options (``?timeout=20``);
-    None for another store or a database in memory."""
-    parts = urllib.parse.urlsplit(uri)
-    name = parts.path[1:]  # the path after the third slash: relative unless it starts with /
-    if parts.scheme.lower().split("+")[0] != "sqlite" or name in ("", ":memory:"):
+    """The file a sqlite `uri` names: ``sqlite:///rel.db`` (relative), ``sqlite:////abs.db``,
+    with a driver (``sqlite+pysqlite://``) or options (``?timeout=20``), everything between
+    the third slash and a ``?`` (``#`` is part of the name); None for another store or a
+    database in memory."""
+    scheme, sep, rest = uri.partition("://")
+    name = rest.partition("?")[0][1:] if rest.startswith("/") else ""  # after the 3rd slash
+    if not sep or scheme.lower().split("+")[0] != "sqlite" or name in ("", ":memory:"):
         return None
     return Path(name)
 
@@ -113,8 +114,9 @@ def resolve_uri(uri: str) -> str:
     file = sqlite_file(uri)
     if file is None or file.is_absolute():
         return uri
-    parts = urllib.parse.urlsplit(uri)  # urlunsplit would drop the empty host's slashes
-    return f"{parts.scheme}:///{file.resolve()}" + (f"?{parts.query}" if parts.query else "")
+    scheme, _, rest = uri.partition("://")
+    _, mark, options = rest.partition("?")
+    return f"{scheme}:///{file.resolve()}{mark}{options}"
 
 
 # ---------------------------------------------------------------- trials

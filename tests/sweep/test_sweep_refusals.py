@@ -166,6 +166,7 @@ def test_a_tracking_uri_mlflow_has_no_store_for_is_refused_before_ray(
         ("sqlite:////abs/m.db", "/abs/m.db"),
         ("sqlite+pysqlite:///m.db?timeout=20", "m.db"),  # was left relative, and no file
         ("sqlite:///m.db?timeout=20", "m.db"),  # was the file 'm.db?timeout=20'
+        ("sqlite:///runs#1.db", "runs#1.db"),  # not a URL's fragment
         ("sqlite://", None),
         ("sqlite:///:memory:", None),
         ("postgresql://u@h/db", None),
@@ -184,8 +185,8 @@ def test_a_sqlite_uri_names_its_file_with_a_driver_or_options(
     if file is None or file.startswith("/"):
         assert resolved == uri
     else:
-        scheme, _, options = uri.partition(":///m.db")
-        assert resolved == f"{scheme}:///{tmp_path / file}{options}"
+        scheme, _, rest = uri.partition(":///")
+        assert resolved == f"{scheme}:///{tmp_path / file}{rest.removeprefix(file)}"
 
 
 def test_a_sqlite_uri_with_options_is_checked_for_a_writable_folder(tmp_path: Path) -> None:
