@@ -15,6 +15,7 @@ from ssvae_core import loader
 from ssvae_core.errors import check, shown
 from ssvae_core.errors import check_name as choose
 from ssvae_core.metrics import SEARCHABLE
+from ssvae_core.sweep.nightly.compare import LOOKBACK, RESAMPLES, Tolerance
 
 SEED_AXES = ("train.seed", "data.seed")  # replicate axes: tables aggregate over and pair by them
 # The names a sweep file may use; `space` maps each to Ray Tune (a test checks they agree).
@@ -138,8 +139,8 @@ class NightlyTolerance:
     improvement): its paired delta's interval beyond ``abs_px`` and beyond ``rel`` of the
     baseline. Defaults measured in docs/nightly.md (`nightly.compare.Tolerance`)."""
 
-    abs_px: float = 0.05
-    rel: float = 0.05
+    abs_px: float = Tolerance.abs_px
+    rel: float = Tolerance.rel
 
     def __post_init__(self) -> None:
         check(self.abs_px > 0, "abs_px", f"must be > 0, got {self.abs_px}")
@@ -155,10 +156,10 @@ class NightlySection:
     history's z threshold and length (``--history`` overrides it), and the bootstrap."""
 
     tolerance: NightlyTolerance = field(default_factory=NightlyTolerance)
-    slowdown: float = 1.5
-    history_z: float = 3.0
-    history: int = 7
-    resamples: int = 10_000
+    slowdown: float = Tolerance.slowdown
+    history_z: float = Tolerance.history_z
+    history: int = LOOKBACK
+    resamples: int = RESAMPLES
     seed: int = 0
 
     def __post_init__(self) -> None:

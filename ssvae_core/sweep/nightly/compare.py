@@ -33,12 +33,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-from ssvae_core.sweep.sections import NightlySection, NightlyTolerance
 from ssvae_core.sweep.tables import cell_label
 
 MIN_HISTORY = 3  # nights needed for a median and MAD; fewer: z is NaN, the paired rule alone
@@ -58,6 +58,10 @@ CELL_COLUMNS = (
 )  # fmt: skip
 
 
+LOOKBACK = 7  # earlier nights in the history's z (the spec's ``nightly.history``)
+RESAMPLES = 10_000  # bootstrap resamples (``nightly.resamples``)
+
+
 @dataclass(frozen=True)
 class Tolerance:
     """How far a cell may move before it is a finding (spec ``nightly.tolerance``).
@@ -71,14 +75,15 @@ class Tolerance:
     shared machine the times were measured on, 23 % of cell-nights crossed it by noise.
     """
 
-    abs_px: float = NightlyTolerance.abs_px  # the spec's defaults: one place for each
-    rel: float = NightlyTolerance.rel
-    slowdown: float = NightlySection.slowdown
-    history_z: float = NightlySection.history_z
+    abs_px: float = 0.05  # the spec's defaults too (`sweep.sections.NightlySection`)
+    rel: float = 0.05
+    slowdown: float = 1.5
+    history_z: float = 3.0
 
     @classmethod
-    def of(cls, options: NightlySection) -> Tolerance:
-        """The spec's ``nightly`` section as a `Tolerance`."""
+    def of(cls, options: Any) -> Tolerance:
+        """The spec's ``nightly`` section (`sweep.sections.NightlySection`, whose defaults
+        these are) as a `Tolerance`."""
         t = options.tolerance
         return cls(t.abs_px, t.rel, options.slowdown, options.history_z)
 
@@ -250,8 +255,8 @@ def compare(
     seed_axes: Sequence[str],
     tolerance: Tolerance | None = None,
     *,
-    lookback: int = NightlySection.history,
-    resamples: int = NightlySection.resamples,
+    lookback: int = LOOKBACK,
+    resamples: int = RESAMPLES,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> Comparison:

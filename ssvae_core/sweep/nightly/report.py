@@ -22,14 +22,14 @@ import pandas as pd
 from ssvae_core.errors import ConfigError, first_line, url_shown
 from ssvae_core.files import write_text
 from ssvae_core.sweep.nightly import history
-from ssvae_core.sweep.nightly.compare import compare, unfit
+from ssvae_core.sweep.nightly.compare import LOOKBACK, compare, unfit
 from ssvae_core.sweep.nightly.verdict import plot_cell_history
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.runlog import client
-from ssvae_core.sweep.sections import SEED_AXES, NightlySection
+from ssvae_core.sweep.sections import SEED_AXES
 from ssvae_core.sweep.tracking import TrackingUnavailable, resolve_uri, sqlite_file
 
-DEFAULT_NIGHTS = NightlySection.history
+DEFAULT_NIGHTS = LOOKBACK
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
