@@ -7,7 +7,8 @@ MLflow is imported, so a bad file answers at once. Exit status (`ssvae_core.erro
 hold, a sweep directory in the wrong state or a missing ``sweep`` extra; 3 MLflow out of
 reach, another driver of the same sweep name running, or a Ray address that does not answer
 - all before any trial starts - or a disk that fills up mid-sweep; 130 interrupted (Ctrl-C
-or SIGTERM; ``--resume`` continues it), as the nightly's (``ssvae nightly``) are.
+or SIGTERM; ``--resume`` continues it), as the nightly's (``ssvae nightly``) are; 143 a
+SIGTERM before the first trial started (``--resume`` runs it from the start).
 """
 
 from __future__ import annotations

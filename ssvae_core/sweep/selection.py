@@ -29,9 +29,10 @@ TEST_SEED_SHIFT = 1_000_003  # far from any seed a grid uses
 COLUMNS = ["cell", "trial_id", "validation_px", "test_px", "bias_px", "test_data_seed"]
 SECTION = (
     "\n## Selected by the search, scored on a second video\n\n"
-    "`validation_px`: the selected trial's probe error on the held-out frames the search chose "
-    "by; `test_px`: the same configuration trained again on another video "
-    f"(data.seed + {TEST_SEED_SHIFT}); `bias_px` = validation - test.\n\n"
+    "`validation_px`: the selected trial's probe error on the sweep's video (the search chose "
+    "by the spec's `metric`, the probe error unless it names another); `test_px`: the same "
+    f"configuration trained again on another video (data.seed + {TEST_SEED_SHIFT}); `bias_px` "
+    "= validation - test, the selection's optimism where it chose by the probe error.\n\n"
 )
 
 
