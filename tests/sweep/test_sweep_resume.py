@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -110,11 +110,17 @@ def test_progress_counts_a_trial_once_whether_ray_marked_it_finished_or_not() ->
     assert progress._done([done, running], running) == 2
 
 
+def _checkpointed(workdir: Path) -> bool:
+    return bool(list(workdir.glob("runs/smoke/grid/*/checkpoint_*")))
+
+
 @contextmanager
-def _smoke_driver(workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """The smoke sweep's driver in a process of its own, logging to driver.log, once its
-    first checkpoints are written (still running); killed by PID on the way out if it still
-    runs, with its local Ray (GCS, raylet, workers, agents)."""
+def _smoke_driver(
+    workdir: Path, ready: Callable[[Path], bool] = _checkpointed, interval: float = 0.1
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The smoke sweep's driver in a process of its own, logging to driver.log, once it is
+    `ready` (by default its first checkpoints are written; still running); killed by PID on
+    the way out if it still runs, with its local Ray (GCS, raylet, workers, agents)."""
     log = open(workdir / "driver.log", "w")  # noqa: SIM115 - closed below
     driver = subprocess.Popen(
         sweep_command(str(SMOKE), "--storage-path", "runs"),
@@ -124,7 +130,7 @@ def _smoke_driver(workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
         start_new_session=True,
     )
     try:
-        found = wait_for(lambda: list(workdir.glob("runs/smoke/grid/*/checkpoint_*")), 240, 0.1)
+        found = wait_for(lambda: ready(workdir), 240, interval)
         assert found, (workdir / "driver.log").read_text()[-3000:]
         assert driver.poll() is None, "the driver finished before it could be interrupted"
         yield driver
@@ -193,25 +199,13 @@ def test_sigterm_just_after_ray_starts_is_one_line_not_rays_stack(workdir: Path)
     """Between ``ray.init`` and the first Tuner run (the parent run opened, the videos
     simulated) SIGTERM met Ray's C++ handler: ``*** SIGTERM received`` and a stack, exit 15.
     Now the command's own handler holds there: one line, exit 143."""
-    log = open(workdir / "driver.log", "w")  # noqa: SIM115 - closed below
-    command = sweep_command(str(SMOKE), "--storage-path", "runs")
-    driver = subprocess.Popen(
-        command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        started = wait_for(
-            lambda: "Ray: started" in (workdir / "driver.log").read_text(), 120, 0.01
-        )
-        assert started, (workdir / "driver.log").read_text()[-3000:]
+
+    def ray_started(folder: Path) -> bool:
+        return "Ray: started" in (folder / "driver.log").read_text()
+
+    with _smoke_driver(workdir, ray_started, interval=0.01) as driver:
         os.kill(driver.pid, signal.SIGTERM)
         code = driver.wait(timeout=120)
-    finally:
-        below = descendants(driver.pid)
-        if driver.poll() is None:
-            os.kill(driver.pid, signal.SIGKILL)
-            driver.wait()
-        kill_pids(below)
-        log.close()
     said = (workdir / "driver.log").read_text()
     assert "SIGTERM received" not in said and "Traceback" not in said, said[-3000:]
     assert code in (143, 130), said[-3000:]  # 130: it landed in the Tuner run, stopped gracefully

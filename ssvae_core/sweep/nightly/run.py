@@ -118,7 +118,8 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
         base_id = base.info.run_id if base is not None else ""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         tags = {history.NIGHTLY_TAG: "true", history.BASELINE_TAG: base_id}
-        tags[history.TOLERANCE_TAG] = json.dumps(asdict(Tolerance.of(spec.nightly)))
+        tolerance = Tolerance.of(spec.nightly)  # judged by, and tagged for `history`
+        tags[history.TOLERANCE_TAG] = json.dumps(asdict(tolerance))
         result = run_sweep(
             spec,
             options.address,
@@ -137,7 +138,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
                 past_trials,
                 spec.group_axes,
                 seeds,
-                Tolerance.of(spec.nightly),
+                tolerance,
                 lookback=lookback,
                 resamples=spec.nightly.resamples,
                 seed=spec.nightly.seed,
