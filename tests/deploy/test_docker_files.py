@@ -23,6 +23,7 @@ from deploy_checks import (
     compose_policy_problems,
     dockerfile_policy_problems,
     hadolint,
+    launcher_image_problems,
     requirements_problems,
 )
 
@@ -88,6 +89,27 @@ POLICY_BREAKS: dict[str, tuple[Callable[[str], str], str]] = {
 def test_an_unsafe_dockerfile_fails_the_policy(case: str) -> None:
     mutate, expected = POLICY_BREAKS[case]
     problems = dockerfile_policy_problems(mutate((DOCKER / "Dockerfile").read_text()))
+    assert any(expected in p for p in problems), problems
+
+
+LAUNCHER_BREAKS = {
+    "no ENV HOME": (lambda t: t.replace("ENV HOME=/home/ssvae\n", ""), "ENV HOME is not"),
+    "HOME elsewhere": (lambda t: t.replace("HOME=/home/ssvae", "HOME=/root"), "ENV HOME is not"),
+    "no ssh client": (lambda t: t.replace(" openssh-client", ""), "openssh-client is not"),
+    "no rsync": (lambda t: t.replace(" rsync ", " "), "rsync is not"),
+}  # fmt: skip
+
+
+def test_the_image_is_ready_for_the_cluster_launcher() -> None:
+    assert launcher_image_problems((DOCKER / "Dockerfile").read_text()) == []
+
+
+@pytest.mark.parametrize("case", LAUNCHER_BREAKS)
+def test_an_image_the_launcher_cannot_use_fails(case: str) -> None:
+    mutate, expected = LAUNCHER_BREAKS[case]
+    text = (DOCKER / "Dockerfile").read_text()
+    assert mutate(text) != text, "the mutation must change the Dockerfile"
+    problems = launcher_image_problems(mutate(text))
     assert any(expected in p for p in problems), problems
 
 

@@ -186,6 +186,22 @@ def test_the_mlflow_image_refuses_to_start_without_its_secrets(
 
 @pytest.mark.slow
 @pytest.mark.e2e
+def test_the_worker_image_is_ready_for_the_cluster_launcher(stack: Stack) -> None:
+    """What `ray up cluster/aws.yaml` takes from the image: HOME from its configured
+    environment (where file_mounts go; /root without it), and ssh and rsync, with which the
+    head's autoscaler sets up each worker node from inside the container."""
+    inspect = stack.podman("image", "inspect", "-f", "{{json .Config.Env}}", WORKER_IMAGE)
+    assert "HOME=/home/ssvae" in json.loads(inspect.stdout)
+    found = stack.podman(
+        "run", "--rm", WORKER_IMAGE, "sh", "-c", 'echo "$(id -u) $HOME"; command -v ssh rsync',
+        check=False,
+    )  # fmt: skip
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert found.stdout.split("\n")[0] == "1000 /home/ssvae", found.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_smoke_sweep_from_the_worker_image_is_logged_and_survives_down_and_up(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
