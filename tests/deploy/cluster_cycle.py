@@ -14,7 +14,8 @@ orphans Ray leaves, and when it exits the kernel ends whatever of the cycle is l
 The cluster config is cluster/local.yaml with only what this machine needs changed: the head is
 127.0.0.1 with no workers, SSH goes through ``nc`` to our sshd's port, the venv that runs this
 script stands in for the one setup_commands would create (it is linked at ~/ssvae-venv, and the
-two `pip install` commands are left out), and Ray's fixed ports get free ones.
+two `pip install` commands run with ``--dry-run``: they must find what they name),
+and Ray's fixed ports get free ones.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# The two `pip install` setup commands run as written but install nothing: they must still find
+# what they name (the checkout as an editable project, the image's pins on the index).
+PIP_DRY_RUN = "--dry-run --no-deps --no-build-isolation"
 VENV = Path(sys.prefix)  # the venv that runs this script: stands in for ~/ssvae-venv
 RAY = str(VENV / "bin" / "ray")
 RAY_PROCESS_NAMES = ("raylet", "gcs_server", "dashboard", "ray::", "monitor.py", "log_monitor",
@@ -106,9 +110,11 @@ def cluster_config(work: Path, ssh_port: int, ports: dict[str, int]) -> Path:
         "ssh_private_key": str(work / "id_ed25519"),
         "ssh_proxy_command": f"nc %h {ssh_port}",  # the auth section has no port
     }
-    kept = [c for c in config["setup_commands"] if "pip install" not in c]
-    assert len(kept) == len(config["setup_commands"]) - 2, config["setup_commands"]
-    config["setup_commands"] = kept
+    setup = [
+        c.replace("pip install", f"pip install {PIP_DRY_RUN}") for c in config["setup_commands"]
+    ]
+    assert sum(PIP_DRY_RUN in c for c in setup) == 2, config["setup_commands"]
+    config["setup_commands"] = setup
     shipped = {"port", "dashboard-port"}  # in the file already: replaced below
     extra = " ".join(f"--{flag}={port}" for flag, port in ports.items() if flag not in shipped)
     start = []

@@ -93,9 +93,13 @@ def _commands(config: dict[str, Any], key: str) -> str:
 
 
 def launcher_policy_problems(config: dict[str, Any]) -> list[str]:
-    """Token auth on and shipped to every node, dashboard on 127.0.0.1, nothing on 0.0.0.0."""
+    """Token auth on and shipped to every node, dashboard on 127.0.0.1, nothing on 0.0.0.0, and
+    no ``~`` in quotes (the shell leaves it as it is, and pip or a path never expands it)."""
     problems = []
     text = yaml.safe_dump(config)
+    for key in [k for k in config if k.endswith("_commands")]:
+        if re.search(r"""['"]~""", _commands(config, key)):
+            problems.append(f"{key}: a quoted ~ is not expanded (write $HOME)")
     head_start = _commands(config, "head_start_ray_commands")
     everything = "\n".join(
         _commands(config, key)
@@ -229,18 +233,32 @@ def _container_problems(where: str, pod: dict[str, Any]) -> list[str]:
         for env in container.get("env") or []:
             if SECRET_NAME.search(env.get("name", "")) and "value" in env:
                 problems.append(f"{name}: env {env['name']} holds a literal secret")
-        if (container.get("securityContext") or {}).get("allowPrivilegeEscalation") is not False:
-            problems.append(f"{name}: allowPrivilegeEscalation is not false")
+        problems += _hardening_problems(name, container.get("securityContext"))
+    return problems
+
+
+def _hardening_problems(where: str, context: dict[str, Any] | None) -> list[str]:
+    """A container's securityContext as the "restricted" Pod Security Standard asks."""
+    context = context or {}
+    problems = []
+    if context.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{where}: allowPrivilegeEscalation is not false")
+    if "ALL" not in ((context.get("capabilities") or {}).get("drop") or []):
+        problems.append(f"{where}: capabilities are not all dropped")
     return problems
 
 
 def kuberay_policy_problems(resource: dict[str, Any]) -> list[str]:
-    """Token auth, credentials from a Secret, non-root pods, pinned images, a bounded job."""
+    """Token auth, credentials from a Secret, non-root hardened pods (those KubeRay adds too:
+    the autoscaler's container, the job's submitter pod), pinned images, a bounded job."""
     problems = []
     kind = resource.get("kind")
     for where, cluster in ray_cluster_specs(resource):
         if (cluster.get("authOptions") or {}).get("mode") != "token":
             problems.append(f"{where}.authOptions.mode is not token")
+        if cluster.get("enableInTreeAutoscaling"):  # KubeRay adds the autoscaler's container
+            autoscaler = (cluster.get("autoscalerOptions") or {}).get("securityContext")
+            problems += _hardening_problems(f"{where}.autoscalerOptions", autoscaler)
         head_params = (cluster.get("headGroupSpec") or {}).get("rayStartParams") or {}
         host = head_params.get("dashboard-host")
         if kind == "RayCluster" and host != "127.0.0.1":
@@ -264,6 +282,11 @@ def kuberay_policy_problems(resource: dict[str, Any]) -> list[str]:
     )
     if kind in {"RayJob", "RayCronJob"}:
         job = job or {}
+        submitter = (job.get("submitterPodTemplate") or {}).get("spec")
+        if submitter is None:
+            problems.append(f"{kind}: no submitterPodTemplate (KubeRay's default is not hardened)")
+        else:
+            problems += _container_problems(f"{kind}.submitterPodTemplate", submitter)
         if job.get("shutdownAfterJobFinishes") is not True:
             problems.append(
                 f"{kind}: shutdownAfterJobFinishes is not true (the cluster outlives the job)"
@@ -358,6 +381,23 @@ def dockerfile_policy_problems(text: str) -> list[str]:
         problems.append("the final USER is root (or missing)")
     for requirements in re.findall(r"^COPY (docker/\S*requirements\S*\.txt)", text, re.M):
         problems += requirements_problems((REPO / requirements).read_text(), requirements)
+    return problems
+
+
+def launcher_image_problems(text: str) -> list[str]:
+    """What the cluster launcher needs of an image it runs (cluster/aws.yaml's ``docker:``): the
+    final user's home declared in ENV (the launcher reads HOME from the image's configuration
+    to place file_mounts, and takes /root without it), and ssh and rsync installed (the head's
+    autoscaler, in the container, sets up each worker node with them)."""
+    problems = []
+    homes = re.findall(r"useradd .*--create-home (\w+)", text)
+    declared = re.findall(r"^ENV (?:.* )?HOME=(\S+)", text, re.M)
+    if not homes or declared[-1:] != [f"/home/{homes[-1]}"]:
+        problems.append(f"ENV HOME is not the image user's home (ENV HOME: {declared or 'none'})")
+    installed = " ".join(re.findall(r"apt-get install ([^\n&]*)", text)).split()
+    for package in ("openssh-client", "rsync"):
+        if package not in installed:
+            problems.append(f"{package} is not installed")
     return problems
 
 

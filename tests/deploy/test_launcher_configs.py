@@ -80,6 +80,10 @@ POLICY_BREAKS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         lambda c: c["file_mounts"].pop("~/.ssvae/mlflow.env"),
         "the MLflow credentials) is not shipped",
     ),
+    "a quoted ~": (
+        lambda c: c["setup_commands"].append("ls '~/ssvae[cluster]'"),
+        "setup_commands: a quoted ~ is not expanded",
+    ),
     "a password in a command": (
         lambda c: c["setup_commands"].append("export MLFLOW_TRACKING_PASSWORD=hunter2"),
         "literal secret",
