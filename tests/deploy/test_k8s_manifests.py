@@ -158,6 +158,20 @@ POLICY_BREAKS: dict[str, tuple[str, Mutation, str]] = {
     "cluster kept after the job": (
         "RayJob", lambda r: r["spec"].update(shutdownAfterJobFinishes=False),
         "shutdownAfterJobFinishes is not true"),
+    "capabilities kept": (
+        "RayCluster", lambda r: _head_container(r)["securityContext"].pop("capabilities"),
+        "capabilities are not all dropped"),
+    "the autoscaler's container left as KubeRay makes it": (
+        "RayCluster", lambda r: r["spec"].pop("autoscalerOptions"),
+        "autoscalerOptions: allowPrivilegeEscalation is not false"),
+    "KubeRay's default submitter pod (RayJob)": (
+        "RayJob", lambda r: r["spec"].pop("submitterPodTemplate"), "no submitterPodTemplate"),
+    "KubeRay's default submitter pod (RayCronJob)": (
+        "RayCronJob", lambda r: r["spec"]["jobTemplate"].pop("submitterPodTemplate"),
+        "no submitterPodTemplate"),
+    "a submitter that may escalate": (
+        "RayJob", lambda r: r["spec"]["submitterPodTemplate"]["spec"]["containers"][0].pop(
+            "securityContext"), "submitterPodTemplate.ray-job-submitter: allowPrivilegeEscalation"),
     "nights that may overlap": (
         "RayCronJob", lambda r: r["spec"]["jobTemplate"].update(activeDeadlineSeconds=90000),
         "may outlive the day"),
@@ -253,9 +267,22 @@ def test_the_jobs_run_files_that_exist_in_the_image() -> None:
         assert words[:2] == ["python", "/opt/ssvae/sweeps/run.py"], entrypoint
         sweep_file = next(w for w in words if w.startswith("sweeps/"))
         assert (CLUSTER.parent / sweep_file).is_file(), sweep_file
-    assert (
-        "nightly sweeps/nightly.yaml" in _kuberay("RayCronJob")["spec"]["jobTemplate"]["entrypoint"]
-    )
+    nightly = _kuberay("RayCronJob")["spec"]["jobTemplate"]["entrypoint"]
+    assert "nightly sweeps/nightly.yaml" in nightly
+    # `ssvae nightly` names each night to the second; a --name stamped by the minute or the day
+    # would refuse a second night (a catch-up after operator downtime) as a name already taken
+    assert "--name" not in nightly, nightly
+
+
+def test_no_header_command_quotes_a_variable_for_the_head() -> None:
+    """`ray job submit -- ...` quotes every word again (shlex.join), so a '$VAR' the user's
+    shell leaves alone reaches the head's shell quoted too, and is never expanded."""
+    lines = [
+        line for name in MANIFESTS for line in (K8S / name).read_text().splitlines()
+        if line.startswith("#") and "ray job submit" in line
+    ]  # fmt: skip
+    assert lines, "the headers show how to submit a sweep"
+    assert [line for line in lines if "'$" in line] == []
 
 
 def test_the_cronjob_script_parses_and_waits_for_the_rayjob() -> None:

@@ -53,6 +53,8 @@ def crontab_problems(text: str) -> list[str]:
         command = fields[5]
         if re.search(r"(?<!\\)%", command):
             problems.append("the command has an unescaped % (cron would cut it there)")
+        if "flock -n" in command and "flock -n -E 75" not in command:
+            problems.append("flock -n skips a night as exit 1, a failed night's status (-E 75)")
         if not command.startswith("cd SSVAE_CHECKOUT && "):
             problems.append("the command does not start in the checkout (cd SSVAE_CHECKOUT)")
         problems += _nightly_command_problems(command)
@@ -66,6 +68,11 @@ def _nightly_command_problems(command: str) -> list[str]:
     ):
         problems.append(
             "the command is not `ray submit cluster/X.yaml sweeps/run.py -- nightly ...`"
+        )
+    if "--name" in command:
+        problems.append(
+            "the command passes --name: `ssvae nightly` names each night to the second, and a "
+            "name fixed or stamped by the day refuses a second night that day"
         )
     words = set(shlex.split(command.replace("\\%", "%"), comments=False, posix=True))
     for path in {w for w in words if re.fullmatch(r"(cluster|sweeps)/[\w./-]+", w)}:
@@ -84,10 +91,15 @@ def test_shipped_crontab_line_is_valid() -> None:
 CRONTAB_BREAKS = {
     "hour 24": (lambda t: t.replace("0 2 * * *", "0 24 * * *"), "outside 0-23"),
     "four fields": (lambda t: t.replace("0 2 * * * cd", "0 2 * * cd"), "not a cron field"),
-    "a bare %": (lambda t: t.replace(r"+\%Y", "+%Y"), "unescaped %"),
+    "a bare %": (lambda t: t.replace(r"+\%F", "+%F"), "unescaped %"),
+    "a night named by the day": (
+        lambda t: t.replace("/sweeps >>", r"/sweeps --name n-$(date +\%F) >>"),
+        "--name"),
     "a sweep file that does not exist": (
         lambda t: t.replace("sweeps/nightly.yaml", "sweeps/nightly-gpu.yaml"),
         "not in the repository"),
+    "a skipped night that reads as a failed one": (
+        lambda t: t.replace("flock -n -E 75", "flock -n"), "(-E 75)"),
     "not the nightly": (
         lambda t: t.replace("-- nightly sweeps/", "-- sweeps/"), "is not `ray submit"),
 }  # fmt: skip
@@ -97,6 +109,7 @@ CRONTAB_BREAKS = {
 def test_a_broken_crontab_fails(case: str) -> None:
     mutate, expected = CRONTAB_BREAKS[case]
     broken = mutate((SCHEDULE / "crontab").read_text())
+    assert broken != (SCHEDULE / "crontab").read_text(), "the mutation must change the line"
     problems = crontab_problems(broken)
     assert any(expected in p for p in problems), problems
 
@@ -169,10 +182,21 @@ def _bare_percent(exec_start: str) -> bool:
     return bool(re.search(r"(?<!%)%(?!%)", exec_start.replace("%%", "")))
 
 
-def test_the_date_in_the_unit_is_not_a_systemd_specifier(units: Path) -> None:
+def test_the_unit_has_no_systemd_specifier_in_its_command(units: Path) -> None:
     """In a unit file `%Y` is a specifier (the unit file's directory: systemd-analyze accepts
-    it and the night would be named after a directory), hence the `%%Y` the shipped unit uses."""
+    it, and a date in the command would be a directory's name), so a literal `%` is `%%`."""
     service = (units / "ssvae-nightly.service").read_text()
     [exec_start] = re.findall(r"^ExecStart=(.*)$", service, re.M)
-    assert "date -u +%%Y%%m%%d" in exec_start and not _bare_percent(exec_start)
-    assert _bare_percent(exec_start.replace("%%Y", "%Y"))
+    assert not _bare_percent(exec_start)
+    assert _bare_percent(
+        exec_start.replace("sweeps/nightly.yaml", "sweeps/nightly.yaml $(date +%Y)")
+    )
+    assert not _bare_percent(exec_start.replace("sweeps/nightly.yaml", "x-$(date +%%Y)"))
+
+
+def test_a_unit_that_names_the_night_by_the_day_fails(units: Path) -> None:
+    service = (units / "ssvae-nightly.service").read_text()
+    [exec_start] = re.findall(r"^ExecStart=(.*)$", service, re.M)
+    broken = exec_start.replace("/sweeps'", '/sweeps --name "n-$(date -u +%%F)"\'')
+    assert broken != exec_start
+    assert any("--name" in p for p in _nightly_command_problems(broken.replace("%%", "%")))
