@@ -196,12 +196,13 @@ def fig1de_figure(
     heat = prior_heatmap(encoder, coupling, video, frame, ball)  # [G, G]
     size, diameter = video.frames.shape[1], video.config.diameter
     lo, hi = diameter / 2, size - diameter / 2
+    half = (hi - lo) / (2 * (heat.shape[0] - 1))  # each cell centred on its lattice point
     name, colour = _ball(ball_names(video)[ball]), _colours(video)[ball]
     fig, ax = plt.subplots(figsize=(5.4, 5.0))
     ax.imshow(_light(video.frames[frame]), extent=(0, size, size, 0))
     image = ax.imshow(
         heat,
-        extent=(lo, hi, hi, lo),
+        extent=(lo - half, hi + half, hi + half, lo - half),
         cmap="viridis",
         vmin=0.0,
         vmax=float(heat.max()),

@@ -99,6 +99,9 @@ def test_fig1de_names_the_coral_ball_and_has_a_probability_colour_bar_and_a_lege
     lattice = np.linspace(3.0, 29.0, 32)  # centres a 6-px disc can take in a 32-px frame
     row, column = np.unravel_index(np.argmax(heat), heat.shape)
     assert np.allclose(most_probable.get_xydata(), [[lattice[column], lattice[row]]])
+    left, right, bottom, top = heat_image.get_extent()  # cell j drawn centred on lattice[j]
+    assert np.allclose(left + (np.arange(32) + 0.5) * (right - left) / 32, lattice)
+    assert np.allclose(top + (np.arange(32) + 0.5) * (bottom - top) / 32, lattice)
     path = figures.save(fig, tmp_path / "fig1de.png")
     assert path.read_bytes().startswith(PNG_MAGIC)
     written = figures.fig1de(*untrained, tiny_video, tmp_path / "again.png")
