@@ -13,6 +13,7 @@ compare them directly (gaussian, cosine, ...) then refuse with a clear error.
 
 from __future__ import annotations
 
+import itertools
 import math
 import zipfile
 import zlib
@@ -199,6 +200,16 @@ ZIP_MAGIC = b"PK\x03\x04"  # how an .npz (a zip) starts
 NPY_MAGIC = b"\x93NUM"  # an .npy's start: refused below as one array, not an .npz
 
 
+def _held_out(n: int) -> int:
+    """How many of n rows are held out for scoring: HELD_OUT of them, rounded up."""
+    return math.ceil(n * HELD_OUT)
+
+
+def _splits_into_batches(n: int, batch: int) -> bool:
+    """Whether n rows give a held-out part and a training part of at least one batch each."""
+    return _held_out(n) >= batch and n - _held_out(n) >= batch
+
+
 def from_npz(path: str | Path, batch: int = 64) -> Samples:
     """The pairs of an ``.npz`` (``x``, ``y``, ``mi``); a `ConfigError` names what is wrong."""
     path = Path(path)
@@ -245,9 +256,8 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
             finite = np.isfinite(array.astype(np.float32)).all()
         if not finite:
             raise ConfigError(f"{path}: {key} holds NaN or inf, or values beyond float32")
-    n_scored = math.ceil(len(x) * HELD_OUT)
-    if len(x) != len(y) or len(x) - n_scored < batch or n_scored < batch:
-        need = math.ceil(batch / HELD_OUT)
+    if len(x) != len(y) or not _splits_into_batches(len(x), batch):
+        need = next(n for n in itertools.count(batch) if _splits_into_batches(n, batch))
         raise ConfigError(
             f"{path}: x and y need the same number of rows, at least {need} for batches of "
             f"{batch} (got {len(x)} and {len(y)})"
@@ -261,5 +271,5 @@ def from_npz(path: str | Path, batch: int = 64) -> Samples:
         true_mi=float(mi),
         x=torch.from_numpy(x.astype(np.float32)),
         y=torch.from_numpy(y.astype(np.float32)),
-        n_train=len(x) - n_scored,
+        n_train=len(x) - _held_out(len(x)),
     )

@@ -40,7 +40,7 @@ def test_a_file_splits_into_training_and_scoring_rows(tmp_path: Path) -> None:
     [
         ({"x": np.zeros((500, 2)), "mi": 1.0}, "no array 'y'"),
         ({"x": np.zeros((500, 2)), "y": np.zeros((499, 2)), "mi": 1.0}, "same number of rows"),
-        ({"x": np.zeros((100, 2)), "y": np.zeros((100, 2)), "mi": 1.0}, "at least 320"),
+        ({"x": np.zeros((100, 2)), "y": np.zeros((100, 2)), "mi": 1.0}, "at least 316"),
         ({"x": np.zeros(500), "y": np.zeros((500, 2)), "mi": 1.0}, "x must be a 2-D"),
         ({"x": np.full((500, 2), np.nan), "y": np.zeros((500, 2)), "mi": 1.0}, "x holds NaN"),
         ({"x": np.zeros((500, 2)), "y": np.zeros((500, 2)), "mi": -1.0}, "mi must be"),
@@ -54,6 +54,13 @@ def test_a_bad_file_is_refused_naming_what_is_wrong(
     with pytest.raises(ConfigError, match=message) as err:
         from_npz(path)
     assert str(path) in str(err.value)
+
+
+def test_the_fewest_rows_named_are_the_fewest_that_load(tmp_path: Path) -> None:
+    """316 rows: 64 held out (20 %, rounded up) and 252 to train on, a batch of 64 each."""
+    from_npz(_write(tmp_path / "ok.npz", x=np.zeros((316, 2)), y=np.zeros((316, 2)), mi=1.0))
+    with pytest.raises(ConfigError, match="at least 316 for batches of 64"):
+        from_npz(_write(tmp_path / "bad.npz", x=np.zeros((315, 2)), y=np.zeros((315, 2)), mi=1.0))
 
 
 def test_a_file_holding_a_pickled_object_is_refused_unread(tmp_path: Path) -> None:
