@@ -300,6 +300,27 @@ def kuberay_policy_problems(resource: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _network_policy_problems(spec: dict[str, Any]) -> list[str]:
+    """Ingress to every Ray pod, from named sources only: no rule open to everyone (no `from`),
+    to every namespace (an empty namespaceSelector) or to addresses (ipBlock)."""
+    problems = []
+    selected = (spec.get("podSelector") or {}).get("matchLabels") or {}
+    if selected != {"ray.io/is-ray-node": "yes"}:
+        problems.append(f"NetworkPolicy: selects {selected or 'every pod'}, not every Ray pod")
+    if "Ingress" not in (spec.get("policyTypes") or []):
+        problems.append("NetworkPolicy: does not govern Ingress")
+    for rule in spec.get("ingress") or []:
+        sources = rule.get("from") or []
+        if not sources:
+            problems.append("NetworkPolicy: an ingress rule without `from` admits every source")
+        for source in sources:
+            if "ipBlock" in source:
+                problems.append("NetworkPolicy: an ipBlock source (addresses, not pods)")
+            if "namespaceSelector" in source and not source["namespaceSelector"]:
+                problems.append("NetworkPolicy: an empty namespaceSelector admits every namespace")
+    return problems
+
+
 def kubernetes_policy_problems(resource: dict[str, Any]) -> list[str]:
     kind = resource.get("kind")
     problems = []
@@ -313,6 +334,8 @@ def kubernetes_policy_problems(resource: dict[str, Any]) -> list[str]:
         for rule in resource.get("rules") or []:
             if "*" in rule.get("verbs", []) + rule.get("resources", []) + rule.get("apiGroups", []):
                 problems.append("Role: a wildcard grants more than creating and reading RayJobs")
+    if kind == "NetworkPolicy":
+        problems += _network_policy_problems(resource.get("spec") or {})
     if kind == "Secret" and (resource.get("data") or resource.get("stringData")):
         problems.append("Secret with values in the repository")
     return problems

@@ -61,6 +61,7 @@ def test_the_gzipped_crds_are_the_shipped_ones(kind: str, kuberay_crds: Path) ->
 def test_the_expected_manifests_are_shipped() -> None:
     kinds = sorted({(name.split(":")[0], r["kind"]) for name, r in _resources()})
     assert kinds == [
+        ("networkpolicy.yaml", "NetworkPolicy"),
         ("nightly-cronjob.yaml", "ConfigMap"), ("nightly-cronjob.yaml", "CronJob"),
         ("nightly-cronjob.yaml", "RayJob"), ("nightly-cronjob.yaml", "Role"),
         ("nightly-cronjob.yaml", "RoleBinding"), ("nightly-cronjob.yaml", "ServiceAccount"),
@@ -229,6 +230,16 @@ KUBERNETES_POLICY_BREAKS: dict[str, tuple[str, Mutation, str]] = {
         "CronJob", lambda r: _cronjob_pod(r)["containers"][0].update(
             image="registry.k8s.io/kubectl"), "no pinned tag"),
     "a wildcard Role": ("Role", lambda r: r["rules"][0].update(verbs=["*"]), "wildcard"),
+    "Ray pods open to every source": (
+        "NetworkPolicy", lambda r: r["spec"]["ingress"][0].pop("from"), "admits every source"),
+    "Ray pods open to every namespace": (
+        "NetworkPolicy", lambda r: r["spec"]["ingress"][0]["from"].append(
+            {"namespaceSelector": {}}), "admits every namespace"),
+    "Ray pods open to addresses": (
+        "NetworkPolicy", lambda r: r["spec"]["ingress"][0]["from"].append(
+            {"ipBlock": {"cidr": "0.0.0.0/0"}}), "ipBlock"),
+    "a policy for some other pods": (
+        "NetworkPolicy", lambda r: r["spec"].update(podSelector={}), "not every Ray pod"),
 }  # fmt: skip
 
 
