@@ -116,6 +116,9 @@ def test_train_json_is_the_last_line_and_out_has_the_files(
     names = {p.name for p in out.iterdir()}
     assert {"config.yaml", "metrics.json", "history.csv", "fig1b.png", "fig1de.png"} <= names
     assert json.loads((out / "metrics.json").read_text())["status"] == "ok"
+    history = (out / "history.csv").read_text().splitlines()  # a row per epoch, 0 and 1
+    assert history[0].split(",")[0] == "epoch" and [r.split(",")[0] for r in history[1:]] == [
+        "0", "1"]  # fmt: skip
 
 
 def test_train_into_an_earlier_runs_out_leaves_none_of_its_figures(

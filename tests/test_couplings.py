@@ -184,6 +184,7 @@ def test_unknown_param_is_named_with_accepted_ones() -> None:
         ("student_t", "dof", 0.0),
         ("cosine", "temperature", -0.1),
         ("separable_mlp", "hidden", 0),
+        ("separable_mlp", "embed_dim", 0),
         ("concat_mlp", "hidden", 0),
     ],
 )

@@ -99,6 +99,22 @@ def test_nan_loss_ends_the_run_as_diverged(tiny_cfg: config.RunConfig, tiny_vide
     assert math.isnan(result.probe_error_px)
 
 
+def test_a_finite_loss_with_a_broken_representation_ends_as_diverged(
+    tiny_cfg: config.RunConfig, tiny_video: Video, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loss stayed finite, but the encoder's output did not (a last step that broke the
+    weights): the result says so, with no probe error or ELBO computed from NaN."""
+
+    def broken(encoder: torch.nn.Module, frames: torch.Tensor) -> np.ndarray:
+        return np.full_like(encode_all(encoder, frames), np.nan)
+
+    monkeypatch.setattr("ssvae_core.train.encode_all", broken)
+    result = fit(with_(tiny_cfg, coupling={"kind": "gaussian"}), video=tiny_video)
+    assert result.status == "diverged"
+    assert result.message == "the representation became NaN/inf; try a smaller train.lr"
+    assert math.isnan(result.probe_error_px) and result.elbo == {}
+
+
 def test_scores_that_overflow_before_any_update_do_not_blame_the_lr(
     tiny_cfg: config.RunConfig, tiny_video: Video
 ) -> None:
