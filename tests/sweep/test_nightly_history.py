@@ -23,6 +23,7 @@ pytest.importorskip("mlflow")
 from sweep_helpers import write_spec
 
 from ssvae_core import cli
+from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import compare, unfit
 
 TAGS = {"ssvae.nightly": "true", "ssvae.sweep": "tonight", "ssvae.role": "parent"}
@@ -355,3 +356,32 @@ def test_history_of_a_search_keeps_its_cells_by_the_axes_the_night_logged(here: 
     history = pd.read_csv(here / "o" / "history.csv")
     assert history["cell"].tolist() == ["gaussian", "untrained"]
     assert history[["n1", "n2"]].notna().all().all()
+
+
+# ------------------------------------------------- 4. what a night cannot be judged against
+
+
+def test_a_searched_spec_is_refused_before_any_compute(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It trained every trial, then crashed in the comparison (a traceback, exit 1: the status
+    of a regression), leaving a nightly-tagged parent run without a verdict."""
+    spec = Path(__file__).resolve().parents[2] / "sweeps" / "optuna-lr-lengthscale.yaml"
+    assert cli.main(["nightly", str(spec)]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said.startswith("ssvae nightly: error: search: a nightly pairs each grid cell")
+    assert list(here.iterdir()) == []  # no MLflow database, no sweep folder
+
+
+def test_a_baseline_of_another_spec_is_refused(here: Path) -> None:
+    """It was paired cell by cell with tonight's (another video, other epochs): exit 0, pass."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.errors import ConfigError
+
+    uri = _store(here / "store", [("n1", _trials())], "tonight")
+    client = MlflowClient(uri)
+    [run] = client.search_runs([client.get_experiment_by_name("tonight").experiment_id])
+    assert history.baseline(client, run.info.run_id, "tonight").info.run_id == run.info.run_id
+    with pytest.raises(ConfigError, match="is a sweep of spec 'tonight', not of 'other'"):
+        history.baseline(client, run.info.run_id, "other")

@@ -133,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
             from ssvae_core.sweep import spec, storage
 
             sweep = spec.load(target[0], overrides=overrides, text=text)
+            check(
+                sweep.search is None,
+                "search",
+                "a nightly pairs each grid cell and seed with the last night's, and a "
+                "search's trials have neither; judge a grid nightly (its axes under grid:)",
+            )
             root = args.storage_path or storage.DEFAULT_STORAGE
             storage.sweep_dir(sweep, root, args.name)  # a bad --name: now, not after MLflow
     except ConfigError as err:

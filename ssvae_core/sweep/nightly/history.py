@@ -120,8 +120,9 @@ def tolerance(run: Any) -> Tolerance:
         return Tolerance()
 
 
-def baseline(client: MlflowClient, choice: str) -> Any:
-    """``--baseline RUN_ID``: the parent run with that id (a `ConfigError` if there is none).
+def baseline(client: MlflowClient, choice: str, name: str) -> Any:
+    """``--baseline RUN_ID``: the parent run with that id of a sweep of spec `name` (else a
+    `ConfigError`: another spec's cells, video or epochs are not tonight's to pair with).
     The default, ``last``, is the newest night with a trials table (`run.run_nightly`)."""
     try:
         run = client.get_run(choice)
@@ -129,6 +130,11 @@ def baseline(client: MlflowClient, choice: str) -> Any:
         raise ConfigError(f"--baseline: no MLflow run {choice!r}") from None
     if run.data.tags.get("ssvae.role") != "parent":
         raise ConfigError(f"--baseline: run {choice} is not a sweep's parent run")
+    if (spec := run.data.tags.get("ssvae.sweep")) != name:
+        raise ConfigError(
+            f"--baseline: run {choice} is a sweep of spec {spec!r}, not of {name!r}: its cells "
+            "are not tonight's to pair with"
+        )
     return run
 
 

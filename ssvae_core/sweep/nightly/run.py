@@ -100,7 +100,7 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
                 recent = finished[: max(lookback, 1)]  # a spec changed: read the recent only
                 base = next((run for run in recent if tables.read(run) is not None), None)
             else:
-                base = history.baseline(mlflow, options.baseline)
+                base = history.baseline(mlflow, options.baseline, spec.name)
                 if tables.read(base) is None:
                     raise ConfigError(f"--baseline: run {options.baseline} {tables.why}")
             past = history.history(mlflow, experiment_id, spec.name, lookback, base)
