@@ -349,3 +349,24 @@ def test_error_rate_bench_smoke(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "compare() makes the same calls as the array path on 10 simulated nights" in out
     assert "| nondeterminism | 3 | none | 0.00% | 0.00% | 0.00% | 100.00% | 100.00% |" in out
+
+
+def test_seeds_read_back_as_floats_still_pair() -> None:
+    """A table with a gap in its seed column reads back 0.0, 1.0, ...: no seed paired with
+    tonight's 0, 1, ..., every cell had 0 pairs, and a night 5x worse passed."""
+    base = night(BASE).astype({"train.seed": float})
+    result = run(scaled(5.0), base)
+    assert list(by_cell(result)["n_pairs"]) == [3, 3]
+    assert result.verdict == "regression"
+
+
+@pytest.mark.parametrize("px", [-4.45, math.inf])
+def test_a_probe_error_that_is_no_distance_makes_a_table_unfit(px: float) -> None:
+    """A baseline reading -4.45 or inf px was compared as if measured."""
+    bad = night(BASE)
+    bad.loc[1, "probe_error_px"] = px
+    assert nightly.unfit(bad, AXES, SEEDS) == (
+        f"trials table: probe_error_px holds {px} in row 2, not a distance (>= 0, finite; "
+        "empty where a trial has none)"
+    )
+    assert nightly.unfit(night(BASE), AXES, SEEDS) is None

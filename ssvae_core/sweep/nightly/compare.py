@@ -192,13 +192,29 @@ def _indexed(
     if (problem := not_numbers(trials)) is not None:
         raise ValueError(f"trials table: {problem}")
     numbers = {column: trials[column].astype(float) for column in NUMBER_COLUMNS}
-    out = trials.assign(cell=cell_label(trials, cell_axes), seed=cell_label(trials, seed_axes))
+    px = numbers["probe_error_px"].to_numpy()
+    if (bad := np.flatnonzero(~(np.isnan(px) | (np.isfinite(px) & (px >= 0))))).size:
+        row = int(bad[0])
+        raise ValueError(f"trials table: probe_error_px holds {px[row]} in row {row + 1}, not a "
+                         "distance (>= 0, finite; empty where a trial has none)")  # fmt: skip
+    seeds = trials[list(seed_axes)].apply(_whole)  # seed 0.0 pairs with seed 0
+    out = trials.assign(cell=cell_label(trials, cell_axes), seed=cell_label(seeds, seed_axes))
     out = out.assign(**numbers)
     twice = out[out.duplicated(["cell", "seed"])].head(1).to_dict("records")
     if twice:
         where = f"cell {twice[0]['cell']} has seed {twice[0]['seed']}"
         raise ValueError(f"{where} twice: a grid has one trial per cell and seed")
     return out
+
+
+def _whole(values: pd.Series) -> pd.Series:
+    """A column of whole numbers as integers (a table written with a gap in it reads back
+    ``0.0``, and its seeds would pair with no other night's ``0``); any other column as it is."""
+    if is_numeric_dtype(values) and not is_bool_dtype(values):
+        number = values.astype(float)
+        if np.isfinite(number).all() and (number == np.round(number)).all():
+            return number.astype("int64")
+    return values
 
 
 def not_numbers(trials: pd.DataFrame) -> str | None:
