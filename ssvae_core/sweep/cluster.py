@@ -35,12 +35,17 @@ class ClusterUnavailable(RuntimeError):
     """The Ray cluster at an address cannot be reached (exit 3)."""
 
 
-def _host_port(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``ray://HOST:PORT`` -> (host, port); Ray's default ports otherwise."""
+def _host_port(address: str, named: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``ray://HOST:PORT`` -> (host, port); Ray's default port without one.
+    A port that is not one (``²``, ``99999``) is a `ConfigError` naming `named`."""
     client = address.startswith("ray://")
     rest = address.removeprefix("ray://")
-    host, _, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
-    return host, int(port) if port.isdigit() else (10001 if client else 6379)
+    if ":" not in rest:
+        return rest, 10001 if client else 6379
+    host, _, port = rest.rpartition(":")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"{named}: port {port!r} is not a number in 1-65535")
+    return host, int(port)
 
 
 # Library chatter a user cannot act on: MLflow's schema creation, Ray's start-up lines, Tune's
@@ -63,13 +68,16 @@ def connect(address: str | None) -> bool:
     quiet_libraries()
     if ray.is_initialized():
         return False
-    if address not in (None, "auto", "local"):
-        host, port = _host_port(address)
-        try:
+    # ray.init(address=None) joins $RAY_ADDRESS where it is set: checked, and named, the same
+    named = f"--address {address}" if address else f"$RAY_ADDRESS={os.environ.get('RAY_ADDRESS')}"
+    given = address or os.environ.get("RAY_ADDRESS") or None
+    if given not in (None, "auto", "local"):
+        host, port = _host_port(given, named)
+        try:  # Ray itself retries an address where nothing answers without end
             socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
         except OSError as err:
             raise ClusterUnavailable(
-                f"--address {address}: nothing answers at {host}:{port} within "
+                f"{named}: nothing answers at {host}:{port} within "
                 f"{CONNECT_TIMEOUT_S:.0f} s ({err}); is the cluster up (ray status)?"
             ) from None
     os.environ.update(allocator.HUGE_PAGES_ENV)  # for the workers a local start spawns
@@ -83,14 +91,14 @@ def connect(address: str | None) -> bool:
         )
     except (ConnectionError, RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ClusterUnavailable(f"--address {address}: {first[:300]}") from None
+        raise ClusterUnavailable(f"{named}: {first[:300]}") from None
     finally:  # ray.init puts its C++ handler on SIGTERM: a stack dump and exit 15. The
         # command's own (one line, exit 143) holds until a Tuner run's graceful stop does.
         if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, on_sigterm)
-    where = "on this machine" if address in (None, "local") else f"at {address}"
+    where = "on this machine" if given in (None, "local") else f"at {given}"
     print(
-        f"Ray: {'started' if address in (None, 'local') else 'joined'} {where}, token "
+        f"Ray: {'started' if given in (None, 'local') else 'joined'} {where}, token "
         "authentication on (Ray's default; a driver joining by address needs "
         "RAY_AUTH_MODE=token and the cluster's token)",
         flush=True,

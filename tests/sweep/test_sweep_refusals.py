@@ -48,6 +48,35 @@ def test_an_address_that_does_not_answer_exits_3_before_mlflow(
     assert not (workdir / "mlflow.db").exists()
 
 
+def test_a_ray_address_in_the_environment_is_checked_as_address_is(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ray.init joins $RAY_ADDRESS when no address is given, and retried one where nothing
+    answers without end: the sweep hung (killed by timeout at 120 s)."""
+    path = write_spec(workdir, "far", "grid: {train.seed: [0]}\n")
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    started = time.monotonic()
+    assert cli.main(["sweep", str(path), "--storage-path", "runs"]) == 3
+    assert time.monotonic() - started < 20
+    assert f"$RAY_ADDRESS={address}: nothing answers" in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("port", ["\u00b2", "99999", "0", "x"])
+def test_a_port_that_is_no_port_is_refused_naming_it(
+    workdir: Path, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    """'²' passed str.isdigit and int() raised (a traceback); 99999 made socket raise
+    OverflowError (a traceback); 'x' was taken as Ray's default port 6379."""
+    path = write_spec(workdir, "far", "grid: {train.seed: [0]}\n")
+    address = f"127.0.0.1:{port}"
+    assert cli.main(["sweep", str(path), "--address", address, "--storage-path", "runs"]) == 2
+    said = capsys.readouterr().err
+    assert f"--address {address}: port {port!r} is not a number in 1-65535" in said
+    assert not (workdir / "mlflow.db").exists()
+
+
 def test_a_second_driver_of_the_same_name_is_refused(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
