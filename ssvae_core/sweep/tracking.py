@@ -21,12 +21,14 @@ import json
 import logging
 import os
 import socket
+import sqlite3
+import stat
 import subprocess
 import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence, Set
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # what a plain `mlflow ui` started here reads
 # the schemes MLflow 3's tracking store registry serves ("": a folder), besides plugins
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 TRACKING_SCHEMES = frozenset(
     {"", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql"}
     | {"databricks", "databricks-uc", "uc"}
@@ -94,7 +97,33 @@ def default_uri(given: str | None) -> str:
             f"{where}: {url_shown(uri)} keeps nothing once the command ends; name a file, "
             "e.g. sqlite:///mlflow.db"
         )
+    _check_written(uri, where)
     return uri
+
+
+def _check_written(uri: str, where: str) -> None:
+    """What MLflow takes only after Ray has started, as a `ConfigError` naming `where`: a
+    space or control character around the URI, a scheme in capitals (SQLAlchemy has no
+    ``SQLITE`` dialect), an http(s) URI without a host, and a sqlite file that exists but is
+    not an MLflow database (MLflow would write its tables into another program's database).
+    A missing or empty file is fine: MLflow creates its database there."""
+    if uri != uri.strip() or any(ord(c) < 32 or ord(c) == 127 for c in uri):
+        raise ConfigError(f"{where}: {url_shown(uri)!r} holds a space or control character")
+    written = uri.partition("://")[0].partition(":")[0]
+    if written != written.lower():
+        raise ConfigError(f"{where}: write the scheme in lower case ({written.lower()}://...)")
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https") and not parts.hostname:
+        raise ConfigError(f"{where}: {url_shown(uri)} names no host")
+    path = sqlite_file(uri)
+    if path is None or not (path.exists() or path.is_symlink()):
+        return
+    why = not_a_database(path)
+    if why is not None and why != "is empty, not a database":
+        raise ConfigError(
+            f"{where}: {path} {why}; MLflow would write its tables into it (name a new file, "
+            "or an MLflow database)"
+        )
 
 
 def sqlite_file(uri: str) -> Path | None:
@@ -107,6 +136,42 @@ def sqlite_file(uri: str) -> Path | None:
     if not sep or scheme.lower().split("+")[0] != "sqlite" or name in ("", ":memory:"):
         return None
     return Path(name)
+
+
+def not_a_database(path: Path) -> str | None:
+    """Why the file at `path` is not an MLflow database, or None (it is, or may be). Opened
+    without blocking, so that a named pipe is told, not waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
+        return "does not exist"
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            return "is a directory, not a database file"
+        if not stat.S_ISREG(mode):
+            return f"is a {'named pipe' if stat.S_ISFIFO(mode) else 'device or socket'}, not a file"
+        header = os.read(fd, len(SQLITE_HEADER))
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    finally:
+        os.close(fd)
+    if header != SQLITE_HEADER:
+        return "is empty, not a database" if not header else "is not a SQLite database"
+    try:  # read-only; only a clear answer counts (a locked database: MLflow decides)
+        with closing(
+            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
+        ) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.OperationalError:  # locked, say: MLflow decides
+        return None
+    except sqlite3.DatabaseError as err:  # "database disk image is malformed"
+        return f"is damaged ({err})"
+    if not {"experiments", "runs"} <= tables:
+        return "is a SQLite database without MLflow's tables"
+    return None
 
 
 def resolve_uri(uri: str) -> str:

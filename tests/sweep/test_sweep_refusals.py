@@ -4,6 +4,7 @@ RUNNING in MLflow, and the message names the key, the address or the other drive
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -166,6 +167,17 @@ def test_sync_beside_the_sweeps_live_driver_is_refused_with_exit_3(
          "bogus:// in bogus://x; use one of databricks, databricks-uc, file, http, https"),
         (["nightly"], {"MLFLOW_TRACKING_URI": "ftp://h/x"}, "$MLFLOW_TRACKING_URI: no MLflow "
          "store for ftp://"),
+        # each of these below started Ray, then was exit 3 'unreachable'
+        (["sweep"], {"MLFLOW_TRACKING_URI": " sqlite:///x.db"}, "$MLFLOW_TRACKING_URI: "
+         "' sqlite:///x.db' holds a space or control character"),
+        (["sweep", "--tracking-uri", "SQLITE:///up.db"], {}, "--tracking-uri: write the scheme "
+         "in lower case (sqlite://...)"),
+        (["sweep", "--tracking-uri", "http://"], {}, "--tracking-uri: http:// names no host"),
+        # it wrote MLflow's ~60 tables into another program's database, then exit 3
+        (["sweep", "--tracking-uri", "sqlite:///foreign.db"], {}, "--tracking-uri: foreign.db "
+         "is a SQLite database without MLflow's tables; MLflow would write its tables into it"),
+        (["nightly", "--tracking-uri", "sqlite:///notes.db"], {}, "--tracking-uri: notes.db is "
+         "not a SQLite database"),
     ],
 )  # fmt: skip
 def test_a_tracking_uri_mlflow_has_no_store_for_is_refused_before_ray(
@@ -183,9 +195,22 @@ def test_a_tracking_uri_mlflow_has_no_store_for_is_refused_before_ray(
     from ssvae_core import cli as ssvae
 
     path = write_spec(workdir, "uri", "grid: {train.seed: [0]}\n")
+    sqlite3.connect(workdir / "foreign.db").execute("create table notes(id int)").connection.close()
+    (workdir / "notes.db").write_text("hello")
+    before = (workdir / "foreign.db").read_bytes()
     assert ssvae.main([argv[0], str(path), *argv[1:], "--storage-path", "runs"]) == 2
     assert message in capsys.readouterr().err
     assert not ray.is_initialized()
+    assert (workdir / "foreign.db").read_bytes() == before  # untouched
+
+
+def test_a_missing_or_empty_sqlite_file_is_mlflows_to_create(tmp_path: Path) -> None:
+    from ssvae_core.sweep import tracking
+
+    (tmp_path / "empty.db").write_bytes(b"")
+    for name in ("new.db", "empty.db"):
+        uri = f"sqlite:///{tmp_path / name}"
+        assert tracking.default_uri(uri) == uri
 
 
 @pytest.mark.parametrize(

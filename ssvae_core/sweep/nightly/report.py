@@ -8,12 +8,8 @@ reads: a sqlite URI must name an MLflow database that exists (`check_database`, 
 
 from __future__ import annotations
 
-import os
-import sqlite3
-import stat
 import warnings
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +23,14 @@ from ssvae_core.sweep.nightly.verdict import plot_cell_history
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.runlog import client
 from ssvae_core.sweep.sections import SEED_AXES
-from ssvae_core.sweep.tracking import TrackingUnavailable, resolve_uri, sqlite_file
+from ssvae_core.sweep.tracking import (
+    TrackingUnavailable,
+    not_a_database,
+    resolve_uri,
+    sqlite_file,
+)
 
 DEFAULT_NIGHTS = LOOKBACK
-
-
-SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
 def check_database(uri: str, where: str = "--tracking-uri") -> None:
@@ -43,48 +41,12 @@ def check_database(uri: str, where: str = "--tracking-uri") -> None:
     path = sqlite_file(uri)
     if path is None:
         return  # another store, or a database in memory: nothing on disk
-    why = _not_a_database(path)
+    why = not_a_database(path)
     if why is not None:
         raise ConfigError(
             f"{where}: {path} {why}; 'ssvae nightly history' reads an MLflow database that "
             "exists, and creates none"
         )  # a sqlite URI: no password
-
-
-def _not_a_database(path: Path) -> str | None:
-    """Why the file at `path` is not an MLflow database, or None (it is, or may be). Opened
-    without blocking, so that a named pipe is told, not waited on."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except (FileNotFoundError, NotADirectoryError):
-        return "does not exist"
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            return "is a directory, not a database file"
-        if not stat.S_ISREG(mode):
-            return f"is a {'named pipe' if stat.S_ISFIFO(mode) else 'device or socket'}, not a file"
-        header = os.read(fd, len(SQLITE_HEADER))
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    finally:
-        os.close(fd)
-    if header != SQLITE_HEADER:
-        return "is empty, not a database" if not header else "is not a SQLite database"
-    try:  # read-only; only a clear answer counts (a locked database: MLflow decides)
-        with closing(
-            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
-        ) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    except sqlite3.OperationalError:  # locked, say: MLflow decides
-        return None
-    except sqlite3.DatabaseError as err:  # "database disk image is malformed"
-        return f"is damaged ({err})"
-    if not {"experiments", "runs"} <= tables:
-        return "is a SQLite database without MLflow's tables"
-    return None
 
 
 def _nights(uri: str, name: str) -> list[Any]:
