@@ -8,7 +8,8 @@ hold, a sweep directory in the wrong state or a missing ``sweep`` extra; 3 MLflo
 reach, another driver of the same sweep name running, or a Ray address that does not answer
 - all before any trial starts - or a disk that fills up mid-sweep; 130 interrupted (Ctrl-C
 or SIGTERM; ``--resume`` continues it), as the nightly's (``ssvae nightly``) are; 143 a
-SIGTERM before the first trial started (``--resume`` runs it from the start).
+SIGTERM before the first trial started (``--resume`` runs it from the start) or after the
+last one ended, while the tables are written (``--resume`` writes them).
 """
 
 from __future__ import annotations

@@ -106,6 +106,18 @@ def connect(address: str | None) -> bool:
     return True
 
 
+def disconnect() -> None:
+    """`ray.shutdown`, then the Python SIGTERM handler put back in the OS: Ray's shutdown
+    resets the signal below Python, which still lists its handler, so a SIGTERM while the
+    tables and the report are written ended the driver silently (no line, the parent run
+    left RUNNING)."""
+    ray.shutdown()
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.getsignal(signal.SIGTERM)
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)
+
+
 def _nodes() -> list[dict[str, float]]:
     return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
 

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import ray
 from ray import tune
 
 from ssvae_core.balls import Video, simulate
@@ -261,7 +260,7 @@ def run_sweep(
                 raise
         finally:
             if started_ray:
-                ray.shutdown()
+                cluster.disconnect()
         try:
             return _finish(spec, tracker, directory, trials)
         except OSError:  # the tables or the report could not be written (a full disk)

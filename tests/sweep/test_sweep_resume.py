@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -209,3 +210,28 @@ def test_sigterm_just_after_ray_starts_is_one_line_not_rays_stack(workdir: Path)
     said = (workdir / "driver.log").read_text()
     assert "SIGTERM received" not in said and "Traceback" not in said, said[-3000:]
     assert code in (143, 130), said[-3000:]  # 130: it landed in the Tuner run, stopped gracefully
+
+
+@pytest.mark.slow
+def test_sigterm_after_ray_shuts_down_reaches_the_commands_handler(workdir: Path) -> None:
+    """Ray's shutdown reset SIGTERM below Python, which still listed the command's handler:
+    a SIGTERM while the tables and the report were written ended the driver silently (exit
+    143 with no line, the parent run left RUNNING, no trials.csv)."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from ssvae_core.sweep import cluster\n"
+        "def mine(signum, frame):\n"
+        "    print('handled', flush=True)\n"
+        "    sys.exit(143)\n"
+        "signal.signal(signal.SIGTERM, mine)\n"
+        "cluster.connect(None)\n"
+        "cluster.disconnect()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(10)\n"
+        "print('not handled', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=workdir, capture_output=True, text=True, timeout=180
+    )
+    assert done.stdout.splitlines()[-1:] == ["handled"], done.stdout + done.stderr[-3000:]
+    assert done.returncode == 143
