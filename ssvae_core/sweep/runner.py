@@ -41,7 +41,6 @@ from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import checkpoints, cluster, lock, reports, selection, space, tables, ui
 from ssvae_core.sweep.preflight import check_sweep
 from ssvae_core.sweep.progress import Progress
-from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.sweep.storage import DEFAULT_STORAGE, check_state, sweep_dir, unresumable
 from ssvae_core.sweep.tracking import DEFAULT_TRACKING_URI, SweepTracking
@@ -348,9 +347,8 @@ def _finish(
         files.append(directory / "selected.csv")
     files += reports.write(spec.report, trials, spec.report_context(), directory)
     summary = directory / "summary.md"
-    if spec.search is not None and summary.exists():
-        with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(selection.SECTION + markdown(scored.drop(columns="trial_id")) + "\n")
+    if spec.search is not None:
+        selection.add_section(summary, scored)
     text = summary.read_text(encoding="utf-8") if summary.exists() else ""
     print(text.strip() or tables.format_cells(cells))
     print(f"results: {directory}")

@@ -13,6 +13,7 @@ difference is the selection's bias.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,6 +22,7 @@ import torch
 from ssvae_core import loader
 from ssvae_core.metrics import as_numbers
 from ssvae_core.sweep.grid import ABSENT
+from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.sweep.tables import cell_label
 from ssvae_core.train import fit
@@ -34,6 +36,14 @@ SECTION = (
     f"configuration trained again on another video (data.seed + {TEST_SEED_SHIFT}); `bias_px` "
     "= validation - test, the selection's optimism where it chose by the probe error.\n\n"
 )
+
+
+def add_section(summary: Path, scored: pd.DataFrame) -> None:
+    """Append the selected configurations' scores (`score_selected`, or ``selected.csv``
+    read back) to a sweep's ``summary.md``, where there is one."""
+    if summary.exists():
+        with open(summary, "a", encoding="utf-8") as fh:
+            fh.write(SECTION + markdown(scored.drop(columns="trial_id", errors="ignore")) + "\n")
 
 
 def selected(spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFrame:

@@ -499,3 +499,29 @@ def test_report_reads_back_what_the_sweep_wrote_a_method_named_na_a_seed_past_2_
     argv = ["report", str(path), "--storage-path", str(tmp_path / "runs")]
     assert cli.main(argv) == 0, capsys.readouterr().err
     assert "| NA |" in (tmp_path / "runs" / "odd" / "summary.md").read_text()
+
+
+def test_report_of_a_searched_sweep_keeps_the_selection_in_its_summary(tmp_path: Path) -> None:
+    """``ssvae report`` rewrote summary.md without the section a searched sweep ends with,
+    the selected configurations scored on a second video: the study's estimate was lost."""
+    path = write_spec(tmp_path, "opt", """
+        grid: {coupling.kind: [gaussian]}
+        search: {num_samples: 2, space: {train.lr: {dist: loguniform, low: 0.001, high: 0.1}}}
+    """)  # fmt: skip
+    directory = tmp_path / "runs" / "opt"
+    directory.mkdir(parents=True)
+    pd.DataFrame({
+        "trial_id": ["a", "b"], "coupling.kind": ["gaussian"] * 2, "train.lr": [0.01, 0.05],
+        "status": ["ok", "ok"], "probe_error_px": [0.8, 0.6], "seconds": [1.0, 1.0],
+    }).to_csv(directory / "trials.csv", index=False)  # fmt: skip
+    pd.DataFrame({
+        "cell": ["gaussian"], "trial_id": ["b"], "validation_px": [0.6], "test_px": [0.75],
+        "bias_px": [-0.15], "test_data_seed": [1000003],
+    }).to_csv(directory / "selected.csv", index=False)  # fmt: skip
+    argv = ["report", str(path), "--storage-path", str(tmp_path / "runs")]
+    assert cli.main(argv) == 0
+    summary = (directory / "summary.md").read_text()
+    assert "## Selected by the search, scored on a second video" in summary
+    assert _rows(summary.split("## Selected by the search")[1])["gaussian"][:2] == ["0.6", "0.75"]
+    assert cli.main([*argv, "--out", str(tmp_path / "again")]) == 0  # and where --out says
+    assert "| gaussian | 0.6 | 0.75 |" in (tmp_path / "again" / "summary.md").read_text()
