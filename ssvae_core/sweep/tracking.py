@@ -306,10 +306,18 @@ def experiment(uri: str, name: str, tags: Mapping[str, str] | None = None) -> st
             found = mlflow.get_experiment_by_name(name)
             if found is None:
                 return str(mlflow.create_experiment(name, tags=wanted))
+            if found.lifecycle_stage == "deleted":  # MLflow refuses its runs: no retry helps
+                raise ConfigError(
+                    f"experiment: {name!r} (id {found.experiment_id}) was deleted in MLflow; "
+                    f"restore it (mlflow experiments restore --experiment-id "
+                    f"{found.experiment_id}) or name another (the spec's experiment: key)"
+                )
             for key, value in wanted.items():
                 if found.tags.get(key) != value:
                     mlflow.set_experiment_tag(found.experiment_id, key, value)
             return str(found.experiment_id)
+    except ConfigError:
+        raise
     except Exception as err:
         raise TrackingUnavailable(
             f"MLflow at {uri} is unreachable: {first_line(err)}", uri
@@ -375,8 +383,22 @@ class SweepTracking:
             )
             if moved:  # --resume from elsewhere, another default sqlite: asked for, exit 2
                 raise ConfigError(f"--tracking-uri: {shown} cannot open the parent run{moved}")
+            if self._deleted(self.parent.run_id):  # in the UI: MLflow refuses it for good
+                raise ConfigError(
+                    f"--resume: the sweep's parent run {self.parent.run_id} was deleted in "
+                    f"MLflow; restore it (mlflow runs restore --run-id {self.parent.run_id}) "
+                    "or run the sweep again under a new --name"
+                )
             raise TrackingUnavailable(f"MLflow at {self.uri}: cannot open the parent run", self.uri)
         return Target(self.uri, self.experiment_id, self.parent.run_id, uid, self.spec.name)
+
+    def _deleted(self, run_id: str | None) -> bool:
+        """Whether MLflow holds run `run_id` as deleted (False where it cannot say)."""
+        try:
+            stage = client(self.uri).get_run(run_id).info.lifecycle_stage if run_id else None
+        except Exception:  # MLflow out of reach, no such run: not known to be deleted
+            return False
+        return stage == "deleted"
 
     def _space(self) -> dict[str, Any]:
         """The resolved search space: every grid cell's overrides, searched keys and bounds."""

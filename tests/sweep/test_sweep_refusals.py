@@ -262,3 +262,40 @@ def test_the_tracking_schemes_are_those_mlflow_serves() -> None:
     from ssvae_core.sweep import tracking
 
     assert set(_tracking_store_registry._registry) == tracking.TRACKING_SCHEMES
+
+
+def test_an_experiment_deleted_in_mlflow_is_named_not_unreachable(tmp_path: Path) -> None:
+    """MLflow refuses runs in a deleted experiment: it was exit 3 'MLflow ... is
+    unreachable', which no retry could fix."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.errors import ConfigError
+    from ssvae_core.sweep import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    made = tracking.experiment(uri, "tiny")
+    assert tracking.experiment(uri, "tiny") == made
+    MlflowClient(uri).delete_experiment(made)
+    with pytest.raises(ConfigError, match=rf"experiment: 'tiny' \(id {made}\) was deleted in "):
+        tracking.experiment(uri, "tiny")
+
+
+def test_a_parent_run_deleted_in_mlflow_is_named_on_resume(tmp_path: Path) -> None:
+    """A sweep's parent run deleted in the UI: --resume was exit 3 'cannot open the parent
+    run', which no retry could fix."""
+    from mlflow import MlflowClient
+
+    from ssvae_core.errors import ConfigError
+    from ssvae_core.sweep import spec
+    from ssvae_core.sweep.tracking import SweepTracking
+
+    sweep = spec.load(write_spec(tmp_path, "gone", "grid: {train.seed: [0]}\n"))
+    uri, directory = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "runs" / "gone"
+    first = SweepTracking(uri, directory, sweep)
+    first.connect()
+    parent = first.start().parent_run_id
+    MlflowClient(uri).delete_run(parent)
+    again = SweepTracking(uri, directory, sweep)  # --resume: the same folder
+    again.connect()
+    with pytest.raises(ConfigError, match=rf"--resume: the sweep's parent run {parent} was "):
+        again.start()
