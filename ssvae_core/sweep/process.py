@@ -54,7 +54,7 @@ def alive(recorded: str) -> bool | None:
     tell (recorded on another boot or PID namespace, or no ``/proc`` here)."""
     parts = recorded.split(":")
     here = identity()
-    if len(parts) != 4 or not here or not parts[2].isdigit():
+    if len(parts) != 4 or not here or not (parts[2].isascii() and parts[2].isdigit()):
         return None
     boot, namespace, pid, started = parts
     if (boot, namespace) != tuple(here.split(":")[:2]):

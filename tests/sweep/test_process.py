@@ -86,3 +86,7 @@ def test_a_nightly_is_stale_when_its_driver_is_gone_or_too_old_not_when_it_canno
     assert is_stale(run(60, **{"ssvae.host": host, "ssvae.pid": "999999999"}), budget_s=600)
     gone = {"ssvae.host": host, "ssvae.pid": "999999999", "ssvae.process": ""}  # no /proc there
     assert is_stale(run(60, **gone), budget_s=600)
+    for odd in ("\u00b2", "99999999999999999999"):  # int() raised: every night was exit 3
+        assert not is_stale(run(60, **{"ssvae.host": host, "ssvae.pid": odd}), budget_s=600)
+        assert is_stale(run(4300, **{"ssvae.host": host, "ssvae.pid": odd}), budget_s=600)
+    assert process.alive(f"{boot}:{ns}:\u00b2:{start}") is None  # int() raised

@@ -76,7 +76,9 @@ def is_stale(run: Any, budget_s: float | None, now: float | None = None) -> bool
         alive = process.alive(recorded)
         return alive is False
     pid = tags.get("ssvae.pid", "")
-    return tags.get("ssvae.host") == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+    if not (pid.isascii() and pid.isdigit() and len(pid) <= 9):  # not "²", not 10**20: no PID
+        return False
+    return tags.get("ssvae.host") == socket.gethostname() and not _alive(int(pid))
 
 
 def running(
