@@ -387,6 +387,21 @@ def test_a_night_this_machine_cannot_hold_creates_nothing_before_its_refusal(
     assert sorted(p.name for p in workdir.iterdir()) == before
 
 
+@pytest.mark.slow
+def test_a_night_in_which_no_trial_ran_says_why_in_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A budget spent before any trial started: exit 3 with '[Errno 2] No such file or
+    directory: .../trials.csv'."""
+    spec = write_spec(workdir, "tonight", BODY + "budget: {time_budget_s: 1.0e-9}\n", TINY_NIGHT)
+    assert _night(spec, "n1") == 2
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said == (
+        "ssvae nightly: error: budget.time_budget_s: spent before any trial started, so no "
+        "trial ran and there is no verdict tonight; give the nightly a larger budget"
+    )
+
+
 def test_sync_while_a_night_writes_its_verdict_is_refused(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -130,6 +130,11 @@ def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
             parent_tags=tags,
             claim=lambda run_id: _claim(mlflow, uri, experiment_id, spec, run_id),
         )
+        if result.trials.empty:  # the sweep said "no trial ran": nothing to judge
+            raise ConfigError(
+                "budget.time_budget_s: spent before any trial started, so no trial ran and "
+                "there is no verdict tonight; give the nightly a larger budget"
+            )
         with driving(result.directory):  # the parent run's queue: no --sync beside it
             tonight = read_trials(result.directory / "trials.csv")  # as the baseline's was read
             comparison = compare(
