@@ -16,12 +16,14 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
 
 from ssvae_core import allocator
 from ssvae_core.errors import ConfigError
+from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep.sections import Resources
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,10 @@ def connect(address: str | None) -> bool:
     # ray.init(address=None) joins $RAY_ADDRESS where it is set: checked, and named, the same
     named = f"--address {address}" if address else f"$RAY_ADDRESS={os.environ.get('RAY_ADDRESS')}"
     given = address or os.environ.get("RAY_ADDRESS") or None
+    if given in (None, "local"):  # Ray's session files go under $RAY_TMPDIR, else $TMPDIR
+        var = next((v for v in ("RAY_TMPDIR", "TMPDIR") if v in os.environ), None)
+        if var is not None:  # a file there was exit 3 'Not a directory ...; try --resume'
+            writable_dir(Path(os.environ[var]) / "ray", f"${var}")
     if given not in (None, "auto", "local"):
         host, port = _host_port(given, named)
         try:  # Ray itself retries an address where nothing answers without end

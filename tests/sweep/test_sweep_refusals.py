@@ -78,6 +78,21 @@ def test_a_port_that_is_no_port_is_refused_naming_it(
     assert not (workdir / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize("var", ["TMPDIR", "RAY_TMPDIR"])
+def test_a_temp_folder_ray_cannot_use_is_named_before_ray_starts(
+    workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    """A file there was exit 3 '[Errno 20] Not a directory: .../ray; once fixed, try
+    --resume', after the parent run was opened (nothing had run to resume)."""
+    path = write_spec(workdir, "tmp", "grid: {train.seed: [0]}\n")
+    (workdir / "afile").write_text("")
+    monkeypatch.setenv(var, str(workdir / "afile"))
+    assert cli.main(["sweep", str(path), "--storage-path", "runs"]) == 2
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith(f"ssvae sweep: error: ${var}: cannot write to {workdir / 'afile'}")
+    assert not (workdir / "mlflow.db").exists()
+
+
 def test_a_second_driver_of_the_same_name_is_refused(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
