@@ -385,3 +385,16 @@ def test_a_baseline_of_another_spec_is_refused(here: Path) -> None:
     assert history.baseline(client, run.info.run_id, "tonight").info.run_id == run.info.run_id
     with pytest.raises(ConfigError, match="is a sweep of spec 'tonight', not of 'other'"):
         history.baseline(client, run.info.run_id, "other")
+
+
+def test_a_night_named_after_an_earlier_sweep_is_refused_without_resume_advice(
+    here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said 'pass --resume to continue it', an option ssvae nightly does not have."""
+    spec = Path(__file__).resolve().parents[2] / "sweeps" / "nightly-small.yaml"
+    (here / "runs" / "n1").mkdir(parents=True)
+    (here / "runs" / "n1" / "sweep.yaml").write_text("name: nightly-small\n")
+    assert cli.main(["nightly", str(spec), "--name", "n1", "--storage-path", "runs"]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said.startswith(f"ssvae nightly: error: --name: {here / 'runs' / 'n1'} holds a sweep")
+    assert "--resume" not in said and not (here / "mlflow.db").exists()

@@ -140,7 +140,13 @@ def run(args: argparse.Namespace) -> int:
                 "search's trials have neither; judge a grid nightly (its axes under grid:)",
             )
             root = args.storage_path or storage.DEFAULT_STORAGE
-            storage.sweep_dir(sweep, root, args.name)  # a bad --name: now, not after MLflow
+            folder = storage.sweep_dir(sweep, root, args.name)  # a bad --name: now, not later
+            check(
+                args.name is None or not (folder / "sweep.yaml").exists(),
+                "--name",
+                f"{folder} holds a sweep already; a night takes a name of its own (the default, "
+                "SPEC_NAME-YYYYmmdd-HHMMSS, is new each second)",
+            )  # the sweep's own refusal said 'pass --resume', which a nightly does not take
     except ConfigError as err:
         print(f"ssvae nightly: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
