@@ -36,8 +36,14 @@ class Progress(tune.Callback):
     def _line(self, trial: Any, text: str) -> None:
         params = self.spec.trial_params(trial.config)
         label = ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or trial.trial_id
-        if self.spec.search is None and (fused := len(self.spec.members(trial.config["cell"]))) > 1:
-            label += f" +{fused - 1} fused"  # a fused trial's figures: the mean of its members
+        members = () if self.spec.search else self.spec.members(int(trial.config["cell"]))
+        if len(members) > 1:  # a fused trial's figures are its members' mean: every one named
+            each = [dict(self.spec.cells[m].params) for m in members]
+            values = {
+                k: "|".join(dict.fromkeys(_fmt(p.get(k, "-")) for p in each)) for k in each[0]
+            }
+            label = ", ".join(f"{k}={v}" for k, v in values.items())
+            label += f" (fused: the mean of {len(members)})"
         elapsed = time.monotonic() - self.started
         print(f"[{elapsed:5.0f}s] {self.tuner_run} | {label} | {text}", flush=True)
 

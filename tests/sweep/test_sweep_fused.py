@@ -93,3 +93,22 @@ def test_a_fused_smoke_sweep_gives_every_cell_its_own_run_row_and_numbers(workdi
         assert child.data.metrics["probe_error_px"] == pytest.approx(row["probe_error_px"])
     cells = pd.read_csv(workdir / "runs" / "fused" / "results.csv")
     assert cells["trials"].tolist() == [2, 2] and cells["n_error"].sum() == 0
+
+
+def test_a_fused_trials_progress_line_names_every_member_it_averages(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed 'train.seed=0 +2 fused | ok: 3.18 px' while seed 0 alone read 5.06 px:
+    the figure was the members' mean under the first member's label."""
+    from types import SimpleNamespace
+
+    from ssvae_core.sweep.progress import Progress
+
+    sweep = spec.load(write_spec(workdir, "f", """
+        grid: {method: [gaussian], train.seed: [0, 1, 2]}
+        resources: {fuse: 3}
+    """))  # fmt: skip
+    trial = SimpleNamespace(config={"cell": 0}, trial_id="t0", last_result={})
+    Progress(sweep, "grid").on_trial_result(0, [trial], trial, {"epoch": 1, "loss": 1.5})
+    line = capsys.readouterr().out
+    assert "| method=gaussian, train.seed=0|1|2 (fused: the mean of 3) | epoch 1 |" in line
