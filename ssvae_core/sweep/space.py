@@ -68,6 +68,9 @@ def searcher(spec: SweepSpec) -> OptunaSearch | None:
     """Optuna's TPE over the searched keys (seeded), or None for a plain grid."""
     if spec.search is None:
         return None
+    import optuna  # imported by OptunaSearch: its logger is set at import, so quieted after
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created" per cell
     return OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.search.seed)
 
 

@@ -398,3 +398,29 @@ def test_a_night_named_after_an_earlier_sweep_is_refused_without_resume_advice(
     said = capsys.readouterr().err.strip()
     assert said.startswith(f"ssvae nightly: error: --name: {here / 'runs' / 'n1'} holds a sweep")
     assert "--resume" not in said and not (here / "mlflow.db").exists()
+
+
+def test_a_night_quiets_mlflows_schema_note_before_it_opens_mlflow(
+    here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first night printed MLflow's 'Creating initial MLflow database tables...' above its
+    own lines: the night opened MLflow before anything had quieted it."""
+    import logging
+
+    from ssvae_core.sweep import spec
+    from ssvae_core.sweep.nightly.run import NightlyOptions, run_nightly
+    from ssvae_core.sweep.tracking import TrackingUnavailable
+
+    schema = logging.getLogger("mlflow.store.db.utils")
+    monkeypatch.setattr(schema, "level", logging.NOTSET)  # as in a fresh process
+    seen: list[int] = []
+
+    def experiment(uri: str, name: str) -> str:
+        seen.append(schema.getEffectiveLevel())
+        raise TrackingUnavailable("stop here", uri)
+
+    monkeypatch.setattr("ssvae_core.sweep.nightly.run.experiment", experiment)
+    night = spec.load(Path(__file__).resolve().parents[2] / "sweeps" / "nightly-small.yaml")
+    with pytest.raises(TrackingUnavailable, match="stop here"):
+        run_nightly(night, NightlyOptions(storage_path=here / "runs"))
+    assert seen == [logging.ERROR]

@@ -117,3 +117,22 @@ def test_a_lost_worker_node_mid_sweep_and_every_trial_still_finishes(workdir: Pa
     assert {run.info.status for run in [parent, *children]} == {"FINISHED"}
     for child in children:
         assert metric_steps(uri, child.info.run_id, "probe_error_px") == list(range(EPOCHS + 1))
+
+
+def test_optunas_note_on_each_study_is_not_printed() -> None:
+    """'[I ...] A new study created in memory with name: ...' for every searched cell."""
+    import subprocess
+    import sys
+
+    make = (
+        "from ssvae_core.sweep import space, spec; "
+        "space.searcher(spec.load('sweeps/optuna-lr-lengthscale.yaml')); "
+    )
+    said = [
+        subprocess.run(
+            [sys.executable, "-c", code + "import optuna; optuna.create_study()"],
+            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2],
+        ).stderr
+        for code in ("", make)
+    ]  # fmt: skip
+    assert "A new study created" in said[0] and "A new study created" not in said[1], said

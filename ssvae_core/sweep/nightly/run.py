@@ -31,6 +31,7 @@ from ssvae_core.files import write_text
 from ssvae_core.metrics import finite_or_none
 from ssvae_core.preflight import writable_dir
 from ssvae_core.sweep import lock
+from ssvae_core.sweep.cluster import quiet_libraries
 from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import Comparison, Tolerance, compare, unfit
 from ssvae_core.sweep.nightly.verdict import verdict_markdown, write_verdict
@@ -81,6 +82,7 @@ class Night:
 def run_nightly(spec: SweepSpec, options: NightlyOptions) -> Night:
     """One night of `spec` (see the module doc)."""
     check_sweep(spec, options.address)  # this machine's refusals before MLflow or a folder
+    quiet_libraries()  # MLflow's schema creation on a first night, before Ray says it
     root = writable_dir(Path(options.storage_path).resolve(), "--storage-path")
     root.mkdir(parents=True, exist_ok=True)  # for the lock
     with lock.exclusive(
