@@ -46,6 +46,7 @@ class Case:
     # "full": a full disk at out/
     limit_s: float = 30.0
     setup: Callable[[Path], None] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # set for the command
 
 
 HUNDRED = "[" + ", ".join(str(i) for i in range(1, 101)) + "]"
@@ -53,6 +54,13 @@ HUNDRED = "[" + ", ".join(str(i) for i in range(1, 101)) + "]"
 
 def _sweep(body: str) -> dict[str, str]:
     return {"s.yaml": f"name: s\n{TINY}{body}"}
+
+
+def _foreign_database(tmp: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(tmp / "notes.db") as db:
+        db.execute("create table notes(id int)")
 
 
 def _npy(tmp: Path) -> None:
@@ -155,6 +163,22 @@ CASES = [
          limit_s=90),
     Case("an unreachable --address", ["sweep", "s.yaml", "--address", "127.0.0.1:9"], 3,
          "--address 127.0.0.1:9: nothing answers", _sweep("")),
+    Case("an unreachable $RAY_ADDRESS (Ray retried it without end)", ["sweep", "s.yaml"], 3,
+         "$RAY_ADDRESS=127.0.0.1:9: nothing answers", _sweep(""),
+         env={"RAY_ADDRESS": "127.0.0.1:9"}),
+    Case("--address with a port that is no port", ["sweep", "s.yaml", "--address", "h:\u00b2"],
+         2, "port '\u00b2' is not a number in 1-65535", _sweep("")),
+    Case("$TMPDIR is a file (Ray's session folder goes there)", ["sweep", "s.yaml"], 2,
+         "$TMPDIR: cannot write to afile/ray", {**_sweep(""), "afile": "x"},
+         env={"TMPDIR": "afile"}),
+    Case("--tracking-uri naming another program's SQLite database",
+         ["sweep", "s.yaml", "--tracking-uri", "sqlite:///notes.db"], 2,
+         "notes.db is a SQLite database without MLflow's tables", _sweep(""),
+         setup=_foreign_database),
+    Case("ssvae nightly of a searched spec (trained it all, then a traceback)",
+         ["nightly", "s.yaml"], 2, "search: a nightly pairs each grid cell and seed",
+         _sweep("search: {num_samples: 2, space: {train.lr: {dist: loguniform, low: 0.001, "
+                "high: 0.1}}}\n")),
     Case("a YAML alias bomb under a valid key (sweep)", ["sweep", "s.yaml"], 2,
          "holds more than 100000 values", {"s.yaml": f"name: s\n{BOMB}"}),
     Case("a YAML alias bomb in --config", ["train", "--config", "c.yaml"], 2,
@@ -390,6 +414,7 @@ def run_case(case: Case, tmp: Path) -> Outcome:
         command = ["unshare", "-m", "sh", "-c", f'{fill}; exec "$@"', "sh", *command]
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    env |= case.env
     started = time.monotonic()
     try:
         done = subprocess.run(command, cwd=tmp, capture_output=True, text=True, env=env,
