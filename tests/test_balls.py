@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -264,3 +265,25 @@ def test_render_rejects_bad_input() -> None:
         render(np.zeros((3, 2)), 32, 8, colours)
     with pytest.raises(ValueError, match=r"^colours: "):
         render(np.full((1, 2, 2), 10.0), 32, 8, colours)
+
+
+@pytest.mark.parametrize(
+    ("name", "broken", "message"),
+    [
+        ("frames", lambda v: v.frames.astype(np.float64), "frames: expected uint8 [40, 32, 32, 3]"),
+        ("positions", lambda v: v.positions[:-1],
+         "positions: expected float32 [40, 3, 2], got float32 [39, 3, 2]"),
+        ("colours", lambda v: v.colours.astype(np.int64),
+         "colours: expected uint8 [3, 3], got int64 [3, 3]"),
+        ("collided", lambda v: v.collided[:, :1],
+         "collided: expected bool [39, 3], got bool [39, 1]"),
+    ],
+)  # fmt: skip
+def test_a_video_whose_arrays_do_not_fit_its_config_is_refused(
+    name: str, broken: object, message: str
+) -> None:
+    import dataclasses
+
+    good = simulate(BallsConfig(n_frames=40, size=32, diameter=6), seed=0)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        dataclasses.replace(good, **{name: broken(good)})  # type: ignore[operator]

@@ -131,8 +131,9 @@ def test_the_command_exits_2_on_another_config(
 
 
 def test_the_reason_given_is_torchs_reason_never_its_advice() -> None:
-    """The three forms of torch's weights-only refusal (`torch.serialization`, 2.13): the
-    reason may sit on the first line, after its prefix, or lines below the advice."""
+    """The forms of torch's weights-only refusal (`torch.serialization`, 2.13): the reason
+    may sit on the first line after its prefix, or lines below the advice; a refused global's
+    name is the reason wherever it sits, before any other line."""
     from torch.serialization import UNSAFE_MESSAGE
 
     reason = "torch.nested._internal.nested_tensor must be imported to load this"
@@ -143,6 +144,10 @@ def test_the_reason_given_is_torchs_reason_never_its_advice() -> None:
     ]
     for message in forms:
         assert checkpoint._reason(RuntimeError(message)) == reason
+    refused = "Unsupported global: GLOBAL builtins.exec was not an allowed global by default."
+    named = f"Weights only load failed. {reason}\n{UNSAFE_MESSAGE}\nWeightsUnpickler error: "
+    named += refused
+    assert checkpoint._reason(RuntimeError(named)) == f"WeightsUnpickler error: {refused}"
     assert checkpoint._reason(EOFError()) == "EOFError"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tracemalloc
 import zipfile
 from collections.abc import Callable
@@ -210,3 +211,28 @@ def test_a_coupling_that_needs_equal_sizes_says_which_ones_do_not(tmp_path: Path
 def test_a_synthetic_problem_below_its_floor_is_refused() -> None:
     with pytest.raises(ValueError, match="at least"):
         synthetic("student_t", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("member", "message"),
+    [
+        (b"just text, not an array", "x is not a .npy array (member x.npy)"),
+        (b"\x93NUMPY\x03\x00" + bytes(64), "x is in .npy format (3, 0); expected 1.0 or 2.0"),
+    ],
+)
+def test_a_member_that_is_no_npy_array_is_refused_from_its_header(
+    tmp_path: Path, member: bytes, message: str
+) -> None:
+    path = tmp_path / "odd.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", member)
+        archive.writestr("y.npy", _npy_bytes(np.zeros((400, 2))))
+        archive.writestr("mi.npy", _npy_bytes(np.array(1.0)))
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {message}")):
+        from_npz(path)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
