@@ -167,7 +167,7 @@ CASES = [
          "$RAY_ADDRESS=127.0.0.1:9: nothing answers", _sweep(""),
          env={"RAY_ADDRESS": "127.0.0.1:9"}),
     Case("--address with a port that is no port", ["sweep", "s.yaml", "--address", "h:\u00b2"],
-         2, "port '\u00b2' is not a number in 1-65535", _sweep("")),
+         2, "the port in 'h:\u00b2' is not a number in 1-65535", _sweep("")),
     Case("$TMPDIR is a file (Ray's session folder goes there)", ["sweep", "s.yaml"], 2,
          "$TMPDIR: cannot write to afile/ray", {**_sweep(""), "afile": "x"},
          env={"TMPDIR": "afile"}),

@@ -16,14 +16,13 @@ import signal
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
 
 from ssvae_core import allocator
 from ssvae_core.errors import ConfigError
-from ssvae_core.preflight import writable_dir
+from ssvae_core.sweep.preflight import host_port, ray_address
 from ssvae_core.sweep.sections import Resources
 
 log = logging.getLogger(__name__)
@@ -35,19 +34,6 @@ KEYS = {"CPU": "cpu", "GPU": "gpu"}  # Ray's resource name -> the spec's key
 
 class ClusterUnavailable(RuntimeError):
     """The Ray cluster at an address cannot be reached (exit 3)."""
-
-
-def _host_port(address: str, named: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``ray://HOST:PORT`` -> (host, port); Ray's default port without one.
-    A port that is not one (``²``, ``99999``) is a `ConfigError` naming `named`."""
-    client = address.startswith("ray://")
-    rest = address.removeprefix("ray://")
-    if ":" not in rest:
-        return rest, 10001 if client else 6379
-    host, _, port = rest.rpartition(":")
-    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
-        raise ConfigError(f"{named}: port {port!r} is not a number in 1-65535")
-    return host, int(port)
 
 
 # Library chatter a user cannot act on: MLflow's schema creation, Ray's start-up lines, Tune's
@@ -70,15 +56,9 @@ def connect(address: str | None) -> bool:
     quiet_libraries()
     if ray.is_initialized():
         return False
-    # ray.init(address=None) joins $RAY_ADDRESS where it is set: checked, and named, the same
-    named = f"--address {address}" if address else f"$RAY_ADDRESS={os.environ.get('RAY_ADDRESS')}"
-    given = address or os.environ.get("RAY_ADDRESS") or None
-    if given in (None, "local"):  # Ray's session files go under $RAY_TMPDIR, else $TMPDIR
-        var = next((v for v in ("RAY_TMPDIR", "TMPDIR") if v in os.environ), None)
-        if var is not None:  # a file there was exit 3 'Not a directory ...; try --resume'
-            writable_dir(Path(os.environ[var]) / "ray", f"${var}")
+    given, named = ray_address(address)  # ray.init(address=None) joins $RAY_ADDRESS
     if given not in (None, "auto", "local"):
-        host, port = _host_port(given, named)
+        host, port = host_port(given, named)
         try:  # Ray itself retries an address where nothing answers without end
             socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
         except OSError as err:

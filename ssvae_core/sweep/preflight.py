@@ -13,6 +13,7 @@ so a trial on a GPU checks its own share when it starts (`sweep.trainable`).
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 
 from ssvae_core import preflight
@@ -22,9 +23,50 @@ from ssvae_core.sweep.spec import SweepSpec
 
 
 def check_sweep(spec: SweepSpec, address: str | None) -> None:
-    """`check_devices`, then `check_memory`; `address` None or ``local``: started here."""
+    """`check_address`, `check_devices`, then `check_memory`; `address` None or ``local``:
+    started here."""
+    check_address(address)
     check_devices(spec)
     check_memory(spec, local=address in (None, "local"))
+
+
+def ray_address(address: str | None) -> tuple[str | None, str]:
+    """The address Ray will join (``--address``, else ``$RAY_ADDRESS``, which ``ray.init``
+    reads when given none; None: Ray starts here) and how a message names it."""
+    if address:
+        return address, f"--address {address}"
+    if given := os.environ.get("RAY_ADDRESS"):
+        return given, f"$RAY_ADDRESS={given}"
+    return None, "Ray (started on this machine)"
+
+
+def host_port(address: str, named: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``ray://HOST:PORT`` -> (host, port); Ray's default
+    port without one (6379, or 10001 for ``ray://``). A port that is not one (``²``,
+    ``99999``, ``0``) is a `ConfigError` naming `named`."""
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://")
+    parts = urllib.parse.urlsplit("//" + rest)
+    try:
+        port = parts.port  # ValueError: not digits, or above 65535
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{named}: the port in {rest!r} is not a number in 1-65535")
+    return parts.hostname or "", port or (10001 if client else 6379)
+
+
+def check_address(address: str | None) -> None:
+    """Before Ray: the address it will join has a port that is one (`host_port`), and where
+    it starts here, the folder its session files go to (``$RAY_TMPDIR``, else ``$TMPDIR``)
+    can be written (a file there was exit 3, 'Not a directory', after MLflow opened)."""
+    given, named = ray_address(address)
+    if given not in (None, "auto", "local"):
+        host_port(given, named)
+    if given in (None, "local"):
+        var = next((v for v in ("RAY_TMPDIR", "TMPDIR") if v in os.environ), None)
+        if var is not None:
+            preflight.writable_dir(Path(os.environ[var]) / "ray", f"${var}")
 
 
 def check_devices(spec: SweepSpec) -> None:

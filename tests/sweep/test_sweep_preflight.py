@@ -148,3 +148,28 @@ def test_the_paper_sweep_fits_a_gpu_at_32_trials(fake_cuda: Callable[..., None])
     preflight.check_gpu_share(cfg, 1 / 32)
     with pytest.raises(ConfigError):
         preflight.check_gpu_share(cfg, 1 / 64)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("h:6379", ("h", 6379)), ("h", ("h", 6379)), ("ray://h", ("h", 10001)),
+        ("ray://h:1234", ("h", 1234)), ("[::1]:6380", ("::1", 6380)), ("[::1]", ("::1", 6379)),
+    ],
+)  # fmt: skip
+def test_an_address_gives_its_host_and_port_or_rays_default(
+    address: str, expected: tuple[str, int]
+) -> None:
+    """'[::1]:6379' kept its brackets as the host, so nothing answered at it (exit 3)."""
+    assert sweep_preflight.host_port(address, "--address") == expected
+
+
+def test_without_an_address_ray_address_is_named_and_else_this_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A local start that failed was blamed on '$RAY_ADDRESS=None'."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert sweep_preflight.ray_address(None) == (None, "Ray (started on this machine)")
+    monkeypatch.setenv("RAY_ADDRESS", "h:1")
+    assert sweep_preflight.ray_address(None) == ("h:1", "$RAY_ADDRESS=h:1")
+    assert sweep_preflight.ray_address("g:2") == ("g:2", "--address g:2")

@@ -74,8 +74,32 @@ def test_a_port_that_is_no_port_is_refused_naming_it(
     address = f"127.0.0.1:{port}"
     assert cli.main(["sweep", str(path), "--address", address, "--storage-path", "runs"]) == 2
     said = capsys.readouterr().err
-    assert f"--address {address}: port {port!r} is not a number in 1-65535" in said
+    assert f"--address {address}: the port in {address!r} is not a number in 1-65535" in said
     assert not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["--address", "127.0.0.1:99999"], {}, "--address 127.0.0.1:99999: the port in"),
+        ([], {"TMPDIR": "afile"}, "$TMPDIR: cannot write to afile/ray"),
+    ],
+)
+def test_a_dry_run_refuses_what_the_run_would(
+    workdir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    environ: dict[str, str],
+    message: str,
+) -> None:
+    """--dry-run said 'nothing was run', exit 0, for input the run refused with exit 2."""
+    path = write_spec(workdir, "dry", "grid: {train.seed: [0]}\n")
+    (workdir / "afile").write_text("")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["sweep", str(path), "--dry-run", "--storage-path", "runs", *argv]) == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("var", ["TMPDIR", "RAY_TMPDIR"])
@@ -190,7 +214,7 @@ def test_sync_beside_the_sweeps_live_driver_is_refused_with_exit_3(
         (["sweep", "--tracking-uri", "http://"], {}, "--tracking-uri: http:// names no host"),
         # it wrote MLflow's ~60 tables into another program's database, then exit 3
         (["sweep", "--tracking-uri", "sqlite:///foreign.db"], {}, "--tracking-uri: foreign.db "
-         "is a SQLite database without MLflow's tables; MLflow would write its tables into it"),
+         "is a SQLite database without MLflow's tables, so not an MLflow database (left as it is)"),
         (["nightly", "--tracking-uri", "sqlite:///notes.db"], {}, "--tracking-uri: notes.db is "
          "not a SQLite database"),
     ],
@@ -219,13 +243,20 @@ def test_a_tracking_uri_mlflow_has_no_store_for_is_refused_before_ray(
     assert (workdir / "foreign.db").read_bytes() == before  # untouched
 
 
-def test_a_missing_or_empty_sqlite_file_is_mlflows_to_create(tmp_path: Path) -> None:
+def test_a_missing_or_empty_sqlite_file_or_a_folder_with_capitals_is_mlflows(
+    tmp_path: Path,
+) -> None:
+    """A folder store whose path held a capital was refused: 'write the scheme in lower case
+    (/home/alice/mlruns://...)'."""
     from ssvae_core.sweep import tracking
 
     (tmp_path / "empty.db").write_bytes(b"")
-    for name in ("new.db", "empty.db"):
+    (tmp_path / "link.db").symlink_to(tmp_path / "absent.db")
+    for name in ("new.db", "empty.db", "link.db"):
         uri = f"sqlite:///{tmp_path / name}"
         assert tracking.default_uri(uri) == uri
+    for folder in (str(tmp_path / "MyRuns"), f"file://{tmp_path / 'MyRuns'}"):
+        assert tracking.default_uri(folder) == folder
 
 
 @pytest.mark.parametrize(
