@@ -30,6 +30,7 @@ are the caller's (exit code 3).
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -197,7 +198,8 @@ def _indexed(
         row = int(bad[0])
         raise ValueError(f"trials table: probe_error_px holds {px[row]} in row {row + 1}, not a "
                          "distance (>= 0, finite; empty where a trial has none)")  # fmt: skip
-    seeds = trials[list(seed_axes)].apply(_whole)  # seed 0.0 pairs with seed 0
+    whole = {axis: _as_integers_where_whole(trials[axis]) for axis in seed_axes}
+    seeds = pd.DataFrame(whole, index=trials.index)  # seed 0.0 pairs with 0
     out = trials.assign(cell=cell_label(trials, cell_axes), seed=cell_label(seeds, seed_axes))
     out = out.assign(**numbers)
     twice = out[out.duplicated(["cell", "seed"])].head(1).to_dict("records")
@@ -207,14 +209,18 @@ def _indexed(
     return out
 
 
-def _whole(values: pd.Series) -> pd.Series:
-    """A column of whole numbers as integers (a table written with a gap in it reads back
-    ``0.0``, and its seeds would pair with no other night's ``0``); any other column as it is."""
-    if is_numeric_dtype(values) and not is_bool_dtype(values):
-        number = values.astype(float)
-        if np.isfinite(number).all() and (number == np.round(number)).all():
-            return number.astype("int64")
-    return values
+def _as_integers_where_whole(values: pd.Series) -> pd.Series:
+    """A numeric column with each whole float as a Python int (a column with an empty cell
+    reads back as floats, ``0.0``, and its seeds would pair with no other night's ``0``);
+    NaN and any other value as it is."""
+    if not is_numeric_dtype(values) or is_bool_dtype(values):
+        return values
+
+    def whole(value: Any) -> Any:
+        is_whole = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+        return int(value) if is_whole else value
+
+    return pd.Series([whole(v) for v in values.tolist()], index=values.index, dtype=object)
 
 
 def not_numbers(trials: pd.DataFrame) -> str | None:
