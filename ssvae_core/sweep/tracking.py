@@ -109,21 +109,18 @@ def _check_written(uri: str, where: str) -> None:
     A missing or empty file is fine: MLflow creates its database there."""
     if uri != uri.strip() or any(ord(c) < 32 or ord(c) == 127 for c in uri):
         raise ConfigError(f"{where}: {url_shown(uri)!r} holds a space or control character")
-    written = uri.partition("://")[0].partition(":")[0]
-    if written != written.lower():
+    written, sep, _ = uri.partition("://")  # a folder (a path, no scheme) may hold capitals
+    if sep and written != written.lower():
         raise ConfigError(f"{where}: write the scheme in lower case ({written.lower()}://...)")
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("http", "https") and not parts.hostname:
         raise ConfigError(f"{where}: {url_shown(uri)} names no host")
     path = sqlite_file(uri)
-    if path is None or not (path.exists() or path.is_symlink()):
+    if path is None or not path.exists():  # new (through a link too): MLflow creates it
         return
     why = not_a_database(path)
     if why is not None and why != "is empty, not a database":
-        raise ConfigError(
-            f"{where}: {path} {why}; MLflow would write its tables into it (name a new file, "
-            "or an MLflow database)"
-        )
+        raise ConfigError(f"{where}: {path} {why}, so not an MLflow database (left as it is)")
 
 
 def sqlite_file(uri: str) -> Path | None:
