@@ -55,6 +55,8 @@ def crontab_problems(text: str) -> list[str]:
             problems.append("the command has an unescaped % (cron would cut it there)")
         if "flock -n" in command and "flock -n -E 75" not in command:
             problems.append("flock -n skips a night as exit 1, a failed night's status (-E 75)")
+        elif "flock -n" in command and "75) " not in command:
+            problems.append("a skipped night (exit 75) is mailed as a failed one")
         if not command.startswith("cd SSVAE_CHECKOUT && "):
             problems.append("the command does not start in the checkout (cd SSVAE_CHECKOUT)")
         problems += _nightly_command_problems(command)
@@ -100,6 +102,9 @@ CRONTAB_BREAKS = {
         "not in the repository"),
     "a skipped night that reads as a failed one": (
         lambda t: t.replace("flock -n -E 75", "flock -n"), "(-E 75)"),
+    "a skipped night mailed as failed": (
+        lambda t: t.replace('75) echo "ssvae nightly skipped: the last night still runs";; ', ""),
+        "mailed as a failed one"),
     "not the nightly": (
         lambda t: t.replace("-- nightly sweeps/", "-- sweeps/"), "is not `ray submit"),
 }  # fmt: skip
