@@ -52,7 +52,7 @@ exit status: 0 done; 1 the work failed (a diverged run, an errored trial, a regr
 another run of the same name, a full disk); 130 interrupted (a sweep or nightly stopped
 by Ctrl-C or SIGTERM: --resume continues it); 141 stdout's reader left; 143 terminated by
 SIGTERM (train, data, fig1c, mi-bench, report; a sweep or nightly before its trials start
-or after they end: --resume finishes it)
+or after they end; a sweep's --resume finishes it)
 """
 
 

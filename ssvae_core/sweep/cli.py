@@ -221,11 +221,10 @@ def run_report(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         paths = reports.write(sweep.report, trials, sweep.report_context(), out, strict=True)
-        if sweep.search is not None and (directory / "selected.csv").is_file():
-            from ssvae_core.sweep import selection  # the study's estimate: kept in summary.md
+        if sweep.search is not None:  # the study's estimate, kept in summary.md
+            from ssvae_core.sweep import selection
 
-            scored = pd.read_csv(directory / "selected.csv", dtype={"cell": str})
-            selection.add_section(out / "summary.md", scored)
+            selection.redraw_section(directory, out)
     except (KeyError, ValueError) as err:  # a trials table the study cannot read
         print(f"ssvae report: error: the {sweep.report!r} report failed: {err!r}", file=sys.stderr)
         return EXIT_FAILED

@@ -46,6 +46,15 @@ def add_section(summary: Path, scored: pd.DataFrame) -> None:
             fh.write(SECTION + markdown(scored.drop(columns="trial_id", errors="ignore")) + "\n")
 
 
+def redraw_section(directory: Path, out: Path) -> None:
+    """``ssvae report`` of a searched sweep in `directory`: its ``selected.csv`` (where the
+    sweep wrote one) appended again to the ``summary.md`` just redrawn in `out`."""
+    if (directory / "selected.csv").is_file():
+        add_section(
+            out / "summary.md", pd.read_csv(directory / "selected.csv", dtype={"cell": str})
+        )
+
+
 def selected(spec: SweepSpec, trials: pd.DataFrame) -> pd.DataFrame:
     """Each cell's best finished trial by the search's metric and mode: one row per cell."""
     done = trials[trials["status"] == "ok"].copy()
