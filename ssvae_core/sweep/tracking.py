@@ -21,14 +21,12 @@ import json
 import logging
 import os
 import socket
-import sqlite3
-import stat
 import subprocess
 import time
 import urllib.parse
 import uuid
 from collections.abc import Mapping, Sequence, Set
-from contextlib import closing, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,6 +38,7 @@ from ssvae_core.errors import ConfigError, first_line, url_shown, without_passwo
 from ssvae_core.files import write_text
 from ssvae_core.metrics import finite_numbers
 from ssvae_core.sweep import lock, process, ui
+from ssvae_core.sweep.database import not_a_database
 from ssvae_core.sweep.runlog import IDENTITY_FILE, PENDING_FILE, RunLog, client
 from ssvae_core.sweep.spec import SweepSpec
 from ssvae_core.train import RunResult
@@ -48,7 +47,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # what a plain `mlflow ui` started here reads
 # the schemes MLflow 3's tracking store registry serves ("": a folder), besides plugins
-SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 TRACKING_SCHEMES = frozenset(
     {"", "file", "http", "https", "sqlite", "postgresql", "mysql", "mssql"}
     | {"databricks", "databricks-uc", "uc"}
@@ -133,42 +131,6 @@ def sqlite_file(uri: str) -> Path | None:
     if not sep or scheme.lower().split("+")[0] != "sqlite" or name in ("", ":memory:"):
         return None
     return Path(name)
-
-
-def not_a_database(path: Path) -> str | None:
-    """Why the file at `path` is not an MLflow database, or None (it is, or may be). Opened
-    without blocking, so that a named pipe is told, not waited on."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except (FileNotFoundError, NotADirectoryError):
-        return "does not exist"
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            return "is a directory, not a database file"
-        if not stat.S_ISREG(mode):
-            return f"is a {'named pipe' if stat.S_ISFIFO(mode) else 'device or socket'}, not a file"
-        header = os.read(fd, len(SQLITE_HEADER))
-    except OSError as err:
-        return f"cannot be read ({err.strerror})"
-    finally:
-        os.close(fd)
-    if header != SQLITE_HEADER:
-        return "is empty, not a database" if not header else "is not a SQLite database"
-    try:  # read-only; only a clear answer counts (a locked database: MLflow decides)
-        with closing(
-            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2)
-        ) as db:
-            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
-    except sqlite3.OperationalError:  # locked, say: MLflow decides
-        return None
-    except sqlite3.DatabaseError as err:  # "database disk image is malformed"
-        return f"is damaged ({err})"
-    if not {"experiments", "runs"} <= tables:
-        return "is a SQLite database without MLflow's tables"
-    return None
 
 
 def resolve_uri(uri: str) -> str:

@@ -17,18 +17,14 @@ import pandas as pd
 
 from ssvae_core.errors import ConfigError, first_line, url_shown
 from ssvae_core.files import write_text
+from ssvae_core.sweep.database import not_a_database
 from ssvae_core.sweep.nightly import history
 from ssvae_core.sweep.nightly.compare import LOOKBACK, compare, unfit
 from ssvae_core.sweep.nightly.verdict import plot_cell_history
 from ssvae_core.sweep.reports.common import markdown
 from ssvae_core.sweep.runlog import client
 from ssvae_core.sweep.sections import SEED_AXES
-from ssvae_core.sweep.tracking import (
-    TrackingUnavailable,
-    not_a_database,
-    resolve_uri,
-    sqlite_file,
-)
+from ssvae_core.sweep.tracking import TrackingUnavailable, resolve_uri, sqlite_file
 
 DEFAULT_NIGHTS = LOOKBACK
 
