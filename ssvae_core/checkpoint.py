@@ -48,7 +48,12 @@ def save(directory: str | Path, state: dict[str, Any], cfg: config.RunConfig) ->
     """
     path = Path(directory) / CHECKPOINT_FILE
     with replacing(path) as tmp, open(tmp, "wb") as fh:  # a file object: the archive's
-        torch.save({**state, "config": fingerprint(cfg)}, fh)  # name is not the temp file's
+        try:  # name is not the temp file's
+            torch.save({**state, "config": fingerprint(cfg)}, fh)
+        except Exception as err:  # Ctrl-C or SIGTERM mid-write: torch's zip writer, closed
+            if isinstance(err.__context__, KeyboardInterrupt):  # half-written, raised its
+                raise err.__context__ from None  # own error over it (a traceback, exit 1)
+            raise
     return path
 
 

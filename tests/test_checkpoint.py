@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from ssvae_core import checkpoint, cli, loader
+from ssvae_core import checkpoint, cli, config, loader
 from ssvae_core.balls import Video
 from ssvae_core.checkpoint import CHECKPOINT_FILE, CheckpointError
 from ssvae_core.config import RunConfig
@@ -328,3 +328,27 @@ def test_the_same_state_saves_to_the_same_bytes(tmp_path: Path, tiny_cfg: RunCon
     state = {"encoder": {"w": torch.ones(3)}, "history": [{"epoch": 0.0}]}
     first = checkpoint.save(tmp_path / "a", state, tiny_cfg).read_bytes()
     assert checkpoint.save(tmp_path / "b", state, tiny_cfg).read_bytes() == first
+
+
+def test_an_interrupt_mid_write_is_the_interrupt_and_leaves_the_last_checkpoint(
+    tmp_path: Path, tiny_cfg: config.RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM inside torch.save: its zip writer, closed half-written, raised 'unexpected pos
+    3520 vs 3414' over the interrupt, so `ssvae train` ended in a traceback with exit 1 (seen
+    once in CI, in test_sigterm_is_one_line_exit_143_and_leaves_no_temporary_file)."""
+    from ssvae_core.errors import Terminated
+
+    checkpoint.save(tmp_path, {"history": []}, tiny_cfg)
+    before = (tmp_path / "state.pt").read_bytes()
+
+    def interrupted(obj: object, fh: object) -> None:
+        try:
+            raise Terminated
+        finally:  # as torch's writer does on its way out
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos")
+
+    monkeypatch.setattr(checkpoint.torch, "save", interrupted)
+    with pytest.raises(Terminated):
+        checkpoint.save(tmp_path, {"history": [1]}, tiny_cfg)
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    assert (tmp_path / "state.pt").read_bytes() == before
