@@ -169,11 +169,15 @@ def unresumable(what: str, detail: str) -> ConfigError:
     )
 
 
-def check_state(spec: Any, directory: Path, resume: bool) -> None:
+TAKEN = "pass --resume to continue it or another --name to start another"
+
+
+def check_state(spec: Any, directory: Path, resume: bool, taken: str = TAKEN) -> None:
     """The sweep directory's state against what is asked, before Ray or MLflow (and by
-    ``--dry-run``): a sweep there already without `resume`; with it, files others could
-    have written (`check_private`), Ray's state cut short (`damaged`), a damaged record or
-    another spec. `spec`: a `SweepSpec` (its ``text`` and ``overrides``)."""
+    ``--dry-run``): a sweep there already without `resume` (`taken`: what to do instead, for
+    a command without ``--resume``); with it, files others could have written
+    (`check_private`), Ray's state cut short (`damaged`), a damaged record or another spec.
+    `spec`: a `SweepSpec` (its ``text`` and ``overrides``)."""
     if directory.is_symlink() or directory.exists():
         what = "a file"
         if directory.is_symlink():
@@ -182,10 +186,7 @@ def check_state(spec: Any, directory: Path, resume: bool) -> None:
               "--name or --storage-path, or remove it")  # fmt: skip
     started = directory / "sweep.yaml"
     if started.exists() and not resume:
-        raise ConfigError(
-            f"--name: {directory} holds a sweep already; pass --resume to continue it "
-            "or another --name to start another"
-        )
+        raise ConfigError(f"--name: {directory} holds a sweep already; {taken}")
     if resume and directory.exists():  # sweep.yaml or not, Ray restores what it finds
         check_private(directory)  # Ray's pickles are read only if no one else could write them
         for path in sorted({state.parent for state in directory.glob("*/experiment_state-*")}):

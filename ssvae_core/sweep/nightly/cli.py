@@ -93,6 +93,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+# A taken --name: what to do instead (a sweep's refusal says 'pass --resume', which a nightly
+# does not take).
+NIGHT_TAKEN = (
+    "a night takes a name of its own (the default, SPEC_NAME-YYYYmmdd-HHMMSS, is new each second)"
+)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``ssvae nightly`` for parsed `args`; -> the exit status."""
     from ssvae_core import loader, safe_yaml
@@ -141,12 +148,8 @@ def run(args: argparse.Namespace) -> int:
             )
             root = args.storage_path or storage.DEFAULT_STORAGE
             folder = storage.sweep_dir(sweep, root, args.name)  # a bad --name: now, not later
-            check(
-                args.name is None or not (folder / "sweep.yaml").exists(),
-                "--name",
-                f"{folder} holds a sweep already; a night takes a name of its own (the default, "
-                "SPEC_NAME-YYYYmmdd-HHMMSS, is new each second)",
-            )  # the sweep's own refusal said 'pass --resume', which a nightly does not take
+            if args.name is not None:  # the default, SPEC_NAME-YYYYmmdd-HHMMSS, is new
+                storage.check_state(sweep, folder, resume=False, taken=NIGHT_TAKEN)
     except ConfigError as err:
         print(f"ssvae nightly: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
