@@ -64,9 +64,17 @@ def check_address(address: str | None) -> None:
     if given not in (None, "auto", "local"):
         host_port(given, named)
     if given in (None, "local"):
-        var = next((v for v in ("RAY_TMPDIR", "TMPDIR") if v in os.environ), None)
+        folder, var = ray_temp_dir()
         if var is not None:
-            preflight.writable_dir(Path(os.environ[var]) / "ray", f"${var}")
+            preflight.writable_dir(folder, f"${var}")
+
+
+def ray_temp_dir() -> tuple[Path, str | None]:
+    """The folder a Ray started here keeps its session files in, as Ray chooses it:
+    ``$RAY_TMPDIR/ray`` where that is set, else ``$TMPDIR/ray``, else ``/tmp/ray``; and the
+    variable that named it (None: neither is set)."""
+    var = next((v for v in ("RAY_TMPDIR", "TMPDIR") if v in os.environ), None)
+    return Path(os.environ[var] if var else "/tmp") / "ray", var
 
 
 def check_devices(spec: SweepSpec) -> None:
@@ -85,10 +93,9 @@ def starts_ray_here(address: str | None) -> bool:
     (`ray.init` joins one, found by the file Ray keeps in its temporary folder)."""
     if address is not None:
         return address == "local"
-    if os.environ.get("RAY_ADDRESS"):
+    if ray_address(None)[0] is not None:
         return False
-    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
-    return not (Path(tmp) / "ray" / "ray_current_cluster").exists()
+    return not (ray_temp_dir()[0] / "ray_current_cluster").exists()
 
 
 def check_resources_here(
